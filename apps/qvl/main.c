@@ -1,0 +1,33 @@
+/* qvl - the command-line tool: one binary, one subcommand per job.
+ *   qvl info   --model DIR [--dummy]                      what the model is and what it needs
+ *   qvl encode --model DIR [--dummy] (--pixels FILE | --grid TxHxW...) -o OUT.safetensors
+ *   qvl export --model DIR --dummy -o OUT_DIR             write a synthetic model as an HF checkpoint */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apps.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: qvl <command> [options]\n"
+          "  info   --model DIR [--dummy]                 architecture, sizes, parameters, bytes\n"
+          "  encode --model DIR [--dummy] (--pixels FILE | --grid TxHxW ...) -o OUT.safetensors\n"
+          "                                               vision features (and DeepStack features)\n"
+          "  export --model DIR [--dummy] -o DIR [--shard-gb N]\n"
+          "                                               write the model as a bf16 HF checkpoint\n"
+          "common options: --cpu | --cuda, --threads N\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "encode")) return cmd_encode(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "export")) return cmd_export(argc - 1, argv + 1);
+  fprintf(stderr, "qvl: unknown command \"%s\"\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

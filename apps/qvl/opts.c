@@ -1,0 +1,61 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apps.h"
+
+static int parse_grid(app_opts *o, const char *s) {
+  int t, h, w;
+  char tail;
+  if (o->n_grids >= 64 || sscanf(s, "%dx%dx%d%c", &t, &h, &w, &tail) != 3 || t < 1 || h < 1 || w < 1) {
+    fprintf(stderr, "qvl: --grid wants TxHxW in patches (e.g. 1x32x32), at most 64 of them; got \"%s\"\n", s);
+    return 1;
+  }
+  o->grids[3 * o->n_grids] = t, o->grids[3 * o->n_grids + 1] = h, o->grids[3 * o->n_grids + 2] = w;
+  o->n_grids++;
+  return 0;
+}
+
+int app_parse(app_opts *o, int argc, char **argv) {
+  memset(o, 0, sizeof *o);
+  o->engine = qvl_engine_default_params();
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int takes = !strcmp(a, "--model") || !strcmp(a, "-o") || !strcmp(a, "--pixels") || !strcmp(a, "--grid") ||
+                !strcmp(a, "--threads") || !strcmp(a, "--shard-gb");
+    if (takes && !v) {
+      fprintf(stderr, "qvl: %s needs a value\n", a);
+      return 1;
+    }
+    if (!strcmp(a, "--model")) o->engine.model_dir = v;
+    else if (!strcmp(a, "-o")) o->out = v;
+    else if (!strcmp(a, "--pixels")) o->pixels = v;
+    else if (!strcmp(a, "--grid")) { if (parse_grid(o, v)) return 1; }
+    else if (!strcmp(a, "--threads")) o->engine.n_threads = atoi(v);
+    else if (!strcmp(a, "--shard-gb")) o->shard_gb = atof(v);
+    else if (!strcmp(a, "--dummy")) o->engine.dummy = 1;
+    else if (!strcmp(a, "--cpu")) o->engine.backend = QVL_BACKEND_CPU;
+    else if (!strcmp(a, "--cuda")) o->engine.backend = QVL_BACKEND_CUDA;
+    else {
+      fprintf(stderr, "qvl: unknown option \"%s\"\n", a);
+      return 1;
+    }
+    i += takes;
+  }
+  if (!o->engine.model_dir) {
+    fprintf(stderr, "qvl: --model DIR is required\n");
+    return 1;
+  }
+  return 0;
+}
+
+qvl_engine *app_open(const app_opts *o) {
+  qvl_engine *e = NULL;
+  int rc = qvl_engine_open(&e, &o->engine);
+  if (rc) {
+    fprintf(stderr, "qvl: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
+    qvl_engine_close(e);
+    return NULL;
+  }
+  return e;
+}

@@ -1,0 +1,73 @@
+/* backend.h - the op table. Models call these and nothing else; a backend owns its memory.
+ *
+ * A "buffer" is an opaque device pointer holding elements of the backend's activation dtype
+ * (f32 on cpu, bf16 on cuda) unless an op says otherwise (index arrays are int32). Shapes are row-major,
+ * rows first. Argument order everywhere: outputs, inputs, sizes, scalars. Every op returns QVL_OK or a
+ * negative status and fills b->err.
+ */
+#ifndef QVL_BACKEND_H
+#define QVL_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+typedef struct qvl_backend qvl_backend;
+
+struct qvl_backend {
+  const char *name;  /* "cpu" | "cuda" */
+  size_t elem_bytes; /* bytes per activation/weight element: 4 (f32) or 2 (bf16) */
+  void *ctx;
+  qvl_err *err;      /* where ops report; set by the owner */
+
+  /* ---- memory ---------------------------------------------------------------------------------- */
+  int (*alloc)(qvl_backend *b, void **out, size_t bytes);
+  void (*free)(qvl_backend *b, void *p); /* NULL is a no-op */
+  /* host f32 -> buffer elements (converted to the backend dtype) */
+  int (*upload_f32)(qvl_backend *b, void *dst, const float *src, int64_t n);
+  /* buffer elements -> host f32 */
+  int (*download_f32)(qvl_backend *b, float *dst, const void *src, int64_t n);
+  /* raw bytes host -> buffer (index arrays) */
+  int (*upload)(qvl_backend *b, void *dst, const void *src, size_t bytes);
+  int (*sync)(qvl_backend *b);
+  void (*destroy)(qvl_backend *b);
+
+  /* ---- ops ------------------------------------------------------------------------------------- */
+  /* y[m,n] = x[m,k] w[n,k]^T (+ bias[n] when bias != NULL) */
+  int (*linear)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k);
+  /* y = x / sqrt(mean(x^2) + eps) * w, per row of dim */
+  int (*rmsnorm)(qvl_backend *b, void *y, const void *x, const void *w, int64_t rows, int dim, float eps);
+  /* y = (x - mean) / sqrt(var + eps) * w + bias, per row of dim */
+  int (*layernorm)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows, int dim,
+                   float eps);
+  /* h += x (n elements) */
+  int (*add)(qvl_backend *b, void *h, const void *x, int64_t n);
+  /* y = silu(g) * u (n elements); y may alias g */
+  int (*silu_mul)(qvl_backend *b, void *y, const void *g, const void *u, int64_t n);
+  /* y = gelu(x), exact erf form (nn.GELU()) or tanh approximation (gelu_pytorch_tanh); y may alias x */
+  int (*gelu_erf)(qvl_backend *b, void *y, const void *x, int64_t n);
+  int (*gelu_tanh)(qvl_backend *b, void *y, const void *x, int64_t n);
+  /* In place on qkv [rows][3][heads][head_dim]: q and k rotated NeoX style (pair d, d + head_dim/2) by
+   * the f32 tables cos/sin [rows][head_dim] (buffers of floats, not of the activation dtype). */
+  int (*rope_qk)(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads,
+                 int head_dim);
+  /* out[rows][heads*head_dim] = softmax(q k^T * scale) v, non-causal, block-diagonal over the sequences
+   * [cu[i], cu[i+1]) (cu: host int32, n_seq + 1 entries, cu[0] = 0, cu[n_seq] = rows); qkv as rope_qk. */
+  int (*attention)(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads,
+                   int head_dim, float scale);
+  /* y[i] = x[idx[i]] for rows of row_elems elements, i < n (idx: int32 buffer) */
+  int (*gather_rows)(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems);
+  /* h[r] += sum_c w[r*4+c] * table[idx[r*4+c]] over the 4 bilinear corners (idx int32, w f32 buffers) */
+  int (*add_bilinear)(qvl_backend *b, void *h, const void *table, const int32_t *idx, const float *w, int64_t rows,
+                      int dim);
+};
+
+/* Creates the f32 CPU backend (OpenMP threads: n_threads, 0 = all). */
+int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err);
+#ifdef QVL_HAVE_CUDA
+/* Creates the bf16 CUDA backend on device ordinal dev. */
+int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err);
+#endif
+
+#endif

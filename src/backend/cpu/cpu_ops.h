@@ -1,0 +1,22 @@
+/* cpu_ops.h - f32 reference implementations of the backend.h ops (same contracts). */
+#ifndef QVL_BACKEND_CPU_OPS_H
+#define QVL_BACKEND_CPU_OPS_H
+
+#include "backend/backend.h"
+
+int cpu_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k);
+int cpu_rmsnorm(qvl_backend *b, void *y, const void *x, const void *w, int64_t rows, int dim, float eps);
+int cpu_layernorm(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows, int dim,
+                  float eps);
+int cpu_add(qvl_backend *b, void *h, const void *x, int64_t n);
+int cpu_silu_mul(qvl_backend *b, void *y, const void *g, const void *u, int64_t n);
+int cpu_gelu_erf(qvl_backend *b, void *y, const void *x, int64_t n);
+int cpu_gelu_tanh(qvl_backend *b, void *y, const void *x, int64_t n);
+int cpu_rope_qk(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim);
+int cpu_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
+                  float scale);
+int cpu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems);
+int cpu_add_bilinear(qvl_backend *b, void *h, const void *table, const int32_t *idx, const float *w, int64_t rows,
+                     int dim);
+
+#endif

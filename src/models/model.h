@@ -1,0 +1,109 @@
+/* model.h - the weights of both architectures as semantic pointers, the per-architecture name tables that
+ * bind them, and the vision tower entry points. After load no code looks a tensor up by string.
+ *
+ * Every pointer is a backend buffer (backend.h) or NULL when that part was not loaded. Shapes use the
+ * config's names: D vision hidden, F vision intermediate, O out_hidden (= text hidden H), K = 3*T*P*P. */
+#ifndef QVL_MODELS_MODEL_H
+#define QVL_MODELS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "io/config.h"
+
+typedef struct vit_layer {
+  void *norm1_w, *norm1_b;  /* [D]; _b: Qwen3-VL LayerNorm only */
+  void *norm2_w, *norm2_b;  /* [D] */
+  void *qkv_w, *qkv_b;      /* [3D, D], [3D]: q, k, v outputs, heads contiguous */
+  void *proj_w, *proj_b;    /* [D, D], [D] */
+  void *fc1_w, *fc1_b;      /* Qwen2.5-VL gate_proj / Qwen3-VL linear_fc1: [F, D], [F] */
+  void *up_w, *up_b;        /* Qwen2.5-VL up_proj: [F, D], [F] */
+  void *fc2_w, *fc2_b;      /* down_proj / linear_fc2: [D, F], [D] */
+} vit_layer;
+
+typedef struct vit_merger {
+  void *norm_w, *norm_b;    /* [D] (main merger) or [4D] (DeepStack, norm after the 2x2 shuffle); _b Qwen3-VL */
+  void *fc1_w, *fc1_b;      /* [4D, 4D], [4D] */
+  void *fc2_w, *fc2_b;      /* [O, 4D], [O] */
+} vit_merger;
+
+typedef struct lm_layer {
+  void *in_norm_w, *post_norm_w;      /* [H] */
+  void *q_w, *q_b;                    /* [heads*hd, H], [heads*hd] (bias: Qwen2.5-VL) */
+  void *k_w, *k_b, *v_w, *v_b;        /* [kv*hd, H], [kv*hd] */
+  void *o_w;                          /* [H, heads*hd] */
+  void *q_norm_w, *k_norm_w;          /* [hd], Qwen3-VL */
+  void *gate_w, *up_w, *down_w;       /* [I, H], [I, H], [H, I] */
+} lm_layer;
+
+typedef struct qvl_weights {
+  void *patch_w, *patch_b;  /* [D, 3, T, P, P] used as [D, K]; bias Qwen3-VL only */
+  void *pos_embed;          /* Qwen3-VL [num_position_embeddings, D] */
+  vit_layer *vit;           /* [depth] */
+  vit_merger merger;
+  vit_merger *deepstack;    /* [n_deepstack] */
+  void *embed;              /* [vocab, H] */
+  void *final_norm;         /* [H] */
+  void *lm_head;            /* [vocab, H]; the embedding when tied */
+  lm_layer *lm;             /* [layers] */
+} qvl_weights;
+
+/* ---- name tables ---------------------------------------------------------------------------------- */
+
+/* Symbolic dimensions of a rule's shape, resolved against the config. */
+typedef enum qvl_dim {
+  X_NONE = 0, X_VD, X_VF, X_V3D, X_V4D, X_VOUT, X_VC, X_VT, X_VP, X_NPOS,
+  X_TD, X_TF, X_VOCAB, X_QD, X_KVD, X_HD
+} qvl_dim;
+
+typedef enum qvl_scope { SCOPE_VISION, SCOPE_VIT_LAYER, SCOPE_DEEPSTACK, SCOPE_TEXT, SCOPE_LM_LAYER } qvl_scope;
+
+typedef struct qvl_tensor_rule {
+  qvl_scope scope;
+  const char *name;   /* HF checkpoint name; %d = layer / DeepStack index for per-layer scopes */
+  size_t offset;      /* offsetof the field in qvl_weights / vit_layer / vit_merger / lm_layer */
+  qvl_dim shape[5];   /* X_NONE-terminated */
+} qvl_tensor_rule;
+
+typedef enum qvl_part { PART_VISION = 1, PART_TEXT = 2 } qvl_part;
+
+typedef struct qvl_tensor_spec {
+  char name[128];
+  int ndim;
+  int64_t shape[5];
+  int64_t numel;
+  qvl_part part;
+  void **slot;        /* where the bound buffer goes */
+} qvl_tensor_spec;
+
+/* The table of an architecture (qwen2_5_vl.c, qwen3_vl.c); n_rules receives its length. */
+const qvl_tensor_rule *qwen2_5_vl_rules(int *n_rules);
+const qvl_tensor_rule *qwen3_vl_rules(int *n_rules);
+
+/* Expands the architecture's table against cfg into concrete specs (per-layer rules repeated), allocating
+ * w's layer arrays. lm_head is omitted when embeddings are tied. *specs is malloc'd. */
+int qvl_model_specs(const qvl_config *cfg, qvl_weights *w, qvl_tensor_spec **specs, int *n, qvl_err *err);
+void qvl_weights_free(qvl_weights *w, qvl_backend *b); /* frees buffers and layer arrays */
+
+/* ---- vision tower -------------------------------------------------------------------------------- */
+
+/* Called with intermediate tensors (a backend buffer of rows x cols elements) when non-NULL:
+ * "patch_embed" (natural order), "pos_embed" (Qwen3-VL, the added interpolation), "block.%d" (output of
+ * block i; Qwen2.5-VL in window order). Used by tests and debugging. */
+typedef void (*qvl_tap_fn)(void *ud, const char *name, const void *buf, int64_t rows, int64_t cols);
+
+typedef struct qvl_vision_out {
+  int n;               /* 1 + n_deepstack */
+  int64_t rows, cols;  /* rows = patches / merge^2, cols = out_hidden */
+  float *data[1 + QVL_MAX_LIST]; /* host f32 [rows][cols] each, malloc'd: main features, then DeepStack */
+} qvl_vision_out;
+
+void qvl_vision_out_free(qvl_vision_out *o);
+
+int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const int32_t *grid, int n_img,
+                      const float *pixels, qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err);
+int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const int32_t *grid, int n_img,
+                    const float *pixels, qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err);
+
+#endif

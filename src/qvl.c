@@ -1,0 +1,348 @@
+/* qvl.c - the engine: opens a model (config + checkpoint or synthetic weights), binds its weights to a
+ * backend through the architecture's name table, and runs the stages. No math here. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "core/half.h"
+#include "core/rng.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "qvl_internal.h"
+
+struct qvl_engine {
+  qvl_err err;
+  qvl_engine_params params;
+  char dir[PATH_MAX];
+  qvl_config cfg;
+  qvl_preproc_config pre;
+  st_model *st;           /* NULL with dummy weights */
+  qvl_backend *be;
+  qvl_tensor_spec *specs; /* every checkpoint tensor of the architecture */
+  int n_specs;
+  qvl_weights w;
+  qvl_model_info info;
+  char weights_desc[16];
+};
+
+struct qvl_features {
+  qvl_vision_out out;
+  char names[1 + QVL_MAX_LIST][24];
+};
+
+const char *qvl_status_name(int status) {
+  switch (status) {
+    case QVL_OK: return "QVL_OK";
+    case QVL_ERR_INVALID_ARG: return "QVL_ERR_INVALID_ARG";
+    case QVL_ERR_IO: return "QVL_ERR_IO";
+    case QVL_ERR_FORMAT: return "QVL_ERR_FORMAT";
+    case QVL_ERR_UNSUPPORTED: return "QVL_ERR_UNSUPPORTED";
+    case QVL_ERR_NOMEM: return "QVL_ERR_NOMEM";
+    case QVL_ERR_DEVICE: return "QVL_ERR_DEVICE";
+    case QVL_ERR_LIMIT: return "QVL_ERR_LIMIT";
+    case QVL_ERR_MISSING: return "QVL_ERR_MISSING";
+    default: return "QVL_ERR_UNKNOWN";
+  }
+}
+
+qvl_engine_params qvl_engine_default_params(void) {
+  qvl_engine_params p = {0};
+  p.backend = QVL_BACKEND_AUTO;
+  p.load = QVL_LOAD_VISION;
+  return p;
+}
+
+const char *qvl_errmsg(const qvl_engine *e) {
+  if (!e) return "no engine (allocation failed or NULL handle)";
+  return e->err.msg;
+}
+
+/* ---- checkpoint validation and binding -------------------------------------------------------------- */
+
+static int float_dtype(st_dtype t) { return t == ST_BF16 || t == ST_F16 || t == ST_F32; }
+
+static void shape_str(char *buf, size_t n, const int64_t *shape, int ndim) {
+  size_t k = (size_t)snprintf(buf, n, "[");
+  for (int d = 0; d < ndim && k < n; d++) k += (size_t)snprintf(buf + k, n - k, d ? ", %lld" : "%lld", (long long)shape[d]);
+  if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+/* Every spec present with the config's shape and a float dtype; nothing in the checkpoint unaccounted for. */
+static int validate_checkpoint(qvl_engine *e) {
+  const char *dtype = NULL;
+  for (int i = 0; i < e->n_specs; i++) {
+    const qvl_tensor_spec *s = &e->specs[i];
+    const st_tensor *t = st_find(e->st, s->name);
+    if (!t)
+      return qvl_fail(&e->err, QVL_ERR_MISSING, "%s: tensor \"%s\" is missing (required by %s)", e->dir, s->name,
+                      e->cfg.arch_name);
+    int same = t->ndim == s->ndim;
+    for (int d = 0; same && d < s->ndim; d++) same = t->shape[d] == s->shape[d];
+    if (!same) {
+      char got[96], want[96];
+      shape_str(got, sizeof got, t->shape, t->ndim);
+      shape_str(want, sizeof want, s->shape, s->ndim);
+      return qvl_fail(&e->err, QVL_ERR_FORMAT, "%s: tensor \"%s\" has shape %s but config.json implies %s", t->file,
+                      s->name, got, want);
+    }
+    if (!float_dtype(t->dtype))
+      return qvl_fail(&e->err, QVL_ERR_UNSUPPORTED, "%s: tensor \"%s\" has dtype %s; qvl loads BF16, F16 or F32",
+                      t->file, s->name, st_dtype_name(t->dtype));
+    dtype = !dtype || strcmp(dtype, st_dtype_name(t->dtype)) == 0 ? st_dtype_name(t->dtype) : "mixed";
+  }
+  if (st_count(e->st) != e->n_specs) {
+    for (int i = 0; i < st_count(e->st); i++) {
+      const st_tensor *t = st_at(e->st, i);
+      int known = 0;
+      for (int j = 0; j < e->n_specs && !known; j++) known = strcmp(e->specs[j].name, t->name) == 0;
+      if (!known)
+        return qvl_fail(&e->err, QVL_ERR_FORMAT, "%s: tensor \"%s\" is not part of %s (wrong model or config?)",
+                        t->file, t->name, e->cfg.arch_name);
+    }
+  }
+  snprintf(e->weights_desc, sizeof e->weights_desc, "%s", dtype ? dtype : "none");
+  for (char *c = e->weights_desc; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+  return QVL_OK;
+}
+
+/* The f32 values of spec s: from the checkpoint, or the documented generator (core/rng.h). */
+static int spec_values(qvl_engine *e, const qvl_tensor_spec *s, float *dst) {
+  if (!e->st) {
+    double center, scale;
+    qvl_dummy_scale(s->name, s->shape, s->ndim, &center, &scale);
+    qvl_counter_fill(dst, s->name, 0, s->numel, center, scale);
+    return QVL_OK;
+  }
+  return st_to_f32(st_find(e->st, s->name), dst, &e->err);
+}
+
+static int wanted(const qvl_engine *e, const qvl_tensor_spec *s) {
+  if (e->params.load == QVL_LOAD_ALL) return 1;
+  return e->params.load == QVL_LOAD_VISION && s->part == PART_VISION;
+}
+
+static int bind_weights(qvl_engine *e) {
+  int64_t max_numel = 0;
+  for (int i = 0; i < e->n_specs; i++)
+    if (wanted(e, &e->specs[i]) && e->specs[i].numel > max_numel) max_numel = e->specs[i].numel;
+  if (!max_numel) return QVL_OK;
+  float *host = malloc((size_t)max_numel * sizeof(float));
+  if (!host) return qvl_fail(&e->err, QVL_ERR_NOMEM, "cannot allocate %lld floats of staging", (long long)max_numel);
+  int rc = QVL_OK;
+  for (int i = 0; i < e->n_specs && !rc; i++) {
+    const qvl_tensor_spec *s = &e->specs[i];
+    if (!wanted(e, s)) continue;
+    if ((rc = spec_values(e, s, host))) break;
+    if ((rc = e->be->alloc(e->be, s->slot, (size_t)s->numel * e->be->elem_bytes))) break;
+    rc = e->be->upload_f32(e->be, *s->slot, host, s->numel);
+    e->info.bytes_loaded += s->numel * (int64_t)e->be->elem_bytes;
+  }
+  free(host);
+  if (!rc && e->cfg.text.tie_embeddings) e->w.lm_head = e->w.embed;
+  return rc;
+}
+
+/* ---- open / close -------------------------------------------------------------------------------- */
+
+static int make_backend(qvl_engine *e) {
+  if (e->params.backend == QVL_BACKEND_CUDA)
+    return qvl_fail(&e->err, QVL_ERR_UNSUPPORTED, "the CUDA backend has no vision ops yet; use the cpu backend");
+  return qvl_backend_cpu_create(&e->be, e->params.n_threads, &e->err);
+}
+
+static void fill_info(qvl_engine *e) {
+  qvl_model_info *in = &e->info;
+  const qvl_config *c = &e->cfg;
+  in->arch = c->arch_name;
+  in->backend = e->be ? e->be->name : "none";
+  in->weights = e->st ? e->weights_desc : "dummy";
+  in->vision_depth = c->vision.depth, in->vision_hidden = c->vision.hidden, in->vision_heads = c->vision.heads;
+  in->vision_intermediate = c->vision.intermediate, in->vision_out_hidden = c->vision.out_hidden;
+  in->patch_size = c->vision.patch, in->temporal_patch_size = c->vision.temporal_patch;
+  in->merge_size = c->vision.merge;
+  in->text_layers = c->text.layers, in->text_hidden = c->text.hidden, in->text_heads = c->text.heads;
+  in->text_kv_heads = c->text.kv_heads, in->text_head_dim = c->text.head_dim;
+  in->text_intermediate = c->text.intermediate, in->vocab_size = c->text.vocab;
+  in->tie_word_embeddings = c->text.tie_embeddings;
+  in->n_tensors = e->n_specs;
+  for (int i = 0; i < e->n_specs; i++) {
+    const qvl_tensor_spec *s = &e->specs[i];
+    in->n_params += s->numel;
+    *(s->part == PART_VISION ? &in->n_params_vision : &in->n_params_text) += s->numel;
+    in->bytes_checkpoint += e->st ? (int64_t)st_find(e->st, s->name)->nbytes : 2 * s->numel;
+  }
+}
+
+static int open_engine(qvl_engine *e) {
+  char path[PATH_MAX + 32];
+  int rc;
+  if (!e->params.model_dir || !*e->params.model_dir)
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "engine params: model_dir is required");
+  if (e->params.load < QVL_LOAD_NONE || e->params.load > QVL_LOAD_ALL)
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "engine params: load %d is not a qvl_load", (int)e->params.load);
+  snprintf(e->dir, sizeof e->dir, "%s", e->params.model_dir);
+  snprintf(path, sizeof path, "%s/config.json", e->dir);
+  if ((rc = qvl_config_load(&e->cfg, path, &e->err))) return rc;
+  snprintf(path, sizeof path, "%s/preprocessor_config.json", e->dir);
+  if ((rc = qvl_preproc_load(&e->pre, e->cfg.arch, path, &e->err))) return rc;
+  if ((rc = qvl_model_specs(&e->cfg, &e->w, &e->specs, &e->n_specs, &e->err))) return rc;
+  if (!e->params.dummy && ((rc = st_open(&e->st, e->dir, &e->err)) || (rc = validate_checkpoint(e)))) return rc;
+  if (e->params.load != QVL_LOAD_NONE && ((rc = make_backend(e)) || (rc = bind_weights(e)))) return rc;
+  fill_info(e);
+  return QVL_OK;
+}
+
+int qvl_engine_open(qvl_engine **out, const qvl_engine_params *p) {
+  if (!out) return QVL_ERR_INVALID_ARG;
+  qvl_engine *e = calloc(1, sizeof *e);
+  *out = e;
+  if (!e) return QVL_ERR_NOMEM;
+  if (!p) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "engine params: NULL");
+  e->params = *p;
+  return open_engine(e);
+}
+
+void qvl_engine_close(qvl_engine *e) {
+  if (!e) return;
+  for (int i = 0; e->be && i < e->n_specs; i++)
+    if (*e->specs[i].slot) e->be->free(e->be, *e->specs[i].slot);
+  qvl_weights_free(&e->w, e->be);
+  if (e->be) e->be->destroy(e->be);
+  free(e->specs);
+  st_close(e->st);
+  free(e);
+}
+
+int qvl_engine_info(const qvl_engine *e, qvl_model_info *out) {
+  if (!e || !out) return QVL_ERR_INVALID_ARG;
+  if (e->err.code) return e->err.code;
+  *out = e->info;
+  return QVL_OK;
+}
+
+/* ---- export -------------------------------------------------------------------------------------- */
+
+typedef struct export_ctx {
+  qvl_engine *e;
+  float *host;
+} export_ctx;
+
+static int export_fill(void *ud, int i, void *dst, size_t nbytes, qvl_err *err) {
+  export_ctx *x = ud;
+  const qvl_tensor_spec *s = &x->e->specs[i];
+  uint16_t *out = dst;
+  enum { CHUNK = 1 << 20 };
+  (void)nbytes, (void)err;
+  for (int64_t first = 0; first < s->numel; first += CHUNK) {
+    int64_t n = s->numel - first < CHUNK ? s->numel - first : CHUNK;
+    if (x->e->st) { /* a real checkpoint: convert the whole tensor once */
+      if (first == 0) {
+        int rc = spec_values(x->e, s, x->host);
+        if (rc) return rc;
+      }
+      for (int64_t j = 0; j < n; j++) out[first + j] = qvl_f32_to_bf16(x->host[first + j]);
+    } else {
+      double center, scale;
+      qvl_dummy_scale(s->name, s->shape, s->ndim, &center, &scale);
+      qvl_counter_fill(x->host, s->name, first, n, center, scale);
+      for (int64_t j = 0; j < n; j++) out[first + j] = qvl_f32_to_bf16(x->host[j]);
+    }
+  }
+  return QVL_OK;
+}
+
+static int copy_file(const char *from, const char *to, int optional, qvl_err *err) {
+  char *buf;
+  size_t len;
+  FILE *probe = fopen(from, "rb");
+  if (!probe && optional) return QVL_OK;
+  if (probe) fclose(probe);
+  int rc = qvl_read_file(from, &buf, &len, 64 << 20, err);
+  if (rc) return rc;
+  FILE *f = fopen(to, "wb");
+  if (!f || fwrite(buf, 1, len, f) != len) rc = qvl_fail(err, QVL_ERR_IO, "%s: cannot write", to);
+  if (f && fclose(f)) rc = qvl_fail(err, QVL_ERR_IO, "%s: cannot write", to);
+  free(buf);
+  return rc;
+}
+
+int qvl_engine_export(qvl_engine *e, const char *out_dir, int64_t shard_bytes) {
+  if (!e || !out_dir) return QVL_ERR_INVALID_ARG;
+  char from[PATH_MAX + 40], to[PATH_MAX + 40];
+  int64_t max_numel = 0;
+  st_entry *ents = calloc((size_t)e->n_specs, sizeof *ents);
+  for (int i = 0; ents && i < e->n_specs; i++) {
+    ents[i].name = e->specs[i].name;
+    ents[i].dtype = ST_BF16;
+    ents[i].ndim = e->specs[i].ndim;
+    memcpy(ents[i].shape, e->specs[i].shape, sizeof e->specs[i].shape);
+    if (e->specs[i].numel > max_numel) max_numel = e->specs[i].numel;
+  }
+  export_ctx x = {e, NULL};
+  x.host = malloc((size_t)(e->st ? max_numel : (1 << 20)) * sizeof(float));
+  int rc = !ents || !x.host ? qvl_fail(&e->err, QVL_ERR_NOMEM, "export: out of memory") : QVL_OK;
+  if (!rc) rc = st_write_sharded(out_dir, ents, e->n_specs, export_fill, &x, shard_bytes ? shard_bytes : 4ll << 30,
+                                 &e->err);
+  snprintf(from, sizeof from, "%s/config.json", e->dir), snprintf(to, sizeof to, "%s/config.json", out_dir);
+  if (!rc) rc = copy_file(from, to, 0, &e->err);
+  snprintf(from, sizeof from, "%s/preprocessor_config.json", e->dir);
+  snprintf(to, sizeof to, "%s/preprocessor_config.json", out_dir);
+  if (!rc) rc = copy_file(from, to, 1, &e->err);
+  free(x.host);
+  free(ents);
+  return rc;
+}
+
+/* ---- vision -------------------------------------------------------------------------------------- */
+
+const qvl_config *qvl_engine_config(const qvl_engine *e) { return &e->cfg; }
+
+qvl_backend *qvl_engine_backend(qvl_engine *e) { return e->be; }
+
+int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
+                      qvl_tap_fn tap, void *ud) {
+  qvl_err_clear(&e->err);
+  if (!e->w.patch_w) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: the vision tower is not loaded");
+  if (e->cfg.arch == QVL_ARCH_QWEN2_5_VL)
+    return qwen2_5_vl_vision(e->be, &e->cfg, &e->w, grid, n_img, pixels, out, tap, ud, &e->err);
+  return qwen3_vl_vision(e->be, &e->cfg, &e->w, grid, n_img, pixels, out, tap, ud, &e->err);
+}
+
+int qvl_encode_pixels(qvl_engine *e, const qvl_pixels *px, qvl_features **out) {
+  if (!out) return QVL_ERR_INVALID_ARG;
+  *out = NULL;
+  if (!e || !px || !px->grid_thw || !px->rows) return QVL_ERR_INVALID_ARG;
+  qvl_features *f = calloc(1, sizeof *f);
+  if (!f) return qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
+  int rc = qvl_engine_vision(e, px->grid_thw, px->n_images, px->rows, &f->out, NULL, NULL);
+  if (rc) {
+    qvl_features_free(f);
+    return rc;
+  }
+  snprintf(f->names[0], sizeof f->names[0], "features");
+  for (int i = 1; i < f->out.n; i++) snprintf(f->names[i], sizeof f->names[i], "deepstack.%d", i - 1);
+  *out = f;
+  return QVL_OK;
+}
+
+int qvl_features_count(const qvl_features *f) { return f ? f->out.n : 0; }
+
+const float *qvl_features_data(const qvl_features *f, int i, int64_t *rows, int64_t *cols) {
+  if (!f || i < 0 || i >= f->out.n) return NULL;
+  if (rows) *rows = f->out.rows;
+  if (cols) *cols = f->out.cols;
+  return f->out.data[i];
+}
+
+const char *qvl_features_name(const qvl_features *f, int i) {
+  return f && i >= 0 && i < f->out.n ? f->names[i] : NULL;
+}
+
+void qvl_features_free(qvl_features *f) {
+  if (!f) return;
+  qvl_vision_out_free(&f->out);
+  free(f);
+}

@@ -1,0 +1,16 @@
+/* qvl_internal.h - engine entry points for the project's own tests and tools, not part of the public API. */
+#ifndef QVL_INTERNAL_H
+#define QVL_INTERNAL_H
+
+#include "backend/backend.h"
+#include "io/config.h"
+#include "models/model.h"
+#include "qvl.h"
+
+const qvl_config *qvl_engine_config(const qvl_engine *e);
+qvl_backend *qvl_engine_backend(qvl_engine *e);
+/* The vision tower with an optional tap on intermediates (models/model.h). */
+int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
+                      qvl_tap_fn tap, void *ud);
+
+#endif

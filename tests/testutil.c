@@ -1,0 +1,90 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *tu_path(const char *rel) {
+  static char buf[8][4096];
+  static int k;
+  const char *root = getenv("QVL_SOURCE_DIR");
+  char *b = buf[k++ & 7];
+  snprintf(b, sizeof buf[0], "%s/%s", root ? root : ".", rel);
+  return b;
+}
+
+const char *tu_tmpdir(void) {
+  static char buf[8][512];
+  static int k;
+  char *b = buf[k++ & 7];
+  const char *t = getenv("TMPDIR");
+  snprintf(b, sizeof buf[0], "%s/qvl-test-XXXXXX", t ? t : "/tmp");
+  if (!mkdtemp(b)) fail_msg("mkdtemp failed");
+  return b;
+}
+
+void tu_rmtree(const char *dir) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+void tu_write_file(const char *path, const void *data, size_t len) {
+  FILE *f = fopen(path, "wb");
+  if (!f) fail_msg("cannot write %s", path);
+  if (len && fwrite(data, 1, len, f) != len) fail_msg("short write %s", path);
+  fclose(f);
+}
+
+double tu_rel_l2(const float *a, const float *ref, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)a[i] - (double)ref[i];
+    num += d * d;
+    den += (double)ref[i] * (double)ref[i];
+  }
+  if (isnan(num)) return INFINITY;
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+double tu_max_abs_diff(const float *a, const float *b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)b[i]);
+    if (isnan(d)) return INFINITY;
+    if (d > m) m = d;
+  }
+  return m;
+}
+
+void tu_poison(float *p, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = NAN;
+}
+
+uint64_t tu_seed(void) {
+  static uint64_t seed;
+  if (!seed) {
+    const char *s = getenv("QVL_TEST_SEED");
+    seed = s ? strtoull(s, NULL, 0) : ((uint64_t)time(NULL) << 20 ^ (uint64_t)getpid()) | 1;
+    fprintf(stderr, "QVL_TEST_SEED=%llu\n", (unsigned long long)seed);
+  }
+  return seed;
+}
+
+void tu_uniform(float *p, size_t n, float lo, float hi, uint64_t *state) {
+  for (size_t i = 0; i < n; i++) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    p[i] = lo + (hi - lo) * (float)((double)(z >> 40) * 0x1p-24);
+  }
+}
+
+void tu_assert_msg_has(const char *msg, const char *needle1, const char *needle2) {
+  if (needle1 && !strstr(msg, needle1)) fail_msg("message \"%s\" lacks \"%s\"", msg, needle1);
+  if (needle2 && !strstr(msg, needle2)) fail_msg("message \"%s\" lacks \"%s\"", msg, needle2);
+}

@@ -1,0 +1,28 @@
+/* testutil.h - small helpers shared by the cmocka suites. Include after <cmocka.h>'s prerequisites. */
+#ifndef QVL_TESTUTIL_H
+#define QVL_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* $QVL_SOURCE_DIR/rel (set by ctest); the returned buffer is one of 8 rotating static buffers. */
+const char *tu_path(const char *rel);
+/* A fresh empty directory under $TMPDIR (or /tmp); removed by tu_rmtree. */
+const char *tu_tmpdir(void);
+void tu_rmtree(const char *dir);
+void tu_write_file(const char *path, const void *data, size_t len);
+/* ||a - ref||_2 / ||ref||_2 in double. */
+double tu_rel_l2(const float *a, const float *ref, size_t n);
+double tu_max_abs_diff(const float *a, const float *b, size_t n);
+/* Fills with NaN so an element a kernel forgot to write fails every comparison. */
+void tu_poison(float *p, size_t n);
+/* Seeded uniform floats in [lo, hi); a fresh seed per run unless QVL_TEST_SEED is set (printed). */
+uint64_t tu_seed(void);
+void tu_uniform(float *p, size_t n, float lo, float hi, uint64_t *state);
+/* Asserts that msg contains every needle (each non-NULL), printing msg on failure. */
+void tu_assert_msg_has(const char *msg, const char *needle1, const char *needle2);
+
+#endif
