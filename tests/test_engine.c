@@ -158,7 +158,7 @@ static void test_no_checkpoint(void **state) {
   (void)state;
   const char *dir = tu_tmpdir();
   copy_config(tu_path("tests/data/tiny-qwen2_5_vl"), dir);
-  qvl_engine *e = open_model(dir, 0, QVL_LOAD_VISION, QVL_ERR_IO);
+  qvl_engine *e = open_model(dir, 0, QVL_LOAD_VISION, QVL_ERR_MISSING);
   tu_assert_msg_has(qvl_errmsg(e), dir, NULL);
   qvl_engine_close(e);
   e = open_model("/nonexistent/model", 1, QVL_LOAD_VISION, QVL_ERR_IO);

@@ -528,19 +528,27 @@ static int read_root(const ctx *x, const cJSON *root, qvl_config *c) {
 
 /* ---- JSON text ------------------------------------------------------------------------------------- */
 
-/* What the text stops inside when it ends early: a cut-off file rather than a wrong character. */
-static const char *unfinished(const char *s, size_t len) {
+/* What a cut-off text stops inside, or NULL when the text is wrong rather than short: it must end inside a
+ * string or an unclosed object or array, and cJSON's failure must lie in the last token (cJSON reports an
+ * unterminated string or literal by its first byte, a premature end by the last byte). */
+static const char *truncated(const char *s, size_t len, size_t pos) {
   int depth = 0, in_str = 0;
+  size_t tail = 0; /* where the last token starts */
   for (size_t i = 0; i < len && s[i]; i++) {
     char ch = s[i];
-    if (in_str && ch == '\\')
+    if (in_str && ch == '\\') {
       i++; /* skip the escaped character */
-    else if (ch == '"')
+    } else if (ch == '"') {
       in_str = !in_str;
-    else if (!in_str)
+      if (in_str) tail = i;
+    } else if (!in_str) {
       depth += (ch == '{' || ch == '[') - (ch == '}' || ch == ']');
+      if (strchr(" \t\r\n,:[]{}", ch)) tail = i + 1;
+    }
   }
-  return in_str ? "a string" : depth > 0 ? "an unclosed object or array" : NULL;
+  if (!in_str && depth <= 0) return NULL;
+  if (pos + 1 < len && pos < tail) return NULL; /* the error lies before the last token */
+  return in_str ? "a string" : "an unclosed object or array";
 }
 
 static int blank(const char *s, size_t len) {
@@ -565,8 +573,7 @@ static int parse_json(const ctx *x, const char *json, size_t len, cJSON **out) {
   cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
   size_t pos = end ? (size_t)(end - json) : 0;
   if (!root) {
-    /* cJSON reports a failure at the last byte when the input simply runs out. */
-    const char *inside = pos + 1 >= len ? unfinished(json, len) : NULL;
+    const char *inside = truncated(json, len, pos);
     if (inside)
       return qvl_fail(x->err, QVL_ERR_FORMAT, "%s: incomplete JSON: the text ends after %zu bytes inside %s",
                       x->what, len, inside);

@@ -99,6 +99,11 @@ static const char *base_name(const char *path) {
   return s ? s + 1 : path;
 }
 
+/* qsort, except that an empty array may be NULL (qsort's base must never be). */
+static void sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *)) {
+  if (n > 1) qsort(base, n, size, cmp);
+}
+
 static int cmp_str_ptr(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -223,20 +228,20 @@ static int cmp_tensor_offset(const void *a, const void *b) {
 
 /* Sorts t[0..n) by name and refuses a name seen twice (within one file or across shards). */
 static int check_unique(st_tensor *t, int n, qvl_err *err) {
-  qsort(t, (size_t)n, sizeof *t, cmp_tensor_name_file);
+  sort(t, (size_t)n, sizeof *t, cmp_tensor_name_file);
   for (int i = 1; i < n; i++) {
     if (strcmp(t[i - 1].name, t[i].name) != 0) continue;
     if (t[i - 1].file == t[i].file)
       return qvl_fail(err, QVL_ERR_FORMAT, "%s: duplicate tensor \"%s\"", t[i].file, t[i].name);
-    return qvl_fail(err, QVL_ERR_FORMAT, "tensor \"%s\" is in both %s and %s (duplicate across shards)",
-                    t[i].name, t[i - 1].file, t[i].file);
+    return qvl_fail(err, QVL_ERR_FORMAT, "%s: tensor \"%s\" is also in %s (duplicate across shards)",
+                    t[i].file, t[i].name, t[i - 1].file);
   }
   return QVL_OK;
 }
 
 /* Sorted by begin, the tensors of one file must cover its data buffer exactly, like the reference. */
 static int check_tiling(const st_file *f, st_tensor *t, int n, qvl_err *err) {
-  qsort(t, (size_t)n, sizeof *t, cmp_tensor_offset);
+  sort(t, (size_t)n, sizeof *t, cmp_tensor_offset);
   size_t pos = 0;
   for (int i = 0; i < n; i++) {
     size_t begin = (size_t)((const uint8_t *)t[i].data - f->data), end = begin + t[i].nbytes;
@@ -505,10 +510,9 @@ static int read_all(const char *path, char **out, size_t *len, qvl_err *err) {
   size_t got = 0;
   while (!rc && got < (size_t)sb.st_size) {
     ssize_t k = read(fd, buf + got, (size_t)sb.st_size - got);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) rc = k < 0 ? io_fail(err, path, "read", errno) : qvl_fail(err, QVL_ERR_IO, "%s: file shrank "
-                                                                          "while being read", path);
-    else got += (size_t)k;
+    if (k > 0) got += (size_t)k;
+    else if (k == 0) rc = qvl_fail(err, QVL_ERR_IO, "%s: file shrank while being read", path);
+    else if (errno != EINTR) rc = io_fail(err, path, "read", errno);
   }
   close(fd);
   if (rc) {
@@ -544,7 +548,7 @@ static int parse_weight_map(const char *path, const cJSON *root, wm_entry **out,
     rc = check_wm_value(path, c, err);
     e[i] = (wm_entry){.name = c->string, .shard = c->valuestring};
   }
-  if (!rc) qsort(e, (size_t)k, sizeof *e, cmp_wm_name);
+  if (!rc) sort(e, (size_t)k, sizeof *e, cmp_wm_name);
   for (i = 1; i < k && !rc; i++)
     if (strcmp(e[i - 1].name, e[i].name) == 0)
       rc = qvl_fail(err, QVL_ERR_FORMAT, "%s: weight_map lists tensor \"%s\" twice", path, e[i].name);
@@ -558,7 +562,7 @@ static int parse_weight_map(const char *path, const cJSON *root, wm_entry **out,
 
 /* Opens each distinct shard once; e is left sorted by (shard, name). */
 static int load_shards(st_model *m, const char *path, const char *dir, wm_entry *e, int n, qvl_err *err) {
-  qsort(e, (size_t)n, sizeof *e, cmp_wm_shard);
+  sort(e, (size_t)n, sizeof *e, cmp_wm_shard);
   for (int i = 0; i < n; i++) {
     if (i && strcmp(e[i - 1].shard, e[i].shard) == 0) continue;
     char *shard = join(dir, "/", e[i].shard);
@@ -581,8 +585,8 @@ static int check_weight_map(const st_model *m, const char *path, const wm_entry 
   for (int i = 0; i < n; i++) {
     const st_tensor *t = st_find(m, e[i].name);
     if (!t)
-      return qvl_fail(err, QVL_ERR_FORMAT, "%s: weight_map puts tensor \"%s\" in %s, which has no such tensor",
-                      path, e[i].name, e[i].shard);
+      return qvl_fail(err, QVL_ERR_FORMAT, "%s: weight_map puts tensor \"%s\" in %s, which has no such "
+                      "tensor", path, e[i].name, e[i].shard);
     if (strcmp(base_name(t->file), e[i].shard) != 0)
       return qvl_fail(err, QVL_ERR_FORMAT, "%s: weight_map puts tensor \"%s\" in %s but it is in %s", path,
                       e[i].name, e[i].shard, t->file);
@@ -606,7 +610,7 @@ static int open_shards(st_model *m, const char *path, const cJSON *root, qvl_err
   if (!dir) rc = nomem(err, path);
   if (!rc) rc = load_shards(m, path, dir, e, n, err);
   if (!rc) rc = check_unique(m->t, m->n, err);
-  if (!rc) qsort(e, (size_t)n, sizeof *e, cmp_wm_name);
+  if (!rc) sort(e, (size_t)n, sizeof *e, cmp_wm_name);
   if (!rc) rc = check_weight_map(m, path, e, n, err);
   free(dir);
   free(e);
@@ -655,7 +659,7 @@ static int list_safetensors(const char *dir, char ***out, int *n, qvl_err *err) 
     free_names(names, k);
     return rc;
   }
-  qsort(names, (size_t)k, sizeof *names, cmp_str_ptr);
+  sort(names, (size_t)k, sizeof *names, cmp_str_ptr);
   *out = names, *n = k;
   return QVL_OK;
 }
@@ -825,9 +829,10 @@ static void sb_json(sbuf *b, const char *s) {
       esc[0] = '\\', esc[1] = (char)c;
       sb_add(b, esc, 2);
     } else if (c < 0x20) {
-      sb_add(b, esc, (size_t)snprintf(esc, sizeof esc, "\\u%04x", c));
+      int k = snprintf(esc, sizeof esc, "\\u%04x", c);
+      sb_add(b, esc, (size_t)k);
     } else {
-      sb_add(b, (const char *)&c, 1);
+      sb_add(b, s, 1);
     }
   }
   sb_add(b, "\"", 1);
@@ -923,7 +928,7 @@ static const st_entry **sorted_entries(const st_entry *e, int n) {
   const st_entry **s = malloc((size_t)(n ? n : 1) * sizeof *s);
   if (!s) return NULL;
   for (int i = 0; i < n; i++) s[i] = &e[i];
-  qsort(s, (size_t)n, sizeof *s, cmp_entry_name);
+  sort(s, (size_t)n, sizeof *s, cmp_entry_name);
   return s;
 }
 
