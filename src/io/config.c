@@ -312,10 +312,13 @@ static int detect_arch(const ctx *x, const cJSON *root, qvl_config *c) {
   if (k < 0) k = kt;
   if (k < 0 && !cls && !type)
     return fail_at(x, QVL_ERR_FORMAT, "architectures", "missing, and so is model_type");
+  if (k < 0 && !cls)
+    return fail_at(x, QVL_ERR_UNSUPPORTED, "model_type",
+                   "unsupported architecture \"%s\"; qvl runs qwen2_5_vl and qwen3_vl", type);
   if (k < 0)
-    return fail_at(x, QVL_ERR_UNSUPPORTED, cls ? "architectures[0]" : "model_type",
+    return fail_at(x, QVL_ERR_UNSUPPORTED, "architectures[0]",
                    "unsupported architecture \"%s\" (model_type \"%s\"); qvl runs qwen2_5_vl and qwen3_vl",
-                   cls ? cls : "", type ? type : "");
+                   cls, type ? type : "absent");
   c->arch = archs[k].arch;
   snprintf(c->arch_name, sizeof c->arch_name, "%s", archs[k].type);
   return QVL_OK;
