@@ -94,19 +94,17 @@ void vis_invert(int32_t *inv, const int32_t *perm, int64_t n) {
   for (int64_t i = 0; i < n; i++) inv[perm[i]] = (int32_t)i;
 }
 
-float vis_linspace_f32(float start, float end, int64_t steps, int64_t i) {
-  if (steps == 1) return start;
-  float step = (end - start) / (float)(steps - 1);
-  if (i < steps / 2) return start + step * (float)i;
-  return end - step * (float)(steps - i - 1);
-}
-
-/* One axis of the bilinear lookup: floor, ceil (clamped to the table) and the fractional weight. */
-static void axis(int64_t n, int side, int64_t i, int *lo, int *hi, float *frac) {
-  float v = vis_linspace_f32(0.0f, (float)(side - 1), n, i);
-  *lo = (int)v; /* truncation = floor: v >= 0 */
-  *hi = *lo + 1 < side ? *lo + 1 : side - 1;
-  *frac = v - (float)*lo;
+/* One axis of the bilinear lookup as transformers 5.17 computes it (vision_utils.py,
+ * _interpolation_axis_taps_weights; align_corners=True): src = f32(i*(side-1)) / f32(n-1); taps floor(src)
+ * and floor(src)+1 clamped to the table; tap k weighs max(1 - |f32(src - floor) - k|, 0), all in float32.
+ * (Older releases used torch.linspace, spec §3.3; the two differ in the last bit of the weights.) */
+static void axis(int64_t n, int side, int64_t i, int tap[2], float wt[2]) {
+  float src = (float)(i * (side - 1)) / (float)(n > 1 ? n - 1 : 1), fl = floorf(src), frac = src - fl;
+  for (int k = 0; k < 2; k++) {
+    int t = (int)fl + k;
+    tap[k] = t < 0 ? 0 : t > side - 1 ? side - 1 : t;
+    wt[k] = fmaxf(1.0f - fabsf(frac - (float)k), 0.0f);
+  }
 }
 
 void vis_bilinear(int32_t *idx, float *w, const int32_t *grid, int n, int merge, int side) {
@@ -117,14 +115,14 @@ void vis_bilinear(int32_t *idx, float *w, const int32_t *grid, int n, int merge,
         for (int bw = 0; bw < ww / merge; bw++)
           for (int ih = 0; ih < merge; ih++)
             for (int iw = 0; iw < merge; iw++) {
-              int h0, h1, w0, w1;
-              float dh, dw;
-              axis(h, side, bh * merge + ih, &h0, &h1, &dh);
-              axis(ww, side, bw * merge + iw, &w0, &w1, &dw);
-              idx[0] = h0 * side + w0, w[0] = (1.0f - dh) * (1.0f - dw);
-              idx[1] = h0 * side + w1, w[1] = (1.0f - dh) * dw;
-              idx[2] = h1 * side + w0, w[2] = dh * (1.0f - dw);
-              idx[3] = h1 * side + w1, w[3] = dh * dw;
+              int th[2], tw[2];
+              float wh[2], wv[2];
+              axis(h, side, bh * merge + ih, th, wh);
+              axis(ww, side, bw * merge + iw, tw, wv);
+              for (int c = 0; c < 4; c++) { /* corners (h0,w0), (h0,w1), (h1,w0), (h1,w1) */
+                idx[c] = th[c / 2] * side + tw[c % 2];
+                w[c] = wh[c / 2] * wv[c % 2];
+              }
               idx += 4, w += 4;
             }
   }

@@ -30,12 +30,9 @@ int64_t vis_count_windows(const int32_t *grid, int n, int merge, int win);
 /* Inverse permutation: inv[perm[i]] = i. */
 void vis_invert(int32_t *inv, const int32_t *perm, int64_t n);
 
-/* Qwen3-VL learned position embedding, bilinear corners per row (spec §3.3): idx[4r+c] into the
- * side x side table, weights w[4r+c], with PyTorch's float32 linspace reproduced exactly. */
+/* Qwen3-VL learned position embedding, bilinear corners per row (spec §3.3, as transformers 5.17 computes
+ * the weights; see vision_index.c): idx[4r+c] into the side x side table, weights w[4r+c]. */
 void vis_bilinear(int32_t *idx, float *w, const int32_t *grid, int n, int merge, int side);
-
-/* PyTorch CPU float32 torch.linspace(start, end, steps)[i]. */
-float vis_linspace_f32(float start, float end, int64_t steps, int64_t i);
 
 /* Rotary tables [rows][head_dim] for head_dim/4 frequencies 1/theta^(2j/(head_dim/2)) (float32 as PyTorch):
  * angles a = [row * f, col * f] (head_dim/2 values), cos/sin of concat(a, a). pos as vis_rot_pos; when
