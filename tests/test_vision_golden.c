@@ -164,9 +164,17 @@ static void check_weights_probe(const char *arch, const char *model) {
   assert_true(st_count(g) >= 3);
   for (int i = 0; i < st_count(g); i++) {
     const st_tensor *t = st_at(g, i);
+    /* "NAME.firstK" holds the first K values of NAME; a tied lm_head is the embedding */
+    char name[160];
+    snprintf(name, sizeof name, "%s", t->name);
+    char *cut = strstr(name, ".first");
+    if (cut) *cut = '\0';
+    if (!strcmp(name, "lm_head.weight") && cfg.text.tie_embeddings)
+      snprintf(name, sizeof name, "%s", cfg.arch == QVL_ARCH_QWEN3_VL ? "model.language_model.embed_tokens.weight"
+                                                                       : "model.embed_tokens.weight");
     const qvl_tensor_spec *s = NULL;
     for (int j = 0; j < n_specs && !s; j++)
-      if (!strcmp(specs[j].name, t->name)) s = &specs[j];
+      if (!strcmp(specs[j].name, name)) s = &specs[j];
     if (!s) fail_msg("%s: probe tensor %s is not in the qvl name table", arch, t->name);
     assert_true(t->numel <= s->numel);
     float *ref = malloc((size_t)t->numel * sizeof(float)), *got = malloc((size_t)t->numel * sizeof(float));
