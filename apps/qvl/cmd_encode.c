@@ -1,6 +1,7 @@
 /* qvl encode: pixel rows -> vision features, written as safetensors ("features", "deepstack.K",
  * "image_grid_thw"). Pixel rows come from a safetensors file holding the image processor's output
  * ("pixel_values" [N, 3*T*P*P], "image_grid_thw" [n, 3]) or, with --grid, from the synthetic generator. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,21 @@ static int write_features(const char *path, const qvl_features *f, const pixel_i
   return rc;
 }
 
+/* One line per output: RMS and non-finite count, so a run at a new size shows at once whether it blew up. */
+static void print_stats(const qvl_features *f) {
+  for (int i = 0; i < qvl_features_count(f); i++) {
+    int64_t rows, cols, bad = 0;
+    const float *d = qvl_features_data(f, i, &rows, &cols);
+    double ss = 0;
+    for (int64_t j = 0; j < rows * cols; j++) {
+      if (!isfinite(d[j])) bad++;
+      else ss += (double)d[j] * d[j];
+    }
+    fprintf(stderr, "  %-12s [%lld, %lld] rms %.4g, %lld non-finite\n", qvl_features_name(f, i), (long long)rows,
+            (long long)cols, sqrt(ss / (double)(rows * cols)), (long long)bad);
+  }
+}
+
 int cmd_encode(int argc, char **argv) {
   app_opts o;
   pixel_input in = {0};
@@ -92,6 +108,7 @@ int cmd_encode(int argc, char **argv) {
     qvl_features_data(f, 0, &rows, &cols);
     fprintf(stderr, "qvl encode: %d image(s) -> %lld x %lld features%s -> %s\n", in.n, (long long)rows,
             (long long)cols, qvl_features_count(f) > 1 ? " + DeepStack" : "", o.out);
+    print_stats(f);
   }
   qvl_features_free(f);
   free(in.rows);
