@@ -9,7 +9,6 @@ and compare every state_dict tensor with the qvl_dummy stream of its on-disk nam
 to 4M elements, else the first and last 1M), bit for bit. Exits nonzero on the first difference.
 """
 import json
-import math
 import os
 import sys
 import time
