@@ -12,6 +12,9 @@
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "qvl_internal.h"
+#ifdef QVL_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 struct qvl_engine {
   qvl_err err;
@@ -147,9 +150,15 @@ static int bind_weights(qvl_engine *e) {
 
 /* ---- open / close -------------------------------------------------------------------------------- */
 
+/* AUTO takes the GPU when this build has the CUDA backend and a device is present. */
 static int make_backend(qvl_engine *e) {
-  if (e->params.backend == QVL_BACKEND_CUDA)
-    return qvl_fail(&e->err, QVL_ERR_UNSUPPORTED, "the CUDA backend has no vision ops yet; use the cpu backend");
+  int cuda = e->params.backend == QVL_BACKEND_CUDA;
+#ifdef QVL_HAVE_CUDA
+  if (e->params.backend == QVL_BACKEND_AUTO && qvl_cuda_device_count() > 0) cuda = 1;
+  if (cuda) return qvl_backend_cuda_create(&e->be, e->params.device, &e->err);
+#endif
+  if (cuda)
+    return qvl_fail(&e->err, QVL_ERR_UNSUPPORTED, "this qvl was built without the CUDA backend (no nvcc at build time)");
   return qvl_backend_cpu_create(&e->be, e->params.n_threads, &e->err);
 }
 
@@ -302,13 +311,17 @@ const qvl_config *qvl_engine_config(const qvl_engine *e) { return &e->cfg; }
 
 qvl_backend *qvl_engine_backend(qvl_engine *e) { return e->be; }
 
-int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
-                      qvl_tap_fn tap, void *ud) {
+int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud) {
   qvl_err_clear(&e->err);
   if (!e->w.patch_w) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: the vision tower is not loaded");
-  if (e->cfg.arch == QVL_ARCH_QWEN2_5_VL)
-    return qwen2_5_vl_vision(e->be, &e->cfg, &e->w, grid, n_img, pixels, out, tap, ud, &e->err);
-  return qwen3_vl_vision(e->be, &e->cfg, &e->w, grid, n_img, pixels, out, tap, ud, &e->err);
+  if (e->cfg.arch == QVL_ARCH_QWEN2_5_VL) return qwen2_5_vl_vision(e->be, &e->cfg, &e->w, in, out, tap, ud, &e->err);
+  return qwen3_vl_vision(e->be, &e->cfg, &e->w, in, out, tap, ud, &e->err);
+}
+
+int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
+                      qvl_tap_fn tap, void *ud) {
+  vis_input in = {grid, n_img, pixels, NULL};
+  return qvl_engine_vision_input(e, &in, out, tap, ud);
 }
 
 int qvl_encode_pixels(qvl_engine *e, const qvl_pixels *px, qvl_features **out) {

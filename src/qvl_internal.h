@@ -13,4 +13,7 @@ qvl_backend *qvl_engine_backend(qvl_engine *e);
 int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
                       qvl_tap_fn tap, void *ud);
 
+/* The same with pixel rows possibly already on the device, and out == NULL to keep the features there. */
+int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud);
+
 #endif

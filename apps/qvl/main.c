@@ -1,7 +1,8 @@
 /* qvl - the command-line tool: one binary, one subcommand per job.
  *   qvl info   --model DIR [--dummy]                      what the model is and what it needs
  *   qvl encode --model DIR [--dummy] (--pixels FILE | --grid TxHxW...) -o OUT.safetensors
- *   qvl export --model DIR --dummy -o OUT_DIR             write a synthetic model as an HF checkpoint */
+ *   qvl export --model DIR --dummy -o OUT_DIR             write a synthetic model as an HF checkpoint
+ *   qvl bench vit --model DIR --dummy --images NxHxW...   time the vision tower (JSON lines) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@ static void usage(FILE *f) {
           "                                               vision features (and DeepStack features)\n"
           "  export --model DIR [--dummy] -o DIR [--shard-gb N]\n"
           "                                               write the model as a bf16 HF checkpoint\n"
+          "  bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] [--dump FILE]\n"
+          "                                               time the vision tower, one JSON line per case\n"
           "common options: --cpu | --cuda, --threads N\n");
 }
 
@@ -27,6 +30,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
   if (!strcmp(argv[1], "encode")) return cmd_encode(argc - 1, argv + 1);
   if (!strcmp(argv[1], "export")) return cmd_export(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
   fprintf(stderr, "qvl: unknown command \"%s\"\n", argv[1]);
   usage(stderr);
   return 2;

@@ -17,9 +17,12 @@ typedef struct qvl_backend qvl_backend;
 
 struct qvl_backend {
   const char *name;  /* "cpu" | "cuda" */
+  char device[96];   /* what it runs on, e.g. "NVIDIA H100 80GB HBM3" */
   size_t elem_bytes; /* bytes per activation/weight element: 4 (f32) or 2 (bf16) */
   void *ctx;
   qvl_err *err;      /* where ops report; set by the owner */
+  int64_t mem_held;  /* bytes held from the device now (in use + cached for reuse) */
+  int64_t mem_peak;  /* the most ever held */
 
   /* ---- memory ---------------------------------------------------------------------------------- */
   int (*alloc)(qvl_backend *b, void **out, size_t bytes);

@@ -101,9 +101,19 @@ typedef struct qvl_vision_out {
 
 void qvl_vision_out_free(qvl_vision_out *o);
 
-int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const int32_t *grid, int n_img,
-                      const float *pixels, qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err);
-int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const int32_t *grid, int n_img,
-                    const float *pixels, qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err);
+/* One batch of images: grids and pixel rows [sum t*h*w][3*T*P*P], either host f32 (uploaded and converted)
+ * or already a backend buffer in the backend's dtype (the GPU preprocessing path, benchmarks). */
+typedef struct vis_input {
+  const int32_t *grid; /* [n][3] */
+  int n;
+  const float *host_pixels;
+  const void *dev_pixels;
+} vis_input;
+
+/* out == NULL leaves the features on the device (benchmarks); the call still synchronises. */
+int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const vis_input *in,
+                      qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err);
+int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const vis_input *in,
+                    qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err);
 
 #endif

@@ -127,14 +127,14 @@ static int q25_block(vis_run *r, const vit_layer *L, const int32_t *cu, int n_se
   return QVL_OK;
 }
 
-static int q25_forward(vis_run *r, const qvl_weights *w, const q25_index *x, const float *pixels, qvl_tap_fn tap,
+static int q25_forward(vis_run *r, const qvl_weights *w, const q25_index *x, const vis_input *in, qvl_tap_fn tap,
                        void *ud) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
   int64_t N = r->rows, G = N / 4;
   int D = v->hidden, rc;
-  if ((rc = b->upload_f32(b, r->ffn, pixels, N * r->k)) ||
-      (rc = b->linear(b, r->x, r->ffn, w->patch_w, NULL, N, D, r->k)) ||
+  const void *px;
+  if ((rc = vis_pixels(r, in, &px)) || (rc = b->linear(b, r->x, px, w->patch_w, NULL, N, D, r->k)) ||
       (rc = b->upload(b, r->idx, x->window_index, (size_t)G * sizeof(int32_t))) ||
       (rc = b->gather_rows(b, r->h, r->x, r->idx, G, 4 * (int64_t)D)))
     return rc;
@@ -150,19 +150,19 @@ static int q25_forward(vis_run *r, const qvl_weights *w, const q25_index *x, con
   return b->gather_rows(b, r->out_dev[0], r->out_dev[1], r->idx, G, v->out_hidden);
 }
 
-int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const int32_t *grid, int n_img,
-                      const float *pixels, qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err) {
+int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const vis_input *in,
+                      qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err) {
   const qvl_vision_config *v = &cfg->vision;
   vis_run r;
   q25_index x;
-  int rc = vis_run_begin(&r, b, v, grid, n_img, 2, err);
+  int rc = vis_run_begin(&r, b, v, in->grid, in->n, 2, err);
   if (rc) return rc;
-  if ((rc = q25_index_build(&x, v, grid, n_img, r.rows, err))) {
+  if ((rc = q25_index_build(&x, v, in->grid, in->n, r.rows, err))) {
     vis_run_end(&r);
     return rc;
   }
   rc = vis_run_rope(&r, x.cos, x.sin);
-  if (!rc) rc = q25_forward(&r, w, &x, pixels, tap, ud);
+  if (!rc) rc = q25_forward(&r, w, &x, in, tap, ud);
   if (!rc) rc = vis_run_collect(&r, out, 1);
   q25_index_free(&x);
   vis_run_end(&r);

@@ -96,8 +96,7 @@ static int deepstack_slot(const qvl_vision_config *v, int layer) {
   return -1;
 }
 
-static int q3_embed(vis_run *r, const qvl_weights *w, const int32_t *grid, int n_img, const float *pixels,
-                    qvl_tap_fn tap, void *ud) {
+static int q3_embed(vis_run *r, const qvl_weights *w, const vis_input *in, qvl_tap_fn tap, void *ud) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
   int64_t N = r->rows;
@@ -109,12 +108,12 @@ static int q3_embed(vis_run *r, const qvl_weights *w, const int32_t *grid, int n
     free(idx), free(wts);
     return qvl_fail(r->err, QVL_ERR_NOMEM, "qwen3-vl: cannot allocate position indices");
   }
-  vis_bilinear(idx, wts, grid, n_img, v->merge, side);
+  vis_bilinear(idx, wts, in->grid, in->n, v->merge, side);
   rc = b->upload(b, r->idx, idx, (size_t)N * 4 * sizeof(int32_t));
   if (!rc) rc = b->upload(b, r->wts, wts, (size_t)N * 4 * sizeof(float));
   free(idx), free(wts);
-  if (rc || (rc = b->upload_f32(b, r->ffn, pixels, N * r->k)) ||
-      (rc = b->linear(b, r->h, r->ffn, w->patch_w, w->patch_b, N, D, r->k)))
+  const void *px;
+  if (rc || (rc = vis_pixels(r, in, &px)) || (rc = b->linear(b, r->h, px, w->patch_w, w->patch_b, N, D, r->k)))
     return rc;
   if (tap) { /* the interpolation alone, for the goldens: the same op applied to zeros */
     float *zero = calloc((size_t)(N * D), sizeof(float));
@@ -140,8 +139,10 @@ static int q3_forward(vis_run *r, const qvl_weights *w, const int32_t *cu, int n
   return vis_merger(r, &w->merger, 0, r->h, r->out_dev[0]);
 }
 
-int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const int32_t *grid, int n_img,
-                    const float *pixels, qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err) {
+int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const vis_input *in,
+                    qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err) {
+  const int32_t *grid = in->grid;
+  int n_img = in->n;
   const qvl_vision_config *v = &cfg->vision;
   vis_run r;
   int rc = vis_run_begin(&r, b, v, grid, n_img, 2 + v->n_deepstack, err);
@@ -157,7 +158,7 @@ int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w,
   int n_seq = vis_cu_seqlens(cu, grid, n_img);
   vis_rot_pos(pos, grid, n_img, v->merge);
   vis_rope_tables(cos, sin, pos, NULL, N, v->head_dim, 10000.0f);
-  if ((rc = vis_run_rope(&r, cos, sin)) || (rc = q3_embed(&r, w, grid, n_img, pixels, tap, ud)) ||
+  if ((rc = vis_run_rope(&r, cos, sin)) || (rc = q3_embed(&r, w, in, tap, ud)) ||
       (rc = q3_forward(&r, w, cu, n_seq, tap, ud)))
     goto done;
   rc = vis_run_collect(&r, out, 1 + v->n_deepstack);

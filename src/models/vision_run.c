@@ -72,7 +72,15 @@ int vis_merger(vis_run *r, const vit_merger *m, int postshuffle, const void *in,
   return b->linear(b, out, r->y, m->fc2_w, m->fc2_b, G, r->v->out_hidden, D4);
 }
 
+int vis_pixels(vis_run *r, const vis_input *in, const void **px) {
+  *px = in->dev_pixels;
+  if (*px) return QVL_OK;
+  *px = r->ffn;
+  return r->b->upload_f32(r->b, r->ffn, in->host_pixels, r->rows * r->k);
+}
+
 int vis_run_collect(vis_run *r, qvl_vision_out *out, int n_features) {
+  if (!out) return r->b->sync(r->b);
   int64_t G = r->rows / (r->v->merge * r->v->merge), O = r->v->out_hidden;
   memset(out, 0, sizeof *out);
   out->n = n_features, out->rows = G, out->cols = O;

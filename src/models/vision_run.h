@@ -31,7 +31,9 @@ int vis_run_rope(vis_run *r, const float *cos, const float *sin);
  * first, norm over 4D. RMSNorm when m->norm_b is NULL (Qwen2.5-VL), LayerNorm otherwise. fc1, gelu(erf), fc2
  * into out [N/4, O]. Uses r->x and r->y. */
 int vis_merger(vis_run *r, const vit_merger *m, int postshuffle, const void *in, void *out);
-/* Downloads out_dev[0] and out_dev[2..n_out) into out (host f32). */
+/* The pixel rows as a backend buffer: in->dev_pixels, or in->host_pixels uploaded into r->ffn. */
+int vis_pixels(vis_run *r, const vis_input *in, const void **px);
+/* Downloads out_dev[0] and out_dev[2..n_out) into out (host f32); out == NULL only synchronises. */
 int vis_run_collect(vis_run *r, qvl_vision_out *out, int n_features);
 float vis_attn_scale(const qvl_vision_config *v);
 void vis_tap_block(qvl_tap_fn tap, void *ud, int layer, const void *buf, int64_t rows, int64_t cols);

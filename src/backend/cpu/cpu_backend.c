@@ -2,6 +2,7 @@
  * It exists to be right (it is the truth the CUDA backend is tested against), not fast: OpenMP over
  * rows and OpenBLAS sgemm. */
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,7 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   if (!b) return qvl_fail(err, QVL_ERR_NOMEM, "cpu: cannot allocate the backend");
   if (n_threads > 0) omp_set_num_threads(n_threads);
   b->name = "cpu";
+  snprintf(b->device, sizeof b->device, "cpu, %d OpenMP threads", omp_get_max_threads());
   b->elem_bytes = sizeof(float);
   b->err = err;
   b->alloc = cpu_alloc;

@@ -1,6 +1,8 @@
 /* cuda_ops.h - C-callable launchers of the CUDA backend's kernels. bf16 buffers are uint16_t here so
  * plain C can hold them; the .cu files treat them as __nv_bfloat16. Each launcher returns QVL_OK or
- * QVL_ERR_DEVICE and never synchronises. Argument order: outputs, inputs, sizes, scalars, stream. */
+ * QVL_ERR_DEVICE and never synchronises. Argument order: outputs, inputs, sizes, scalars, stream.
+ * Numerics follow the bf16 reference (spec §6): f32 math inside a kernel, one rounding to bf16 where
+ * PyTorch rounds. */
 #ifndef QVL_BACKEND_CUDA_OPS_H
 #define QVL_BACKEND_CUDA_OPS_H
 
@@ -15,9 +17,29 @@ typedef struct CUstream_st *qvl_stream; /* = cudaStream_t */
 /* Number of usable CUDA devices; 0 when there is no driver or no device (never fails). */
 int qvl_cuda_device_count(void);
 
-/* y = x / sqrt(mean(x^2) + eps) * w per row; statistics in f32, the normalised value rounded to bf16 before
- * the bf16 weight multiply (spec §6 item 4). One warp per row. */
+/* norms.cu: y = bf16(bf16(x * rsqrt(mean(x^2) + eps)) * w); y = bf16((x - mean) * rstd * w + b). */
 int cuda_rmsnorm(uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t rows, int dim, float eps, qvl_stream s);
+int cuda_layernorm(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *b, int64_t rows, int dim,
+                   float eps, qvl_stream s);
+
+/* eltwise.cu */
+int cuda_add(uint16_t *h, const uint16_t *x, int64_t n, qvl_stream s);                          /* h = bf16(h + x) */
+int cuda_silu_mul(uint16_t *y, const uint16_t *g, const uint16_t *u, int64_t n, qvl_stream s);  /* bf16(silu(g)) * u */
+int cuda_gelu(uint16_t *y, const uint16_t *x, int64_t n, int tanh_approx, qvl_stream s);
+int cuda_f32_to_bf16(uint16_t *y, const float *x, int64_t n, qvl_stream s);
+int cuda_bf16_to_f32(float *y, const uint16_t *x, int64_t n, qvl_stream s);
+
+/* rope.cu: q and k of qkv [rows][3][heads][head_dim] rotated in f32 by cos/sin [rows][head_dim]. */
+int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
+                 qvl_stream s);
+
+/* gather.cu: y[i] = x[idx[i]] (rows of row_elems bf16); h[r] = bf16(h[r] + bf16(sum_c w[4r+c] table[idx[4r+c]])). */
+int cuda_gather_rows(uint16_t *y, const uint16_t *x, const int32_t *idx, int64_t n, int64_t row_elems, qvl_stream s);
+int cuda_add_bilinear(uint16_t *h, const uint16_t *table, const int32_t *idx, const float *w, int64_t rows, int dim,
+                      qvl_stream s);
+/* y[r] = x[r] for rows of row_elems, reading rows at x_stride and writing at y_stride (elements). */
+int cuda_copy_rows(uint16_t *y, int64_t y_stride, const uint16_t *x, int64_t x_stride, int64_t rows, int64_t row_elems,
+                   qvl_stream s);
 
 #ifdef __cplusplus
 }

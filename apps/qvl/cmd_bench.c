@@ -1,0 +1,166 @@
+/* qvl bench vit: times the vision tower on synthetic pixel rows already in device memory (as the GPU
+ * preprocessing path leaves them) and prints one JSON line per case: median and min ms over --iters runs
+ * after --warmup runs (wall clock around a call that ends by synchronising the device), patches/s,
+ * achieved TFLOP/s over the model's useful FLOPs (GEMMs + attention 4*s^2*d per sequence and head), % of the
+ * measured H100 bf16 dense peak (790 TFLOP/s, ../shared/research/kernels.md), peak device memory.
+ * --dump FILE writes each case's features (safetensors) for bench/hf_vit.py to compare. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "apps.h"
+#include "core/rng.h"
+#include "io/safetensors.h"
+#include "models/vision_index.h"
+#include "qvl_internal.h"
+
+#define PEAK_TFLOPS 790.0
+
+typedef struct bench_case {
+  int n, h, w; /* images of h x w pixels */
+} bench_case;
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double attn_flops(const int32_t *cu, int n, int64_t d) {
+  double f = 0;
+  for (int i = 0; i < n; i++) f += 4.0 * (double)(cu[i + 1] - cu[i]) * (cu[i + 1] - cu[i]) * (double)d;
+  return f;
+}
+
+/* Useful FLOPs of one tower call. */
+static double tower_flops(const qvl_config *c, const int32_t *grid, int n, int64_t N) {
+  const qvl_vision_config *v = &c->vision;
+  double D = v->hidden, F = v->intermediate, K = v->in_channels * v->temporal_patch * v->patch * v->patch;
+  double G = (double)N / (v->merge * v->merge), D4 = D * v->merge * v->merge, O = v->out_hidden;
+  int gated = c->arch == QVL_ARCH_QWEN2_5_VL;
+  double dense = 2.0 * N * D * (3 * D + D) + 2.0 * N * D * F * (gated ? 3 : 2);
+  int32_t *cu = malloc((size_t)(N + 1) * sizeof(int32_t));
+  int n_full = vis_cu_seqlens(cu, grid, n);
+  double full = attn_flops(cu, n_full, v->hidden), win = full;
+  if (gated) {
+    int w = v->window_size / v->merge / v->patch;
+    int32_t *wi = malloc((size_t)(N / 4 + 1) * sizeof(int32_t));
+    int32_t *cw = realloc(cu, (size_t)(vis_count_windows(grid, n, v->merge, w) + 1) * sizeof(int32_t));
+    cu = cw;
+    win = attn_flops(cw, vis_window_index(wi, cw, grid, n, v->merge, w), v->hidden);
+    free(wi);
+  }
+  free(cu);
+  double f = 2.0 * N * K * D + (2.0 * G * D4 * D4 + 2.0 * G * D4 * O) * (1 + v->n_deepstack);
+  for (int l = 0; l < v->depth; l++) {
+    int is_full = !gated;
+    for (int i = 0; i < v->n_fullatt; i++) is_full |= v->fullatt[i] == l;
+    f += dense + (is_full ? full : win);
+  }
+  return f;
+}
+
+static int parse_case(bench_case *bc, const char *s) {
+  char tail;
+  return sscanf(s, "%dx%dx%d%c", &bc->n, &bc->h, &bc->w, &tail) == 3 && bc->n > 0 && bc->h > 0 && bc->w > 0 ? 0 : 1;
+}
+
+/* Runs one case; returns 0 and prints its line. */
+static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, st_entry *dump, float **dump_data) {
+  const qvl_config *c = qvl_engine_config(e);
+  const qvl_vision_config *v = &c->vision;
+  qvl_backend *b = qvl_engine_backend(e);
+  int f = v->patch * v->merge, k = v->in_channels * v->temporal_patch * v->patch * v->patch;
+  if (bc->h % f || bc->w % f || bc->n > 4096)
+    return fprintf(stderr, "qvl bench: %dx%d is not a multiple of %d pixels\n", bc->h, bc->w, f), 1;
+  int32_t *grid = malloc((size_t)bc->n * 3 * sizeof(int32_t));
+  for (int i = 0; i < bc->n; i++) grid[3 * i] = 1, grid[3 * i + 1] = bc->h / v->patch, grid[3 * i + 2] = bc->w / v->patch;
+  int64_t N = (int64_t)bc->n * (bc->h / v->patch) * (bc->w / v->patch);
+  float *host = malloc((size_t)(N * k) * sizeof(float));
+  void *dev = NULL;
+  qvl_counter_fill(host, "pixel_values:bench", 0, N * k, 0.2, 1.8);
+  int rc = b->alloc(b, &dev, (size_t)(N * k) * b->elem_bytes);
+  if (!rc) rc = b->upload_f32(b, dev, host, N * k);
+  vis_input in = {grid, bc->n, NULL, dev};
+  double *ms = calloc((size_t)iters, sizeof(double));
+  for (int i = 0; !rc && i < warmup + iters; i++) {
+    double t0 = now_ms();
+    rc = qvl_engine_vision_input(e, &in, NULL, NULL, NULL);
+    if (i >= warmup) ms[i - warmup] = now_ms() - t0;
+  }
+  qvl_vision_out out = {0};
+  if (!rc && dump) rc = qvl_engine_vision_input(e, &in, &out, NULL, NULL);
+  if (rc) {
+    fprintf(stderr, "qvl bench: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
+  } else {
+    qsort(ms, (size_t)iters, sizeof *ms, cmp_double);
+    double med = ms[iters / 2], fl = tower_flops(c, grid, bc->n, N);
+    printf("{\"bench\": \"vit\", \"arch\": \"%s\", \"device\": \"%s\", \"images\": \"%dx%dx%d\", \"patches\": %lld, "
+           "\"median_ms\": %.3f, \"min_ms\": %.3f, \"patches_per_s\": %.0f, \"tflops\": %.1f, \"pct_peak\": %.1f, "
+           "\"peak_mem_gib\": %.2f, \"iters\": %d}\n",
+           c->arch_name, b->device, bc->n, bc->h, bc->w, (long long)N, med, ms[0], N / med * 1e3, fl / med / 1e9,
+           fl / med / 1e9 / PEAK_TFLOPS * 100, b->mem_peak / (double)(1 << 30), iters);
+    fflush(stdout);
+  }
+  if (!rc && dump) { /* keep the main features for the dump; free the rest */
+    *dump_data = out.data[0];
+    out.data[0] = NULL;
+    dump->dtype = ST_F32, dump->ndim = 2, dump->shape[0] = out.rows, dump->shape[1] = out.cols;
+    dump->data = *dump_data;
+    qvl_vision_out_free(&out);
+  }
+  b->free(b, dev);
+  free(ms), free(host), free(grid);
+  return rc ? 1 : 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "vit")) {
+    fprintf(stderr, "usage: qvl bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] "
+                    "[--dump FILE]\n");
+    return 2;
+  }
+  bench_case cases[32];
+  int n_cases = 0, iters = 20, warmup = 3;
+  const char *dump = NULL;
+  char *rest[64];
+  int n_rest = 0;
+  rest[n_rest++] = argv[0];
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--images") && val && n_cases < 32) {
+      if (parse_case(&cases[n_cases++], val)) return fprintf(stderr, "qvl bench: --images wants NxHxW\n"), 2;
+      i++;
+    } else if (!strcmp(a, "--iters") && val) iters = atoi(argv[++i]);
+    else if (!strcmp(a, "--warmup") && val) warmup = atoi(argv[++i]);
+    else if (!strcmp(a, "--dump") && val) dump = argv[++i];
+    else if (n_rest < 63) rest[n_rest++] = argv[i];
+  }
+  app_opts o;
+  if (app_parse(&o, n_rest, rest)) return 2;
+  if (!n_cases || iters < 1 || warmup < 0) return fprintf(stderr, "qvl bench: needs --images and --iters >= 1\n"), 2;
+  qvl_engine *e = app_open(&o);
+  if (!e) return 1;
+  st_entry ents[32];
+  float *data[32] = {0};
+  char names[32][32];
+  int rc = 0;
+  for (int i = 0; i < n_cases && !rc; i++) {
+    snprintf(names[i], sizeof names[i], "case%d.features", i);
+    ents[i] = (st_entry){.name = names[i]};
+    rc = run_case(e, &cases[i], iters, warmup, dump ? &ents[i] : NULL, &data[i]);
+  }
+  if (!rc && dump) {
+    qvl_err err = {0};
+    if ((rc = st_write(dump, ents, n_cases, NULL, NULL, &err))) fprintf(stderr, "qvl bench: %s\n", err.msg);
+  }
+  for (int i = 0; i < n_cases; i++) free(data[i]);
+  qvl_engine_close(e);
+  return rc ? 1 : 0;
+}

@@ -1,0 +1,214 @@
+/* cuda_backend.c - the bf16 CUDA backend: memory, conversions and the op table. Kernels live one family per
+ * .cu file (cuda_ops.h); GEMMs in gemm.c (cuBLASLt); attention in sdpa.c (cuDNN). Every op is queued on one
+ * stream; the host synchronises only in downloads and allocations. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_backend.h"
+
+int cuda_check(qvl_backend *b, cudaError_t e, const char *what) {
+  if (e == cudaSuccess) return QVL_OK;
+  return qvl_fail(b->err, e == cudaErrorMemoryAllocation ? QVL_ERR_NOMEM : QVL_ERR_DEVICE, "cuda: %s: %s", what,
+                  cudaGetErrorString(e));
+}
+
+static int launched(qvl_backend *b, int rc, const char *op) {
+  if (rc == QVL_OK) return QVL_OK;
+  return qvl_fail(b->err, rc, "cuda %s: kernel launch failed: %s", op, cudaGetErrorString(cudaGetLastError()));
+}
+
+int cuda_scratch(qvl_backend *b, size_t bytes) {
+  cuda_ctx *c = b->ctx;
+  if (bytes <= c->scratch_bytes) return QVL_OK;
+  cudaStreamSynchronize(c->stream);
+  cudaFree(c->scratch);
+  c->scratch = NULL, c->scratch_bytes = 0;
+  int rc = cuda_check(b, cudaMalloc(&c->scratch, bytes), "scratch allocation");
+  if (!rc) c->scratch_bytes = bytes;
+  return rc;
+}
+
+/* ---- memory ------------------------------------------------------------------------------------ */
+
+static int push_block(struct cuda_block **list, int *n, int *cap, void *p, size_t bytes) {
+  if (*n == *cap) {
+    int c = *cap ? 2 * *cap : 256;
+    struct cuda_block *q = realloc(*list, (size_t)c * sizeof *q);
+    if (!q) return QVL_ERR_NOMEM;
+    *list = q, *cap = c;
+  }
+  (*list)[(*n)++] = (struct cuda_block){p, bytes};
+  return QVL_OK;
+}
+
+/* Batches of one shape ask for the same buffer sizes every time: freed blocks are kept and handed back by
+ * exact size, so a steady workload never calls cudaMalloc/cudaFree (both synchronise the device). */
+static int cu_alloc(qvl_backend *b, void **out, size_t bytes) {
+  cuda_ctx *c = b->ctx;
+  bytes = (bytes + 255) / 256 * 256;
+  if (!bytes) bytes = 256;
+  *out = NULL;
+  for (int i = c->n_cache - 1; i >= 0 && !*out; i--)
+    if (c->cache[i].bytes == bytes) {
+      *out = c->cache[i].p;
+      c->cache[i] = c->cache[--c->n_cache];
+    }
+  if (!*out) {
+    int rc = cuda_check(b, cudaMalloc(out, bytes), "allocation");
+    if (rc) return rc;
+    b->mem_held += (int64_t)bytes;
+    if (b->mem_held > b->mem_peak) b->mem_peak = b->mem_held;
+  }
+  if (push_block(&c->live, &c->n_live, &c->cap_live, *out, bytes)) {
+    cudaFree(*out);
+    *out = NULL;
+    return qvl_fail(b->err, QVL_ERR_NOMEM, "cuda: cannot track an allocation");
+  }
+  return QVL_OK;
+}
+
+static void cu_free(qvl_backend *b, void *p) {
+  cuda_ctx *c = b->ctx;
+  for (int i = c->n_live - 1; p && i >= 0; i--)
+    if (c->live[i].p == p) {
+      struct cuda_block blk = c->live[i];
+      c->live[i] = c->live[--c->n_live];
+      if (push_block(&c->cache, &c->n_cache, &c->cap_cache, blk.p, blk.bytes)) {
+        cudaFree(blk.p);
+        b->mem_held -= (int64_t)blk.bytes;
+      }
+      return;
+    }
+}
+
+static int cu_upload_f32(qvl_backend *b, void *dst, const float *src, int64_t n) {
+  cuda_ctx *c = b->ctx;
+  int rc = cuda_scratch(b, (size_t)n * sizeof(float));
+  if (!rc) rc = cuda_check(b, cudaMemcpyAsync(c->scratch, src, (size_t)n * 4, cudaMemcpyHostToDevice, c->stream),
+                           "upload");
+  if (!rc) rc = launched(b, cuda_f32_to_bf16(dst, c->scratch, n, c->stream), "f32_to_bf16");
+  return rc ? rc : cuda_check(b, cudaStreamSynchronize(c->stream), "upload");
+}
+
+static int cu_download_f32(qvl_backend *b, float *dst, const void *src, int64_t n) {
+  cuda_ctx *c = b->ctx;
+  int rc = cuda_scratch(b, (size_t)n * sizeof(float));
+  if (!rc) rc = launched(b, cuda_bf16_to_f32(c->scratch, src, n, c->stream), "bf16_to_f32");
+  if (!rc) rc = cuda_check(b, cudaMemcpyAsync(dst, c->scratch, (size_t)n * 4, cudaMemcpyDeviceToHost, c->stream),
+                           "download");
+  return rc ? rc : cuda_check(b, cudaStreamSynchronize(c->stream), "download");
+}
+
+static int cu_upload(qvl_backend *b, void *dst, const void *src, size_t bytes) {
+  cuda_ctx *c = b->ctx;
+  int rc = cuda_check(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+  return rc ? rc : cuda_check(b, cudaStreamSynchronize(c->stream), "upload"); /* src may be freed on return */
+}
+
+static int cu_sync(qvl_backend *b) {
+  return cuda_check(b, cudaStreamSynchronize(((cuda_ctx *)b->ctx)->stream), "synchronize");
+}
+
+static void cu_destroy(qvl_backend *b) {
+  cuda_ctx *c = b->ctx;
+  if (c) {
+    cudaStreamSynchronize(c->stream);
+    cuda_gemm_destroy(c);
+    cuda_sdpa_destroy(c);
+    if (c->dnn) cudnnDestroy(c->dnn);
+    if (c->lt) cublasLtDestroy(c->lt);
+    for (int i = 0; i < c->n_live; i++) cudaFree(c->live[i].p);
+    for (int i = 0; i < c->n_cache; i++) cudaFree(c->cache[i].p);
+    free(c->live), free(c->cache);
+    cudaFree(c->lt_ws);
+    cudaFree(c->scratch);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+  }
+  free(b);
+}
+
+/* ---- ops ------------------------------------------------------------------------------------------ */
+
+#define STREAM(b) (((cuda_ctx *)(b)->ctx)->stream)
+
+static int cu_rmsnorm(qvl_backend *b, void *y, const void *x, const void *w, int64_t rows, int dim, float eps) {
+  return launched(b, cuda_rmsnorm(y, x, w, rows, dim, eps, STREAM(b)), "rmsnorm");
+}
+
+static int cu_layernorm(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows, int dim,
+                        float eps) {
+  return launched(b, cuda_layernorm(y, x, w, bias, rows, dim, eps, STREAM(b)), "layernorm");
+}
+
+static int cu_add(qvl_backend *b, void *h, const void *x, int64_t n) {
+  return launched(b, cuda_add(h, x, n, STREAM(b)), "add");
+}
+
+static int cu_silu_mul(qvl_backend *b, void *y, const void *g, const void *u, int64_t n) {
+  return launched(b, cuda_silu_mul(y, g, u, n, STREAM(b)), "silu_mul");
+}
+
+static int cu_gelu_erf(qvl_backend *b, void *y, const void *x, int64_t n) {
+  return launched(b, cuda_gelu(y, x, n, 0, STREAM(b)), "gelu");
+}
+
+static int cu_gelu_tanh(qvl_backend *b, void *y, const void *x, int64_t n) {
+  return launched(b, cuda_gelu(y, x, n, 1, STREAM(b)), "gelu_tanh");
+}
+
+static int cu_rope_qk(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads,
+                      int head_dim) {
+  return launched(b, cuda_rope_qk(qkv, cos, sin, rows, heads, head_dim, STREAM(b)), "rope");
+}
+
+static int cu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems) {
+  return launched(b, cuda_gather_rows(y, x, idx, n, row_elems, STREAM(b)), "gather_rows");
+}
+
+static int cu_add_bilinear(qvl_backend *b, void *h, const void *table, const int32_t *idx, const float *w,
+                           int64_t rows, int dim) {
+  return launched(b, cuda_add_bilinear(h, table, idx, w, rows, dim, STREAM(b)), "add_bilinear");
+}
+
+static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
+  int rc;
+  c->dev = dev;
+  c->lt_ws_bytes = 32u << 20;
+  struct cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess) snprintf(b->device, sizeof b->device, "%s", prop.name);
+  if ((rc = cuda_check(b, cudaSetDevice(dev), "set device")) ||
+      (rc = cuda_check(b, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "stream")) ||
+      (rc = cuda_check(b, cudaMalloc(&c->lt_ws, c->lt_ws_bytes), "cuBLASLt workspace")))
+    return rc;
+  if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
+    return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda: cublasLtCreate failed");
+  cudnnStatus_t st = cudnnCreate(&c->dnn);
+  if (st == CUDNN_STATUS_SUCCESS) st = cudnnSetStream(c->dnn, c->stream);
+  if (st != CUDNN_STATUS_SUCCESS)
+    return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda: cuDNN: %s", cudnnGetErrorString(st));
+  return QVL_OK;
+}
+
+int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
+  qvl_backend *b = calloc(1, sizeof *b);
+  cuda_ctx *c = calloc(1, sizeof *c);
+  *out = b;
+  if (!b || !c) {
+    free(c);
+    return qvl_fail(err, QVL_ERR_NOMEM, "cuda: cannot allocate the backend");
+  }
+  int n = qvl_cuda_device_count();
+  b->ctx = c, b->err = err, b->name = "cuda", b->elem_bytes = 2;
+  b->destroy = cu_destroy;
+  if (dev < 0 || dev >= n) return qvl_fail(err, QVL_ERR_DEVICE, "cuda: device %d requested, %d present", dev, n);
+  int rc = cu_init(b, c, dev);
+  if (rc) return rc;
+  b->alloc = cu_alloc, b->free = cu_free, b->upload_f32 = cu_upload_f32, b->download_f32 = cu_download_f32;
+  b->upload = cu_upload, b->sync = cu_sync;
+  b->linear = cuda_linear, b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
+  b->silu_mul = cu_silu_mul, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh, b->rope_qk = cu_rope_qk;
+  b->attention = cuda_attention, b->gather_rows = cu_gather_rows, b->add_bilinear = cu_add_bilinear;
+  return QVL_OK;
+}

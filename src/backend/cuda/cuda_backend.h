@@ -1,0 +1,49 @@
+/* cuda_backend.h - state shared by the CUDA backend's host files (memory, GEMM, attention). */
+#ifndef QVL_BACKEND_CUDA_BACKEND_H
+#define QVL_BACKEND_CUDA_BACKEND_H
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+
+typedef struct gemm_entry {
+  int64_t m;
+  int n, k, bias;
+  cublasLtMatmulDesc_t op;
+  cublasLtMatrixLayout_t la, lb, lc;
+  cublasLtMatmulAlgo_t algo;
+} gemm_entry;
+
+typedef struct sdpa_plan sdpa_plan; /* sdpa.c */
+
+typedef struct cuda_ctx {
+  int dev;
+  cudaStream_t stream;
+  cublasLtHandle_t lt;
+  void *lt_ws;            /* cuBLASLt workspace */
+  size_t lt_ws_bytes;
+  gemm_entry *gemms;      /* algorithm cache, one entry per (m, n, k, bias) */
+  int n_gemms, cap_gemms;
+  cudnnHandle_t dnn;
+  sdpa_plan *plans;       /* cuDNN SDPA plans per shape bucket (sdpa.c) */
+  int n_plans, cap_plans;
+  struct cuda_block { void *p; size_t bytes; } *live, *cache; /* allocated; freed and kept for reuse */
+  int n_live, cap_live, n_cache, cap_cache;
+  void *scratch;          /* conversions and attention metadata, grown on demand */
+  size_t scratch_bytes;
+} cuda_ctx;
+
+int cuda_check(qvl_backend *b, cudaError_t e, const char *what);
+/* Grows ctx->scratch to at least bytes (synchronising the stream first). */
+int cuda_scratch(qvl_backend *b, size_t bytes);
+
+int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k);
+void cuda_gemm_destroy(cuda_ctx *c);
+int cuda_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
+                   float scale);
+void cuda_sdpa_destroy(cuda_ctx *c);
+
+#endif

@@ -1,0 +1,82 @@
+/* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in
+ * the epilogue. Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T.
+ * The heuristic's first algorithm is cached per (m, n, k, bias). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_backend.h"
+
+static int lt_fail(qvl_backend *b, cublasStatus_t st, const char *what, int64_t m, int n, int k) {
+  return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda linear [%lld x %d] = [%lld x %d] [%d x %d]^T: %s failed (%d)",
+                  (long long)m, n, (long long)m, k, n, k, what, (int)st);
+}
+
+static int gemm_plan(qvl_backend *b, gemm_entry *g) {
+  cuda_ctx *c = b->ctx;
+  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  cublasLtEpilogue_t ep = g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  cudaDataType_t bt = CUDA_R_16BF;
+  cublasStatus_t st = cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  if (st) return lt_fail(b, st, "cublasLtMatmulDescCreate", g->m, g->n, g->k);
+  cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+  cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+  cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
+  if (g->bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
+  if ((st = cublasLtMatrixLayoutCreate(&g->la, CUDA_R_16BF, (uint64_t)g->k, (uint64_t)g->n, g->k)) ||
+      (st = cublasLtMatrixLayoutCreate(&g->lb, CUDA_R_16BF, (uint64_t)g->k, (uint64_t)g->m, g->k)) ||
+      (st = cublasLtMatrixLayoutCreate(&g->lc, CUDA_R_16BF, (uint64_t)g->n, (uint64_t)g->m, g->n)))
+    return lt_fail(b, st, "cublasLtMatrixLayoutCreate", g->m, g->n, g->k);
+  cublasLtMatmulPreference_t pref;
+  cublasLtMatmulPreferenceCreate(&pref);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_bytes,
+                                       sizeof c->lt_ws_bytes);
+  cublasLtMatmulHeuristicResult_t h;
+  int found = 0;
+  st = cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->la, g->lb, g->lc, g->lc, pref, 1, &h, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st || !found) return lt_fail(b, st, "no cuBLASLt algorithm:", g->m, g->n, g->k);
+  g->algo = h.algo;
+  return QVL_OK;
+}
+
+static gemm_entry *gemm_find(qvl_backend *b, int64_t m, int n, int k, int bias) {
+  cuda_ctx *c = b->ctx;
+  for (int i = 0; i < c->n_gemms; i++) {
+    gemm_entry *g = &c->gemms[i];
+    if (g->m == m && g->n == n && g->k == k && g->bias == bias) return g;
+  }
+  if (c->n_gemms == c->cap_gemms) {
+    int cap = c->cap_gemms ? 2 * c->cap_gemms : 64;
+    gemm_entry *p = realloc(c->gemms, (size_t)cap * sizeof *p);
+    if (!p) return NULL;
+    c->gemms = p, c->cap_gemms = cap;
+  }
+  gemm_entry *g = &c->gemms[c->n_gemms];
+  memset(g, 0, sizeof *g);
+  g->m = m, g->n = n, g->k = k, g->bias = bias;
+  if (gemm_plan(b, g)) return NULL;
+  c->n_gemms++;
+  return g;
+}
+
+int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k) {
+  cuda_ctx *c = b->ctx;
+  if (m == 0) return QVL_OK;
+  gemm_entry *g = gemm_find(b, m, n, k, bias != NULL);
+  if (!g) return b->err->code ? b->err->code : qvl_fail(b->err, QVL_ERR_NOMEM, "cuda linear: out of memory");
+  if (bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+  const float one = 1.0f, zero = 0.0f;
+  cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &zero, y, g->lc, y, g->lc, &g->algo,
+                                     c->lt_ws, c->lt_ws_bytes, c->stream);
+  return st ? lt_fail(b, st, "cublasLtMatmul", m, n, k) : QVL_OK;
+}
+
+void cuda_gemm_destroy(cuda_ctx *c) {
+  for (int i = 0; i < c->n_gemms; i++) {
+    cublasLtMatmulDescDestroy(c->gemms[i].op);
+    cublasLtMatrixLayoutDestroy(c->gemms[i].la);
+    cublasLtMatrixLayoutDestroy(c->gemms[i].lb);
+    cublasLtMatrixLayoutDestroy(c->gemms[i].lc);
+  }
+  free(c->gemms);
+}

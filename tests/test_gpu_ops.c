@@ -1,0 +1,239 @@
+/* Every CUDA backend op against the CPU reference op on the same bf16-representable inputs, drawn fresh
+ * each run (QVL_TEST_SEED to replay). Outputs are poisoned with NaN first. Reports rel_l2 and max_abs per op;
+ * the bars are bf16 tolerances (~1e-2 relative). Skips, saying why, without a GPU. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+#include "core/half.h"
+#include "testutil.h"
+
+typedef struct env {
+  qvl_backend *cpu, *gpu;
+  qvl_err err;
+  uint64_t rng;
+} env;
+
+static env E;
+
+/* A host array of n bf16-representable floats in [lo, hi). */
+static float *rnd(size_t n, float lo, float hi) {
+  float *p = malloc(n * sizeof(float));
+  tu_uniform(p, n, lo, hi, &E.rng);
+  for (size_t i = 0; i < n; i++) p[i] = qvl_bf16_to_f32(qvl_f32_to_bf16(p[i]));
+  return p;
+}
+
+/* Device copy (bf16) of host floats. */
+static void *dev(const float *h, size_t n) {
+  void *d;
+  assert_int_equal(E.gpu->alloc(E.gpu, &d, n * 2), QVL_OK);
+  assert_int_equal(E.gpu->upload_f32(E.gpu, d, h, (int64_t)n), QVL_OK);
+  return d;
+}
+
+static void *dev_poisoned(size_t n) {
+  float *nan = malloc(n * sizeof(float));
+  tu_poison(nan, n);
+  void *d = dev(nan, n);
+  free(nan);
+  return d;
+}
+
+static void *dev_raw(const void *h, size_t bytes) {
+  void *d;
+  assert_int_equal(E.gpu->alloc(E.gpu, &d, bytes), QVL_OK);
+  assert_int_equal(E.gpu->upload(E.gpu, d, h, bytes), QVL_OK);
+  return d;
+}
+
+static void compare(const char *op, const void *d, const float *ref, size_t n, double tol) {
+  float *got = malloc(n * sizeof(float));
+  assert_int_equal(E.gpu->download_f32(E.gpu, got, d, (int64_t)n), QVL_OK);
+  double rel = tu_rel_l2(got, ref, n);
+  printf("  %-28s rel_l2 %.2e  max_abs %.2e\n", op, rel, tu_max_abs_diff(got, ref, n));
+  if (!(rel <= tol)) fail_msg("%s: rel_l2 %.3e > %.1e", op, rel, tol);
+  free(got);
+}
+
+static void linear_case(int64_t m, int n, int k, int bias) {
+  float *x = rnd((size_t)(m * k), -2, 2), *w = rnd((size_t)n * k, -0.05f, 0.05f), *b = rnd((size_t)n, -0.5f, 0.5f);
+  float *ref = malloc((size_t)(m * n) * sizeof(float));
+  assert_int_equal(E.cpu->linear(E.cpu, ref, x, w, bias ? b : NULL, m, n, k), QVL_OK);
+  void *dx = dev(x, (size_t)(m * k)), *dw = dev(w, (size_t)n * k), *db = dev(b, (size_t)n), *dy = dev_poisoned((size_t)(m * n));
+  assert_int_equal(E.gpu->linear(E.gpu, dy, dx, dw, bias ? db : NULL, m, n, k), QVL_OK);
+  char name[64];
+  snprintf(name, sizeof name, "linear %lldx%dx%d%s", (long long)m, n, k, bias ? "+bias" : "");
+  compare(name, dy, ref, (size_t)(m * n), 8e-3);
+  E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dw), E.gpu->free(E.gpu, db), E.gpu->free(E.gpu, dy);
+  free(x), free(w), free(b), free(ref);
+}
+
+static void test_linear(void **s) {
+  (void)s;
+  linear_case(1037, 3840, 1280, 1);
+  linear_case(513, 3420, 1280, 1); /* Qwen2.5-VL MLP width, unpadded */
+  linear_case(300, 1280, 3420, 0);
+  linear_case(256, 1152, 1536, 1); /* Qwen3-VL patch embed */
+  linear_case(7, 96, 256, 1);
+}
+
+static void test_norms(void **s) {
+  (void)s;
+  const int64_t rows = 777;
+  const int dims[] = {1280, 1152, 4608, 64};
+  for (int i = 0; i < 4; i++) {
+    int d = dims[i];
+    float *x = rnd((size_t)(rows * d), -3, 3), *w = rnd((size_t)d, 0.5f, 1.5f), *b = rnd((size_t)d, -0.2f, 0.2f);
+    float *ref = malloc((size_t)(rows * d) * sizeof(float));
+    void *dx = dev(x, (size_t)(rows * d)), *dw = dev(w, (size_t)d), *db = dev(b, (size_t)d);
+    void *dy = dev_poisoned((size_t)(rows * d));
+    char name[64];
+    assert_int_equal(E.cpu->rmsnorm(E.cpu, ref, x, w, rows, d, 1e-6f), QVL_OK);
+    assert_int_equal(E.gpu->rmsnorm(E.gpu, dy, dx, dw, rows, d, 1e-6f), QVL_OK);
+    snprintf(name, sizeof name, "rmsnorm dim %d", d);
+    compare(name, dy, ref, (size_t)(rows * d), 8e-3);
+    assert_int_equal(E.cpu->layernorm(E.cpu, ref, x, w, b, rows, d, 1e-6f), QVL_OK);
+    assert_int_equal(E.gpu->layernorm(E.gpu, dy, dx, dw, db, rows, d, 1e-6f), QVL_OK);
+    snprintf(name, sizeof name, "layernorm dim %d", d);
+    compare(name, dy, ref, (size_t)(rows * d), 8e-3);
+    E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dw), E.gpu->free(E.gpu, db), E.gpu->free(E.gpu, dy);
+    free(x), free(w), free(b), free(ref);
+  }
+}
+
+static void test_eltwise(void **s) {
+  (void)s;
+  const size_t n = 1 << 20 | 37;
+  float *a = rnd(n, -4, 4), *b = rnd(n, -4, 4), *ref = malloc(n * sizeof(float));
+  void *da = dev(a, n), *db = dev(b, n), *dy = dev_poisoned(n);
+  memcpy(ref, a, n * sizeof(float));
+  assert_int_equal(E.cpu->add(E.cpu, ref, b, (int64_t)n), QVL_OK);
+  assert_int_equal(E.gpu->add(E.gpu, da, db, (int64_t)n), QVL_OK); /* da += db */
+  compare("add", da, ref, n, 8e-3);
+  assert_int_equal(E.cpu->silu_mul(E.cpu, ref, a, b, (int64_t)n), QVL_OK);
+  E.gpu->free(E.gpu, da), da = dev(a, n);
+  assert_int_equal(E.gpu->silu_mul(E.gpu, dy, da, db, (int64_t)n), QVL_OK);
+  compare("silu_mul", dy, ref, n, 8e-3);
+  assert_int_equal(E.cpu->gelu_erf(E.cpu, ref, a, (int64_t)n), QVL_OK);
+  assert_int_equal(E.gpu->gelu_erf(E.gpu, dy, da, (int64_t)n), QVL_OK);
+  compare("gelu_erf", dy, ref, n, 8e-3);
+  assert_int_equal(E.cpu->gelu_tanh(E.cpu, ref, a, (int64_t)n), QVL_OK);
+  assert_int_equal(E.gpu->gelu_tanh(E.gpu, dy, da, (int64_t)n), QVL_OK);
+  compare("gelu_tanh", dy, ref, n, 8e-3);
+  E.gpu->free(E.gpu, da), E.gpu->free(E.gpu, db), E.gpu->free(E.gpu, dy);
+  free(a), free(b), free(ref);
+}
+
+static void test_rope(void **s) {
+  (void)s;
+  const int64_t rows = 999;
+  const int heads = 16, hds[] = {80, 72, 64};
+  for (int i = 0; i < 3; i++) {
+    int hd = hds[i];
+    size_t n = (size_t)(rows * 3 * heads * hd);
+    float *x = rnd(n, -2, 2), *ang = malloc((size_t)(rows * hd) * sizeof(float));
+    float *cs = malloc((size_t)(rows * hd) * sizeof(float)), *sn = malloc((size_t)(rows * hd) * sizeof(float));
+    tu_uniform(ang, (size_t)(rows * hd), -40, 40, &E.rng);
+    for (int64_t j = 0; j < rows * hd; j++) cs[j] = cosf(ang[j]), sn[j] = sinf(ang[j]);
+    void *dx = dev(x, n), *dc = dev_raw(cs, (size_t)(rows * hd) * 4), *ds = dev_raw(sn, (size_t)(rows * hd) * 4);
+    assert_int_equal(E.cpu->rope_qk(E.cpu, x, cs, sn, rows, heads, hd), QVL_OK);
+    assert_int_equal(E.gpu->rope_qk(E.gpu, dx, dc, ds, rows, heads, hd), QVL_OK);
+    char name[64];
+    snprintf(name, sizeof name, "rope_qk head_dim %d", hd);
+    compare(name, dx, x, n, 8e-3);
+    E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dc), E.gpu->free(E.gpu, ds);
+    free(x), free(ang), free(cs), free(sn);
+  }
+}
+
+static void attention_case(const char *what, const int32_t *lens, int n_seq, int heads, int hd) {
+  int32_t *cu = malloc((size_t)(n_seq + 1) * sizeof(int32_t));
+  cu[0] = 0;
+  for (int i = 0; i < n_seq; i++) cu[i + 1] = cu[i] + lens[i];
+  int64_t rows = cu[n_seq];
+  size_t nq = (size_t)(rows * 3 * heads * hd), no = (size_t)(rows * heads * hd);
+  float *qkv = rnd(nq, -2, 2), *ref = malloc(no * sizeof(float));
+  float scale = 1.0f / sqrtf((float)hd);
+  assert_int_equal(E.cpu->attention(E.cpu, ref, qkv, cu, n_seq, heads, hd, scale), QVL_OK);
+  void *dq = dev(qkv, nq), *dout = dev_poisoned(no);
+  int rc = E.gpu->attention(E.gpu, dout, dq, cu, n_seq, heads, hd, scale);
+  if (rc) fail_msg("%s", E.err.msg);
+  char name[96];
+  snprintf(name, sizeof name, "attention %s d%d", what, hd);
+  compare(name, dout, ref, no, 1e-2);
+  E.gpu->free(E.gpu, dq), E.gpu->free(E.gpu, dout);
+  free(cu), free(qkv), free(ref);
+}
+
+static void test_attention(void **s) {
+  (void)s;
+  int32_t mixed[] = {300, 1, 1024, 77, 513};
+  int32_t windows[200];
+  for (int i = 0; i < 200; i++) windows[i] = i % 7 ? 64 : 16 + i % 48;
+  int hds[] = {80, 72, 64, 16};
+  for (int i = 0; i < 4; i++) {
+    attention_case("ragged 5 seqs", mixed, 5, 16, hds[i]);
+    attention_case("200 windows", windows, 200, 4, hds[i]);
+  }
+}
+
+static void test_gather(void **s) {
+  (void)s;
+  const int64_t n = 1000, cols = 4 * 64;
+  float *x = rnd((size_t)(n * cols), -1, 1), *ref = malloc((size_t)(n * cols) * sizeof(float));
+  int32_t *idx = malloc((size_t)n * sizeof(int32_t));
+  for (int64_t i = 0; i < n; i++) idx[i] = (int32_t)((i * 7919) % n);
+  void *dx = dev(x, (size_t)(n * cols)), *dy = dev_poisoned((size_t)(n * cols)), *di = dev_raw(idx, (size_t)n * 4);
+  assert_int_equal(E.cpu->gather_rows(E.cpu, ref, x, idx, n, cols), QVL_OK);
+  assert_int_equal(E.gpu->gather_rows(E.gpu, dy, dx, di, n, cols), QVL_OK);
+  compare("gather_rows", dy, ref, (size_t)(n * cols), 0);
+  /* bilinear position embedding add */
+  const int side = 48, dim = 1152;
+  const int64_t rows = 640;
+  float *table = rnd((size_t)side * side * dim, -0.1f, 0.1f), *h = rnd((size_t)(rows * dim), -1, 1);
+  float *w = malloc((size_t)rows * 4 * sizeof(float));
+  int32_t *bi = malloc((size_t)rows * 4 * sizeof(int32_t));
+  tu_uniform(w, (size_t)rows * 4, 0, 1, &E.rng);
+  for (int64_t i = 0; i < rows * 4; i++) bi[i] = (int32_t)((i * 104729) % (side * side));
+  void *dt = dev(table, (size_t)side * side * dim), *dh = dev(h, (size_t)(rows * dim));
+  void *dw = dev_raw(w, (size_t)rows * 16), *dbi = dev_raw(bi, (size_t)rows * 16);
+  assert_int_equal(E.cpu->add_bilinear(E.cpu, h, table, bi, w, rows, dim), QVL_OK);
+  assert_int_equal(E.gpu->add_bilinear(E.gpu, dh, dt, dbi, dw, rows, dim), QVL_OK);
+  compare("add_bilinear", dh, h, (size_t)(rows * dim), 8e-3);
+  void *all[] = {dx, dy, di, dt, dh, dw, dbi};
+  for (int i = 0; i < 7; i++) E.gpu->free(E.gpu, all[i]);
+  free(x), free(ref), free(idx), free(table), free(h), free(w), free(bi);
+}
+
+static int setup(void **s) {
+  (void)s;
+  E.rng = tu_seed();
+  if (qvl_backend_cpu_create(&E.cpu, 0, &E.err)) return -1;
+  if (qvl_backend_cuda_create(&E.gpu, 0, &E.err)) {
+    fprintf(stderr, "cuda backend: %s\n", E.err.msg);
+    return -1;
+  }
+  return 0;
+}
+
+static int teardown(void **s) {
+  (void)s;
+  if (E.gpu) E.gpu->destroy(E.gpu);
+  if (E.cpu) E.cpu->destroy(E.cpu);
+  return 0;
+}
+
+int main(void) {
+  if (qvl_cuda_device_count() == 0) {
+    printf("test_gpu_ops: no CUDA device here; skipped\n");
+    return 0;
+  }
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_linear), cmocka_unit_test(test_norms),
+                                     cmocka_unit_test(test_eltwise), cmocka_unit_test(test_rope),
+                                     cmocka_unit_test(test_attention), cmocka_unit_test(test_gather)};
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,80 @@
+/* Both vision towers on the CUDA backend (bf16) against the transformers fp32 goldens of the tiny configs:
+ * relative L2 <= 1e-2 for the features and every DeepStack output. Skips, saying why, without a GPU. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_ops.h"
+#include "core/rng.h"
+#include "io/safetensors.h"
+#include "qvl_internal.h"
+#include "testutil.h"
+
+static const char *FIXTURES[][2] = {
+  {"q25_17x23", "tests/data/tiny-qwen2_5_vl"}, {"q25_8x8", "tests/data/tiny-qwen2_5_vl"},
+  {"q25_batch2", "tests/data/tiny-qwen2_5_vl"}, {"q25_video", "tests/data/tiny-qwen2_5_vl"},
+  {"q3_17x23", "tests/data/tiny-qwen3_vl"},     {"q3_16x16", "tests/data/tiny-qwen3_vl"},
+  {"q3_batch2", "tests/data/tiny-qwen3_vl"},    {"q3_video", "tests/data/tiny-qwen3_vl"},
+};
+
+static void check(const st_model *g, const char *fx, const char *name, const float *got, int64_t n) {
+  const st_tensor *t = st_find(g, name);
+  if (!t || t->numel != n) fail_msg("%s: golden %s missing or of another size", fx, name);
+  float *ref = malloc((size_t)n * sizeof(float));
+  assert_int_equal(st_to_f32(t, ref, NULL), QVL_OK);
+  double rel = tu_rel_l2(got, ref, (size_t)n);
+  printf("  %-10s %-12s cuda bf16 vs transformers fp32: rel_l2 %.2e\n", fx, name, rel);
+  if (!(rel <= 1e-2)) fail_msg("%s %s: rel_l2 %.3e > 1e-2", fx, name, rel);
+  free(ref);
+}
+
+static void test_fixture(void **state) {
+  const char **f = *state;
+  char path[256];
+  snprintf(path, sizeof path, "tests/data/goldens/%s.safetensors", f[0]);
+  st_model *g = NULL;
+  qvl_err err = {0};
+  if (st_open(&g, tu_path(path), &err)) fail_msg("%s", err.msg);
+  qvl_engine_params p = qvl_engine_default_params();
+  p.model_dir = tu_path(f[1]), p.dummy = 1, p.backend = QVL_BACKEND_CUDA;
+  qvl_engine *e = NULL;
+  if (qvl_engine_open(&e, &p)) fail_msg("%s", qvl_errmsg(e));
+  const qvl_vision_config *v = &qvl_engine_config(e)->vision;
+  const st_tensor *gt = st_find(g, "image_grid_thw");
+  int64_t g64[24], rows = 0;
+  int n = (int)gt->shape[0];
+  int32_t grid[24];
+  assert_int_equal(st_to_i64(gt, g64, NULL), QVL_OK);
+  for (int i = 0; i < 3 * n; i++) grid[i] = (int32_t)g64[i];
+  for (int i = 0; i < n; i++) rows += (int64_t)grid[3 * i] * grid[3 * i + 1] * grid[3 * i + 2];
+  int64_t k = v->in_channels * v->temporal_patch * v->patch * v->patch;
+  char stream[64];
+  snprintf(stream, sizeof stream, "pixel_values:%s", f[0]);
+  float *px = malloc((size_t)(rows * k) * sizeof(float));
+  qvl_counter_fill(px, stream, 0, rows * k, 0.2, 1.8);
+  qvl_vision_out out;
+  if (qvl_engine_vision(e, grid, n, px, &out, NULL, NULL)) fail_msg("%s", qvl_errmsg(e));
+  check(g, f[0], "output", out.data[0], out.rows * out.cols);
+  for (int i = 1; i < out.n; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "deepstack.%d", i - 1);
+    check(g, f[0], name, out.data[i], out.rows * out.cols);
+  }
+  qvl_vision_out_free(&out);
+  free(px);
+  qvl_engine_close(e);
+  st_close(g);
+}
+
+int main(void) {
+  if (qvl_cuda_device_count() == 0) {
+    printf("test_gpu_vision: no CUDA device here; skipped\n");
+    return 0;
+  }
+  struct CMUnitTest tests[sizeof FIXTURES / sizeof FIXTURES[0]];
+  for (size_t i = 0; i < sizeof FIXTURES / sizeof FIXTURES[0]; i++) {
+    tests[i] = (struct CMUnitTest)cmocka_unit_test_prestate(test_fixture, (void *)FIXTURES[i]);
+    tests[i].name = FIXTURES[i][0];
+  }
+  return _cmocka_run_group_tests("gpu_vision", tests, sizeof tests / sizeof tests[0], NULL, NULL);
+}
