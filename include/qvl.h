@@ -115,6 +115,159 @@ const float *qvl_features_data(const qvl_features *f, int i, int64_t *rows, int6
 const char *qvl_features_name(const qvl_features *f, int i); /* "features", "deepstack.0", ... */
 void qvl_features_free(qvl_features *f);                        /* NULL is a no-op */
 
+/* ---------------------------------------------------------------------------------------------------
+ * Images: encoded bytes -> pixel rows for qvl_encode_pixels (spec §1). The CPU path reproduces
+ * transformers' Qwen2VLImageProcessor with the PIL backend bit for bit: Pillow's decoding and RGB
+ * conversion, smart_resize, Pillow's BICUBIC resample, rescale + normalize, temporal duplication and the
+ * patch order. JPEG, PNG and WebP are decoded; EXIF orientation is ignored, as by the reference.
+ */
+typedef struct qvl_image {
+  const void *data;   /* encoded JPEG/PNG/WebP bytes, or a "data:<mime>;base64,<payload>" URL; borrowed */
+  size_t size;        /* bytes at data */
+  const uint8_t *rgb; /* instead of data: decoded interleaved RGB8, width*height*3 bytes; borrowed */
+  int width, height;  /* of rgb */
+} qvl_image;
+
+typedef enum qvl_image_semantics {
+  /* transformers' processor on Image.open(f): alpha dropped, min/max pixels from preprocessor_config.json */
+  QVL_IMAGE_HF = 0,
+  /* qwen-vl-utils' fetch_image, then the processor with do_resize=False: "RGBA" images composited on white,
+   * its smart_resize variant, min/max pixels 4*F^2 and 16384*F^2 (F = patch * merge) */
+  QVL_IMAGE_QWEN_VL_UTILS = 1,
+} qvl_image_semantics;
+
+typedef struct qvl_image_params {
+  qvl_image_semantics semantics; /* default QVL_IMAGE_HF */
+  int64_t min_pixels;            /* smart_resize bounds; 0 = the semantics' default */
+  int64_t max_pixels;
+  int64_t max_input_pixels;      /* decode limit on width*height, checked on the header before any pixel is
+                                    decoded; 0 = 178956970 (Pillow's DecompressionBombError limit); < 0 = none */
+  int n_threads;                 /* images decoded in parallel; 0 = OpenMP's default */
+} qvl_image_params;
+
+qvl_image_params qvl_image_default_params(void);
+
+#define QVL_IMAGE_HASH_BYTES 16
+
+typedef struct qvl_image_batch qvl_image_batch;
+
+/* Preprocesses n images for e's model (its preprocessor_config.json). p may be NULL for the defaults.
+ * *out is owned by the caller (qvl_image_batch_free). Errors name the image ("image 3: ...") and leave
+ * *out NULL; nothing is returned for the other images. */
+int qvl_preprocess_images(qvl_engine *e, const qvl_image *images, int n, const qvl_image_params *p,
+                          qvl_image_batch **out);
+
+/* The rows and grids, ready for qvl_encode_pixels; owned by b. */
+const qvl_pixels *qvl_image_batch_pixels(const qvl_image_batch *b);
+/* Total rows and row length (3*T*P*P). */
+int64_t qvl_image_batch_rows(const qvl_image_batch *b, int64_t *row_len);
+/* A BLAKE2b-128 digest of image i's resized RGB pixels and grid: equal digests, equal pixel rows (for one
+ * model). QVL_IMAGE_HASH_BYTES bytes owned by b; NULL when i is out of range. */
+const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i);
+void qvl_image_batch_free(qvl_image_batch *b); /* NULL is a no-op */
+
+/* ---------------------------------------------------------------------------------------------------
+ * Text: the tokenizer (byte-level BPE read from tokenizer.json, id for id identical to HF tokenizers),
+ * a streaming detokenizer, and the chat templates of Qwen2.5-VL and Qwen3-VL (spec §5).
+ *
+ * A qvl_tokenizer holds an encode cache and its result buffers: use it from one thread at a time (open
+ * one per thread to encode in parallel). Ids and text it returns are owned by it and stay valid until
+ * its next call.
+ */
+typedef struct qvl_tokenizer qvl_tokenizer;
+
+/* Opens a tokenizer.json. Anything but the Qwen pipeline (BPE; NFC; Split regex + ByteLevel; ByteLevel
+ * decoder) is refused with QVL_ERR_UNSUPPORTED naming the field. On failure *out is set when memory
+ * allows, so qvl_tokenizer_errmsg(*out) can say why; the caller always calls qvl_tokenizer_close(*out). */
+int qvl_tokenizer_open(qvl_tokenizer **out, const char *path);
+/* The same from memory (json need not be NUL-terminated); what names it in messages (NULL: "tokenizer.json"). */
+int qvl_tokenizer_open_json(qvl_tokenizer **out, const char *json, size_t len, const char *what);
+void qvl_tokenizer_close(qvl_tokenizer *t); /* NULL is a no-op */
+/* The last error's message, owned by t; "" after success. */
+const char *qvl_tokenizer_errmsg(const qvl_tokenizer *t);
+
+/* Stop ids: by default <|im_end|> and <|endoftext|> (those present). Reading a generation_config.json
+ * replaces them with its eos_token_id (an id or a list); a missing file changes nothing and is not an
+ * error. *ids is owned by t. */
+int qvl_tokenizer_read_generation_config(qvl_tokenizer *t, const char *path);
+int qvl_tokenizer_stop_ids(const qvl_tokenizer *t, const int32_t **ids); /* returns the count */
+
+/* Encodes len bytes of UTF-8 text: added tokens (<|im_start|>, <|image_pad|>, ...) are matched in the raw
+ * text first, the rest is NFC-normalized, split by the pre-tokenizer regex and merged by BPE. No BOS/EOS
+ * is added. Text that is not valid UTF-8 is refused (QVL_ERR_INVALID_ARG naming the byte offset): HF
+ * tokenizers only ever sees valid strings. */
+int qvl_tokenizer_encode(qvl_tokenizer *t, const char *text, size_t len, const int32_t **ids, size_t *n_ids);
+/* Decodes ids as HF's decode does: the tokens' bytes joined, each invalid UTF-8 sequence replaced by
+ * U+FFFD (errors="replace"), ids with no token skipped; skip_special drops tokens marked special
+ * (151643-151656 in Qwen). *text is NUL-terminated; len may be NULL. */
+int qvl_tokenizer_decode(qvl_tokenizer *t, const int32_t *ids, size_t n, int skip_special, const char **text,
+                         size_t *len);
+
+int32_t qvl_tokenizer_n_ids(const qvl_tokenizer *t); /* largest token id + 1 */
+/* Token id as tokenizer.json spells it ("ĠHello", "<|im_end|>"), not NUL-terminated; NULL for an unused id. */
+const char *qvl_tokenizer_piece(const qvl_tokenizer *t, int32_t id, size_t *len);
+/* The id of a piece spelt as in tokenizer.json (NUL-terminated), or -1. */
+int32_t qvl_tokenizer_token_id(const qvl_tokenizer *t, const char *piece);
+
+/* Streaming detokenizer: push ids one at a time as they are generated; each call returns the text that
+ * became complete (possibly ""), never part of a UTF-8 character. flush at the end returns what is left
+ * (an incomplete character as U+FFFD). The pieces concatenate to qvl_tokenizer_decode of all the ids.
+ * Reads t (which must outlive it) without changing it; *text is owned by d until its next call. */
+typedef struct qvl_detok qvl_detok;
+int qvl_detok_open(qvl_detok **out, const qvl_tokenizer *t, int skip_special);
+int qvl_detok_push(qvl_detok *d, int32_t id, const char **text, size_t *len);
+int qvl_detok_flush(qvl_detok *d, const char **text, size_t *len);
+void qvl_detok_close(qvl_detok *d); /* NULL is a no-op */
+
+/* Chat templates: what transformers' apply_chat_template renders with each model's chat_template, and
+ * what the HF processor then feeds the model (each image's <|image_pad|> repeated t*h*w/merge^2 times). */
+typedef enum qvl_chat_template {
+  QVL_CHAT_QWEN2_5_VL = 1, /* default system prompt "You are a helpful assistant."; roles printed as given */
+  QVL_CHAT_QWEN3_VL = 2,   /* no default system prompt; tools, tool calls and tool responses */
+} qvl_chat_template;
+
+typedef enum qvl_part_kind { QVL_PART_TEXT = 0, QVL_PART_IMAGE = 1, QVL_PART_VIDEO = 2 } qvl_part_kind;
+
+typedef struct qvl_chat_part {
+  qvl_part_kind kind;
+  const char *text;          /* QVL_PART_TEXT */
+  int32_t grid_thw[3];       /* image/video: the processor's grid in patches, read only when expanding */
+  const double *timestamps;  /* Qwen3-VL video, expanding: grid_thw[0] seconds, one per temporal group */
+} qvl_chat_part;
+
+typedef struct qvl_tool_call {
+  const char *name;
+  const char *arguments; /* JSON text; emitted verbatim (the OpenAI string form) ... */
+  int arguments_object;  /* ... unless 1: then re-serialized as transformers' tojson does a dict */
+} qvl_tool_call;
+
+typedef struct qvl_chat_message {
+  const char *role;           /* "system", "user", "assistant", "tool" (Qwen3-VL drops other roles) */
+  const char *content;        /* string content, or NULL to use parts (NULL and no parts: empty) */
+  const qvl_chat_part *parts; /* the list form: text, images and videos in order */
+  int n_parts;
+  const qvl_tool_call *tool_calls; /* assistant messages, Qwen3-VL */
+  int n_tool_calls;
+} qvl_chat_message;
+
+typedef struct qvl_chat {
+  qvl_chat_template kind;
+  const qvl_chat_message *messages;
+  int n_messages;
+  const char *const *tools; /* Qwen3-VL: JSON text of each tool (a function schema), or NULL */
+  int n_tools;
+  int add_generation_prompt; /* end with "<|im_start|>assistant\n" */
+  int add_vision_id;         /* "Picture 1: " / "Video 1: " before each image / video */
+  int merge_size;            /* spatial merge of the vision tower; 0 = 2 (every Qwen2.5-VL and Qwen3-VL) */
+} qvl_chat;
+
+/* Renders the chat as text. expand = 0: exactly apply_chat_template's output (one <|image_pad|> per
+ * image); expand = 1: the processor's text (pads repeated per grid; Qwen3-VL videos as timestamped
+ * frame groups). *text is NUL-terminated and owned by t. */
+int qvl_chat_render(qvl_tokenizer *t, const qvl_chat *chat, int expand, const char **text, size_t *len);
+/* Renders with expansion and encodes: the input_ids the HF processor returns. */
+int qvl_chat_encode(qvl_tokenizer *t, const qvl_chat *chat, const int32_t **ids, size_t *n_ids);
+
 #ifdef __cplusplus
 }
 #endif

@@ -311,6 +311,10 @@ const qvl_config *qvl_engine_config(const qvl_engine *e) { return &e->cfg; }
 
 qvl_backend *qvl_engine_backend(qvl_engine *e) { return e->be; }
 
+const qvl_preproc_config *qvl_engine_preproc(const qvl_engine *e) { return &e->pre; }
+
+qvl_err *qvl_engine_err(qvl_engine *e) { return &e->err; }
+
 int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud) {
   qvl_err_clear(&e->err);
   if (!e->w.patch_w) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: the vision tower is not loaded");

@@ -177,7 +177,7 @@ static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
   c->dev = dev;
   c->lt_ws_bytes = 32u << 20;
   struct cudaDeviceProp prop;
-  if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess) snprintf(b->device, sizeof b->device, "%s", prop.name);
+  if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess) snprintf(b->device, sizeof b->device, "%.95s", prop.name);
   if ((rc = cuda_check(b, cudaSetDevice(dev), "set device")) ||
       (rc = cuda_check(b, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "stream")) ||
       (rc = cuda_check(b, cudaMalloc(&c->lt_ws, c->lt_ws_bytes), "cuBLASLt workspace")))
