@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# On the GPU machine, after a CUDA build in build-gpu (scripts/gpu-check.sh): qvl's vision towers and
+# transformers' on the same synthetic weights, same GPU, same run. JSON lines into $1 (default .).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-.}
+q=build-gpu/qvl
+run() { # model, timing cases, agreement cases
+  local m=$1 name; name=$(basename "$m")
+  $q bench vit --model "$m" --dummy $2 --iters 20 | tee "$out/qvl_$name.jsonl"
+  $q bench vit --model "$m" --dummy $3 --iters 1 --warmup 0 --dump "$out/qvl_$name.dump.safetensors" > /dev/null
+  python3 bench/hf_vit.py --model "$m" --time ${2//--images /} --agree ${3//--images /} \
+    --qvl-json "$out/qvl_$name.jsonl" --qvl-dump "$out/qvl_$name.dump.safetensors" | tee "$out/hf_$name.jsonl"
+  rm -f "$out/qvl_$name.dump.safetensors"
+}
+run configs/Qwen2.5-VL-7B-Instruct "--images 1x448x448 --images 64x448x448" \
+  "--images 1x644x812 --images 2x336x1008 --images 1x1120x224"
+run configs/Qwen3-VL-8B-Instruct "--images 20x960x1280 --images 64x512x512 --images 1x960x1280" \
+  "--images 1x640x800 --images 2x352x992 --images 1x1216x224"
