@@ -130,20 +130,22 @@ static int wanted(const qvl_engine *e, const qvl_tensor_spec *s) {
 static int bind_weights(qvl_engine *e) {
   int64_t max_numel = 0;
   for (int i = 0; i < e->n_specs; i++)
-    if (wanted(e, &e->specs[i]) && e->specs[i].numel > max_numel) max_numel = e->specs[i].numel;
+    if (wanted(e, &e->specs[i]) && e->specs[i].bound_numel > max_numel) max_numel = e->specs[i].bound_numel;
   if (!max_numel) return QVL_OK;
-  float *host = malloc((size_t)max_numel * sizeof(float));
-  if (!host) return qvl_fail(&e->err, QVL_ERR_NOMEM, "cannot allocate %lld floats of staging", (long long)max_numel);
-  int rc = QVL_OK;
+  float *host = malloc((size_t)max_numel * sizeof(float)), *pad = malloc((size_t)max_numel * sizeof(float));
+  int rc = host && pad ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "cannot allocate %lld floats of staging",
+                                           (long long)max_numel);
   for (int i = 0; i < e->n_specs && !rc; i++) {
     const qvl_tensor_spec *s = &e->specs[i];
     if (!wanted(e, s)) continue;
     if ((rc = spec_values(e, s, host))) break;
-    if ((rc = e->be->alloc(e->be, s->slot, (size_t)s->numel * e->be->elem_bytes))) break;
-    rc = e->be->upload_f32(e->be, *s->slot, host, s->numel);
-    e->info.bytes_loaded += s->numel * (int64_t)e->be->elem_bytes;
+    if (s->bound_numel != s->numel) qvl_spec_pad(s, pad, host);
+    if ((rc = e->be->alloc(e->be, s->slot, (size_t)s->bound_numel * e->be->elem_bytes))) break;
+    rc = e->be->upload_f32(e->be, *s->slot, s->bound_numel != s->numel ? pad : host, s->bound_numel);
+    e->info.bytes_loaded += s->bound_numel * (int64_t)e->be->elem_bytes;
   }
-  free(host);
+  if (!rc) rc = e->be->sync(e->be); /* the staging buffers are reused by each upload; settle before freeing */
+  free(host), free(pad);
   if (!rc && e->cfg.text.tie_embeddings) e->w.lm_head = e->w.embed;
   return rc;
 }
@@ -197,9 +199,11 @@ static int open_engine(qvl_engine *e) {
   if ((rc = qvl_config_load(&e->cfg, path, &e->err))) return rc;
   snprintf(path, sizeof path, "%s/preprocessor_config.json", e->dir);
   if ((rc = qvl_preproc_load(&e->pre, e->cfg.arch, path, &e->err))) return rc;
-  if ((rc = qvl_model_specs(&e->cfg, &e->w, &e->specs, &e->n_specs, &e->err))) return rc;
+  if (e->params.load != QVL_LOAD_NONE && (rc = make_backend(e))) return rc;
+  int ffn_align = e->be && e->be->elem_bytes == 2 ? 64 : 1; /* pad the vision MLP on GPU backends */
+  if ((rc = qvl_model_specs(&e->cfg, ffn_align, &e->w, &e->specs, &e->n_specs, &e->err))) return rc;
   if (!e->params.dummy && ((rc = st_open(&e->st, e->dir, &e->err)) || (rc = validate_checkpoint(e)))) return rc;
-  if (e->params.load != QVL_LOAD_NONE && ((rc = make_backend(e)) || (rc = bind_weights(e)))) return rc;
+  if (e->params.load != QVL_LOAD_NONE && (rc = bind_weights(e))) return rc;
   fill_info(e);
   return QVL_OK;
 }

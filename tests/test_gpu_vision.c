@@ -1,5 +1,6 @@
 /* Both vision towers on the CUDA backend (bf16) against the transformers fp32 goldens of the tiny configs:
  * relative L2 <= 1e-2 for the features and every DeepStack output. Skips, saying why, without a GPU. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,15 +67,65 @@ static void test_fixture(void **state) {
   st_close(g);
 }
 
+/* Published sizes: the CUDA tower (bf16, MLP padded to 64) against the CPU f32 reference on identical
+ * synthetic weights: per-token cosine >= 0.999 and relative L2 <= 3e-2 for every output. */
+static void published(const char *model, const int32_t *grid, int n) {
+  qvl_engine *e[2] = {NULL, NULL};
+  qvl_vision_out out[2];
+  float *px = NULL;
+  for (int i = 0; i < 2; i++) {
+    qvl_engine_params p = qvl_engine_default_params();
+    p.model_dir = tu_path(model), p.dummy = 1, p.backend = i ? QVL_BACKEND_CUDA : QVL_BACKEND_CPU;
+    if (qvl_engine_open(&e[i], &p)) fail_msg("%s", qvl_errmsg(e[i]));
+    const qvl_vision_config *v = &qvl_engine_config(e[i])->vision;
+    int64_t rows = 0, k = v->in_channels * v->temporal_patch * v->patch * v->patch;
+    for (int j = 0; j < n; j++) rows += (int64_t)grid[3 * j] * grid[3 * j + 1] * grid[3 * j + 2];
+    if (!px) {
+      px = malloc((size_t)(rows * k) * sizeof(float));
+      qvl_counter_fill(px, "pixel_values:published", 0, rows * k, 0.2, 1.8);
+    }
+    if (qvl_engine_vision(e[i], grid, n, px, &out[i], NULL, NULL)) fail_msg("%s", qvl_errmsg(e[i]));
+  }
+  for (int o = 0; o < out[0].n; o++) {
+    double rel = tu_rel_l2(out[1].data[o], out[0].data[o], (size_t)(out[0].rows * out[0].cols)), cmin = 1;
+    for (int64_t r = 0; r < out[0].rows; r++) {
+      const float *a = out[0].data[o] + r * out[0].cols, *b = out[1].data[o] + r * out[0].cols;
+      double ab = 0, aa = 0, bb = 0;
+      for (int64_t c = 0; c < out[0].cols; c++) ab += (double)a[c] * b[c], aa += (double)a[c] * a[c], bb += (double)b[c] * b[c];
+      double cs = ab / sqrt(aa * bb + 1e-30);
+      cmin = cs < cmin ? cs : cmin;
+    }
+    printf("  %-36s output %d: cuda bf16 vs cpu f32 rel_l2 %.2e, min token cosine %.6f\n", model, o, rel, cmin);
+    if (!(rel <= 3e-2 && cmin >= 0.999)) fail_msg("%s output %d: rel_l2 %.3e, min cosine %.6f", model, o, rel, cmin);
+  }
+  for (int i = 0; i < 2; i++) qvl_vision_out_free(&out[i]), qvl_engine_close(e[i]);
+  free(px);
+}
+
+static void test_published_qwen2_5_vl(void **state) {
+  (void)state;
+  static const int32_t grid[] = {1, 32, 32, 1, 46, 58};
+  published("configs/Qwen2.5-VL-7B-Instruct", grid, 2);
+}
+
+static void test_published_qwen3_vl(void **state) {
+  (void)state;
+  static const int32_t grid[] = {1, 60, 80, 1, 22, 62};
+  published("configs/Qwen3-VL-8B-Instruct", grid, 2);
+}
+
 int main(void) {
   if (qvl_cuda_device_count() == 0) {
     printf("test_gpu_vision: no CUDA device here; skipped\n");
     return 0;
   }
-  struct CMUnitTest tests[sizeof FIXTURES / sizeof FIXTURES[0]];
+  struct CMUnitTest tests[sizeof FIXTURES / sizeof FIXTURES[0] + 2];
   for (size_t i = 0; i < sizeof FIXTURES / sizeof FIXTURES[0]; i++) {
     tests[i] = (struct CMUnitTest)cmocka_unit_test_prestate(test_fixture, (void *)FIXTURES[i]);
     tests[i].name = FIXTURES[i][0];
   }
+  size_t n = sizeof FIXTURES / sizeof FIXTURES[0];
+  tests[n] = (struct CMUnitTest)cmocka_unit_test(test_published_qwen2_5_vl);
+  tests[n + 1] = (struct CMUnitTest)cmocka_unit_test(test_published_qwen3_vl);
   return _cmocka_run_group_tests("gpu_vision", tests, sizeof tests / sizeof tests[0], NULL, NULL);
 }

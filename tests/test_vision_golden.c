@@ -160,7 +160,7 @@ static void check_weights_probe(const char *arch, const char *model) {
   qvl_weights w;
   qvl_tensor_spec *specs;
   int n_specs;
-  assert_int_equal(qvl_model_specs(&cfg, &w, &specs, &n_specs, &err), QVL_OK);
+  assert_int_equal(qvl_model_specs(&cfg, 1, &w, &specs, &n_specs, &err), QVL_OK);
   assert_true(st_count(g) >= 3);
   for (int i = 0; i < st_count(g); i++) {
     const st_tensor *t = st_at(g, i);

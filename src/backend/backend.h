@@ -27,7 +27,8 @@ struct qvl_backend {
   /* ---- memory ---------------------------------------------------------------------------------- */
   int (*alloc)(qvl_backend *b, void **out, size_t bytes);
   void (*free)(qvl_backend *b, void *p); /* NULL is a no-op */
-  /* host f32 -> buffer elements (converted to the backend dtype) */
+  /* Uploads are ordered with the ops that follow; src may be freed as soon as the call returns.
+   * host f32 -> buffer elements (converted to the backend dtype) */
   int (*upload_f32)(qvl_backend *b, void *dst, const float *src, int64_t n);
   /* buffer elements -> host f32 */
   int (*download_f32)(qvl_backend *b, float *dst, const void *src, int64_t n);
@@ -55,6 +56,11 @@ struct qvl_backend {
    * the f32 tables cos/sin [rows][head_dim] (buffers of floats, not of the activation dtype). */
   int (*rope_qk)(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads,
                  int head_dim);
+  /* Rotary tables cos/sin [rows][head_dim] (f32 buffers) from int32 positions pos [n][2] = (row, col): row r
+   * uses pos[order ? order[r] : r]; frequencies 1/theta^(2j/(head_dim/2)), angles [row*f, col*f],
+   * cos/sin of concat(angles, angles) (models/vision_index.h vis_rope_tables). */
+  int (*rope_tables)(qvl_backend *b, float *cos, float *sin, const int32_t *pos, const int32_t *order, int64_t rows,
+                     int head_dim, float theta);
   /* out[rows][heads*head_dim] = softmax(q k^T * scale) v, non-causal, block-diagonal over the sequences
    * [cu[i], cu[i+1]) (cu: host int32, n_seq + 1 entries, cu[0] = 0, cu[n_seq] = rows); qkv as rope_qk. */
   int (*attention)(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads,

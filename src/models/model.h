@@ -43,6 +43,9 @@ typedef struct qvl_weights {
   vit_layer *vit;           /* [depth] */
   vit_merger merger;
   vit_merger *deepstack;    /* [n_deepstack] */
+  int vit_ffn;              /* the vision MLP width as bound: intermediate, or rounded up to a multiple of 64 on
+                             * GPU backends (3420 -> 3456: zero rows/columns are exact, and cuBLASLt runs 3x
+                             * faster on aligned shapes, ../shared/research/kernels.md §2) */
   void *embed;              /* [vocab, H] */
   void *final_norm;         /* [H] */
   void *lm_head;            /* [vocab, H]; the embedding when tied */
@@ -71,8 +74,10 @@ typedef enum qvl_part { PART_VISION = 1, PART_TEXT = 2 } qvl_part;
 typedef struct qvl_tensor_spec {
   char name[128];
   int ndim;
-  int64_t shape[5];
+  int64_t shape[5];         /* as in the checkpoint */
   int64_t numel;
+  int64_t bound_shape[5];   /* as bound on the backend (vision MLP width padded, see vit_ffn) */
+  int64_t bound_numel;
   qvl_part part;
   void **slot;        /* where the bound buffer goes */
 } qvl_tensor_spec;
@@ -82,8 +87,12 @@ const qvl_tensor_rule *qwen2_5_vl_rules(int *n_rules);
 const qvl_tensor_rule *qwen3_vl_rules(int *n_rules);
 
 /* Expands the architecture's table against cfg into concrete specs (per-layer rules repeated), allocating
- * w's layer arrays. lm_head is omitted when embeddings are tied. *specs is malloc'd. */
-int qvl_model_specs(const qvl_config *cfg, qvl_weights *w, qvl_tensor_spec **specs, int *n, qvl_err *err);
+ * w's layer arrays. lm_head is omitted when embeddings are tied. The vision MLP width is bound rounded up to
+ * a multiple of ffn_align (1: unpadded). *specs is malloc'd. */
+int qvl_model_specs(const qvl_config *cfg, int ffn_align, qvl_weights *w, qvl_tensor_spec **specs, int *n,
+                    qvl_err *err);
+/* Copies a checkpoint-shaped tensor into its bound shape (zero padding; 1-D or 2-D). */
+void qvl_spec_pad(const qvl_tensor_spec *s, float *dst, const float *src);
 void qvl_weights_free(qvl_weights *w, qvl_backend *b); /* frees buffers and layer arrays */
 
 /* ---- vision tower -------------------------------------------------------------------------------- */

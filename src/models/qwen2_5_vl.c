@@ -62,21 +62,20 @@ const qvl_tensor_rule *qwen2_5_vl_rules(int *n_rules) {
   return RULES;
 }
 
-/* Host-side indices of one batch: window order, its inverse, sequence boundaries, rotary tables. */
+/* Host-side indices of one batch: window order, its inverse, sequence boundaries, rotary positions. */
 typedef struct q25_index {
   int32_t *window_index, *reverse, *patch_order, *cu_win, *cu_full, *pos;
-  float *cos, *sin;
   int n_win, n_full;
 } q25_index;
 
 static void q25_index_free(q25_index *x) {
   free(x->window_index), free(x->reverse), free(x->patch_order), free(x->cu_win), free(x->cu_full);
-  free(x->pos), free(x->cos), free(x->sin);
+  free(x->pos);
 }
 
 static int q25_index_build(q25_index *x, const qvl_vision_config *v, const int32_t *grid, int n_img, int64_t rows,
                            qvl_err *err) {
-  int unit = v->merge * v->merge, win = v->window_size / v->merge / v->patch, hd = v->head_dim;
+  int unit = v->merge * v->merge, win = v->window_size / v->merge / v->patch;
   int64_t groups = rows / unit;
   memset(x, 0, sizeof *x);
   x->window_index = malloc((size_t)groups * sizeof(int32_t));
@@ -85,10 +84,7 @@ static int q25_index_build(q25_index *x, const qvl_vision_config *v, const int32
   x->cu_win = malloc((size_t)(vis_count_windows(grid, n_img, v->merge, win) + 1) * sizeof(int32_t));
   x->cu_full = malloc((size_t)(vis_count_seqs(grid, n_img) + 1) * sizeof(int32_t));
   x->pos = malloc((size_t)rows * 2 * sizeof(int32_t));
-  x->cos = malloc((size_t)rows * hd * sizeof(float));
-  x->sin = malloc((size_t)rows * hd * sizeof(float));
-  if (!x->window_index || !x->reverse || !x->patch_order || !x->cu_win || !x->cu_full || !x->pos || !x->cos ||
-      !x->sin) {
+  if (!x->window_index || !x->reverse || !x->patch_order || !x->cu_win || !x->cu_full || !x->pos) {
     q25_index_free(x);
     return qvl_fail(err, QVL_ERR_NOMEM, "qwen2.5-vl: cannot allocate indices for %lld patches", (long long)rows);
   }
@@ -97,7 +93,6 @@ static int q25_index_build(q25_index *x, const qvl_vision_config *v, const int32
   vis_invert(x->reverse, x->window_index, groups);
   for (int64_t r = 0; r < rows; r++) x->patch_order[r] = x->window_index[r / unit] * unit + (int32_t)(r % unit);
   vis_rot_pos(x->pos, grid, n_img, v->merge);
-  vis_rope_tables(x->cos, x->sin, x->pos, x->patch_order, rows, hd, 10000.0f);
   return QVL_OK;
 }
 
@@ -112,7 +107,7 @@ static int q25_block(vis_run *r, const vit_layer *L, const int32_t *cu, int n_se
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
   int64_t N = r->rows;
-  int D = v->hidden, F = v->intermediate, rc;
+  int D = v->hidden, F = r->ffn_width, rc;
   if ((rc = b->rmsnorm(b, r->x, r->h, L->norm1_w, N, D, v->norm_eps)) ||
       (rc = b->linear(b, r->qkv, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D)) ||
       (rc = b->rope_qk(b, r->qkv, r->cos, r->sin, N, v->heads, v->head_dim)) ||
@@ -155,13 +150,13 @@ int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *
   const qvl_vision_config *v = &cfg->vision;
   vis_run r;
   q25_index x;
-  int rc = vis_run_begin(&r, b, v, in->grid, in->n, 2, err);
+  int rc = vis_run_begin(&r, b, v, w->vit_ffn, in->grid, in->n, 2, err);
   if (rc) return rc;
   if ((rc = q25_index_build(&x, v, in->grid, in->n, r.rows, err))) {
     vis_run_end(&r);
     return rc;
   }
-  rc = vis_run_rope(&r, x.cos, x.sin);
+  rc = vis_run_rope(&r, x.pos, x.patch_order); /* the tables follow the window reorder of the tokens */
   if (!rc) rc = q25_forward(&r, w, &x, in, tap, ud);
   if (!rc) rc = vis_run_collect(&r, out, 1);
   q25_index_free(&x);

@@ -76,7 +76,7 @@ static int q3_block(vis_run *r, const vit_layer *L, const int32_t *cu, int n_seq
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
   int64_t N = r->rows;
-  int D = v->hidden, F = v->intermediate, rc;
+  int D = v->hidden, F = r->ffn_width, rc;
   if ((rc = b->layernorm(b, r->x, r->h, L->norm1_w, L->norm1_b, N, D, v->norm_eps)) ||
       (rc = b->linear(b, r->qkv, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D)) ||
       (rc = b->rope_qk(b, r->qkv, r->cos, r->sin, N, v->heads, v->head_dim)) ||
@@ -145,25 +145,23 @@ int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w,
   int n_img = in->n;
   const qvl_vision_config *v = &cfg->vision;
   vis_run r;
-  int rc = vis_run_begin(&r, b, v, grid, n_img, 2 + v->n_deepstack, err);
+  int rc = vis_run_begin(&r, b, v, w->vit_ffn, grid, n_img, 2 + v->n_deepstack, err);
   if (rc) return rc;
   int64_t N = r.rows;
   int32_t *cu = malloc((size_t)(vis_count_seqs(grid, n_img) + 1) * sizeof(int32_t));
   int32_t *pos = malloc((size_t)N * 2 * sizeof(int32_t));
-  float *cos = malloc((size_t)N * v->head_dim * sizeof(float)), *sin = malloc((size_t)N * v->head_dim * sizeof(float));
-  if (!cu || !pos || !cos || !sin) {
+  if (!cu || !pos) {
     rc = qvl_fail(err, QVL_ERR_NOMEM, "qwen3-vl: cannot allocate indices for %lld patches", (long long)N);
     goto done;
   }
   int n_seq = vis_cu_seqlens(cu, grid, n_img);
   vis_rot_pos(pos, grid, n_img, v->merge);
-  vis_rope_tables(cos, sin, pos, NULL, N, v->head_dim, 10000.0f);
-  if ((rc = vis_run_rope(&r, cos, sin)) || (rc = q3_embed(&r, w, in, tap, ud)) ||
+  if ((rc = vis_run_rope(&r, pos, NULL)) || (rc = q3_embed(&r, w, in, tap, ud)) ||
       (rc = q3_forward(&r, w, cu, n_seq, tap, ud)))
     goto done;
   rc = vis_run_collect(&r, out, 1 + v->n_deepstack);
 done:
-  free(cu), free(pos), free(cos), free(sin);
+  free(cu), free(pos);
   vis_run_end(&r);
   return rc;
 }

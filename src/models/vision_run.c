@@ -16,20 +16,21 @@ static int buf(vis_run *r, void **p, int64_t elems, size_t elem_bytes) {
   return r->b->alloc(r->b, p, (size_t)elems * elem_bytes);
 }
 
-int vis_run_begin(vis_run *r, qvl_backend *b, const qvl_vision_config *v, const int32_t *grid, int n_img,
-                  int n_out, qvl_err *err) {
+int vis_run_begin(vis_run *r, qvl_backend *b, const qvl_vision_config *v, int ffn_width, const int32_t *grid,
+                  int n_img, int n_out, qvl_err *err) {
   memset(r, 0, sizeof *r);
-  r->b = b, r->v = v, r->err = err, r->n_out = n_out;
+  r->b = b, r->v = v, r->err = err, r->n_out = n_out, r->ffn_width = ffn_width;
   r->k = v->in_channels * v->temporal_patch * v->patch * v->patch;
   int rc = vis_check_grids(grid, n_img, v->merge, VIS_MAX_PATCHES, &r->rows, err);
   if (rc) return rc;
-  int64_t N = r->rows, D = v->hidden, wide = v->intermediate > r->k ? v->intermediate : r->k;
+  int64_t N = r->rows, D = v->hidden, wide = ffn_width > r->k ? ffn_width : r->k;
   size_t e = b->elem_bytes;
   if ((rc = buf(r, &r->h, N * D, e)) || (rc = buf(r, &r->x, N * D, e)) || (rc = buf(r, &r->y, N * D, e)) ||
       (rc = buf(r, &r->qkv, N * 3 * D, e)) || (rc = buf(r, &r->ffn, N * wide, e)) ||
       (rc = buf(r, &r->ffn2, N * wide, e)) || (rc = buf(r, (void **)&r->cos, N * v->head_dim, sizeof(float))) ||
       (rc = buf(r, (void **)&r->sin, N * v->head_dim, sizeof(float))) ||
       (rc = buf(r, (void **)&r->idx, N * 4, sizeof(int32_t))) ||
+      (rc = buf(r, (void **)&r->pos, N * 3, sizeof(int32_t))) ||
       (rc = buf(r, (void **)&r->wts, N * 4, sizeof(float))))
     goto fail;
   for (int i = 0; i < n_out; i++)
@@ -43,16 +44,18 @@ fail:
 void vis_run_end(vis_run *r) {
   qvl_backend *b = r->b;
   if (!b) return;
-  void *all[] = {r->h, r->x, r->y, r->qkv, r->ffn, r->ffn2, r->cos, r->sin, r->idx, r->wts};
+  void *all[] = {r->h, r->x, r->y, r->qkv, r->ffn, r->ffn2, r->cos, r->sin, r->idx, r->pos, r->wts};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) b->free(b, all[i]);
   for (int i = 0; i < r->n_out; i++) b->free(b, r->out_dev[i]);
   memset(r, 0, sizeof *r);
 }
 
-int vis_run_rope(vis_run *r, const float *cos, const float *sin) {
-  size_t bytes = (size_t)r->rows * r->v->head_dim * sizeof(float);
-  int rc = r->b->upload(r->b, r->cos, cos, bytes);
-  return rc ? rc : r->b->upload(r->b, r->sin, sin, bytes);
+int vis_run_rope(vis_run *r, const int32_t *pos, const int32_t *order) {
+  qvl_backend *b = r->b;
+  int32_t *dorder = order ? r->pos + 2 * r->rows : NULL;
+  int rc = b->upload(b, r->pos, pos, (size_t)r->rows * 2 * sizeof(int32_t));
+  if (!rc && order) rc = b->upload(b, dorder, order, (size_t)r->rows * sizeof(int32_t));
+  return rc ? rc : b->rope_tables(b, r->cos, r->sin, r->pos, dorder, r->rows, r->v->head_dim, 10000.0f);
 }
 
 static int merger_norm(vis_run *r, const vit_merger *m, const void *in, int64_t rows, int dim) {

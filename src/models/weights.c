@@ -50,20 +50,24 @@ static char *scope_base(qvl_weights *w, qvl_scope s, int i) {
 static void make_spec(qvl_tensor_spec *s, const qvl_tensor_rule *r, const qvl_config *c, qvl_weights *w, int i) {
   snprintf(s->name, sizeof s->name, r->name, i);
   s->ndim = 0;
-  s->numel = 1;
+  s->numel = s->bound_numel = 1;
   for (int d = 0; d < 5 && r->shape[d] != X_NONE; d++) {
-    s->shape[s->ndim++] = dim_value(c, r->shape[d]);
-    s->numel *= s->shape[s->ndim - 1];
+    s->shape[s->ndim] = dim_value(c, r->shape[d]);
+    s->bound_shape[s->ndim] = r->shape[d] == X_VF ? w->vit_ffn : s->shape[s->ndim];
+    s->numel *= s->shape[s->ndim];
+    s->bound_numel *= s->bound_shape[s->ndim++];
   }
   s->part = (r->scope == SCOPE_TEXT || r->scope == SCOPE_LM_LAYER) ? PART_TEXT : PART_VISION;
   s->slot = (void **)(scope_base(w, r->scope, i) + r->offset);
 }
 
-int qvl_model_specs(const qvl_config *cfg, qvl_weights *w, qvl_tensor_spec **specs, int *n, qvl_err *err) {
+int qvl_model_specs(const qvl_config *cfg, int ffn_align, qvl_weights *w, qvl_tensor_spec **specs, int *n,
+                    qvl_err *err) {
   int n_rules = 0, total = 0, k = 0;
   const qvl_tensor_rule *rules =
       cfg->arch == QVL_ARCH_QWEN2_5_VL ? qwen2_5_vl_rules(&n_rules) : qwen3_vl_rules(&n_rules);
   memset(w, 0, sizeof *w);
+  w->vit_ffn = (cfg->vision.intermediate + ffn_align - 1) / ffn_align * ffn_align;
   *specs = NULL;
   *n = 0;
   w->vit = calloc((size_t)cfg->vision.depth, sizeof *w->vit);
@@ -84,6 +88,13 @@ int qvl_model_specs(const qvl_config *cfg, qvl_weights *w, qvl_tensor_spec **spe
   }
   *n = k;
   return QVL_OK;
+}
+
+void qvl_spec_pad(const qvl_tensor_spec *s, float *dst, const float *src) {
+  int64_t rows = s->ndim == 2 ? s->shape[0] : 1, cols = s->shape[s->ndim - 1];
+  int64_t brows = s->ndim == 2 ? s->bound_shape[0] : 1, bcols = s->bound_shape[s->ndim - 1];
+  memset(dst, 0, (size_t)s->bound_numel * sizeof(float));
+  for (int64_t r = 0; r < rows && r < brows; r++) memcpy(dst + r * bcols, src + r * cols, (size_t)cols * sizeof(float));
 }
 
 void qvl_weights_free(qvl_weights *w, qvl_backend *b) {

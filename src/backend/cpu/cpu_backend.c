@@ -67,6 +67,7 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->gelu_erf = cpu_gelu_erf;
   b->gelu_tanh = cpu_gelu_tanh;
   b->rope_qk = cpu_rope_qk;
+  b->rope_tables = cpu_rope_tables;
   b->attention = cpu_attention;
   b->gather_rows = cpu_gather_rows;
   b->add_bilinear = cpu_add_bilinear;

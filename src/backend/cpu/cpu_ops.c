@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_ops.h"
+#include "models/vision_index.h"
 
 int cpu_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k) {
   (void)b;
@@ -114,6 +115,14 @@ int cpu_rope_qk(qvl_backend *b, void *qkv, const float *cos, const float *sin, i
       for (int hh = 0; hh < heads; hh++)
         rotate(Q + r * stride + ((int64_t)part * heads + hh) * head_dim, cos + r * head_dim, sin + r * head_dim,
                head_dim);
+  return QVL_OK;
+}
+
+int cpu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, const int32_t *order, int64_t rows,
+                    int head_dim, float theta) {
+  if (head_dim > 1024 || head_dim % 4)
+    return qvl_fail(b->err, QVL_ERR_UNSUPPORTED, "cpu rope tables: head_dim %d not supported", head_dim);
+  vis_rope_tables(cos, sin, pos, order, rows, head_dim, theta);
   return QVL_OK;
 }
 

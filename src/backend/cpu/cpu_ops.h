@@ -13,6 +13,8 @@ int cpu_silu_mul(qvl_backend *b, void *y, const void *g, const void *u, int64_t 
 int cpu_gelu_erf(qvl_backend *b, void *y, const void *x, int64_t n);
 int cpu_gelu_tanh(qvl_backend *b, void *y, const void *x, int64_t n);
 int cpu_rope_qk(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim);
+int cpu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, const int32_t *order, int64_t rows,
+                    int head_dim, float theta);
 int cpu_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
                   float scale);
 int cpu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems);

@@ -87,8 +87,7 @@ static int cu_upload_f32(qvl_backend *b, void *dst, const float *src, int64_t n)
   int rc = cuda_scratch(b, (size_t)n * sizeof(float));
   if (!rc) rc = cuda_check(b, cudaMemcpyAsync(c->scratch, src, (size_t)n * 4, cudaMemcpyHostToDevice, c->stream),
                            "upload");
-  if (!rc) rc = launched(b, cuda_f32_to_bf16(dst, c->scratch, n, c->stream), "f32_to_bf16");
-  return rc ? rc : cuda_check(b, cudaStreamSynchronize(c->stream), "upload");
+  return rc ? rc : launched(b, cuda_f32_to_bf16(dst, c->scratch, n, c->stream), "f32_to_bf16");
 }
 
 static int cu_download_f32(qvl_backend *b, float *dst, const void *src, int64_t n) {
@@ -102,8 +101,8 @@ static int cu_download_f32(qvl_backend *b, float *dst, const void *src, int64_t 
 
 static int cu_upload(qvl_backend *b, void *dst, const void *src, size_t bytes) {
   cuda_ctx *c = b->ctx;
-  int rc = cuda_check(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
-  return rc ? rc : cuda_check(b, cudaStreamSynchronize(c->stream), "upload"); /* src may be freed on return */
+  /* pageable src is staged before the call returns, so the caller may free it; the copy stays in stream order */
+  return cuda_check(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
 }
 
 static int cu_sync(qvl_backend *b) {
@@ -163,6 +162,11 @@ static int cu_rope_qk(qvl_backend *b, void *qkv, const float *cos, const float *
   return launched(b, cuda_rope_qk(qkv, cos, sin, rows, heads, head_dim, STREAM(b)), "rope");
 }
 
+static int cu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, const int32_t *order,
+                          int64_t rows, int head_dim, float theta) {
+  return launched(b, cuda_rope_tables(cos, sin, pos, order, rows, head_dim, theta, STREAM(b)), "rope_tables");
+}
+
 static int cu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems) {
   return launched(b, cuda_gather_rows(y, x, idx, n, row_elems, STREAM(b)), "gather_rows");
 }
@@ -209,6 +213,7 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   b->upload = cu_upload, b->sync = cu_sync;
   b->linear = cuda_linear, b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
   b->silu_mul = cu_silu_mul, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh, b->rope_qk = cu_rope_qk;
+  b->rope_tables = cu_rope_tables;
   b->attention = cuda_attention, b->gather_rows = cu_gather_rows, b->add_bilinear = cu_add_bilinear;
   return QVL_OK;
 }

@@ -33,6 +33,10 @@ int cuda_bf16_to_f32(float *y, const uint16_t *x, int64_t n, qvl_stream s);
 int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
                  qvl_stream s);
 
+/* rope.cu: cos/sin tables [rows][head_dim] from pos [n][2] (row r uses pos[order ? order[r] : r]). */
+int cuda_rope_tables(float *cos, float *sin, const int32_t *pos, const int32_t *order, int64_t rows, int head_dim,
+                     float theta, qvl_stream s);
+
 /* gather.cu: y[i] = x[idx[i]] (rows of row_elems bf16); h[r] = bf16(h[r] + bf16(sum_c w[4r+c] table[idx[4r+c]])). */
 int cuda_gather_rows(uint16_t *y, const uint16_t *x, const int32_t *idx, int64_t n, int64_t row_elems, qvl_stream s);
 int cuda_add_bilinear(uint16_t *h, const uint16_t *table, const int32_t *idx, const float *w, int64_t rows, int dim,

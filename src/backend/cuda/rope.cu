@@ -31,3 +31,30 @@ extern "C" int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, i
                                                                               heads, head_dim);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
+
+/* One thread per (row, j < head_dim/2); writes j and j + head_dim/2. f32 angle = pos * inv_freq, as the
+ * reference builds it; accurate cosf/sinf (not the fast intrinsics: angles reach hundreds of radians). */
+__global__ void rope_tables_kernel(float *cos, float *sin, const int32_t *pos, const int32_t *order, int64_t rows,
+                                   int head_dim, float theta) {
+  int half = head_dim / 2, nf = half / 2;
+  int64_t n = rows * half;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / half;
+    int j = (int)(i % half);
+    const int32_t *p = pos + 2 * (order ? (int64_t)order[r] : r);
+    float inv_freq = 1.0f / powf(theta, (float)(2 * (j % nf)) / (float)half);
+    float a = (float)(j < nf ? p[0] : p[1]) * inv_freq, c = cosf(a), s = sinf(a);
+    cos[r * head_dim + j] = cos[r * head_dim + j + half] = c;
+    sin[r * head_dim + j] = sin[r * head_dim + j + half] = s;
+  }
+}
+
+extern "C" int cuda_rope_tables(float *cos, float *sin, const int32_t *pos, const int32_t *order, int64_t rows,
+                                int head_dim, float theta, qvl_stream s) {
+  int64_t n = rows * (head_dim / 2);
+  if (n == 0) return QVL_OK;
+  int64_t blocks = (n + 255) / 256;
+  rope_tables_kernel<<<(unsigned)(blocks > 262140 ? 262140 : blocks), 256, 0, s>>>(cos, sin, pos, order, rows,
+                                                                                   head_dim, theta);
+  return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
+}

@@ -159,8 +159,11 @@ static int upload_meta(qvl_backend *b, const int32_t *cu, int n_seq, int nb, int
     oq[i] = (int64_t)cu[j] * qkv_row;
     oo[i] = (int64_t)cu[j] * o_row;
   }
+  /* Queued on the stream: the previous layer's attention may still be reading the old metadata. A pageable
+   * source is staged before cudaMemcpyAsync returns, so host can be freed right away. */
   int rc = cuda_scratch(b, bytes + extra);
-  if (!rc) rc = cuda_check(b, cudaMemcpy(((cuda_ctx *)b->ctx)->scratch, host, bytes, cudaMemcpyHostToDevice),
+  cuda_ctx *c = b->ctx;
+  if (!rc) rc = cuda_check(b, cudaMemcpyAsync(c->scratch, host, bytes, cudaMemcpyHostToDevice, c->stream),
                            "attention metadata upload");
   free(host);
   *meta = ((cuda_ctx *)b->ctx)->scratch;
