@@ -21,6 +21,7 @@ qvl_engine *app_open(const app_opts *o);
 int cmd_info(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 #endif

@@ -19,6 +19,7 @@ static void usage(FILE *f) {
           "                                               write the model as a bf16 HF checkpoint\n"
           "  bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] [--dump FILE]\n"
           "                                               time the vision tower, one JSON line per case\n"
+          "  tokenize (--model DIR | --tokenizer FILE) TEXT  token ids and pieces\n"
           "common options: --cpu | --cuda, --threads N\n");
 }
 
@@ -30,6 +31,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
   if (!strcmp(argv[1], "encode")) return cmd_encode(argc - 1, argv + 1);
   if (!strcmp(argv[1], "export")) return cmd_export(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
   if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
   fprintf(stderr, "qvl: unknown command \"%s\"\n", argv[1]);
   usage(stderr);
