@@ -59,14 +59,16 @@ static void compare(const char *op, const void *d, const float *ref, size_t n, d
   free(got);
 }
 
-static void linear_case(int64_t m, int n, int k, int bias) {
+static void linear_case(int64_t m, int n, int k, int bias, int epi) {
   float *x = rnd((size_t)(m * k), -2, 2), *w = rnd((size_t)n * k, -0.05f, 0.05f), *b = rnd((size_t)n, -0.5f, 0.5f);
-  float *ref = malloc((size_t)(m * n) * sizeof(float));
-  assert_int_equal(E.cpu->linear(E.cpu, ref, x, w, bias ? b : NULL, m, n, k), QVL_OK);
-  void *dx = dev(x, (size_t)(m * k)), *dw = dev(w, (size_t)n * k), *db = dev(b, (size_t)n), *dy = dev_poisoned((size_t)(m * n));
-  assert_int_equal(E.gpu->linear(E.gpu, dy, dx, dw, bias ? db : NULL, m, n, k), QVL_OK);
+  float *ref = rnd((size_t)(m * n), -1, 1); /* the residual for QVL_EPI_RESIDUAL */
+  void *dx = dev(x, (size_t)(m * k)), *dw = dev(w, (size_t)n * k), *db = dev(b, (size_t)n);
+  void *dy = epi == QVL_EPI_RESIDUAL ? dev(ref, (size_t)(m * n)) : dev_poisoned((size_t)(m * n));
+  assert_int_equal(E.cpu->linear(E.cpu, ref, x, w, bias ? b : NULL, m, n, k, epi), QVL_OK);
+  assert_int_equal(E.gpu->linear(E.gpu, dy, dx, dw, bias ? db : NULL, m, n, k, epi), QVL_OK);
   char name[64];
-  snprintf(name, sizeof name, "linear %lldx%dx%d%s", (long long)m, n, k, bias ? "+bias" : "");
+  static const char *epis[] = {"", " gelu_tanh", " +=residual"};
+  snprintf(name, sizeof name, "linear %lldx%dx%d%s%s", (long long)m, n, k, bias ? "+bias" : "", epis[epi]);
   compare(name, dy, ref, (size_t)(m * n), 8e-3);
   E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dw), E.gpu->free(E.gpu, db), E.gpu->free(E.gpu, dy);
   free(x), free(w), free(b), free(ref);
@@ -74,11 +76,14 @@ static void linear_case(int64_t m, int n, int k, int bias) {
 
 static void test_linear(void **s) {
   (void)s;
-  linear_case(1037, 3840, 1280, 1);
-  linear_case(513, 3420, 1280, 1); /* Qwen2.5-VL MLP width, unpadded */
-  linear_case(300, 1280, 3420, 0);
-  linear_case(256, 1152, 1536, 1); /* Qwen3-VL patch embed */
-  linear_case(7, 96, 256, 1);
+  linear_case(1037, 3840, 1280, 1, QVL_EPI_NONE);
+  linear_case(513, 3420, 1280, 1, QVL_EPI_NONE); /* Qwen2.5-VL MLP width, unpadded */
+  linear_case(300, 1280, 3420, 0, QVL_EPI_NONE);
+  linear_case(256, 1152, 1536, 1, QVL_EPI_NONE); /* Qwen3-VL patch embed */
+  linear_case(7, 96, 256, 1, QVL_EPI_NONE);
+  linear_case(999, 4352, 1152, 1, QVL_EPI_GELU_TANH); /* Qwen3-VL fc1, padded width */
+  linear_case(999, 1152, 4352, 1, QVL_EPI_RESIDUAL);
+  linear_case(64, 1280, 1280, 1, QVL_EPI_RESIDUAL);
 }
 
 static void test_norms(void **s) {

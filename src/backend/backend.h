@@ -15,6 +15,13 @@
 
 typedef struct qvl_backend qvl_backend;
 
+/* GEMM epilogues: what linear does with the product before writing y. */
+typedef enum qvl_epi {
+  QVL_EPI_NONE = 0,      /* y = x w^T + bias */
+  QVL_EPI_GELU_TANH = 1, /* y = gelu_tanh(x w^T + bias) (Qwen3-VL vision MLP; cuBLASLt's GELU is the tanh form) */
+  QVL_EPI_RESIDUAL = 2,  /* y += x w^T + bias (the residual add of a block, one rounding on GPU) */
+} qvl_epi;
+
 struct qvl_backend {
   const char *name;  /* "cpu" | "cuda" */
   char device[96];   /* what it runs on, e.g. "NVIDIA H100 80GB HBM3" */
@@ -38,8 +45,9 @@ struct qvl_backend {
   void (*destroy)(qvl_backend *b);
 
   /* ---- ops ------------------------------------------------------------------------------------- */
-  /* y[m,n] = x[m,k] w[n,k]^T (+ bias[n] when bias != NULL) */
-  int (*linear)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k);
+  /* y[m,n] = x[m,k] w[n,k]^T (+ bias[n] when bias != NULL), then the epilogue epi (qvl_epi) */
+  int (*linear)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
+                int epi);
   /* y = x / sqrt(mean(x^2) + eps) * w, per row of dim */
   int (*rmsnorm)(qvl_backend *b, void *y, const void *x, const void *w, int64_t rows, int dim, float eps);
   /* y = (x - mean) / sqrt(var + eps) * w + bias, per row of dim */

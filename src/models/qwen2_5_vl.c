@@ -109,15 +109,15 @@ static int q25_block(vis_run *r, const vit_layer *L, const int32_t *cu, int n_se
   int64_t N = r->rows;
   int D = v->hidden, F = r->ffn_width, rc;
   if ((rc = b->rmsnorm(b, r->x, r->h, L->norm1_w, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->qkv, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D)) ||
+      (rc = b->linear(b, r->qkv, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
       (rc = b->rope_qk(b, r->qkv, r->cos, r->sin, N, v->heads, v->head_dim)) ||
       (rc = b->attention(b, r->x, r->qkv, cu, n_seq, v->heads, v->head_dim, vis_attn_scale(v))) ||
-      (rc = b->linear(b, r->y, r->x, L->proj_w, L->proj_b, N, D, D)) || (rc = b->add(b, r->h, r->y, N * D)) ||
+      (rc = b->linear(b, r->h, r->x, L->proj_w, L->proj_b, N, D, D, QVL_EPI_RESIDUAL)) ||
       (rc = b->rmsnorm(b, r->x, r->h, L->norm2_w, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->ffn, r->x, L->fc1_w, L->fc1_b, N, F, D)) ||
-      (rc = b->linear(b, r->ffn2, r->x, L->up_w, L->up_b, N, F, D)) ||
+      (rc = b->linear(b, r->ffn, r->x, L->fc1_w, L->fc1_b, N, F, D, QVL_EPI_NONE)) ||
+      (rc = b->linear(b, r->ffn2, r->x, L->up_w, L->up_b, N, F, D, QVL_EPI_NONE)) ||
       (rc = b->silu_mul(b, r->ffn, r->ffn, r->ffn2, N * F)) ||
-      (rc = b->linear(b, r->y, r->ffn, L->fc2_w, L->fc2_b, N, D, F)) || (rc = b->add(b, r->h, r->y, N * D)))
+      (rc = b->linear(b, r->h, r->ffn, L->fc2_w, L->fc2_b, N, D, F, QVL_EPI_RESIDUAL)))
     return rc;
   return QVL_OK;
 }
@@ -129,7 +129,7 @@ static int q25_forward(vis_run *r, const qvl_weights *w, const q25_index *x, con
   int64_t N = r->rows, G = N / 4;
   int D = v->hidden, rc;
   const void *px;
-  if ((rc = vis_pixels(r, in, &px)) || (rc = b->linear(b, r->x, px, w->patch_w, NULL, N, D, r->k)) ||
+  if ((rc = vis_pixels(r, in, &px)) || (rc = b->linear(b, r->x, px, w->patch_w, NULL, N, D, r->k, QVL_EPI_NONE)) ||
       (rc = b->upload(b, r->idx, x->window_index, (size_t)G * sizeof(int32_t))) ||
       (rc = b->gather_rows(b, r->h, r->x, r->idx, G, 4 * (int64_t)D)))
     return rc;

@@ -78,14 +78,13 @@ static int q3_block(vis_run *r, const vit_layer *L, const int32_t *cu, int n_seq
   int64_t N = r->rows;
   int D = v->hidden, F = r->ffn_width, rc;
   if ((rc = b->layernorm(b, r->x, r->h, L->norm1_w, L->norm1_b, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->qkv, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D)) ||
+      (rc = b->linear(b, r->qkv, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
       (rc = b->rope_qk(b, r->qkv, r->cos, r->sin, N, v->heads, v->head_dim)) ||
       (rc = b->attention(b, r->x, r->qkv, cu, n_seq, v->heads, v->head_dim, vis_attn_scale(v))) ||
-      (rc = b->linear(b, r->y, r->x, L->proj_w, L->proj_b, N, D, D)) || (rc = b->add(b, r->h, r->y, N * D)) ||
+      (rc = b->linear(b, r->h, r->x, L->proj_w, L->proj_b, N, D, D, QVL_EPI_RESIDUAL)) ||
       (rc = b->layernorm(b, r->x, r->h, L->norm2_w, L->norm2_b, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->ffn, r->x, L->fc1_w, L->fc1_b, N, F, D)) ||
-      (rc = b->gelu_tanh(b, r->ffn, r->ffn, N * F)) ||
-      (rc = b->linear(b, r->y, r->ffn, L->fc2_w, L->fc2_b, N, D, F)) || (rc = b->add(b, r->h, r->y, N * D)))
+      (rc = b->linear(b, r->ffn, r->x, L->fc1_w, L->fc1_b, N, F, D, QVL_EPI_GELU_TANH)) ||
+      (rc = b->linear(b, r->h, r->ffn, L->fc2_w, L->fc2_b, N, D, F, QVL_EPI_RESIDUAL)))
     return rc;
   return QVL_OK;
 }
@@ -113,7 +112,7 @@ static int q3_embed(vis_run *r, const qvl_weights *w, const vis_input *in, qvl_t
   if (!rc) rc = b->upload(b, r->wts, wts, (size_t)N * 4 * sizeof(float));
   free(idx), free(wts);
   const void *px;
-  if (rc || (rc = vis_pixels(r, in, &px)) || (rc = b->linear(b, r->h, px, w->patch_w, w->patch_b, N, D, r->k)))
+  if (rc || (rc = vis_pixels(r, in, &px)) || (rc = b->linear(b, r->h, px, w->patch_w, w->patch_b, N, D, r->k, QVL_EPI_NONE)))
     return rc;
   if (tap) { /* the interpolation alone, for the goldens: the same op applied to zeros */
     float *zero = calloc((size_t)(N * D), sizeof(float));

@@ -69,10 +69,10 @@ int vis_merger(vis_run *r, const vit_merger *m, int postshuffle, const void *in,
   int unit = r->v->merge * r->v->merge, D = r->v->hidden, D4 = unit * D, rc;
   int64_t G = r->rows / unit;
   rc = postshuffle ? merger_norm(r, m, in, G, D4) : merger_norm(r, m, in, r->rows, D);
-  if (rc || (rc = b->linear(b, r->y, r->x, m->fc1_w, m->fc1_b, G, D4, D4)) ||
+  if (rc || (rc = b->linear(b, r->y, r->x, m->fc1_w, m->fc1_b, G, D4, D4, QVL_EPI_NONE)) ||
       (rc = b->gelu_erf(b, r->y, r->y, G * D4)))
     return rc;
-  return b->linear(b, out, r->y, m->fc2_w, m->fc2_b, G, r->v->out_hidden, D4);
+  return b->linear(b, out, r->y, m->fc2_w, m->fc2_b, G, r->v->out_hidden, D4, QVL_EPI_NONE);
 }
 
 int vis_pixels(vis_run *r, const vis_input *in, const void **px) {

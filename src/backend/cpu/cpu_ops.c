@@ -8,18 +8,19 @@
 #include "backend/cpu/cpu_ops.h"
 #include "models/vision_index.h"
 
-int cpu_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k) {
-  (void)b;
+int cpu_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
+               int epi) {
   float *Y = y;
   const float *B = bias;
   if (m == 0) return QVL_OK;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)m, n, k, 1.0f, x, k, w, k, 0.0f, Y, n);
+  float beta = epi == QVL_EPI_RESIDUAL ? 1.0f : 0.0f;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)m, n, k, 1.0f, x, k, w, k, beta, Y, n);
   if (B) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < m; r++)
       for (int j = 0; j < n; j++) Y[r * n + j] += B[j];
   }
-  return QVL_OK;
+  return epi == QVL_EPI_GELU_TANH ? cpu_gelu_tanh(b, Y, Y, m * n) : QVL_OK;
 }
 
 int cpu_rmsnorm(qvl_backend *b, void *y, const void *x, const void *w, int64_t rows, int dim, float eps) {

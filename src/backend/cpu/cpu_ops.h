@@ -4,7 +4,8 @@
 
 #include "backend/backend.h"
 
-int cpu_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k);
+int cpu_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
+               int epi);
 int cpu_rmsnorm(qvl_backend *b, void *y, const void *x, const void *w, int64_t rows, int dim, float eps);
 int cpu_layernorm(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows, int dim,
                   float eps);

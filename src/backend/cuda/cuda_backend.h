@@ -11,7 +11,7 @@
 
 typedef struct gemm_entry {
   int64_t m;
-  int n, k, bias;
+  int n, k, bias, epi;
   cublasLtMatmulDesc_t op;
   cublasLtMatrixLayout_t la, lb, lc;
   cublasLtMatmulAlgo_t algo;
@@ -40,7 +40,8 @@ int cuda_check(qvl_backend *b, cudaError_t e, const char *what);
 /* Grows ctx->scratch to at least bytes (synchronising the stream first). */
 int cuda_scratch(qvl_backend *b, size_t bytes);
 
-int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k);
+int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
+                int epi);
 void cuda_gemm_destroy(cuda_ctx *c);
 int cuda_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
                    float scale);

@@ -1,6 +1,7 @@
 /* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in
  * the epilogue. Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T.
- * The heuristic's first algorithm is cached per (m, n, k, bias). */
+ * QVL_EPI_GELU_TANH uses the GELU(_BIAS) epilogue; QVL_EPI_RESIDUAL reads y as C with beta = 1.
+ * The heuristic's first algorithm is cached per (m, n, k, bias, epilogue). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,8 @@ static int lt_fail(qvl_backend *b, cublasStatus_t st, const char *what, int64_t 
 static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   cuda_ctx *c = b->ctx;
   cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  cublasLtEpilogue_t ep = g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  cublasLtEpilogue_t ep = g->epi == QVL_EPI_GELU_TANH ? (g->bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                          : (g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
   cudaDataType_t bt = CUDA_R_16BF;
   cublasStatus_t st = cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
   if (st) return lt_fail(b, st, "cublasLtMatmulDescCreate", g->m, g->n, g->k);
@@ -39,11 +41,11 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   return QVL_OK;
 }
 
-static gemm_entry *gemm_find(qvl_backend *b, int64_t m, int n, int k, int bias) {
+static gemm_entry *gemm_find(qvl_backend *b, int64_t m, int n, int k, int bias, int epi) {
   cuda_ctx *c = b->ctx;
   for (int i = 0; i < c->n_gemms; i++) {
     gemm_entry *g = &c->gemms[i];
-    if (g->m == m && g->n == n && g->k == k && g->bias == bias) return g;
+    if (g->m == m && g->n == n && g->k == k && g->bias == bias && g->epi == epi) return g;
   }
   if (c->n_gemms == c->cap_gemms) {
     int cap = c->cap_gemms ? 2 * c->cap_gemms : 64;
@@ -53,20 +55,21 @@ static gemm_entry *gemm_find(qvl_backend *b, int64_t m, int n, int k, int bias) 
   }
   gemm_entry *g = &c->gemms[c->n_gemms];
   memset(g, 0, sizeof *g);
-  g->m = m, g->n = n, g->k = k, g->bias = bias;
+  g->m = m, g->n = n, g->k = k, g->bias = bias, g->epi = epi;
   if (gemm_plan(b, g)) return NULL;
   c->n_gemms++;
   return g;
 }
 
-int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k) {
+int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
+                int epi) {
   cuda_ctx *c = b->ctx;
   if (m == 0) return QVL_OK;
-  gemm_entry *g = gemm_find(b, m, n, k, bias != NULL);
+  gemm_entry *g = gemm_find(b, m, n, k, bias != NULL, epi);
   if (!g) return b->err->code ? b->err->code : qvl_fail(b->err, QVL_ERR_NOMEM, "cuda linear: out of memory");
   if (bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
-  const float one = 1.0f, zero = 0.0f;
-  cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &zero, y, g->lc, y, g->lc, &g->algo,
+  const float one = 1.0f, beta = epi == QVL_EPI_RESIDUAL ? 1.0f : 0.0f;
+  cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, y, g->lc, &g->algo,
                                      c->lt_ws, c->lt_ws_bytes, c->stream);
   return st ? lt_fail(b, st, "cublasLtMatmul", m, n, k) : QVL_OK;
 }
