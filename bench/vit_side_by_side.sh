@@ -8,6 +8,7 @@ q=build-gpu/qvl
 run() { # model, timing cases, agreement cases
   local m=$1 name; name=$(basename "$m")
   $q bench vit --model "$m" --dummy $2 --iters 20 | tee "$out/qvl_$name.jsonl"
+  QVL_PROFILE=1 $q bench vit --model "$m" --dummy $2 --iters 5 | tee "$out/qvl_${name}_profile.jsonl"
   $q bench vit --model "$m" --dummy $3 --iters 1 --warmup 0 --dump "$out/qvl_$name.dump.safetensors" > /dev/null
   python3 bench/hf_vit.py --model "$m" --time ${2//--images /} --agree ${3//--images /} \
     --qvl-json "$out/qvl_$name.jsonl" --qvl-dump "$out/qvl_$name.dump.safetensors" | tee "$out/hf_$name.jsonl"

@@ -3,7 +3,9 @@
  * after --warmup runs (wall clock around a call that ends by synchronising the device), patches/s,
  * achieved TFLOP/s over the model's useful FLOPs (GEMMs + attention 4*s^2*d per sequence and head), % of the
  * measured H100 bf16 dense peak (790 TFLOP/s, ../shared/research/kernels.md), peak device memory.
- * --dump FILE writes each case's features (safetensors) for bench/hf_vit.py to compare. */
+ * --dump FILE writes each case's features (safetensors) for bench/hf_vit.py to compare. With QVL_PROFILE=1 the
+ * line also carries the device time per run spent in GEMMs, attention and everything else (event pairs around
+ * every op; they perturb the total slightly, so time without it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,12 +90,14 @@ static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, 
   int rc = b->alloc(b, &dev, (size_t)(N * k) * b->elem_bytes);
   if (!rc) rc = b->upload_f32(b, dev, host, N * k);
   vis_input in = {grid, bc->n, NULL, dev};
-  double *ms = calloc((size_t)iters, sizeof(double));
+  double *ms = calloc((size_t)iters, sizeof(double)), prof[3] = {0, 0, 0};
   for (int i = 0; !rc && i < warmup + iters; i++) {
+    if (i == warmup && b->profile) rc = b->profile(b, prof); /* drop the warm-up runs */
     double t0 = now_ms();
-    rc = qvl_engine_vision_input(e, &in, NULL, NULL, NULL);
+    if (!rc) rc = qvl_engine_vision_input(e, &in, NULL, NULL, NULL);
     if (i >= warmup) ms[i - warmup] = now_ms() - t0;
   }
+  if (!rc && b->profile) rc = b->profile(b, prof);
   qvl_vision_out out = {0};
   if (!rc && dump) rc = qvl_engine_vision_input(e, &in, &out, NULL, NULL);
   if (rc) {
@@ -103,9 +107,13 @@ static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, 
     double med = ms[iters / 2], fl = tower_flops(c, grid, bc->n, N);
     printf("{\"bench\": \"vit\", \"arch\": \"%s\", \"device\": \"%s\", \"images\": \"%dx%dx%d\", \"patches\": %lld, "
            "\"median_ms\": %.3f, \"min_ms\": %.3f, \"patches_per_s\": %.0f, \"tflops\": %.1f, \"pct_peak\": %.1f, "
-           "\"peak_mem_gib\": %.2f, \"iters\": %d}\n",
+           "\"peak_mem_gib\": %.2f, \"iters\": %d",
            c->arch_name, b->device, bc->n, bc->h, bc->w, (long long)N, med, ms[0], N / med * 1e3, fl / med / 1e9,
            fl / med / 1e9 / PEAK_TFLOPS * 100, b->mem_peak / (double)(1 << 30), iters);
+    if (b->profile)
+      printf(", \"gemm_ms\": %.3f, \"attention_ms\": %.3f, \"other_ms\": %.3f", prof[0] / iters, prof[1] / iters,
+             prof[2] / iters);
+    printf("}\n");
     fflush(stdout);
   }
   if (!rc && dump) { /* keep the main features for the dump; free the rest */

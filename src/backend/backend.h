@@ -42,6 +42,9 @@ struct qvl_backend {
   /* raw bytes host -> buffer (index arrays) */
   int (*upload)(qvl_backend *b, void *dst, const void *src, size_t bytes);
   int (*sync)(qvl_backend *b);
+  /* Per-category device time since the last call, in ms: [0] GEMMs, [1] attention, [2] everything else.
+   * Only when the backend was created with profiling on (QVL_PROFILE=1 in the environment); NULL otherwise. */
+  int (*profile)(qvl_backend *b, double ms[3]);
   void (*destroy)(qvl_backend *b);
 
   /* ---- ops ------------------------------------------------------------------------------------- */

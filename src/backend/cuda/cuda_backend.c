@@ -13,6 +13,38 @@ int cuda_check(qvl_backend *b, cudaError_t e, const char *what) {
                   cudaGetErrorString(e));
 }
 
+void cuda_mark_begin(qvl_backend *b, int cat) {
+  cuda_ctx *c = b->ctx;
+  if (!c->profiling) return;
+  if (c->n_marks == c->cap_marks) {
+    int cap = c->cap_marks ? 2 * c->cap_marks : 1024;
+    struct cuda_mark *m = realloc(c->marks, (size_t)cap * sizeof *m);
+    if (!m) return;
+    for (int i = c->cap_marks; i < cap; i++) cudaEventCreate(&m[i].a), cudaEventCreate(&m[i].z);
+    c->marks = m, c->cap_marks = cap;
+  }
+  c->marks[c->n_marks].cat = cat;
+  cudaEventRecord(c->marks[c->n_marks].a, c->stream);
+}
+
+void cuda_mark_end(qvl_backend *b) {
+  cuda_ctx *c = b->ctx;
+  if (c->profiling && c->n_marks < c->cap_marks) cudaEventRecord(c->marks[c->n_marks++].z, c->stream);
+}
+
+static int cu_profile(qvl_backend *b, double ms[3]) {
+  cuda_ctx *c = b->ctx;
+  ms[0] = ms[1] = ms[2] = 0;
+  int rc = cuda_check(b, cudaStreamSynchronize(c->stream), "profile");
+  for (int i = 0; !rc && i < c->n_marks; i++) {
+    float t = 0;
+    cudaEventElapsedTime(&t, c->marks[i].a, c->marks[i].z);
+    ms[c->marks[i].cat] += t;
+  }
+  c->n_marks = 0;
+  return rc;
+}
+
 static int launched(qvl_backend *b, int rc, const char *op) {
   if (rc == QVL_OK) return QVL_OK;
   return qvl_fail(b->err, rc, "cuda %s: kernel launch failed: %s", op, cudaGetErrorString(cudaGetLastError()));
@@ -117,6 +149,8 @@ static void cu_destroy(qvl_backend *b) {
     cuda_sdpa_destroy(c);
     if (c->dnn) cudnnDestroy(c->dnn);
     if (c->lt) cublasLtDestroy(c->lt);
+    for (int i = 0; i < c->cap_marks; i++) cudaEventDestroy(c->marks[i].a), cudaEventDestroy(c->marks[i].z);
+    free(c->marks);
     for (int i = 0; i < c->n_live; i++) cudaFree(c->live[i].p);
     for (int i = 0; i < c->n_cache; i++) cudaFree(c->cache[i].p);
     free(c->live), free(c->cache);
@@ -131,49 +165,57 @@ static void cu_destroy(qvl_backend *b) {
 /* ---- ops ------------------------------------------------------------------------------------------ */
 
 #define STREAM(b) (((cuda_ctx *)(b)->ctx)->stream)
+/* A small op, bracketed for the profile (category "other"). */
+#define OTHER(b, call, op)         \
+  do {                             \
+    cuda_mark_begin(b, 2);         \
+    int rc_ = (call);              \
+    cuda_mark_end(b);              \
+    return launched(b, rc_, op);   \
+  } while (0)
 
 static int cu_rmsnorm(qvl_backend *b, void *y, const void *x, const void *w, int64_t rows, int dim, float eps) {
-  return launched(b, cuda_rmsnorm(y, x, w, rows, dim, eps, STREAM(b)), "rmsnorm");
+  OTHER(b, cuda_rmsnorm(y, x, w, rows, dim, eps, STREAM(b)), "rmsnorm");
 }
 
 static int cu_layernorm(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows, int dim,
                         float eps) {
-  return launched(b, cuda_layernorm(y, x, w, bias, rows, dim, eps, STREAM(b)), "layernorm");
+  OTHER(b, cuda_layernorm(y, x, w, bias, rows, dim, eps, STREAM(b)), "layernorm");
 }
 
 static int cu_add(qvl_backend *b, void *h, const void *x, int64_t n) {
-  return launched(b, cuda_add(h, x, n, STREAM(b)), "add");
+  OTHER(b, cuda_add(h, x, n, STREAM(b)), "add");
 }
 
 static int cu_silu_mul(qvl_backend *b, void *y, const void *g, const void *u, int64_t n) {
-  return launched(b, cuda_silu_mul(y, g, u, n, STREAM(b)), "silu_mul");
+  OTHER(b, cuda_silu_mul(y, g, u, n, STREAM(b)), "silu_mul");
 }
 
 static int cu_gelu_erf(qvl_backend *b, void *y, const void *x, int64_t n) {
-  return launched(b, cuda_gelu(y, x, n, 0, STREAM(b)), "gelu");
+  OTHER(b, cuda_gelu(y, x, n, 0, STREAM(b)), "gelu");
 }
 
 static int cu_gelu_tanh(qvl_backend *b, void *y, const void *x, int64_t n) {
-  return launched(b, cuda_gelu(y, x, n, 1, STREAM(b)), "gelu_tanh");
+  OTHER(b, cuda_gelu(y, x, n, 1, STREAM(b)), "gelu_tanh");
 }
 
 static int cu_rope_qk(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads,
                       int head_dim) {
-  return launched(b, cuda_rope_qk(qkv, cos, sin, rows, heads, head_dim, STREAM(b)), "rope");
+  OTHER(b, cuda_rope_qk(qkv, cos, sin, rows, heads, head_dim, STREAM(b)), "rope");
 }
 
 static int cu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, const int32_t *order,
                           int64_t rows, int head_dim, float theta) {
-  return launched(b, cuda_rope_tables(cos, sin, pos, order, rows, head_dim, theta, STREAM(b)), "rope_tables");
+  OTHER(b, cuda_rope_tables(cos, sin, pos, order, rows, head_dim, theta, STREAM(b)), "rope_tables");
 }
 
 static int cu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems) {
-  return launched(b, cuda_gather_rows(y, x, idx, n, row_elems, STREAM(b)), "gather_rows");
+  OTHER(b, cuda_gather_rows(y, x, idx, n, row_elems, STREAM(b)), "gather_rows");
 }
 
 static int cu_add_bilinear(qvl_backend *b, void *h, const void *table, const int32_t *idx, const float *w,
                            int64_t rows, int dim) {
-  return launched(b, cuda_add_bilinear(h, table, idx, w, rows, dim, STREAM(b)), "add_bilinear");
+  OTHER(b, cuda_add_bilinear(h, table, idx, w, rows, dim, STREAM(b)), "add_bilinear");
 }
 
 static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
@@ -211,6 +253,9 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   if (rc) return rc;
   b->alloc = cu_alloc, b->free = cu_free, b->upload_f32 = cu_upload_f32, b->download_f32 = cu_download_f32;
   b->upload = cu_upload, b->sync = cu_sync;
+  const char *prof = getenv("QVL_PROFILE");
+  c->profiling = prof && *prof == '1';
+  if (c->profiling) b->profile = cu_profile;
   b->linear = cuda_linear, b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
   b->silu_mul = cu_silu_mul, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh, b->rope_qk = cu_rope_qk;
   b->rope_tables = cu_rope_tables;

@@ -66,11 +66,13 @@ int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const voi
   cuda_ctx *c = b->ctx;
   if (m == 0) return QVL_OK;
   gemm_entry *g = gemm_find(b, m, n, k, bias != NULL, epi);
+  cuda_mark_begin(b, 0);
   if (!g) return b->err->code ? b->err->code : qvl_fail(b->err, QVL_ERR_NOMEM, "cuda linear: out of memory");
   if (bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
   const float one = 1.0f, beta = epi == QVL_EPI_RESIDUAL ? 1.0f : 0.0f;
   cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, y, g->lc, &g->algo,
                                      c->lt_ws, c->lt_ws_bytes, c->stream);
+  cuda_mark_end(b);
   return st ? lt_fail(b, st, "cublasLtMatmul", m, n, k) : QVL_OK;
 }
 

@@ -216,7 +216,9 @@ int cuda_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu
   if (!st) st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 11, uids);
   if (!st) st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
   if (!st) st = cudnnBackendFinalize(vp);
+  cuda_mark_begin(b, 1);
   if (!st) st = cudnnBackendExecute(c->dnn, p->plan, vp);
+  cuda_mark_end(b);
   cudnnBackendDestroyDescriptor(vp);
   return st ? dnn_fail(b, st, "execute") : QVL_OK;
 }
