@@ -36,6 +36,10 @@ static int put(tok_vec *out, const void *s, size_t n) {
 size_t tok_utf8_lossy(tok_vec *out, const uint8_t *s, size_t len, int final, int *rc) {
   size_t i = 0, run = 0; /* s[run..i) is valid and not yet copied */
   *rc = QVL_OK;
+  if (!len) { /* s may be NULL */
+    if (put(out, "", 0)) *rc = QVL_ERR_NOMEM;
+    return 0;
+  }
   while (i < len) {
     if (s[i] < 0x80) {
       i++;

@@ -251,7 +251,7 @@ static int encode_segment(struct qvl_tokenizer *t, const uint8_t *s, size_t len)
   if (!len) return QVL_OK;
   t->norm.n = 0;
   int rc = tok_nfc(&t->norm, s, len);
-  if (rc) return qvl_fail(&t->err, rc, "qvl_tokenizer_encode: NFC failed (%s)", qvl_status_name(rc));
+  if (rc) return qvl_fail(&t->err, rc, "qvl_tokenizer_encode: NFC failed (utf8proc error)");
   rc = pretokenize(t, t->norm.p, t->norm.n, &t->out_ids);
   if (rc == QVL_ERR_NOMEM) qvl_fail(&t->err, rc, "qvl_tokenizer_encode: out of memory");
   return rc;
@@ -280,6 +280,8 @@ int qvl_tokenizer_encode(qvl_tokenizer *t, const char *text, size_t len, const i
     return qvl_fail(&t->err, QVL_ERR_INVALID_ARG, "qvl_tokenizer_encode: text is not valid UTF-8 at byte %zu (0x%02x)",
                     bad, s[bad]);
   t->out_ids.n = 0;
+  if (tok_vec_reserve(&t->out_ids, 1, sizeof(int32_t))) /* *ids is never NULL, even for "" */
+    return qvl_fail(&t->err, QVL_ERR_NOMEM, "qvl_tokenizer_encode: out of memory");
   size_t seg = 0;
   for (size_t i = 0; i < len;) {
     const tok_added *a = t->added_first[s[i]] ? added_at(t, s + i, len - i) : NULL;
