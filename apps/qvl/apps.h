@@ -23,5 +23,6 @@ int cmd_encode(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_preprocess(int argc, char **argv);
 
 #endif

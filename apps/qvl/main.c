@@ -1,6 +1,7 @@
 /* qvl - the command-line tool: one binary, one subcommand per job.
  *   qvl info   --model DIR [--dummy]                      what the model is and what it needs
  *   qvl encode --model DIR [--dummy] (--pixels FILE | --grid TxHxW...) -o OUT.safetensors
+ *   qvl preprocess --model DIR IMAGE... -o OUT.safetensors  pixel rows + grids (HF image processor)
  *   qvl export --model DIR --dummy -o OUT_DIR             write a synthetic model as an HF checkpoint
  *   qvl bench vit --model DIR --dummy --images NxHxW...   time the vision tower (JSON lines) */
 #include <stdio.h>
@@ -20,6 +21,8 @@ static void usage(FILE *f) {
           "  bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] [--dump FILE]\n"
           "                                               time the vision tower, one JSON line per case\n"
           "  tokenize (--model DIR | --tokenizer FILE) TEXT  token ids and pieces\n"
+          "  preprocess --model DIR IMAGE... -o OUT.safetensors [--qwen-vl-utils] [--min-pixels N] [--max-pixels N]\n"
+          "                                               pixel rows + grids as the HF image processor makes them\n"
           "common options: --cpu | --cuda, --threads N\n");
 }
 
@@ -33,6 +36,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "export")) return cmd_export(argc - 1, argv + 1);
   if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
   if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "preprocess")) return cmd_preprocess(argc - 1, argv + 1);
   fprintf(stderr, "qvl: unknown command \"%s\"\n", argv[1]);
   usage(stderr);
   return 2;

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/vec.cuh"
 #include "qvl.h"
 
 #define GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
@@ -37,22 +38,62 @@ __global__ void gelu_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, int64_t n,
   }
 }
 
+/* 16-byte variants over n8 = n / 8 vectors. */
+__global__ void add8_kernel(__nv_bfloat16 *h, const __nv_bfloat16 *x, int64_t n8) {
+  GRID_STRIDE(i, n8) {
+    bf16x8 a = load8(h + 8 * i), b = load8(x + 8 * i);
+    for (int k = 0; k < 8; k++) a.set(k, a.get(k) + b.get(k));
+    store8(h + 8 * i, a);
+  }
+}
+
+__global__ void silu_mul8_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *g, const __nv_bfloat16 *u, int64_t n8) {
+  GRID_STRIDE(i, n8) {
+    bf16x8 a = load8(g + 8 * i), b = load8(u + 8 * i), o;
+    for (int k = 0; k < 8; k++) {
+      float v = a.get(k);
+      o.set(k, __bfloat162float(__float2bfloat16(v / (1.0f + expf(-v)))) * b.get(k));
+    }
+    store8(y + 8 * i, o);
+  }
+}
+
+__global__ void gelu8_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, int64_t n8, int tanh_approx) {
+  GRID_STRIDE(i, n8) {
+    bf16x8 a = load8(x + 8 * i), o;
+    for (int k = 0; k < 8; k++) {
+      float v = a.get(k);
+      o.set(k, tanh_approx ? 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)))
+                           : 0.5f * v * (1.0f + erff(v * 0.7071067811865476f)));
+    }
+    store8(y + 8 * i, o);
+  }
+}
+
 __global__ void f32_to_bf16_kernel(__nv_bfloat16 *y, const float *x, int64_t n) { GRID_STRIDE(i, n) y[i] = __float2bfloat16(x[i]); }
 __global__ void bf16_to_f32_kernel(float *y, const __nv_bfloat16 *x, int64_t n) { GRID_STRIDE(i, n) y[i] = __bfloat162float(x[i]); }
 
 extern "C" int cuda_add(uint16_t *h, const uint16_t *x, int64_t n, qvl_stream s) {
-  if (n) add_kernel<<<grid_for(n), 256, 0, s>>>((__nv_bfloat16 *)h, (const __nv_bfloat16 *)x, n);
+  if (n && vec8_ok(n, h, x)) add8_kernel<<<grid_for(n / 8), 256, 0, s>>>((__nv_bfloat16 *)h, (const __nv_bfloat16 *)x, n / 8);
+  else if (n) add_kernel<<<grid_for(n), 256, 0, s>>>((__nv_bfloat16 *)h, (const __nv_bfloat16 *)x, n);
   return launched();
 }
 
 extern "C" int cuda_silu_mul(uint16_t *y, const uint16_t *g, const uint16_t *u, int64_t n, qvl_stream s) {
-  if (n) silu_mul_kernel<<<grid_for(n), 256, 0, s>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)g,
-                                                      (const __nv_bfloat16 *)u, n);
+  if (n && vec8_ok(n, y, g, u))
+    silu_mul8_kernel<<<grid_for(n / 8), 256, 0, s>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)g,
+                                                      (const __nv_bfloat16 *)u, n / 8);
+  else if (n)
+    silu_mul_kernel<<<grid_for(n), 256, 0, s>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)g, (const __nv_bfloat16 *)u,
+                                                n);
   return launched();
 }
 
 extern "C" int cuda_gelu(uint16_t *y, const uint16_t *x, int64_t n, int tanh_approx, qvl_stream s) {
-  if (n) gelu_kernel<<<grid_for(n), 256, 0, s>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, n, tanh_approx);
+  if (n && vec8_ok(n, y, x))
+    gelu8_kernel<<<grid_for(n / 8), 256, 0, s>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, n / 8, tanh_approx);
+  else if (n)
+    gelu_kernel<<<grid_for(n), 256, 0, s>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, n, tanh_approx);
   return launched();
 }
 

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/vec.cuh"
 #include "qvl.h"
 
 static unsigned grid_for(int64_t n) {
@@ -18,6 +19,16 @@ __global__ void copy_rows_kernel(__nv_bfloat16 *y, int64_t ys, const __nv_bfloat
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / row_elems, c = i % row_elems, src = idx ? idx[r] : r;
     y[r * ys + c] = x[src * xs + c];
+  }
+}
+
+/* Row copies 16 bytes at a time (row_elems, strides and pointers multiples of 8 elements). */
+__global__ void copy_rows8_kernel(uint4 *y, int64_t ys8, const uint4 *x, int64_t xs8, const int32_t *idx, int64_t rows,
+                                  int64_t row8) {
+  int64_t n = rows * row8;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / row8, c = i % row8, src = idx ? idx[r] : r;
+    y[r * ys8 + c] = x[src * xs8 + c];
   }
 }
 
@@ -36,19 +47,25 @@ __global__ void add_bilinear_kernel(__nv_bfloat16 *h, const __nv_bfloat16 *table
   }
 }
 
+static void copy_rows(uint16_t *y, int64_t ys, const uint16_t *x, int64_t xs, const int32_t *idx, int64_t rows,
+                      int64_t row_elems, qvl_stream s) {
+  if (vec8_ok(row_elems, x, y) && ys % 8 == 0 && xs % 8 == 0)
+    copy_rows8_kernel<<<grid_for(rows * row_elems / 8), 256, 0, s>>>((uint4 *)y, ys / 8, (const uint4 *)x, xs / 8, idx,
+                                                                      rows, row_elems / 8);
+  else
+    copy_rows_kernel<<<grid_for(rows * row_elems), 256, 0, s>>>((__nv_bfloat16 *)y, ys, (const __nv_bfloat16 *)x, xs,
+                                                                 idx, rows, row_elems);
+}
+
 extern "C" int cuda_gather_rows(uint16_t *y, const uint16_t *x, const int32_t *idx, int64_t n, int64_t row_elems,
                                 qvl_stream s) {
-  if (n) copy_rows_kernel<<<grid_for(n * row_elems), 256, 0, s>>>((__nv_bfloat16 *)y, row_elems,
-                                                                   (const __nv_bfloat16 *)x, row_elems, idx, n,
-                                                                   row_elems);
+  if (n) copy_rows(y, row_elems, x, row_elems, idx, n, row_elems, s);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
 extern "C" int cuda_copy_rows(uint16_t *y, int64_t y_stride, const uint16_t *x, int64_t x_stride, int64_t rows,
                               int64_t row_elems, qvl_stream s) {
-  if (rows) copy_rows_kernel<<<grid_for(rows * row_elems), 256, 0, s>>>((__nv_bfloat16 *)y, y_stride,
-                                                                         (const __nv_bfloat16 *)x, x_stride, NULL,
-                                                                         rows, row_elems);
+  if (rows) copy_rows(y, y_stride, x, x_stride, NULL, rows, row_elems, s);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 

@@ -1,0 +1,4 @@
+/* fuzz_webp.c - libFuzzer target: arbitrary bytes through the WebP decoder (scripts/fuzz.sh builds and runs it). */
+#include "fuzz_image.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fuzz_decode(data, size); }

@@ -1,0 +1,97 @@
+/* image.h - image decoding and the CPU preprocessing pipeline (spec §1): bytes -> RGB8 -> smart_resize ->
+ * Pillow-exact bicubic -> rescale + normalize -> temporal duplication + patchify -> f32 pixel rows.
+ *
+ * Decoders reproduce what Pillow hands the HF image processor after `Image.open(f).convert("RGB")`
+ * (spec §1.3), format by format; each says which Pillow behaviour it copies. Every decoder reads the
+ * header first and refuses images over the pixel limit before allocating anything for the pixels. */
+#ifndef QVL_IMAGE_IMAGE_H
+#define QVL_IMAGE_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "io/config.h"
+
+typedef enum img_format { IMG_UNKNOWN = 0, IMG_JPEG, IMG_PNG, IMG_WEBP } img_format;
+
+typedef struct img_header {
+  img_format format;
+  int w, h;
+  int rgba; /* Pillow opens it in mode "RGBA": qwen-vl-utils composites exactly these on white */
+} img_header;
+
+/* Interleaved RGB8, w*h*3 bytes, row-major, malloc'd (free px). */
+typedef struct img_rgb {
+  int w, h;
+  uint8_t *px;
+} img_rgb;
+
+/* Pillow's DecompressionBombError threshold (2 * Image.MAX_IMAGE_PIXELS): the default decode limit. */
+#define IMG_DEFAULT_MAX_INPUT_PIXELS 178956970ll
+
+const char *img_format_name(img_format f);
+
+/* Identifies the format by its signature and reads width and height from the header only. */
+int img_probe(img_header *hd, const uint8_t *data, size_t len, const char *what, qvl_err *err);
+
+/* Decodes to RGB8. white_alpha: composite Pillow-"RGBA" images on white as qwen-vl-utils does (§1.3);
+ * otherwise alpha is dropped as HF does. max_pixels (> 0) is checked against the header before decoding. */
+int img_decode(img_rgb *out, const uint8_t *data, size_t len, int white_alpha, int64_t max_pixels, const char *what,
+               qvl_err *err);
+
+/* Per-format decoders (decode_jpeg.c, decode_png.c, decode_webp.c): header first, then the checked limit. */
+int img_jpeg_header(img_header *hd, const uint8_t *data, size_t len, const char *what, qvl_err *err);
+int img_jpeg_decode(img_rgb *out, const uint8_t *data, size_t len, int64_t max_pixels, const char *what,
+                    qvl_err *err);
+int img_png_header(img_header *hd, const uint8_t *data, size_t len, const char *what, qvl_err *err);
+int img_png_decode(img_rgb *out, const uint8_t *data, size_t len, int white_alpha, int64_t max_pixels,
+                   const char *what, qvl_err *err);
+int img_webp_header(img_header *hd, const uint8_t *data, size_t len, const char *what, qvl_err *err);
+int img_webp_decode(img_rgb *out, const uint8_t *data, size_t len, int white_alpha, int64_t max_pixels,
+                    const char *what, qvl_err *err);
+
+/* Shared by the decoders: zero size and the pixel limit, one message each. */
+int img_check_size(int64_t w, int64_t h, int64_t max_pixels, const char *fmt, const char *what, qvl_err *err);
+/* Pillow's RGBA -> RGB paste on white with the alpha as mask: DIV255(255*(255-a) + c*a), per channel. */
+static inline uint8_t img_over_white(uint8_t c, uint8_t a) {
+  unsigned t = 255u * (255u - a) + (unsigned)c * a + 128u;
+  return (uint8_t)(((t >> 8) + t) >> 8);
+}
+
+/* ---- geometry (resize.c) ---- */
+
+/* smart_resize (spec §1.2) in Python's float64 with round-half-even. qwen_vl_utils selects that variant
+ * (lower clamp to F before the pixel checks, no clamp after flooring). Errors: aspect ratio > 200 (the
+ * reference's own error), a zero side, a result of zero. */
+int img_smart_resize(int *out_h, int *out_w, int h, int w, int factor, int64_t min_pixels, int64_t max_pixels,
+                     int qwen_vl_utils, const char *what, qvl_err *err);
+
+/* Pillow's Image.resize((dw, dh), BICUBIC) on RGB8, bit for bit (libImaging/Resample.c). dst: dw*dh*3. */
+int img_resample_bicubic(uint8_t *dst, int dw, int dh, const uint8_t *src, int sw, int sh, qvl_err *err);
+
+/* ---- rows (patchify.c) ---- */
+
+/* The normalized value of each uint8 level per channel, as the HF PIL backend computes it (spec §1.5). */
+void img_norm_lut(float lut[3][256], const qvl_preproc_config *pc);
+/* Writes the (h/P)*(w/P) rows of 3*T*P*P floats of one image in the order of spec §1.7, each frame the
+ * same picture (temporal duplication, §1.6). h and w are multiples of P*merge. */
+void img_patchify(float *rows, const uint8_t *rgb, int w, int h, const float lut[3][256], int patch, int temporal,
+                  int merge);
+
+/* ---- the pipeline (preprocess.c) ---- */
+
+struct qvl_image_batch {
+  qvl_pixels px;     /* n_images, grid_thw = grid, rows */
+  int32_t *grid;     /* [n][3] */
+  float *rows;       /* [n_rows][row_len] */
+  int64_t n_rows, row_len;
+  uint8_t (*hash)[QVL_IMAGE_HASH_BYTES];
+};
+
+/* The whole CPU path for n images under preprocessor config pc. On failure *out is NULL and err names the
+ * first failing image. */
+int img_preprocess(qvl_image_batch **out, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
+                   const qvl_image_params *p, qvl_err *err);
+
+#endif
