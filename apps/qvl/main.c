@@ -20,6 +20,7 @@ static void usage(FILE *f) {
           "                                               write the model as a bf16 HF checkpoint\n"
           "  bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] [--dump FILE]\n"
           "                                               time the vision tower, one JSON line per case\n"
+          "  bench tok [--tokenizer FILE] [--corpus FILE]   tokenizer encode MB/s and load time\n"
           "  tokenize (--model DIR | --tokenizer FILE) TEXT  token ids and pieces\n"
           "  preprocess --model DIR IMAGE... -o OUT.safetensors [--qwen-vl-utils] [--min-pixels N] [--max-pixels N]\n"
           "                                               pixel rows + grids as the HF image processor makes them\n"

@@ -24,6 +24,7 @@ typedef struct ctx {
   tok_vec pieces, bytes; /* arenas while loading */
   int ignore_merges;
   int32_t cap_ids; /* allocated length of the per-id arrays (t->n_ids is the largest id + 1) */
+  int32_t last_merged; /* the previous merge's result */
 } ctx;
 
 __attribute__((format(printf, 4, 5))) static int fail_at(ctx *x, int code, const char *path, const char *fmt, ...) {
@@ -242,11 +243,21 @@ static int merge_parts(ctx *x, tj *j, int64_t rank, char **buf, size_t *cap, siz
   return rc;
 }
 
+/* Merged tokens usually follow merge order in the vocabulary (Qwen: id 256 + rank), so the id after the
+ * previous merge's is tried first: a sequential read instead of a hash probe. */
+static int32_t merged_id(ctx *x, const char *s, size_t n) {
+  int32_t guess = x->last_merged + 1;
+  const tok_span *p = guess > 0 && guess < x->t->n_ids ? &x->t->piece[guess] : NULL;
+  int32_t id = p && p->len == n && !memcmp((char *)x->pieces.p + p->off, s, n) ? guess : load_piece_id(x, s, n);
+  if (id >= 0) x->last_merged = id;
+  return id;
+}
+
 static int add_merge(ctx *x, int64_t rank, char *m, size_t len, size_t split) {
   const char *a = m, *b = m + split + 1;
   size_t na = split, nb = len - split - 1;
   memmove(m + split, m + split + 1, nb); /* "a b" -> "ab": the merged token */
-  int32_t ia = load_piece_id(x, a, na), im = load_piece_id(x, m, na + nb);
+  int32_t ia = load_piece_id(x, a, na), im = merged_id(x, m, na + nb);
   memmove(m + split + 1, m + split, nb), m[split] = ' ';
   int32_t ib = load_piece_id(x, b, nb);
   if (ia < 0 || ib < 0 || im < 0) {
