@@ -177,12 +177,14 @@ static void attention_case(const char *what, const int32_t *lens, int n_seq, int
 static void test_attention(void **s) {
   (void)s;
   int32_t mixed[] = {300, 1, 1024, 77, 513};
-  int32_t windows[200];
+  int32_t windows[200], full[300];
   for (int i = 0; i < 200; i++) windows[i] = i % 7 ? 64 : 16 + i % 48;
+  for (int i = 0; i < 300; i++) full[i] = 64; /* whole windows: the dense batched path */
   int hds[] = {80, 72, 64, 16};
   for (int i = 0; i < 4; i++) {
     attention_case("ragged 5 seqs", mixed, 5, 16, hds[i]);
     attention_case("200 windows", windows, 200, 4, hds[i]);
+    attention_case("300 full windows", full, 300, 16, hds[i]);
   }
 }
 

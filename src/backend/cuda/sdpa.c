@@ -4,7 +4,9 @@
  * q, k, v are read in place from the QKV GEMM output [N][3][H][D] (token stride 3HD, ragged offsets
  * cu[i]*3HD elements); o is written [N][H][D]. When cuDNN refuses the interleaved strides, q/k/v are first
  * copied to contiguous [N][H][D] buffers. Plans are cached per bucket: the sequence count rounded up to a
- * power of two and the longest sequence to a multiple of 64; unused slots get length 0 (legal). */
+ * power of two and the longest sequence to a multiple of 64; unused slots get length 0 (legal).
+ * When every sequence is one full 64-token window (Qwen2.5-VL window layers on whole 8x8-patch windows) the
+ * call is a dense batched [windows, H, 64, D] one instead: no ragged offsets. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +17,7 @@
 enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO, N_DESC = 16 };
 
 struct sdpa_plan {
-  int b, s, heads, hd, packed; /* the bucket */
+  int b, s, heads, hd, packed, dense; /* the bucket */
   cudnnBackendDescriptor_t plan, desc[N_DESC];
   int n_desc;
   int64_t ws_bytes;
@@ -57,13 +59,14 @@ static int tensor(qvl_backend *b, sdpa_plan *p, cudnnBackendDescriptor_t *t, int
 
 /* The SDPA operation over this bucket's descriptors. */
 static int sdpa_op(qvl_backend *b, sdpa_plan *p, cudnnBackendDescriptor_t *op) {
-  int64_t H = p->heads, D = p->hd, qs = p->packed ? 3 * H * D : H * D;
-  int64_t dims[4] = {p->b, H, p->s, D}, s_in[4] = {qs, D, qs, 1}, s_out[4] = {H * D, D, H * D, 1};
+  int64_t H = p->heads, D = p->hd, qs = p->packed ? 3 * H * D : H * D, S = p->s;
+  int64_t dims[4] = {p->b, H, S, D}, s_in[4] = {qs * (p->dense ? S : 1), D, qs, 1};
+  int64_t s_out[4] = {H * D * (p->dense ? S : 1), D, H * D, 1};
   int64_t one[4] = {1, 1, 1, 1}, dr[4] = {p->b + 1, 1, 1, 1}, dsl[4] = {p->b, 1, 1, 1};
-  cudnnBackendDescriptor_t r[4], t[5], sl[2];
-  for (int i = 0; i < 4; i++)
+  cudnnBackendDescriptor_t r[4] = {NULL, NULL, NULL, NULL}, t[5], sl[2] = {NULL, NULL};
+  for (int i = 0; i < 4 && !p->dense; i++)
     if (tensor(b, p, &r[i], U_RQ + i, CUDNN_DATA_INT64, dr, one, 0, NULL)) return b->err->code;
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < 2 && !p->dense; i++)
     if (tensor(b, p, &sl[i], U_SLQ + i, CUDNN_DATA_INT32, dsl, one, 0, NULL)) return b->err->code;
   for (int i = 0; i < 4; i++)
     if (tensor(b, p, &t[i], U_Q + i, CUDNN_DATA_BFLOAT16, dims, i == 3 ? s_out : s_in, 0, r[i])) return b->err->code;
@@ -75,7 +78,8 @@ static int sdpa_op(qvl_backend *b, sdpa_plan *p, cudnnBackendDescriptor_t *op) {
     CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC,
     CUDNN_ATTR_OPERATION_SDPA_FWD_SEQ_LEN_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_SEQ_LEN_KVDESC};
   cudnnBackendDescriptor_t vals[] = {t[0], t[1], t[2], t[3], t[4], sl[0], sl[1]};
-  for (int i = 0; i < 7; i++) DN(cudnnBackendSetAttribute(*op, names[i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &vals[i]), "sdpa attribute");
+  for (int i = 0; i < (p->dense ? 5 : 7); i++)
+    DN(cudnnBackendSetAttribute(*op, names[i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &vals[i]), "sdpa attribute");
   DN(cudnnBackendFinalize(*op), "sdpa op finalize");
   return QVL_OK;
 }
@@ -121,11 +125,12 @@ static void plan_free(sdpa_plan *p) {
   memset(p, 0, sizeof *p);
 }
 
-static sdpa_plan *plan_get(qvl_backend *b, int nb, int s, int heads, int hd, int packed) {
+static sdpa_plan *plan_get(qvl_backend *b, int nb, int s, int heads, int hd, int packed, int dense) {
   cuda_ctx *c = b->ctx;
   for (int i = 0; i < c->n_plans; i++) {
     sdpa_plan *p = &c->plans[i];
-    if (p->b == nb && p->s == s && p->heads == heads && p->hd == hd && p->packed == packed) return p;
+    if (p->b == nb && p->s == s && p->heads == heads && p->hd == hd && p->packed == packed && p->dense == dense)
+      return p;
   }
   if (c->n_plans == c->cap_plans) {
     int cap = c->cap_plans ? 2 * c->cap_plans : 16;
@@ -135,7 +140,7 @@ static sdpa_plan *plan_get(qvl_backend *b, int nb, int s, int heads, int hd, int
   }
   sdpa_plan *p = &c->plans[c->n_plans];
   memset(p, 0, sizeof *p);
-  p->b = nb, p->s = s, p->heads = heads, p->hd = hd, p->packed = packed;
+  p->b = nb, p->s = s, p->heads = heads, p->hd = hd, p->packed = packed, p->dense = dense;
   if (sdpa_build(b, p)) {
     plan_free(p);
     return NULL;
@@ -179,16 +184,19 @@ static int next_pow2(int v) {
 int cuda_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
                    float scale) {
   cuda_ctx *c = b->ctx;
-  int max_s = 0, nb = next_pow2(n_seq);
-  for (int i = 0; i < n_seq; i++) max_s = cu[i + 1] - cu[i] > max_s ? cu[i + 1] - cu[i] : max_s;
+  int max_s = 0, dense = n_seq > 1;
+  for (int i = 0; i < n_seq; i++) {
+    max_s = cu[i + 1] - cu[i] > max_s ? cu[i + 1] - cu[i] : max_s;
+    dense &= cu[i + 1] - cu[i] == 64;
+  }
   if (!max_s) return QVL_OK;
-  int s = (max_s + 63) / 64 * 64, packed = 1;
+  int s = (max_s + 63) / 64 * 64, packed = 1, nb = dense ? n_seq : next_pow2(n_seq);
   int64_t HD = (int64_t)heads * head_dim, rows = cu[n_seq];
-  sdpa_plan *p = plan_get(b, nb, s, heads, head_dim, 1);
+  sdpa_plan *p = plan_get(b, nb, s, heads, head_dim, 1, dense);
   if (!p) { /* interleaved q/k/v refused: fall back to contiguous copies */
     qvl_err_clear(b->err);
     packed = 0;
-    if (!(p = plan_get(b, nb, s, heads, head_dim, 0))) return b->err->code ? b->err->code : QVL_ERR_NOMEM;
+    if (!(p = plan_get(b, nb, s, heads, head_dim, 0, dense))) return b->err->code ? b->err->code : QVL_ERR_NOMEM;
   }
   size_t lens_bytes = ((size_t)nb * 4 + 15) / 16 * 16, meta_bytes = lens_bytes + 2 * (size_t)(nb + 1) * 8;
   size_t meta_pad = (meta_bytes + 255) / 256 * 256, split = packed ? 0 : (size_t)(3 * rows * HD) * 2;
@@ -212,8 +220,10 @@ int cuda_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu
   void *ptrs[] = {q, k, v, out, &scale, lens, lens, oq, oq, oq, oo};
   cudnnBackendDescriptor_t vp;
   DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp), "variant pack");
-  cudnnStatus_t st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 11, ptrs);
-  if (!st) st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 11, uids);
+  int n_ptrs = dense ? 5 : 11; /* dense: no sequence lengths, no ragged offsets */
+  cudnnStatus_t st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n_ptrs,
+                                              ptrs);
+  if (!st) st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n_ptrs, uids);
   if (!st) st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
   if (!st) st = cudnnBackendFinalize(vp);
   cuda_mark_begin(b, 1);
