@@ -58,6 +58,9 @@ typedef struct qvl_engine_params {
   qvl_load load;            /* default QVL_LOAD_VISION */
   int device;               /* CUDA device ordinal, default 0 */
   int n_threads;            /* CPU threads; 0 = all cores */
+  int64_t max_patches;      /* most patch rows one vision call takes, all its images together; a larger batch is
+                             * refused with QVL_ERR_LIMIT before any device work. Default 262144 (64 images of
+                             * 896x896 at patch 14) */
 } qvl_engine_params;
 
 qvl_engine_params qvl_engine_default_params(void);

@@ -55,6 +55,7 @@ qvl_engine_params qvl_engine_default_params(void) {
   qvl_engine_params p = {0};
   p.backend = QVL_BACKEND_AUTO;
   p.load = QVL_LOAD_VISION;
+  p.max_patches = 262144;
   return p;
 }
 
@@ -322,13 +323,16 @@ qvl_err *qvl_engine_err(qvl_engine *e) { return &e->err; }
 int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud) {
   qvl_err_clear(&e->err);
   if (!e->w.patch_w) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: the vision tower is not loaded");
+  vis_input lim = *in;
+  lim.max_patches = e->params.max_patches > 0 ? e->params.max_patches : 262144;
+  in = &lim;
   if (e->cfg.arch == QVL_ARCH_QWEN2_5_VL) return qwen2_5_vl_vision(e->be, &e->cfg, &e->w, in, out, tap, ud, &e->err);
   return qwen3_vl_vision(e->be, &e->cfg, &e->w, in, out, tap, ud, &e->err);
 }
 
 int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
                       qvl_tap_fn tap, void *ud) {
-  vis_input in = {grid, n_img, pixels, NULL};
+  vis_input in = {grid, n_img, pixels, NULL, 0};
   return qvl_engine_vision_input(e, &in, out, tap, ud);
 }
 

@@ -182,6 +182,14 @@ static void test_bad_requests(void **state) {
   in.n_images = 0;
   assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_INVALID_ARG);
   qvl_engine_close(e);
+  /* a batch beyond the planned limit is refused before any work */
+  qvl_engine_params p = qvl_engine_default_params();
+  p.model_dir = tu_path("tests/data/tiny-qwen2_5_vl"), p.dummy = 1, p.backend = QVL_BACKEND_CPU, p.max_patches = 512;
+  assert_int_equal(qvl_engine_open(&e, &p), QVL_OK);
+  in = (qvl_pixels){1, (const int32_t[]){1, 24, 24}, px};
+  assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_LIMIT);
+  tu_assert_msg_has(qvl_errmsg(e), "576 patches", "limit of 512");
+  qvl_engine_close(e);
   e = open_model(tu_path("tests/data/tiny-qwen2_5_vl"), 1, QVL_LOAD_NONE, QVL_OK);
   in = (qvl_pixels){1, (const int32_t[]){1, 2, 2}, px};
   assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_INVALID_ARG);

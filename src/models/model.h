@@ -117,6 +117,7 @@ typedef struct vis_input {
   int n;
   const float *host_pixels;
   const void *dev_pixels;
+  int64_t max_patches; /* the engine's limit (qvl_engine_params.max_patches) */
 } vis_input;
 
 /* out == NULL leaves the features on the device (benchmarks); the call still synchronises. */

@@ -150,7 +150,7 @@ int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *
   const qvl_vision_config *v = &cfg->vision;
   vis_run r;
   q25_index x;
-  int rc = vis_run_begin(&r, b, v, w->vit_ffn, in->grid, in->n, 2, err);
+  int rc = vis_run_begin(&r, b, v, w->vit_ffn, in, 2, err);
   if (rc) return rc;
   if ((rc = q25_index_build(&x, v, in->grid, in->n, r.rows, err))) {
     vis_run_end(&r);

@@ -144,7 +144,7 @@ int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w,
   int n_img = in->n;
   const qvl_vision_config *v = &cfg->vision;
   vis_run r;
-  int rc = vis_run_begin(&r, b, v, w->vit_ffn, grid, n_img, 2 + v->n_deepstack, err);
+  int rc = vis_run_begin(&r, b, v, w->vit_ffn, in, 2 + v->n_deepstack, err);
   if (rc) return rc;
   int64_t N = r.rows;
   int32_t *cu = malloc((size_t)(vis_count_seqs(grid, n_img) + 1) * sizeof(int32_t));

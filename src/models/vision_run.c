@@ -7,8 +7,6 @@
 
 #include "models/vision_index.h"
 
-/* Upper bound on patches per call until issue-4 memory planning: 64 images of 4096x4096 at patch 14. */
-#define VIS_MAX_PATCHES (64ll * 292 * 292)
 
 float vis_attn_scale(const qvl_vision_config *v) { return 1.0f / sqrtf((float)v->head_dim); }
 
@@ -16,12 +14,12 @@ static int buf(vis_run *r, void **p, int64_t elems, size_t elem_bytes) {
   return r->b->alloc(r->b, p, (size_t)elems * elem_bytes);
 }
 
-int vis_run_begin(vis_run *r, qvl_backend *b, const qvl_vision_config *v, int ffn_width, const int32_t *grid,
-                  int n_img, int n_out, qvl_err *err) {
+int vis_run_begin(vis_run *r, qvl_backend *b, const qvl_vision_config *v, int ffn_width, const vis_input *in,
+                  int n_out, qvl_err *err) {
   memset(r, 0, sizeof *r);
   r->b = b, r->v = v, r->err = err, r->n_out = n_out, r->ffn_width = ffn_width;
   r->k = v->in_channels * v->temporal_patch * v->patch * v->patch;
-  int rc = vis_check_grids(grid, n_img, v->merge, VIS_MAX_PATCHES, &r->rows, err);
+  int rc = vis_check_grids(in->grid, in->n, v->merge, in->max_patches, &r->rows, err);
   if (rc) return rc;
   int64_t N = r->rows, D = v->hidden, wide = ffn_width > r->k ? ffn_width : r->k;
   size_t e = b->elem_bytes;

@@ -24,8 +24,8 @@ typedef struct vis_run {
 } vis_run;
 
 /* Validates grids, allocates every buffer for this batch. n_out_extra: 2 (+ DeepStack count). */
-int vis_run_begin(vis_run *r, qvl_backend *b, const qvl_vision_config *v, int ffn_width, const int32_t *grid,
-                  int n_img, int n_out, qvl_err *err);
+int vis_run_begin(vis_run *r, qvl_backend *b, const qvl_vision_config *v, int ffn_width, const vis_input *in,
+                  int n_out, qvl_err *err);
 void vis_run_end(vis_run *r);
 /* Rotary tables on the backend from host positions pos [N][2] (vis_rot_pos) and the optional row order. */
 int vis_run_rope(vis_run *r, const int32_t *pos, const int32_t *order);
