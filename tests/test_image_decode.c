@@ -229,7 +229,9 @@ static void test_truncated(void **state) {
   expect_error(d, 40, 0, QVL_ERR_FORMAT, "truncated JPEG header", NULL);
   free(d);
   d = sample(1, &n);
-  expect_error(d, n - 20, 0, QVL_ERR_FORMAT, "truncated PNG", NULL);
+  expect_error(d, n - 20, 0, QVL_ERR_FORMAT, "truncated PNG: chunk \"IDAT\"", NULL);
+  d[8] = 0x7f; /* IHDR claims 2 GB: refused before libpng allocates it */
+  expect_error(d, n, 0, QVL_ERR_FORMAT, "truncated PNG: chunk \"IHDR\" at offset 8 claims 2130706445 bytes", NULL);
   expect_error(d, 20, 0, QVL_ERR_FORMAT, "PNG", "truncated");
   free(d);
   d = sample(2, &n);
@@ -306,14 +308,14 @@ static void test_unsupported(void **state) {
                "68 65 6c 6c");
 }
 
-/* The limit is checked on the header: a PNG claiming 100000x100000 whose pixel data is absent fails with
- * QVL_ERR_LIMIT, not with a truncation error (which is what decoding would hit first). */
+/* The limit is checked on the header: a PNG or JPEG claiming 100000x100000 pixels while holding 37x23 fails
+ * with QVL_ERR_LIMIT, not with the corrupt-data error that decoding would hit first. */
 static void test_pixel_limit_from_header(void **state) {
   (void)state;
   size_t n;
   uint8_t *d = sample(1, &n);
   png_set_size(d, 100000, 100000);
-  expect_error(d, 64, IMG_DEFAULT_MAX_INPUT_PIXELS, QVL_ERR_LIMIT, "100000x100000 = 10000000000 pixels, over the limit of 178956970", NULL);
+  expect_error(d, n, IMG_DEFAULT_MAX_INPUT_PIXELS, QVL_ERR_LIMIT, "100000x100000 = 10000000000 pixels, over the limit of 178956970", NULL);
   free(d);
   d = sample(0, &n);
   for (size_t i = 0; i + 9 < n; i++)

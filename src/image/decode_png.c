@@ -48,9 +48,33 @@ typedef struct png_job {
   png_bytep *rows;
 } png_job;
 
+static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+/* Every chunk must fit in the bytes that are there. libpng trusts a chunk's length and allocates (and
+ * clears) that much before reading it, so 200 bytes claiming a 1.9 GB sPLT chunk cost 1.9 GB (found by
+ * fuzz_png). Pillow fails such a file too ("Truncated File Read"). A missing IEND is fine, as in Pillow. */
+static int check_chunks(const uint8_t *data, size_t len, const char *what, qvl_err *err) {
+  size_t at = 8;
+  while (len >= at && len - at >= 12) {
+    uint32_t n = be32(data + at);
+    const uint8_t *t = data + at + 4;
+    if ((uint64_t)n + 12 > len - at)
+      return qvl_fail(err, QVL_ERR_FORMAT,
+                      "%s: truncated PNG: chunk \"%c%c%c%c\" at offset %zu claims %u bytes, %zu remain", what,
+                      t[0] >= 32 && t[0] < 127 ? t[0] : '?', t[1] >= 32 && t[1] < 127 ? t[1] : '?',
+                      t[2] >= 32 && t[2] < 127 ? t[2] : '?', t[3] >= 32 && t[3] < 127 ? t[3] : '?', at, n,
+                      len - at - 12);
+    if (!memcmp(t, "IEND", 4)) break;
+    at += (size_t)n + 12;
+  }
+  return QVL_OK;
+}
+
 /* The job lives on the heap: after libpng's longjmp, locals changed since setjmp would be indeterminate. */
 static int open_job(png_job **out, const uint8_t *data, size_t len, const char *what, qvl_err *err) {
-  png_job *j = *out = calloc(1, sizeof *j);
+  int rc = check_chunks(data, len, what, err);
+  png_job *j = *out = rc ? NULL : calloc(1, sizeof *j);
+  if (rc) return rc;
   if (!j) return qvl_fail(err, QVL_ERR_NOMEM, "%s: cannot create a PNG decoder", what);
   j->src.data = data, j->src.len = len;
   j->p = png_create_read_struct(PNG_LIBPNG_VER_STRING, &j->src, on_error, on_warning);
