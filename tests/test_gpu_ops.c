@@ -185,6 +185,7 @@ static void test_attention(void **s) {
     attention_case("ragged 5 seqs", mixed, 5, 16, hds[i]);
     attention_case("200 windows", windows, 200, 4, hds[i]);
     attention_case("300 full windows", full, 300, 16, hds[i]);
+    attention_case("3 equal images", (const int32_t[]){1024, 1024, 1024}, 3, 16, hds[i]);
   }
 }
 

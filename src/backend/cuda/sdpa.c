@@ -5,8 +5,9 @@
  * cu[i]*3HD elements); o is written [N][H][D]. When cuDNN refuses the interleaved strides, q/k/v are first
  * copied to contiguous [N][H][D] buffers. Plans are cached per bucket: the sequence count rounded up to a
  * power of two and the longest sequence to a multiple of 64; unused slots get length 0 (legal).
- * When every sequence is one full 64-token window (Qwen2.5-VL window layers on whole 8x8-patch windows) the
- * call is a dense batched [windows, H, 64, D] one instead: no ragged offsets. */
+ * When every sequence has the same length L, a multiple of 64 (whole 64-token windows of Qwen2.5-VL, a batch
+ * of same-size images), the call is a dense batched [n, H, L, D] one instead: no ragged offsets, faster
+ * (../shared/research/kernels.md §1a), and the plan is keyed by the exact (n, L). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,10 +185,10 @@ static int next_pow2(int v) {
 int cuda_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
                    float scale) {
   cuda_ctx *c = b->ctx;
-  int max_s = 0, dense = n_seq > 1;
+  int max_s = 0, dense = n_seq > 1 && cu[1] % 64 == 0;
   for (int i = 0; i < n_seq; i++) {
     max_s = cu[i + 1] - cu[i] > max_s ? cu[i + 1] - cu[i] : max_s;
-    dense &= cu[i + 1] - cu[i] == 64;
+    dense &= cu[i + 1] - cu[i] == cu[1];
   }
   if (!max_s) return QVL_OK;
   int s = (max_s + 63) / 64 * 64, packed = 1, nb = dense ? n_seq : next_pow2(n_seq);
