@@ -6,29 +6,41 @@
 #include "backend/cuda/cuda_ops.h"
 #include "qvl.h"
 
-/* One thread per (row, q|k, head, d < head_dim/2): it owns both elements of its pair. */
+/* One thread per (row, q|k, head, group of V pairs (d, d + half) with d < half): V = 4 or 2 consecutive pairs
+ * when half allows (8- or 4-byte accesses), else 1. */
+template <int V>
 __global__ void rope_qk_kernel(__nv_bfloat16 *qkv, const float *cos, const float *sin, int64_t rows, int heads,
                                int head_dim) {
-  int half = head_dim / 2;
-  int64_t per_row = 2 * (int64_t)heads * half, n = rows * per_row;
+  int half = head_dim / 2, groups = half / V;
+  int64_t per_row = 2 * (int64_t)heads * groups, n = rows * per_row;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / per_row;
-    int rem = (int)(i % per_row), hh = rem / half, d = rem % half; /* hh in [0, 2*heads): q heads then k heads */
+    int rem = (int)(i % per_row), hh = rem / groups, d0 = (rem % groups) * V; /* hh: q heads, then k heads */
     __nv_bfloat16 *x = qkv + r * 3 * heads * head_dim + (int64_t)hh * head_dim;
     const float *c = cos + r * head_dim, *s = sin + r * head_dim;
-    float a = __bfloat162float(x[d]), b = __bfloat162float(x[d + half]);
-    x[d] = __float2bfloat16(a * c[d] - b * s[d]);
-    x[d + half] = __float2bfloat16(b * c[d + half] + a * s[d + half]);
+    __nv_bfloat16 lo[V], hi[V];
+#pragma unroll
+    for (int k = 0; k < V; k++) lo[k] = x[d0 + k], hi[k] = x[d0 + half + k];
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+      int d = d0 + k;
+      float a = __bfloat162float(lo[k]), b = __bfloat162float(hi[k]);
+      x[d] = __float2bfloat16(a * c[d] - b * s[d]);
+      x[d + half] = __float2bfloat16(b * c[d + half] + a * s[d + half]);
+    }
   }
 }
 
 extern "C" int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
                             qvl_stream s) {
-  int64_t n = rows * heads * head_dim; /* = rows * 2 * heads * half */
+  int half = head_dim / 2, v = half % 4 == 0 ? 4 : half % 2 == 0 ? 2 : 1;
+  int64_t n = rows * 2 * heads * (half / v);
   if (n == 0) return QVL_OK;
-  int64_t blocks = (n + 255) / 256;
-  rope_qk_kernel<<<(unsigned)(blocks > 262140 ? 262140 : blocks), 256, 0, s>>>((__nv_bfloat16 *)qkv, cos, sin, rows,
-                                                                              heads, head_dim);
+  unsigned blocks = (unsigned)((n + 255) / 256 > 262140 ? 262140 : (n + 255) / 256);
+  __nv_bfloat16 *q = (__nv_bfloat16 *)qkv;
+  if (v == 4) rope_qk_kernel<4><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
+  else if (v == 2) rope_qk_kernel<2><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
+  else rope_qk_kernel<1><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
