@@ -505,7 +505,7 @@ static void test_malformed_text(void **state) {
       {"{\"model\": {\"vocab\": {\"a\": 0", "not valid JSON near byte"},
       {"{\"model\": {\"vocab\": {\"a\": 0.5}, \"merges\": []}}", "model.vocab: not valid JSON"},
       {"{\"model\": {\"vocab\": {\"\\ud800\": 0}, \"merges\": []}}", "model.vocab: not valid JSON"},
-      {"{\"model\": {\"vocab\": {}, \"merges\": []}} trailing", "not valid JSON"},
+      {"{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}} trailing", "not valid JSON"},
       {"{\"model\": {\"vocab\": {}, \"merges\": []}}", "model.vocab: empty"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -109,51 +109,56 @@ typedef struct sym {
   int32_t id, prev, next; /* id -1: merged into its left neighbour */
 } sym;
 
-static void heap_push(uint64_t *h, size_t *n, uint64_t v) {
+/* A queued merge: rank << 32 | position (HF pops the lowest rank, then the leftmost: exactly the classic
+ * "best pair first" order), and the pair it was queued for, so a stale entry is recognised without a
+ * second lookup. */
+typedef struct pending {
+  uint64_t key;
+  int32_t left, right;
+} pending;
+
+static void heap_push(pending *h, size_t *n, pending v) {
   size_t i = (*n)++;
-  while (i && h[(i - 1) / 2] > v) h[i] = h[(i - 1) / 2], i = (i - 1) / 2;
+  while (i && h[(i - 1) / 2].key > v.key) h[i] = h[(i - 1) / 2], i = (i - 1) / 2;
   h[i] = v;
 }
 
-static uint64_t heap_pop(uint64_t *h, size_t *n) {
-  uint64_t top = h[0], v = h[--*n];
+static pending heap_pop(pending *h, size_t *n) {
+  pending top = h[0], v = h[--*n];
   size_t i = 0;
   for (;;) {
     size_t c = 2 * i + 1;
     if (c >= *n) break;
-    if (c + 1 < *n && h[c + 1] < h[c]) c++;
-    if (h[c] >= v) break;
+    if (c + 1 < *n && h[c + 1].key < h[c].key) c++;
+    if (h[c].key >= v.key) break;
     h[i] = h[c], i = c;
   }
   h[i] = v;
   return top;
 }
 
-/* Queues the pair starting at symbol i, keyed rank << 32 | position: HF pops the lowest rank, then the
- * leftmost, which is exactly the classic "merge the best pair first" order. */
-static void queue_pair(const struct qvl_tokenizer *t, const sym *sy, int32_t i, uint64_t *h, size_t *n) {
+static void queue_pair(const struct qvl_tokenizer *t, const sym *sy, int32_t i, pending *h, size_t *n) {
   if (i < 0 || sy[i].next < 0) return;
-  uint64_t v;
-  if (tok_pair_get(&t->merges, (uint64_t)sy[i].id << 32 | (uint32_t)sy[sy[i].next].id, &v))
-    heap_push(h, n, (v >> 32) << 32 | (uint32_t)i);
+  int32_t l = sy[i].id, r = sy[sy[i].next].id;
+  uint32_t rank = tok_pairs_rank(&t->merges, l, r);
+  if (rank != UINT32_MAX) heap_push(h, n, (pending){(uint64_t)rank << 32 | (uint32_t)i, l, r});
 }
 
 static int bpe_merge(struct qvl_tokenizer *t, const uint8_t *s, size_t len, tok_vec *out) {
-  if (tok_vec_reserve(&t->sym, len, sizeof(sym)) || tok_vec_reserve(&t->heap, 2 * len, sizeof(uint64_t)) ||
+  if (tok_vec_reserve(&t->sym, len, sizeof(sym)) || tok_vec_reserve(&t->heap, 2 * len, sizeof(pending)) ||
       tok_vec_reserve(out, out->n + len, sizeof(int32_t)))
     return QVL_ERR_NOMEM;
   sym *sy = t->sym.p;
-  uint64_t *h = t->heap.p;
+  pending *h = t->heap.p;
   size_t nh = 0;
   for (size_t i = 0; i < len; i++) sy[i] = (sym){t->byte_id[s[i]], (int32_t)i - 1, i + 1 < len ? (int32_t)i + 1 : -1};
   for (size_t i = 0; i + 1 < len; i++) queue_pair(t, sy, (int32_t)i, h, &nh);
   while (nh) {
-    uint64_t top = heap_pop(h, &nh), v;
-    int32_t i = (int32_t)(uint32_t)top, j = sy[i].id < 0 ? -1 : sy[i].next;
-    /* stale entries: the symbol was merged away, or its pair changed (then so did its rank) */
-    if (j < 0 || !tok_pair_get(&t->merges, (uint64_t)sy[i].id << 32 | (uint32_t)sy[j].id, &v) || v >> 32 != top >> 32)
-      continue;
-    sy[i].id = (int32_t)(uint32_t)v;
+    pending top = heap_pop(h, &nh);
+    int32_t i = (int32_t)(uint32_t)top.key, j = sy[i].next;
+    /* stale: the symbol was merged away or its pair changed since it was queued */
+    if (sy[i].id != top.left || j < 0 || sy[j].id != top.right) continue;
+    sy[i].id = t->merges.merged[top.key >> 32];
     sy[i].next = sy[j].next;
     sy[j].id = -1;
     if (sy[j].next >= 0) sy[sy[j].next].prev = i;

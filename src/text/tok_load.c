@@ -267,7 +267,7 @@ static int add_merge(ctx *x, int64_t rank, char *m, size_t len, size_t split) {
     int nmiss = (int)(ia < 0 ? na : ib < 0 ? nb : na + nb);
     return fail_at(x, QVL_ERR_FORMAT, merge_path(path, sizeof path, rank), "token \"%.*s\" is not in model.vocab", nmiss, miss);
   }
-  if (tok_pair_put(&x->t->merges, (uint64_t)ia << 32 | (uint32_t)ib, (uint64_t)rank << 32 | (uint32_t)im))
+  if (tok_pairs_put(&x->t->merges, ia, ib, (uint32_t)rank, im))
     return qvl_fail(&x->t->err, QVL_ERR_NOMEM, "%s: out of memory", x->what);
   return QVL_OK;
 }
@@ -275,13 +275,18 @@ static int add_merge(ctx *x, int64_t rank, char *m, size_t len, size_t split) {
 static int read_merges(ctx *x, tj *j) {
   if (!tj_eat(j, '[')) return fail_at(x, QVL_ERR_FORMAT, "model.merges", "missing or not an array");
   struct qvl_tokenizer *t = x->t;
-  if (tok_map_init(&t->merges, (size_t)t->n_vocab)) return qvl_fail(&t->err, QVL_ERR_NOMEM, "%s: out of memory", x->what);
+  if (t->n_vocab > TOK_MAX_VOCAB)
+    return fail_at(x, QVL_ERR_UNSUPPORTED, "model.vocab", "ids up to %d (at most %d)", t->n_vocab - 1, TOK_MAX_VOCAB - 1);
+  /* BPE vocabularies have about as many merges as tokens; the table grows if not */
+  if (tok_pairs_init(&t->merges, (uint64_t)t->n_vocab, (size_t)t->n_vocab))
+    return qvl_fail(&t->err, QVL_ERR_NOMEM, "%s: out of memory", x->what);
   char *buf = NULL;
   size_t cap = 0, len = 0, split = 0;
   int64_t rank = 0;
   int rc = QVL_OK;
   for (; rc == QVL_OK && !tj_eat(j, ']'); rank++) {
-    if (rank > 0 && !tj_eat(j, ',')) rc = scan_fail(x, "model.merges", j, -1);
+    if (rank >= TOK_MAX_MERGES) rc = fail_at(x, QVL_ERR_UNSUPPORTED, "model.merges", "more than %d merges", TOK_MAX_MERGES);
+    else if (rank > 0 && !tj_eat(j, ',')) rc = scan_fail(x, "model.merges", j, -1);
     else if (!(rc = merge_parts(x, j, rank, &buf, &cap, &len, &split))) rc = add_merge(x, rank, buf, len, split);
   }
   free(buf);
@@ -289,11 +294,14 @@ static int read_merges(ctx *x, tj *j) {
   return rc;
 }
 
-/* Where model.vocab and model.merges lie in the text ([0] = 0 when absent). */
+/* Where model.vocab and model.merges lie in the text ([0] = 0 when absent), and whether they were read. */
 typedef struct spans {
   size_t at[2][2];
+  int done[2];
 } spans;
 
+/* vocab and merges are read in place during the walk (one pass over the ~11 MB); merges need the
+ * vocabulary, so merges that come first are only located here and read after the walk. */
 static int model_members(ctx *x, tj *j, char **key, size_t *cap, spans *sp) {
   size_t len;
   int e = 0;
@@ -303,8 +311,9 @@ static int model_members(ctx *x, tj *j, char **key, size_t *cap, spans *sp) {
     int k = !strcmp(*key, "vocab") ? 0 : !strcmp(*key, "merges") ? 1 : -1;
     tj_peek(j);
     size_t start = j->i;
-    if ((e = tj_skip(j))) return scan_fail(x, "model", j, e);
-    if (k >= 0) sp->at[k][0] = start, sp->at[k][1] = j->i;
+    int rc = k == 0 ? read_vocab(x, j) : k == 1 && sp->done[0] ? read_merges(x, j) : ((e = tj_skip(j)) ? scan_fail(x, "model", j, e) : QVL_OK);
+    if (rc) return rc;
+    if (k >= 0) sp->at[k][0] = start, sp->at[k][1] = j->i, sp->done[k] = k == 0 || sp->done[0];
   } while (tj_eat(j, ','));
   return tj_eat(j, '}') ? QVL_OK : scan_fail(x, "model", j, -1);
 }
@@ -315,6 +324,8 @@ static int find_spans(ctx *x, const char *s, size_t n, spans *sp) {
   size_t cap = 0, len;
   int rc = QVL_OK, e = 0;
   memset(sp, 0, sizeof *sp);
+  if (tok_map_init(&x->t->vocab, n / 64)) /* ~75 bytes per token in tokenizer.json; grows when short */
+    return qvl_fail(&x->t->err, QVL_ERR_NOMEM, "%s: out of memory", x->what);
   if (!tj_eat(&j, '{')) rc = fail_at(x, QVL_ERR_FORMAT, "(document)", "not a JSON object");
   else if (!tj_eat(&j, '}')) {
     do {
@@ -364,12 +375,9 @@ static int read_model(ctx *x, const cJSON *model, const char *json, size_t len, 
   x->ignore_merges = is_true(model, "ignore_merges");
   if (!sp->at[0][0]) return fail_at(x, QVL_ERR_FORMAT, "model.vocab", "missing");
   if (!sp->at[1][0]) return fail_at(x, QVL_ERR_FORMAT, "model.merges", "missing");
-  tj jv = {json, sp->at[0][1], sp->at[0][0]}, jm = {json, sp->at[1][1], sp->at[1][0]};
-  if (tok_map_init(&x->t->vocab, (sp->at[0][1] - sp->at[0][0]) / 20)) /* grows when short */
-    return qvl_fail(&x->t->err, QVL_ERR_NOMEM, "%s: out of memory", x->what);
+  tj jm = {json, sp->at[1][1], sp->at[1][0]};
   (void)len;
-  int rc = read_vocab(x, &jv);
-  if (rc == QVL_OK) rc = read_merges(x, &jm);
+  int rc = sp->done[1] ? QVL_OK : read_merges(x, &jm);
   for (int b = 0; b < 256 && rc == QVL_OK; b++) {
     char ch[3];
     int cp = byte_char(b), n = cp < 0x80 ? 1 : 2;
@@ -554,7 +562,7 @@ int qvl_tokenizer_open(qvl_tokenizer **out, const char *path) {
 void qvl_tokenizer_close(qvl_tokenizer *t) {
   if (!t) return;
   free(t->pieces), free(t->bytes), free(t->piece), free(t->raw), free(t->special), free(t->added);
-  tok_map_free(&t->vocab), tok_map_free(&t->merges), tok_map_free(&t->cache.map);
+  tok_map_free(&t->vocab), tok_pairs_free(&t->merges), tok_map_free(&t->cache.map);
   tok_vec_free(&t->cache.entries), tok_vec_free(&t->cache.keys), tok_vec_free(&t->cache.ids);
   tok_vec *bufs[6] = {&t->out_ids, &t->work_ids, &t->norm, &t->text, &t->sym, &t->heap};
   for (int i = 0; i < 6; i++) tok_vec_free(bufs[i]);

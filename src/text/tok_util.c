@@ -74,26 +74,46 @@ static int grow(tok_map *m) {
 
 int tok_map_reserve(tok_map *m) { return 2 * (m->n + 1) > m->cap ? grow(m) : QVL_OK; }
 
-int tok_pair_put(tok_map *m, uint64_t key, uint64_t val) {
-  if (tok_map_reserve(m)) return QVL_ERR_NOMEM;
-  uint64_t k = key + 1;
-  size_t i = mix(k) & (m->cap - 1);
-  while (m->slots[i].key && m->slots[i].key != k) i = (i + 1) & (m->cap - 1);
-  if (!m->slots[i].key) m->n++;
-  m->slots[i].key = k;
-  m->slots[i].val = val;
+int tok_pairs_init(tok_pairs *p, uint64_t n_vocab, size_t n_merges) {
+  size_t cap = 16;
+  while (cap < n_merges + n_merges / 2) cap *= 2; /* load <= 2/3 */
+  p->slots = calloc(cap, sizeof *p->slots);
+  p->merged = malloc(cap * sizeof *p->merged);
+  p->cap = cap, p->n = 0, p->n_vocab = n_vocab;
+  return p->slots && p->merged ? QVL_OK : QVL_ERR_NOMEM;
+}
+
+/* Doubles the table (and the rank -> token array with it, so merged[] always has cap entries). */
+static int pairs_grow(tok_pairs *p) {
+  tok_pairs big;
+  if (tok_pairs_init(&big, p->n_vocab, p->cap)) return tok_pairs_free(&big), QVL_ERR_NOMEM;
+  for (size_t i = 0; i < p->cap; i++) {
+    if (!p->slots[i]) continue;
+    size_t j = mix(p->slots[i] >> 24) & (big.cap - 1);
+    while (big.slots[j]) j = (j + 1) & (big.cap - 1);
+    big.slots[j] = p->slots[i];
+  }
+  memcpy(big.merged, p->merged, p->cap * sizeof *p->merged);
+  big.n = p->n;
+  tok_pairs_free(p);
+  *p = big;
   return QVL_OK;
 }
 
-int tok_pair_get(const tok_map *m, uint64_t key, uint64_t *val) {
-  uint64_t k = key + 1;
-  size_t i = mix(k) & (m->cap - 1);
-  while (m->slots[i].key) {
-    if (m->slots[i].key == k) {
-      *val = m->slots[i].val;
-      return 1;
-    }
-    i = (i + 1) & (m->cap - 1);
-  }
-  return 0;
+void tok_pairs_free(tok_pairs *p) {
+  free(p->slots);
+  free(p->merged);
+  memset(p, 0, sizeof *p);
+}
+
+int tok_pairs_put(tok_pairs *p, int32_t left, int32_t right, uint32_t rank, int32_t merged) {
+  while ((p->n + 1) * 3 > p->cap * 2 || rank >= p->cap)
+    if (pairs_grow(p)) return QVL_ERR_NOMEM;
+  uint64_t key = (uint64_t)left * p->n_vocab + (uint64_t)right + 1;
+  size_t i = mix(key) & (p->cap - 1);
+  while (p->slots[i] && p->slots[i] >> 24 != key) i = (i + 1) & (p->cap - 1);
+  p->n += !p->slots[i];
+  p->slots[i] = key << 24 | rank;
+  p->merged[rank] = merged;
+  return QVL_OK;
 }

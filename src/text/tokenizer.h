@@ -39,6 +39,18 @@ typedef struct tok_map {
   size_t cap, n;
 } tok_map;
 
+/* The merges: (left, right) -> rank in one 8-byte slot, [key = left * n_vocab + right + 1 : 40][rank : 24], so
+ * the table of ~150k merges is 2 MB and lookups mostly hit the cache; merged[rank] is the merge's token. */
+typedef struct tok_pairs {
+  uint64_t *slots;
+  size_t cap, n;
+  int32_t *merged; /* [cap] by rank */
+  uint64_t n_vocab;
+} tok_pairs;
+
+#define TOK_MAX_VOCAB (1 << 20) /* keys fit 40 bits */
+#define TOK_MAX_MERGES (1 << 24)
+
 typedef struct tok_vec {
   void *p;
   size_t n, cap; /* elements */
@@ -70,7 +82,7 @@ struct qvl_tokenizer {
   uint8_t *special;    /* [n_ids] 1 for added tokens marked special */
   int32_t byte_id[256];/* the one-byte token of each byte */
   tok_map vocab;       /* piece string -> id (hash keyed, verified against pieces) */
-  tok_map merges;      /* (left, right) -> rank << 32 | merged id */
+  tok_pairs merges;
   tok_added *added;    /* sorted by id */
   int n_added;
   uint8_t added_first[256]; /* 1 when some added token starts with that byte */
@@ -93,9 +105,21 @@ uint64_t tok_hash(const void *p, size_t n);
 /* Where probing for a stored key starts; and growing before an insert (load <= 1/2). */
 size_t tok_map_home(const tok_map *m, uint64_t key);
 int tok_map_reserve(tok_map *m);
-/* Pair maps: key = left << 32 | right. put overwrites (a later merge wins, as in HF's HashMap). */
-int tok_pair_put(tok_map *m, uint64_t key, uint64_t val);
-int tok_pair_get(const tok_map *m, uint64_t key, uint64_t *val);
+int tok_pairs_init(tok_pairs *p, uint64_t n_vocab, size_t n_merges);
+void tok_pairs_free(tok_pairs *p);
+/* A later duplicate merge replaces the earlier one (HF builds a HashMap from the list). */
+int tok_pairs_put(tok_pairs *p, int32_t left, int32_t right, uint32_t rank, int32_t merged);
+/* The rank of merging left and right, or UINT32_MAX when they do not merge. */
+static inline uint32_t tok_pairs_rank(const tok_pairs *p, int32_t left, int32_t right) {
+  uint64_t key = (uint64_t)left * p->n_vocab + (uint64_t)right + 1, z = key;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  for (size_t i = (z ^ (z >> 31)) & (p->cap - 1);; i = (i + 1) & (p->cap - 1)) {
+    uint64_t s = p->slots[i];
+    if (!s) return UINT32_MAX;
+    if (s >> 24 == key) return (uint32_t)(s & 0xFFFFFF);
+  }
+}
 
 /* ---- load (tok_load.c) ---- */
 /* Looks a piece (tokenizer.json spelling) up; -1 when absent. */
