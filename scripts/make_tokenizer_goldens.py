@@ -449,7 +449,9 @@ def make_processor(kind: str, tokenizer_json: Path, tmp: Path, template: str):
     (d / "tokenizer_config.json").write_text(json.dumps(tcfg))
     pre = json.loads((cfg_dir / "preprocessor_config.json").read_text())
     (d / "preprocessor_config.json").write_text(json.dumps(pre))
-    (d / "video_preprocessor_config.json").write_text(json.dumps(pre))
+    video = dict(pre, video_processor_type="Qwen2VLVideoProcessor" if kind == "qwen2_5_vl" else "Qwen3VLVideoProcessor")
+    video.pop("image_processor_type", None)
+    (d / "video_preprocessor_config.json").write_text(json.dumps(video))
     (d / "chat_template.jinja").write_text(template)
     errors = []
     try:
@@ -512,6 +514,10 @@ def make_chat_goldens(tokenizer_json: Path, templates: dict, out: Path, versions
                 kwargs["add_vision_id"] = True
             text = tok.apply_chat_template(conv["messages"], **kwargs)
             check(isinstance(text, str), f"{kind}/{conv['name']}: apply_chat_template returned {type(text)}")
+            if conv["name"] == "one_image":  # the rendered examples of spec §5.2: the templates were copied right
+                want = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" if kind == "qwen2_5_vl" else "") + \
+                    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe this image.<|im_end|>\n<|im_start|>assistant\n"
+                check(text == want, f"{kind}: the template renders {text!r}, spec §5.2 says {want!r}")
             rec = {"model": kind, "name": conv["name"], "messages": copy.deepcopy(conv["messages"]), "add_generation_prompt": gen,
                    "add_vision_id": bool(conv.get("add_vision_id")), **compact_tools(conv), "text": text,
                    "ids": tok(text, add_special_tokens=False)["input_ids"]}

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_json.h"
+#include "io/config.h"
 #include "qvl.h"
 
 static qvl_tokenizer *tok;
@@ -168,11 +170,44 @@ static void test_refusals(void **state) {
   assert_int_equal(qvl_chat_render(NULL, &c, 0, &text, NULL), QVL_ERR_INVALID_ARG);
 }
 
+/* tests/data/tokenizer/chat_jinja.jsonl: the verbatim templates rendered by Jinja2 in transformers' environment
+ * (scripts/make_chat_jinja_goldens.py): curated and random conversations, text compared byte for byte. */
+static void test_jinja_goldens(void **state) {
+  (void)state;
+  if (!tok) fail_msg("the real Qwen tokenizer is missing: run scripts/fetch-tokenizer.sh");
+  char *text = NULL;
+  size_t len = 0;
+  qvl_err err = {0};
+  if (qvl_read_file(tu_path("tests/data/tokenizer/chat_jinja.jsonl"), &text, &len, 16 << 20, &err)) fail_msg("%s", err.msg);
+  static conv c;
+  int n[2] = {0, 0}, bad = 0, line = 0;
+  for (char *p = text, *nl; p && *p; p = nl ? nl + 1 : NULL, line++) {
+    nl = strchr(p, '\n');
+    if (nl) *nl = '\0';
+    cJSON *rec = line ? cJSON_Parse(p) : NULL;
+    if (!line) continue;
+    if (!rec || !str_of(rec, "text")) fail_msg("chat_jinja.jsonl line %d: not a record", line + 1);
+    read_conv(&c, rec);
+    n[c.chat.kind == QVL_CHAT_QWEN3_VL]++;
+    const char *got;
+    if (qvl_chat_render(tok, &c.chat, 0, &got, NULL)) fail_msg("%s: %s", str_of(rec, "name"), qvl_tokenizer_errmsg(tok));
+    if (strcmp(got, str_of(rec, "text"))) {
+      if (bad++ < 5) fprintf(stderr, "%s/%s differs\n--- qvl ---\n%s\n--- Jinja2 ---\n%s\n", str_of(rec, "model"),
+                             str_of(rec, "name"), got, str_of(rec, "text"));
+    }
+    cJSON_Delete(rec);
+  }
+  free(text);
+  fprintf(stderr, "Jinja2 goldens: %d Qwen2.5-VL + %d Qwen3-VL conversations, %d differ\n", n[0], n[1], bad);
+  assert_true(n[0] >= 100 && n[1] >= 100);
+  assert_int_equal(bad, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spec_examples), cmocka_unit_test(test_qwen2_5_roles_and_ids),
       cmocka_unit_test(test_qwen3_tools),   cmocka_unit_test(test_video_expansion),
-      cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_refusals),      cmocka_unit_test(test_jinja_goldens),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
