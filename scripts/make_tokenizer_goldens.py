@@ -575,6 +575,21 @@ def bench_hf(tokenizer_json: Path, corpus: Path, corpus_sha: str, out: Path, ver
     return res
 
 
+def bench_qvl(qvl: str, tokenizer_json: Path, corpus: Path, out: Path, hf: dict) -> dict:
+    """`qvl bench tok` on the same corpus, in the same job: the speed ratio the acceptance asks for."""
+    import subprocess
+    r = subprocess.run([qvl, "bench", "tok", "--tokenizer", str(tokenizer_json), "--corpus", str(corpus)],
+                       capture_output=True, text=True, check=False)
+    check(r.returncode == 0, f"qvl bench tok failed: {r.stderr.strip()}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["speedup_vs_hf"] = round(res["encode_mb_s"] / hf["encode_mb_s"], 2)
+    res["tokens_equal_hf"] = res["tokens"] == hf["tokens"]
+    (out / "qvl_bench.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res))
+    check(res["tokens_equal_hf"], f"qvl encodes the corpus to {res['tokens']} tokens, HF to {hf['tokens']}")
+    return res
+
+
 def versions_of() -> dict:
     v = {"python": platform.python_version()}
     for mod in ("tokenizers", "transformers"):
@@ -593,6 +608,8 @@ def main() -> int:
     ap.add_argument("--corpus-mb", type=int, default=16)
     ap.add_argument("--corpus-only", action="store_true", help="write the corpus and stop (standard library only)")
     ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--bench-only", action="store_true", help="only the benchmark (HF, and qvl with --qvl)")
+    ap.add_argument("--qvl", help="a built qvl binary: run `qvl bench tok` on the same corpus right after HF")
     args = ap.parse_args()
     os.environ.setdefault("RAYON_NUM_THREADS", "1")  # single-thread HF, before tokenizers is imported
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -619,6 +636,11 @@ def main() -> int:
         for piece, want in (("Ġ", 220), ("Ċ", 198), ("ĠĠ", 256), ("Hello", 9707), ("ĠHello", 21927)):
             check(tok.token_to_id(piece) == want, f"spot check {piece!r} = {tok.token_to_id(piece)}, expected {want}")
         added = added_tokens(tj)
+        if args.bench_only:
+            res = bench_hf(tj, corpus, corpus_sha, out, versions)
+            if args.qvl:
+                bench_qvl(args.qvl, tj, corpus, out, res)
+            return 0
         strings = golden_strings(added)
         check(len(strings) >= 5000, f"only {len(strings)} strings")
         # each stage runs even when an earlier one failed, so one run yields everything it can
@@ -641,6 +663,8 @@ def main() -> int:
             if how.startswith("unavailable"):
                 failures.append(f"processor {kind}: {how} (chat.jsonl has no input_ids for it)")
         bench = None if args.skip_bench else stage("bench", lambda: bench_hf(tj, corpus, corpus_sha, out, versions))
+        if bench and args.qvl:
+            stage("qvl bench", lambda: bench_qvl(args.qvl, tj, corpus, out, bench))
         total = sum(p.stat().st_size for p in out.glob("*") if p.is_file())
         check(total < 5 << 20, f"goldens take {total} bytes, more than 5 MB")
         cmd = "python3 scripts/make_tokenizer_goldens.py " + " ".join(sys.argv[1:])
