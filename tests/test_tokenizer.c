@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <utf8proc.h>
 
 #include "text/tokenizer.h"
@@ -521,6 +522,35 @@ static void test_malformed_text(void **state) {
   qvl_tokenizer_close(NULL);
 }
 
+/* ---- qvl tokenize ------------------------------------------------------------------------------------------ */
+
+static int run_qvl(char *out, size_t cap, const char *args) {
+  char cmd[2048];
+  const char *dir = tu_tmpdir();
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s/log' 2>&1", tu_path(""), getenv("QVL_BINARY"), args, dir);
+  int st = system(cmd);
+  snprintf(cmd, sizeof cmd, "%s/log", dir);
+  FILE *f = fopen(cmd, "r");
+  size_t n = f ? fread(out, 1, cap - 1, f) : 0;
+  out[n] = '\0';
+  if (f) fclose(f);
+  tu_rmtree(dir);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli_tokenize(void **state) {
+  (void)state;
+  need_real();
+  char out[4096];
+  assert_int_equal(run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json 'Hello world<|im_end|>'"), 0);
+  tu_assert_msg_has(out, "3 tokens: 9707 1879 151645", "\"\xc4\xa0world\"");
+  assert_int_equal(run_qvl(out, sizeof out, "tokenize --tokenizer /nonexistent.json hi"), 1);
+  tu_assert_msg_has(out, "/nonexistent.json: cannot open", NULL);
+  assert_int_equal(run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json \"$(printf 'a\\377')\""), 1);
+  tu_assert_msg_has(out, "not valid UTF-8 at byte 1", NULL);
+  assert_int_equal(run_qvl(out, sizeof out, "tokenize hi"), 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spot_ids),         cmocka_unit_test(test_special_tokens),
@@ -529,7 +559,7 @@ int main(void) {
       cmocka_unit_test(test_lossy),            cmocka_unit_test(test_stream_boundaries),
       cmocka_unit_test(test_generation_config), cmocka_unit_test(test_whitespace_class),
       cmocka_unit_test(test_tiny_ok),          cmocka_unit_test(test_malformed),
-      cmocka_unit_test(test_malformed_text),
+      cmocka_unit_test(test_malformed_text),   cmocka_unit_test(test_cli_tokenize),
   };
   return cmocka_run_group_tests(tests, open_real, close_real);
 }
