@@ -549,6 +549,16 @@ static void test_cli_tokenize(void **state) {
   assert_int_equal(run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json \"$(printf 'a\\377')\""), 1);
   tu_assert_msg_has(out, "not valid UTF-8 at byte 1", NULL);
   assert_int_equal(run_qvl(out, sizeof out, "tokenize hi"), 2);
+  /* --model DIR: stop ids from its generation_config.json */
+  const char *dir = tu_tmpdir();
+  char path[600], args[1024];
+  snprintf(path, sizeof path, "%s/generation_config.json", dir);
+  const char *gen = "{\"eos_token_id\": [151645, 151643, 7]}";
+  tu_write_file(path, gen, strlen(gen));
+  snprintf(args, sizeof args, "tokenize --model '%s' --tokenizer .cache/tokenizer/tokenizer.json hi", dir);
+  assert_int_equal(run_qvl(out, sizeof out, args), 0);
+  tu_assert_msg_has(out, "stop ids: 151645 151643 7", NULL);
+  tu_rmtree(dir);
 }
 
 int main(void) {

@@ -58,6 +58,11 @@ int cmd_tokenize(int argc, char **argv) {
     print_piece(p, len);
     printf("\n");
   }
+  const int32_t *stop;
+  int n_stop = qvl_tokenizer_stop_ids(t, &stop);
+  printf("stop ids:");
+  for (int i = 0; i < n_stop; i++) printf(" %d", stop[i]);
+  printf(model ? " (generation_config.json when present, else the defaults)\n" : " (defaults)\n");
   qvl_tokenizer_close(t);
   return 0;
 }
