@@ -10,7 +10,9 @@
 #include "core/rng.h"
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "models/lm.h"
 #include "models/model.h"
+#include "models/mrope.h"
 #include "qvl_internal.h"
 #ifdef QVL_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
@@ -334,6 +336,28 @@ int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float
                       qvl_tap_fn tap, void *ud) {
   vis_input in = {grid, n_img, pixels, NULL, 0};
   return qvl_engine_vision_input(e, &in, out, tap, ud);
+}
+
+int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *grid, int n_img, const float *pixels,
+                       float *logits, int32_t *pos, int64_t *delta) {
+  qvl_err_clear(&e->err);
+  if (n < 1) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "prefill: empty prompt");
+  qvl_vision_out vis = {0};
+  int64_t d = 0;
+  int32_t *p = malloc((size_t)n * 3 * sizeof(int32_t));
+  int rc = p ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "prefill: out of memory");
+  if (!rc) rc = qvl_rope_index(p, &d, ids, n, &e->cfg, grid, n_img, &e->err);
+  if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, pixels, &vis, NULL, NULL);
+  if (!rc) {
+    lm_input in = {ids, n, p, n_img ? vis.data[0] : NULL, n_img ? (const float *const *)vis.data + 1 : NULL,
+                   n_img ? vis.n - 1 : 0};
+    rc = qvl_lm_prefill(e->be, &e->cfg, &e->w, &in, logits, &e->err);
+  }
+  if (!rc && pos) memcpy(pos, p, (size_t)n * 3 * sizeof(int32_t));
+  if (!rc && delta) *delta = d;
+  qvl_vision_out_free(&vis);
+  free(p);
+  return rc;
 }
 
 int qvl_encode_pixels(qvl_engine *e, const qvl_pixels *px, qvl_features **out) {

@@ -15,6 +15,11 @@ qvl_err *qvl_engine_err(qvl_engine *e); /* where the engine's public functions r
 int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
                       qvl_tap_fn tap, void *ud);
 
+/* Prefill of one sequence (CPU backend for now): vision tower on the images (if any), M-RoPE positions
+ * (pos [3][n], *delta), logits [n][vocab]. pos and delta may be NULL. Needs QVL_LOAD_ALL. */
+int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *grid, int n_img, const float *pixels,
+                       float *logits, int32_t *pos, int64_t *delta);
+
 /* The same with pixel rows possibly already on the device, and out == NULL to keep the features there. */
 int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud);
 

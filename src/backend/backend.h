@@ -76,6 +76,18 @@ struct qvl_backend {
    * [cu[i], cu[i+1]) (cu: host int32, n_seq + 1 entries, cu[0] = 0, cu[n_seq] = rows); qkv as rope_qk. */
   int (*attention)(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads,
                    int head_dim, float scale);
+  /* ---- language model (CPU only so far; NULL on backends that do not have them yet) ---- */
+  /* In place on x [rows][heads][head_dim] with rows row_stride elements apart: NeoX rotation by cos/sin
+   * [rows][head_dim] (f32 buffers). */
+  int (*rope_heads)(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads,
+                    int head_dim, int64_t row_stride);
+  /* Causal grouped-query attention over one sequence: q [rows][heads][hd], k and v [rows][kv_heads][hd]
+   * (kv head g serves q heads g*r .. g*r + r - 1, r = heads / kv_heads), out [rows][heads][hd]. */
+  int (*attention_causal)(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t rows,
+                          int heads, int kv_heads, int head_dim, float scale);
+  /* y[idx[i]] = x[i] (accumulate: +=) for rows of row_elems, i < n (idx: int32 buffer). */
+  int (*scatter_rows)(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems,
+                      int accumulate);
   /* y[i] = x[idx[i]] for rows of row_elems elements, i < n (idx: int32 buffer) */
   int (*gather_rows)(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems);
   /* h[r] += sum_c w[r*4+c] * table[idx[r*4+c]] over the 4 bilinear corners (idx int32, w f32 buffers) */

@@ -68,6 +68,9 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->gelu_tanh = cpu_gelu_tanh;
   b->rope_qk = cpu_rope_qk;
   b->rope_tables = cpu_rope_tables;
+  b->rope_heads = cpu_rope_heads;
+  b->attention_causal = cpu_attention_causal;
+  b->scatter_rows = cpu_scatter_rows;
   b->attention = cpu_attention;
   b->gather_rows = cpu_gather_rows;
   b->add_bilinear = cpu_add_bilinear;

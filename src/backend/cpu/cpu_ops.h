@@ -18,6 +18,12 @@ int cpu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, 
                     int head_dim, float theta);
 int cpu_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
                   float scale);
+int cpu_rope_heads(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
+                   int64_t row_stride);
+int cpu_attention_causal(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t rows, int heads,
+                         int kv_heads, int head_dim, float scale);
+int cpu_scatter_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems,
+                     int accumulate);
 int cpu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems);
 int cpu_add_bilinear(qvl_backend *b, void *h, const void *table, const int32_t *idx, const float *w, int64_t rows,
                      int dim);
