@@ -40,7 +40,8 @@ static void check_stream(const int32_t *ids, size_t n, const char *want, size_t 
 }
 
 static void check_chat(const char *text, uint8_t mode) {
-  qvl_chat_part parts[2] = {{.kind = QVL_PART_IMAGE, .grid_thw = {1, 2 + 2 * (mode & 3), 4}}, {.kind = QVL_PART_TEXT, .text = text}};
+  qvl_chat_part parts[2] = {{.kind = QVL_PART_IMAGE, .grid_thw = {1, 2 + 2 * (mode & 3), 4}},
+                            {.kind = QVL_PART_TEXT, .text = text}};
   qvl_chat_message msgs[2] = {{.role = "system", .content = text}, {.role = "user", .parts = parts, .n_parts = 2}};
   qvl_chat c = {.kind = mode & 4 ? QVL_CHAT_QWEN3_VL : QVL_CHAT_QWEN2_5_VL, .messages = msgs + !(mode & 8),
                 .n_messages = 1 + !!(mode & 8), .add_generation_prompt = 1, .add_vision_id = mode >> 4 & 1};

@@ -68,7 +68,8 @@ static inline void read_conv(conv *c, const cJSON *rec) {
     read_calls(c, i, cJSON_GetObjectItem(m, "tool_calls"));
   }
   const cJSON *tools = cJSON_GetObjectItem(rec, "tools_json");
-  for (const cJSON *t = tools ? tools->child : NULL; t && c->chat.n_tools < 16; t = t->next) c->tools[c->chat.n_tools++] = t->valuestring;
+  for (const cJSON *t = tools ? tools->child : NULL; t && c->chat.n_tools < 16; t = t->next)
+    c->tools[c->chat.n_tools++] = t->valuestring;
   c->chat.tools = c->tools;
   const cJSON *grids = cJSON_GetObjectItem(rec, "image_grid_thw");
   int k = 0;

@@ -45,9 +45,10 @@ static void test_spec_examples(void **state) {
   (void)state;
   qvl_chat_message m = {.role = "user", .parts = DESCRIBE, .n_parts = 2};
   qvl_chat c = {.kind = QVL_CHAT_QWEN2_5_VL, .messages = &m, .n_messages = 1, .add_generation_prompt = 1};
-  assert_string_equal(render(&c, 0),
-                      "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                      "<|vision_start|><|image_pad|><|vision_end|>Describe this image.<|im_end|>\n<|im_start|>assistant\n");
+  assert_string_equal(
+      render(&c, 0),
+      "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+      "<|vision_start|><|image_pad|><|vision_end|>Describe this image.<|im_end|>\n<|im_start|>assistant\n");
   c.kind = QVL_CHAT_QWEN3_VL;
   assert_string_equal(render(&c, 0), "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe this "
                                      "image.<|im_end|>\n<|im_start|>assistant\n");
@@ -70,10 +71,11 @@ static void test_qwen2_5_roles_and_ids(void **state) {
   qvl_chat_message m[3] = {{.role = "system", .content = "Be brief."}, {.role = "user", .parts = two, .n_parts = 3},
                            {.role = "assistant", .content = "OK"}};
   qvl_chat c = {.kind = QVL_CHAT_QWEN2_5_VL, .messages = m, .n_messages = 3, .add_vision_id = 1};
-  assert_string_equal(render(&c, 0),
-                      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nPicture 1: "
-                      "<|vision_start|><|image_pad|><|vision_end|>Video 1: <|vision_start|><|video_pad|><|vision_end|>"
-                      "Picture 2: <|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\nOK<|im_end|>\n");
+  assert_string_equal(
+      render(&c, 0),
+      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nPicture 1: "
+      "<|vision_start|><|image_pad|><|vision_end|>Video 1: <|vision_start|><|video_pad|><|vision_end|>"
+      "Picture 2: <|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\nOK<|im_end|>\n");
 }
 
 static const char *WEATHER =
@@ -81,9 +83,12 @@ static const char *WEATHER =
     "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}},"
     "\"x\":1.0,\"y\":1e-5,\"z\":[true,null,-0,12345678901234567890,0.1,1e16,2.5e300,\"\\u0001\"],\"e\":{}}";
 static const char *WEATHER_PY =
-    "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather \\\"now\\\"\\n\xc3\xa9\", "
-    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}, "
-    "\"x\": 1.0, \"y\": 1e-05, \"z\": [true, null, 0, 12345678901234567890, 0.1, 1e+16, 2.5e+300, \"\\u0001\"], \"e\": {}}";
+    "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather "
+    "\\\"now\\\"\\n\xc3\xa9\", "
+    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": "
+    "[\"city\"]}}, "
+    "\"x\": 1.0, \"y\": 1e-05, \"z\": [true, null, 0, 12345678901234567890, 0.1, 1e+16, 2.5e+300, \"\\u0001\"], \"e\": "
+    "{}}";
 
 static void test_qwen3_tools(void **state) {
   (void)state;
@@ -100,18 +105,20 @@ static void test_qwen3_tools(void **state) {
   qvl_chat c = {.kind = QVL_CHAT_QWEN3_VL, .messages = m, .n_messages = 6, .tools = tools, .n_tools = 1,
                 .add_generation_prompt = 1};
   char want[4096];
-  snprintf(want, sizeof want,
-           "<|im_start|>system\nYou are a bot.\n\n# Tools\n\nYou may call one or more functions to assist with the user "
-           "query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n%s\n</tools>\n\n"
-           "For each function call, return a json object with function name and arguments within <tool_call></tool_call> "
-           "XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
-           "<|im_start|>user\nWeather in Paris and Lyon?<|im_end|>\n"
-           "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
-           "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lyon\"}}\n</tool_call><|im_end|>\n"
-           "<|im_start|>user\n<tool_response>\n{\"temp\": 20}\n</tool_response>\n<tool_response>\nsunny"
-           "<|vision_start|><|image_pad|><|vision_end|>\n</tool_response><|im_end|>\n"
-           "<|im_start|>assistant\nBoth sunny.<|im_end|>\n<|im_start|>assistant\n",
-           WEATHER_PY);
+  snprintf(
+      want, sizeof want,
+      "<|im_start|>system\nYou are a bot.\n\n# Tools\n\nYou may call one or more functions to assist with the user "
+      "query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n%s\n</tools>\n\n"
+      "For each function call, return a json object with function name and arguments within <tool_call></tool_call> "
+      "XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
+      "<|im_start|>user\nWeather in Paris and Lyon?<|im_end|>\n"
+      "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+      "\"Paris\"}}\n</tool_call>\n"
+      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lyon\"}}\n</tool_call><|im_end|>\n"
+      "<|im_start|>user\n<tool_response>\n{\"temp\": 20}\n</tool_response>\n<tool_response>\nsunny"
+      "<|vision_start|><|image_pad|><|vision_end|>\n</tool_response><|im_end|>\n"
+      "<|im_start|>assistant\nBoth sunny.<|im_end|>\n<|im_start|>assistant\n",
+      WEATHER_PY);
   assert_string_equal(render(&c, 0), want);
   /* content before the calls gets a newline; a later system message is not rendered */
   m[2].content = "Let me check.";
@@ -127,12 +134,14 @@ static void test_qwen3_tools(void **state) {
 static void test_video_expansion(void **state) {
   (void)state;
   double ts[2] = {0.25, 1.75};
-  qvl_chat_part v[2] = {{.kind = QVL_PART_VIDEO, .grid_thw = {2, 2, 4}, .timestamps = ts}, {.kind = QVL_PART_TEXT, .text = "?"}};
+  qvl_chat_part v[2] = {{.kind = QVL_PART_VIDEO, .grid_thw = {2, 2, 4}, .timestamps = ts},
+                        {.kind = QVL_PART_TEXT, .text = "?"}};
   qvl_chat_message m = {.role = "user", .parts = v, .n_parts = 2};
   qvl_chat c = {.kind = QVL_CHAT_QWEN3_VL, .messages = &m, .n_messages = 1, .add_vision_id = 1};
-  assert_string_equal(render(&c, 1), "<|im_start|>user\nVideo 1: <0.2 seconds><|vision_start|><|video_pad|><|video_pad|>"
-                                     "<|vision_end|><1.8 seconds><|vision_start|><|video_pad|><|video_pad|><|vision_end|>?"
-                                     "<|im_end|>\n");
+  assert_string_equal(render(&c, 1),
+                      "<|im_start|>user\nVideo 1: <0.2 seconds><|vision_start|><|video_pad|><|video_pad|>"
+                      "<|vision_end|><1.8 seconds><|vision_start|><|video_pad|><|video_pad|><|vision_end|>?"
+                      "<|im_end|>\n");
   c.kind = QVL_CHAT_QWEN2_5_VL;
   c.add_vision_id = 0;
   const char *text = render(&c, 1), *p = text;
@@ -178,7 +187,8 @@ static void test_jinja_goldens(void **state) {
   char *text = NULL;
   size_t len = 0;
   qvl_err err = {0};
-  if (qvl_read_file(tu_path("tests/data/tokenizer/chat_jinja.jsonl"), &text, &len, 16 << 20, &err)) fail_msg("%s", err.msg);
+  if (qvl_read_file(tu_path("tests/data/tokenizer/chat_jinja.jsonl"), &text, &len, 16 << 20, &err))
+    fail_msg("%s", err.msg);
   static conv c;
   int n[2] = {0, 0}, bad = 0, line = 0;
   for (char *p = text, *nl; p && *p; p = nl ? nl + 1 : NULL, line++) {
@@ -190,7 +200,8 @@ static void test_jinja_goldens(void **state) {
     read_conv(&c, rec);
     n[c.chat.kind == QVL_CHAT_QWEN3_VL]++;
     const char *got;
-    if (qvl_chat_render(tok, &c.chat, 0, &got, NULL)) fail_msg("%s: %s", str_of(rec, "name"), qvl_tokenizer_errmsg(tok));
+    if (qvl_chat_render(tok, &c.chat, 0, &got, NULL))
+      fail_msg("%s: %s", str_of(rec, "name"), qvl_tokenizer_errmsg(tok));
     if (strcmp(got, str_of(rec, "text"))) {
       if (bad++ < 5) fprintf(stderr, "%s/%s differs\n--- qvl ---\n%s\n--- Jinja2 ---\n%s\n", str_of(rec, "model"),
                              str_of(rec, "name"), got, str_of(rec, "text"));

@@ -168,7 +168,8 @@ static const char *SAMPLES[] = {
     "   leading and trailing   \n\n\n\t\t  ",
     "cafe\xcc\x81 noe\xcc\x88l A\xcc\x8a \xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8 \xea\xb0\x80\xe1\x86\xa8",
     "mixed\xe2\x80\x8bzero\xe2\x80\x8dwidth\xc2\xa0nbsp\xe3\x80\x80ideographic\xe1\xa0\x8emongolian",
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>",
+    "<|im_start|>system\nYou are a helpful "
+    "assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>",
     "",
     "\x01\x02\x1f control \x7f del",
     "ſ ſs 'S 'LL 'Ve K\xe2\x84\xaa",
@@ -218,7 +219,8 @@ static void test_nfc_fast_path(void **state) {
     tok_vec out = {0};
     assert_int_equal(tok_nfc(&out, s, k), QVL_OK);
     char *want = nfc((const char *)s);
-    if (out.n != strlen(want) || memcmp(out.p, want, out.n)) fail_msg("fast NFC differs from utf8proc (round %d)", round);
+    if (out.n != strlen(want) || memcmp(out.p, want, out.n))
+      fail_msg("fast NFC differs from utf8proc (round %d)", round);
     free(want);
     tok_vec_free(&out);
   }
@@ -412,10 +414,13 @@ static cJSON *tiny_doc(void) {
     cJSON_AddItemToArray(added, a);
   }
   cJSON_AddItemToObject(doc, "normalizer", cJSON_Parse("{\"type\":\"NFC\"}"));
-  cJSON_AddItemToObject(doc, "pre_tokenizer", cJSON_Parse(
-      "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
-      "\"(?i:'s|'t)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"
-      "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}"));
+  cJSON_AddItemToObject(
+      doc, "pre_tokenizer",
+      cJSON_Parse("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+                  "\"(?i:'s|'t)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| "
+                  "?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"
+                  "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
+                  "\"use_regex\":false}]}"));
   cJSON_AddItemToObject(doc, "decoder", cJSON_Parse("{\"type\":\"ByteLevel\"}"));
   return doc;
 }
@@ -445,24 +450,42 @@ static cJSON *model_of(cJSON *d) { return cJSON_GetObjectItem(d, "model"); }
 static void m_no_model(cJSON *d) { cJSON_DeleteItemFromObject(d, "model"); }
 static void m_vocab_array(cJSON *d) { cJSON_ReplaceItemInObject(model_of(d), "vocab", cJSON_CreateArray()); }
 static void m_no_merges(cJSON *d) { cJSON_DeleteItemFromObject(model_of(d), "merges"); }
-static void m_bad_id(cJSON *d) { cJSON_ReplaceItemInObject(cJSON_GetObjectItem(model_of(d), "vocab"), "he", cJSON_CreateNumber(-3)); }
-static void m_dup_id(cJSON *d) { cJSON_ReplaceItemInObject(cJSON_GetObjectItem(model_of(d), "vocab"), "he", cJSON_CreateNumber(256)); }
-static void m_merge_unknown(cJSON *d) { cJSON_AddItemToArray(cJSON_GetObjectItem(model_of(d), "merges"), cJSON_CreateString("x yz")); }
-static void m_merge_shape(cJSON *d) { cJSON_AddItemToArray(cJSON_GetObjectItem(model_of(d), "merges"), cJSON_CreateNumber(7)); }
-static void m_merge_spaces(cJSON *d) { cJSON_AddItemToArray(cJSON_GetObjectItem(model_of(d), "merges"), cJSON_CreateString("a b c")); }
+static void m_bad_id(cJSON *d) {
+  cJSON_ReplaceItemInObject(cJSON_GetObjectItem(model_of(d), "vocab"), "he", cJSON_CreateNumber(-3));
+}
+static void m_dup_id(cJSON *d) {
+  cJSON_ReplaceItemInObject(cJSON_GetObjectItem(model_of(d), "vocab"), "he", cJSON_CreateNumber(256));
+}
+static void m_merge_unknown(cJSON *d) {
+  cJSON_AddItemToArray(cJSON_GetObjectItem(model_of(d), "merges"), cJSON_CreateString("x yz"));
+}
+static void m_merge_shape(cJSON *d) {
+  cJSON_AddItemToArray(cJSON_GetObjectItem(model_of(d), "merges"), cJSON_CreateNumber(7));
+}
+static void m_merge_spaces(cJSON *d) {
+  cJSON_AddItemToArray(cJSON_GetObjectItem(model_of(d), "merges"), cJSON_CreateString("a b c"));
+}
 static void m_wordpiece(cJSON *d) { cJSON_ReplaceItemInObject(model_of(d), "type", cJSON_CreateString("WordPiece")); }
 static void m_byte_fallback(cJSON *d) { cJSON_AddBoolToObject(model_of(d), "byte_fallback", 1); }
 static void m_no_byte(cJSON *d) { cJSON_DeleteItemFromObject(cJSON_GetObjectItem(model_of(d), "vocab"), "Ā"); }
 static void m_nfkc(cJSON *d) { cJSON_ReplaceItemInObject(d, "normalizer", cJSON_Parse("{\"type\":\"NFKC\"}")); }
-static void m_pretok(cJSON *d) { cJSON_ReplaceItemInObject(d, "pre_tokenizer", cJSON_Parse("{\"type\":\"Whitespace\"}")); }
+static void m_pretok(cJSON *d) {
+  cJSON_ReplaceItemInObject(d, "pre_tokenizer", cJSON_Parse("{\"type\":\"Whitespace\"}"));
+}
 static void m_regex(cJSON *d) {
   cJSON *split = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "pre_tokenizer"), "pretokenizers"), 0);
   cJSON_ReplaceItemInObject(split, "pattern", cJSON_Parse("{\"Regex\":\"(unclosed\"}"));
 }
-static void m_lstrip(cJSON *d) { cJSON_AddBoolToObject(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "added_tokens"), 1), "lstrip", 1); }
-static void m_added_noid(cJSON *d) { cJSON_DeleteItemFromObject(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "added_tokens"), 0), "id"); }
+static void m_lstrip(cJSON *d) {
+  cJSON_AddBoolToObject(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "added_tokens"), 1), "lstrip", 1);
+}
+static void m_added_noid(cJSON *d) {
+  cJSON_DeleteItemFromObject(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "added_tokens"), 0), "id");
+}
 static void m_decoder(cJSON *d) { cJSON_ReplaceItemInObject(d, "decoder", cJSON_Parse("{\"type\":\"WordPiece\"}")); }
-static void m_template(cJSON *d) { cJSON_AddItemToObject(d, "post_processor", cJSON_Parse("{\"type\":\"TemplateProcessing\"}")); }
+static void m_template(cJSON *d) {
+  cJSON_AddItemToObject(d, "post_processor", cJSON_Parse("{\"type\":\"TemplateProcessing\"}"));
+}
 
 static void test_malformed(void **state) {
   (void)state;
@@ -491,7 +514,9 @@ static void test_malformed(void **state) {
     cases[i].f(doc);
     qvl_tokenizer *t = NULL;
     int rc = open_doc(doc, &t);
-    if (rc != cases[i].code) fail_msg("case %zu: %s instead of %s: %s", i, qvl_status_name(rc), qvl_status_name(cases[i].code), qvl_tokenizer_errmsg(t));
+    if (rc != cases[i].code)
+      fail_msg("case %zu: %s instead of %s: %s", i, qvl_status_name(rc), qvl_status_name(cases[i].code),
+               qvl_tokenizer_errmsg(t));
     tu_assert_msg_has(qvl_tokenizer_errmsg(t), cases[i].a, cases[i].b);
     qvl_tokenizer_close(t);
     cJSON_Delete(doc);
@@ -542,11 +567,13 @@ static void test_cli_tokenize(void **state) {
   (void)state;
   need_real();
   char out[4096];
-  assert_int_equal(run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json 'Hello world<|im_end|>'"), 0);
+  assert_int_equal(
+      run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json 'Hello world<|im_end|>'"), 0);
   tu_assert_msg_has(out, "3 tokens: 9707 1879 151645", "\"\xc4\xa0world\"");
   assert_int_equal(run_qvl(out, sizeof out, "tokenize --tokenizer /nonexistent.json hi"), 1);
   tu_assert_msg_has(out, "/nonexistent.json: cannot open", NULL);
-  assert_int_equal(run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json \"$(printf 'a\\377')\""), 1);
+  assert_int_equal(
+      run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json \"$(printf 'a\\377')\""), 1);
   tu_assert_msg_has(out, "not valid UTF-8 at byte 1", NULL);
   assert_int_equal(run_qvl(out, sizeof out, "tokenize hi"), 2);
   /* --model DIR: stop ids from its generation_config.json */

@@ -15,7 +15,9 @@
 #include "chat_json.h"
 #include "qvl.h"
 
-#define REGEN "python3 scripts/make_tokenizer_goldens.py --tokenizer .cache/tokenizer/tokenizer.json (tokenizers 0.23, transformers 5.17)"
+#define REGEN                                                                                                \
+  "python3 scripts/make_tokenizer_goldens.py --tokenizer .cache/tokenizer/tokenizer.json (tokenizers 0.23, " \
+  "transformers 5.17)"
 
 static qvl_tokenizer *tok;
 
@@ -110,7 +112,8 @@ static int check_string(const cJSON *rec, int shown) {
   if (qvl_tokenizer_encode(tok, text, len, &ids, &n)) fail_msg("encode: %s", qvl_tokenizer_errmsg(tok));
   if (n != n_want || memcmp(ids, want, n * sizeof *ids)) {
     bad = 1;
-    if (shown < 10) fprintf(stderr, "  ids differ for \"%.200s\"\n", text), print_ids("qvl", ids, n), print_ids("HF ", want, n_want);
+    if (shown < 10)
+      fprintf(stderr, "  ids differ for \"%.200s\"\n", text), print_ids("qvl", ids, n), print_ids("HF ", want, n_want);
   }
   const char *keys[2] = {"decode", "decode_skip"}, *dec;
   size_t dlen;
@@ -122,11 +125,14 @@ static int check_string(const cJSON *rec, int shown) {
     if (qvl_tokenizer_decode(tok, want, n_want, skip, &dec, &dlen)) fail_msg("decode: %s", qvl_tokenizer_errmsg(tok));
     if (dlen != wl || memcmp(dec, w, wl)) {
       bad = 1;
-      if (shown < 10) fprintf(stderr, "  %s differs for \"%.200s\":\n    qvl \"%.200s\"\n    HF  \"%.200s\"\n", keys[skip], text, dec, w);
+      if (shown < 10)
+        fprintf(stderr, "  %s differs for \"%.200s\":\n    qvl \"%.200s\"\n    HF  \"%.200s\"\n", keys[skip], text, dec,
+                w);
     }
   }
   utf8proc_uint8_t *nfc = NULL;
-  utf8proc_ssize_t nl = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+  utf8proc_ssize_t nl =
+      utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
   qvl_tokenizer_decode(tok, want, n_want, 0, &dec, &dlen);
   if (nl < 0 || (size_t)nl != dlen || memcmp(nfc, dec, dlen)) {
     bad = 1;
@@ -152,7 +158,8 @@ static void test_encode_goldens(void **state) {
     cJSON_Delete(rec);
   }
   fprintf(stderr, "encode goldens (tokenizers %s): %d strings, %d differ\n",
-          cJSON_GetObjectItem(header, "tokenizers") ? cJSON_GetObjectItem(header, "tokenizers")->valuestring : "?", total, bad);
+          cJSON_GetObjectItem(header, "tokenizers") ? cJSON_GetObjectItem(header, "tokenizers")->valuestring : "?",
+          total, bad);
   for (int i = 0; i < nt; i++) fprintf(stderr, "  %-16s %5d strings, %d differ\n", t[i].cat, t[i].n, t[i].bad);
   cJSON_Delete(header);
   free(lines), free(buf);
@@ -207,9 +214,11 @@ static void test_chat_goldens(void **state) {
     bad += check_conv(rec);
     cJSON_Delete(rec);
   }
-  fprintf(stderr, "chat goldens (transformers %s): %d Qwen2.5-VL + %d Qwen3-VL conversations, %d with processor "
-                  "input_ids; %d differ\n",
-          str_of(header, "transformers") ? str_of(header, "transformers") : "?", per_model[0], per_model[1], expanded, bad);
+  fprintf(stderr,
+          "chat goldens (transformers %s): %d Qwen2.5-VL + %d Qwen3-VL conversations, %d with processor "
+          "input_ids; %d differ\n",
+          str_of(header, "transformers") ? str_of(header, "transformers") : "?", per_model[0], per_model[1], expanded,
+          bad);
   cJSON_Delete(header);
   free(lines), free(buf);
   assert_true(per_model[0] >= 20 && per_model[1] >= 20);

@@ -77,7 +77,8 @@ int cmd_bench_tok(int argc, char **argv) {
   size_t len = 0, n_tokens = 0, n_docs = 0;
   char *corpus = slurp(corpus_path, &len);
   if (!corpus) {
-    fprintf(stderr, "qvl: cannot read %s (python3 scripts/make_tokenizer_goldens.py --corpus-only writes it)\n", corpus_path);
+    fprintf(stderr, "qvl: cannot read %s (python3 scripts/make_tokenizer_goldens.py --corpus-only writes it)\n",
+            corpus_path);
     qvl_tokenizer_close(t);
     return 1;
   }
@@ -87,10 +88,11 @@ int cmd_bench_tok(int argc, char **argv) {
     if (s < 0) return free(corpus), qvl_tokenizer_close(t), 1;
     if (s < best) best = s;
   }
-  printf("{\"bench\": \"tokenizer\", \"impl\": \"qvl\", \"threads\": 1, \"corpus_bytes\": %zu, \"corpus_docs\": %zu, "
-         "\"tokens\": %zu, \"encode_s\": %.4f, \"encode_mb_s\": %.3f, \"load_ms\": %.2f}\n",
-         len - (n_docs ? n_docs - 1 : 0), n_docs, n_tokens, best, (double)(len - (n_docs ? n_docs - 1 : 0)) / best / 1e6,
-         load * 1e3);
+  printf(
+      "{\"bench\": \"tokenizer\", \"impl\": \"qvl\", \"threads\": 1, \"corpus_bytes\": %zu, \"corpus_docs\": %zu, "
+      "\"tokens\": %zu, \"encode_s\": %.4f, \"encode_mb_s\": %.3f, \"load_ms\": %.2f}\n",
+      len - (n_docs ? n_docs - 1 : 0), n_docs, n_tokens, best, (double)(len - (n_docs ? n_docs - 1 : 0)) / best / 1e6,
+      load * 1e3);
   free(corpus);
   qvl_tokenizer_close(t);
   return 0;

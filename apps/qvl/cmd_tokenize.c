@@ -26,7 +26,8 @@ int cmd_tokenize(int argc, char **argv) {
     int has = i + 1 < argc;
     if (!strcmp(argv[i], "--model") && has) model = argv[++i];
     else if (!strcmp(argv[i], "--tokenizer") && has) file = argv[++i];
-    else if (argv[i][0] == '-' && argv[i][1] == '-' && !text) return usage(), fprintf(stderr, "qvl: bad option \"%s\"\n", argv[i]), 2;
+    else if (argv[i][0] == '-' && argv[i][1] == '-' && !text)
+      return usage(), fprintf(stderr, "qvl: bad option \"%s\"\n", argv[i]), 2;
     else if (!text) text = argv[i];
     else return usage(), 2;
   }

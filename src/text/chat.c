@@ -252,7 +252,8 @@ static void render_qwen2_5(render *r) {
 /* ---- Qwen3-VL ------------------------------------------------------------------------------------------ */
 
 static void tool_calls(render *r, const qvl_chat_message *m) {
-  if (m->n_tool_calls && !m->tool_calls) return fail(r, "message with n_tool_calls = %d and no tool_calls", m->n_tool_calls);
+  if (m->n_tool_calls && !m->tool_calls)
+    return fail(r, "message with n_tool_calls = %d and no tool_calls", m->n_tool_calls);
   for (int k = 0; k < m->n_tool_calls && !r->rc; k++) {
     const qvl_tool_call *tc = &m->tool_calls[k];
     if (k > 0 || truthy(m)) puts_(r, "\n");

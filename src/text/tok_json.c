@@ -23,7 +23,10 @@ static int hex4(const char *s, uint32_t *v) {
   *v = 0;
   for (int k = 0; k < 4; k++) {
     char c = s[k];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    int d = c >= '0' && c <= '9'   ? c - '0'
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                   : -1;
     if (d < 0) return -1;
     *v = *v << 4 | (uint32_t)d;
   }
@@ -91,7 +94,8 @@ int tj_int(tj *j, int64_t *v) {
   size_t i = j->i;
   int neg = i < j->n && j->s[i] == '-';
   i += (size_t)neg;
-  if (i >= j->n || j->s[i] < '0' || j->s[i] > '9' || (j->s[i] == '0' && i + 1 < j->n && j->s[i + 1] >= '0' && j->s[i + 1] <= '9'))
+  if (i >= j->n || j->s[i] < '0' || j->s[i] > '9' ||
+      (j->s[i] == '0' && i + 1 < j->n && j->s[i + 1] >= '0' && j->s[i + 1] <= '9'))
     return -1;
   int64_t x = 0;
   for (; i < j->n && j->s[i] >= '0' && j->s[i] <= '9'; i++) {

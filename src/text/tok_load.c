@@ -167,7 +167,8 @@ static int vocab_put(ctx *x, const char *s, size_t n, int32_t id) {
   size_t i = tok_map_home(m, h);
   for (; m->slots[i].key; i = (i + 1) & (m->cap - 1)) {
     int32_t other = (int32_t)m->slots[i].val;
-    if (m->slots[i].key == h && x->t->piece[other].len == n && !memcmp((char *)x->pieces.p + x->t->piece[other].off, s, n))
+    if (m->slots[i].key == h && x->t->piece[other].len == n &&
+        !memcmp((char *)x->pieces.p + x->t->piece[other].off, s, n))
       return fail_at(x, QVL_ERR_FORMAT, vocab_path(path, sizeof path, s), "duplicate token");
   }
   m->slots[i].key = h;
@@ -193,9 +194,11 @@ static int read_vocab(ctx *x, tj *j) {
       rc = scan_fail(x, "model.vocab", j, e);
       break;
     }
-    if (id < 0 || id > 1000000000) rc = fail_at(x, QVL_ERR_FORMAT, vocab_path(path, sizeof path, key), "id %lld is out of [0, 1e9]", (long long)id);
+    if (id < 0 || id > 1000000000)
+      rc = fail_at(x, QVL_ERR_FORMAT, vocab_path(path, sizeof path, key), "id %lld is out of [0, 1e9]", (long long)id);
     else if (id < x->cap_ids && x->t->piece[id].len)
-      rc = fail_at(x, QVL_ERR_FORMAT, vocab_path(path, sizeof path, key), "id %lld is already used by another token", (long long)id);
+      rc = fail_at(x, QVL_ERR_FORMAT, vocab_path(path, sizeof path, key), "id %lld is already used by another token",
+                   (long long)id);
     else if (!len) rc = fail_at(x, QVL_ERR_FORMAT, "model.vocab", "empty token (id %lld)", (long long)id);
     else if (!(rc = set_token(x, (int32_t)id, key, len))) rc = vocab_put(x, key, len, (int32_t)id);
     if (rc == QVL_OK && id >= x->t->n_vocab) x->t->n_vocab = (int32_t)id + 1;
@@ -221,13 +224,16 @@ static int merge_parts(ctx *x, tj *j, int64_t rank, char **buf, size_t *cap, siz
     if ((e = tj_string(j, buf, cap, len))) return scan_fail(x, merge_path(path, sizeof path, rank), j, e);
     char *sp = strchr(*buf, ' ');
     if (!sp || strchr(sp + 1, ' ') || sp == *buf || !sp[1] || strlen(*buf) != *len)
-      return fail_at(x, QVL_ERR_FORMAT, merge_path(path, sizeof path, rank), "\"%.60s\" is not two tokens separated by one space", *buf);
+      return fail_at(x, QVL_ERR_FORMAT, merge_path(path, sizeof path, rank),
+                     "\"%.60s\" is not two tokens separated by one space", *buf);
     *split = (size_t)(sp - *buf);
     return QVL_OK;
   }
-  if (!tj_eat(j, '[') || (e = tj_string(j, buf, cap, len)) || !tj_eat(j, ',') || (e = tj_string(j, &second, &cap2, &len2)) ||
-      !tj_eat(j, ']'))
-    rc = e == -2 ? scan_fail(x, "", j, e) : fail_at(x, QVL_ERR_FORMAT, merge_path(path, sizeof path, rank), "expected \"a b\" or [\"a\", \"b\"] (near byte %zu)", j->i);
+  if (!tj_eat(j, '[') || (e = tj_string(j, buf, cap, len)) || !tj_eat(j, ',') ||
+      (e = tj_string(j, &second, &cap2, &len2)) || !tj_eat(j, ']'))
+    rc = e == -2 ? scan_fail(x, "", j, e)
+                 : fail_at(x, QVL_ERR_FORMAT, merge_path(path, sizeof path, rank),
+                           "expected \"a b\" or [\"a\", \"b\"] (near byte %zu)", j->i);
   if (rc == QVL_OK && (*len + len2 + 2 > *cap)) {
     char *p = realloc(*buf, *len + len2 + 2);
     if (!p) rc = qvl_fail(&x->t->err, QVL_ERR_NOMEM, "%s: out of memory", x->what);
@@ -265,7 +271,8 @@ static int add_merge(ctx *x, int64_t rank, char *m, size_t len, size_t split) {
     if (im < 0 && ia >= 0 && ib >= 0) memmove(m + split, m + split + 1, nb);
     const char *miss = ia < 0 ? a : ib < 0 ? b : m;
     int nmiss = (int)(ia < 0 ? na : ib < 0 ? nb : na + nb);
-    return fail_at(x, QVL_ERR_FORMAT, merge_path(path, sizeof path, rank), "token \"%.*s\" is not in model.vocab", nmiss, miss);
+    return fail_at(x, QVL_ERR_FORMAT, merge_path(path, sizeof path, rank), "token \"%.*s\" is not in model.vocab",
+                   nmiss, miss);
   }
   if (tok_pairs_put(&x->t->merges, ia, ib, (uint32_t)rank, im))
     return qvl_fail(&x->t->err, QVL_ERR_NOMEM, "%s: out of memory", x->what);
@@ -276,7 +283,8 @@ static int read_merges(ctx *x, tj *j) {
   if (!tj_eat(j, '[')) return fail_at(x, QVL_ERR_FORMAT, "model.merges", "missing or not an array");
   struct qvl_tokenizer *t = x->t;
   if (t->n_vocab > TOK_MAX_VOCAB)
-    return fail_at(x, QVL_ERR_UNSUPPORTED, "model.vocab", "ids up to %d (at most %d)", t->n_vocab - 1, TOK_MAX_VOCAB - 1);
+    return fail_at(x, QVL_ERR_UNSUPPORTED, "model.vocab", "ids up to %d (at most %d)", t->n_vocab - 1,
+                   TOK_MAX_VOCAB - 1);
   /* BPE vocabularies have about as many merges as tokens; the table grows if not */
   if (tok_pairs_init(&t->merges, (uint64_t)t->n_vocab, (size_t)t->n_vocab))
     return qvl_fail(&t->err, QVL_ERR_NOMEM, "%s: out of memory", x->what);
@@ -285,7 +293,8 @@ static int read_merges(ctx *x, tj *j) {
   int64_t rank = 0;
   int rc = QVL_OK;
   for (; rc == QVL_OK && !tj_eat(j, ']'); rank++) {
-    if (rank >= TOK_MAX_MERGES) rc = fail_at(x, QVL_ERR_UNSUPPORTED, "model.merges", "more than %d merges", TOK_MAX_MERGES);
+    if (rank >= TOK_MAX_MERGES)
+      rc = fail_at(x, QVL_ERR_UNSUPPORTED, "model.merges", "more than %d merges", TOK_MAX_MERGES);
     else if (rank > 0 && !tj_eat(j, ',')) rc = scan_fail(x, "model.merges", j, -1);
     else if (!(rc = merge_parts(x, j, rank, &buf, &cap, &len, &split))) rc = add_merge(x, rank, buf, len, split);
   }
@@ -311,7 +320,9 @@ static int model_members(ctx *x, tj *j, char **key, size_t *cap, spans *sp) {
     int k = !strcmp(*key, "vocab") ? 0 : !strcmp(*key, "merges") ? 1 : -1;
     tj_peek(j);
     size_t start = j->i;
-    int rc = k == 0 ? read_vocab(x, j) : k == 1 && sp->done[0] ? read_merges(x, j) : ((e = tj_skip(j)) ? scan_fail(x, "model", j, e) : QVL_OK);
+    int rc = k == 0                  ? read_vocab(x, j)
+             : k == 1 && sp->done[0] ? read_merges(x, j)
+                                     : ((e = tj_skip(j)) ? scan_fail(x, "model", j, e) : QVL_OK);
     if (rc) return rc;
     if (k >= 0) sp->at[k][0] = start, sp->at[k][1] = j->i, sp->done[k] = k == 0 || sp->done[0];
   } while (tj_eat(j, ','));
@@ -385,7 +396,8 @@ static int read_model(ctx *x, const cJSON *model, const char *json, size_t len, 
     else ch[0] = (char)(0xC0 | cp >> 6), ch[1] = (char)(0x80 | (cp & 0x3F));
     x->t->byte_id[b] = load_piece_id(x, ch, (size_t)n);
     if (x->t->byte_id[b] < 0)
-      rc = fail_at(x, QVL_ERR_FORMAT, "model.vocab", "no token for byte 0x%02x (\"%.*s\"): not a byte-level vocabulary", b, n, ch);
+      rc = fail_at(x, QVL_ERR_FORMAT, "model.vocab", "no token for byte 0x%02x (\"%.*s\"): not a byte-level vocabulary",
+                   b, n, ch);
   }
   return rc;
 }
@@ -467,7 +479,8 @@ static int read_added_one(ctx *x, const cJSON *a, int k) {
   size_t n = strlen(content);
   int32_t in_vocab = load_piece_id(x, content, n);
   if (in_vocab >= 0 && in_vocab != i32)
-    return fail_at(x, QVL_ERR_FORMAT, path, "\"%s\" is token %d in model.vocab but has id %d here", content, in_vocab, i32);
+    return fail_at(x, QVL_ERR_FORMAT, path, "\"%s\" is token %d in model.vocab but has id %d here", content, in_vocab,
+                   i32);
   if (set_token(x, i32, content, n)) return x->t->err.code;
   x->t->special[i32] = (uint8_t)is_true(a, "special");
   tok_added *ad = &x->t->added[x->t->n_added++];
@@ -498,7 +511,8 @@ static void default_stops(struct qvl_tokenizer *t) {
   for (int i = 0; i < 2; i++) {
     int32_t id = tok_piece_id(t, names[i], strlen(names[i]));
     for (int k = 0; k < t->n_added && id < 0; k++)
-      if (t->added[k].text.len == strlen(names[i]) && !memcmp(t->pieces + t->added[k].text.off, names[i], t->added[k].text.len))
+      if (t->added[k].text.len == strlen(names[i]) &&
+          !memcmp(t->pieces + t->added[k].text.off, names[i], t->added[k].text.len))
         id = t->added[k].id;
     if (id >= 0) t->stop[t->n_stop++] = id;
   }
@@ -597,7 +611,8 @@ int qvl_tokenizer_stop_ids(const qvl_tokenizer *t, const int32_t **ids) {
 /* ---- the pre-tokenizer pattern --------------------------------------------------------------------- */
 
 /* White_Space, as Oniguruma's \s (HF tokenizers) has it; PCRE2's \s also counts U+180E (deps.md). */
-#define WS_CLASS "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WS_CLASS \
+  "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
 int tok_rewrite_pattern(const char *in, char *out, size_t cap) {
   size_t k = 0;
@@ -635,7 +650,8 @@ static int read_eos(qvl_tokenizer *t, const cJSON *eos, const char *path) {
   int n = 0;
   const cJSON *it = cJSON_IsArray(eos) ? eos->child : eos;
   for (; it; it = cJSON_IsArray(eos) ? it->next : NULL) {
-    if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= t->n_ids || it->valuedouble != (int32_t)it->valuedouble)
+    if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= t->n_ids ||
+        it->valuedouble != (int32_t)it->valuedouble)
       return qvl_fail(&t->err, QVL_ERR_FORMAT, "%s: eos_token_id: expected token ids below %d", path, t->n_ids);
     if (n == 8) return qvl_fail(&t->err, QVL_ERR_FORMAT, "%s: eos_token_id: more than 8 ids", path);
     ids[n++] = (int32_t)it->valuedouble;
