@@ -538,6 +538,10 @@ static void test_malformed_text(void **state) {
     qvl_tokenizer *t = NULL;
     assert_int_equal(qvl_tokenizer_open_json(&t, cases[i].json, strlen(cases[i].json), NULL), QVL_ERR_FORMAT);
     tu_assert_msg_has(qvl_tokenizer_errmsg(t), "tokenizer.json: ", cases[i].a);
+    const int32_t *ids; /* a handle that failed to open refuses work instead of crashing */
+    size_t n;
+    assert_int_equal(qvl_tokenizer_encode(t, "x", 1, &ids, &n), QVL_ERR_INVALID_ARG);
+    tu_assert_msg_has(qvl_tokenizer_errmsg(t), "did not open", NULL);
     qvl_tokenizer_close(t);
   }
   qvl_tokenizer *t = NULL;

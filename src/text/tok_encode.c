@@ -7,6 +7,7 @@
 
 #define CACHE_MAX_KEY 64         /* longer pre-tokens are rare and cheap to miss */
 #define CACHE_MAX_ENTRIES 32768  /* then the cache starts over */
+#define BPE_MAX_WORD (1 << 28)   /* 256 MiB of one pre-token (one run of letters, or of spaces) */
 
 /* ---- UTF-8 --------------------------------------------------------------------------------------- */
 
@@ -145,6 +146,9 @@ static void queue_pair(const struct qvl_tokenizer *t, const sym *sy, int32_t i, 
 }
 
 static int bpe_merge(struct qvl_tokenizer *t, const uint8_t *s, size_t len, tok_vec *out) {
+  if (len > BPE_MAX_WORD) /* symbol links are int32; and 16 bytes of queue per byte */
+    return qvl_fail(&t->err, QVL_ERR_LIMIT, "qvl_tokenizer_encode: one pre-token of %zu bytes (at most %d)", len,
+                    BPE_MAX_WORD);
   if (tok_vec_reserve(&t->sym, len, sizeof(sym)) || tok_vec_reserve(&t->heap, 2 * len, sizeof(pending)) ||
       tok_vec_reserve(out, out->n + len, sizeof(int32_t)))
     return QVL_ERR_NOMEM;
@@ -240,13 +244,14 @@ static int pretokenize(struct qvl_tokenizer *t, const uint8_t *s, size_t len, to
     if (m < 0) return qvl_fail(&t->err, QVL_ERR_LIMIT, "qvl_tokenizer_encode: regex match failed (PCRE2 error %d)", m);
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->md);
     size_t a = ov[0], b = ov[1];
-    if (a > pos && tok_bpe(t, s + pos, a - pos, out)) return QVL_ERR_NOMEM;
+    int rc = a > pos ? tok_bpe(t, s + pos, a - pos, out) : QVL_OK;
+    if (rc) return rc;
     if (b == a) { /* an empty match (not possible with the Qwen pattern): the next character is a gap */
       size_t k;
       decode_valid(s + a, &k);
       b = a + k;
     }
-    if (tok_bpe(t, s + a, b - a, out)) return QVL_ERR_NOMEM;
+    if ((rc = tok_bpe(t, s + a, b - a, out))) return rc;
     pos = b;
   }
   return QVL_OK;
@@ -276,6 +281,7 @@ static const tok_added *added_at(const struct qvl_tokenizer *t, const uint8_t *s
 int qvl_tokenizer_encode(qvl_tokenizer *t, const char *text, size_t len, const int32_t **ids, size_t *n_ids) {
   if (!t) return QVL_ERR_INVALID_ARG;
   qvl_err_clear(&t->err);
+  if (!t->re || !t->md) return qvl_fail(&t->err, QVL_ERR_INVALID_ARG, "qvl_tokenizer_encode: the tokenizer did not open");
   if (!ids || !n_ids || (!text && len))
     return qvl_fail(&t->err, QVL_ERR_INVALID_ARG, "qvl_tokenizer_encode: NULL argument");
   *ids = NULL, *n_ids = 0;
