@@ -198,7 +198,8 @@ int qvl_tokenizer_stop_ids(const qvl_tokenizer *t, const int32_t **ids); /* retu
 /* Encodes len bytes of UTF-8 text: added tokens (<|im_start|>, <|image_pad|>, ...) are matched in the raw
  * text first, the rest is NFC-normalized, split by the pre-tokenizer regex and merged by BPE. No BOS/EOS
  * is added. Text that is not valid UTF-8 is refused (QVL_ERR_INVALID_ARG naming the byte offset): HF
- * tokenizers only ever sees valid strings. */
+ * tokenizers only ever sees valid strings. One pre-token (a run of letters, or of spaces) longer than 256 MiB
+ * is QVL_ERR_LIMIT. */
 int qvl_tokenizer_encode(qvl_tokenizer *t, const char *text, size_t len, const int32_t **ids, size_t *n_ids);
 /* Decodes ids as HF's decode does: the tokens' bytes joined, each invalid UTF-8 sequence replaced by
  * U+FFFD (errors="replace"), ids with no token skipped; skip_special drops tokens marked special
@@ -207,7 +208,8 @@ int qvl_tokenizer_decode(qvl_tokenizer *t, const int32_t *ids, size_t n, int ski
                          size_t *len);
 
 int32_t qvl_tokenizer_n_ids(const qvl_tokenizer *t); /* largest token id + 1 */
-/* Token id as tokenizer.json spells it ("ĠHello", "<|im_end|>"), not NUL-terminated; NULL for an unused id. */
+/* The piece of a token id as tokenizer.json spells it ("ĠHello", "<|im_end|>"), not NUL-terminated; NULL for an
+ * unused id. */
 const char *qvl_tokenizer_piece(const qvl_tokenizer *t, int32_t id, size_t *len);
 /* The id of a piece spelt as in tokenizer.json (NUL-terminated), or -1. */
 int32_t qvl_tokenizer_token_id(const qvl_tokenizer *t, const char *piece);
@@ -225,7 +227,8 @@ void qvl_detok_close(qvl_detok *d); /* NULL is a no-op */
 /* Chat templates: what transformers' apply_chat_template renders with each model's chat_template, and
  * what the HF processor then feeds the model (each image's <|image_pad|> repeated t*h*w/merge^2 times). */
 typedef enum qvl_chat_template {
-  QVL_CHAT_QWEN2_5_VL = 1, /* default system prompt "You are a helpful assistant."; roles printed as given */
+  QVL_CHAT_QWEN2_5_VL = 1, /* default system prompt "You are a helpful assistant."; roles printed as given;
+                              tools and tool_calls are not rendered */
   QVL_CHAT_QWEN3_VL = 2,   /* no default system prompt; tools, tool calls and tool responses */
 } qvl_chat_template;
 
