@@ -57,6 +57,9 @@ def run(arch, model, name, grids, ids):
     columns = mg.ARCHS[arch]["columns"]
     rows = sum(t * h * w for t, h, w in grids)
     kwargs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+    # transformers 5.x computes M-RoPE from mm_token_type_ids (0 text, 1 image pad), which the processor returns;
+    # without it Qwen2.5-VL silently falls back to text positions and Qwen3-VL refuses.
+    kwargs["mm_token_type_ids"] = (kwargs["input_ids"] == IMAGE).long()
     if grids:
         kwargs["pixel_values"] = torch.from_numpy(qvl_dummy.pixels("lm:" + name, rows, columns))
         kwargs["image_grid_thw"] = torch.tensor(grids)
@@ -76,14 +79,35 @@ def run(arch, model, name, grids, ids):
     computed = int(pos.max()) + 1 - len(ids)
     if delta is not None:
         mg.require(int(delta.reshape(-1)[0]) == computed, f"{name}: rope_deltas {delta} != max+1-L = {computed}")
-    gen = model.generate(**kwargs, max_new_tokens=32, do_sample=False, pad_token_id=0)
-    new = gen[0, len(ids):].long()
+    mg.require((computed != 0) == bool(grids), f"{name}: rope delta {computed} with images {grids}")
+    new = greedy(model, kwargs, ids, 32)
     tensors = {"input_ids": torch.tensor(ids, dtype=torch.long), "logits": out.logits[0].float().contiguous(),
                "position_ids": pos.contiguous(), "rope_delta": torch.tensor([computed], dtype=torch.long),
                "generated": new.contiguous()}
     if grids:
         tensors["image_grid_thw"] = torch.tensor(grids, dtype=torch.long)
     return tensors
+
+
+def greedy(model, kwargs, ids, steps):
+    """model.generate (KV cache, decode positions from rope_deltas); a forward-per-token argmax loop when this
+    transformers' generate cannot carry mm_token_type_ids. Both are greedy over the same model."""
+    try:
+        gen = model.generate(**kwargs, max_new_tokens=steps, do_sample=False, pad_token_id=0)
+        return gen[0, len(ids):].long()
+    except Exception as e:  # noqa: BLE001 - reported, then the equivalent loop
+        print(f"    generate failed ({type(e).__name__}: {str(e)[:120]}); greedy loop over forward instead")
+    seq = list(ids)
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+    for _ in range(steps):
+        kw = dict(kwargs, input_ids=torch.tensor([seq]), attention_mask=torch.ones(1, len(seq), dtype=torch.long),
+                  mm_token_type_ids=(torch.tensor([seq]) == IMAGE).long(), use_cache=False)
+        nxt = int(model(**kw).logits[0, -1].argmax())
+        seq.append(nxt)
+        if nxt in eos:
+            break
+    return torch.tensor(seq[len(ids):], dtype=torch.long)
 
 
 def main():
