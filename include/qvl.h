@@ -274,6 +274,32 @@ int qvl_chat_render(qvl_tokenizer *t, const qvl_chat *chat, int expand, const ch
 /* Renders with expansion and encodes: the input_ids the HF processor returns. */
 int qvl_chat_encode(qvl_tokenizer *t, const qvl_chat *chat, const int32_t **ids, size_t *n_ids);
 
+/* ---------------------------------------------------------------------------------------------------
+ * Generation: token ids (qvl_chat_encode) and images in, token ids out. The CPU backend runs the language
+ * model today; the CUDA language model comes with issue 6.
+ */
+typedef struct qvl_sampling {
+  int max_tokens;          /* new tokens at most; default 256 */
+  float temperature;       /* <= 0: greedy (default) */
+  int top_k;               /* 0: off */
+  float top_p;             /* 1: off (default) */
+  float min_p;             /* 0: off */
+  uint64_t seed;           /* the same seed, prompt and model give the same tokens */
+  const int32_t *stop_ids; /* generation ends after emitting one of these (qvl_tokenizer_stop_ids); borrowed */
+  int n_stop;
+} qvl_sampling;
+
+qvl_sampling qvl_sampling_default(void);
+
+/* Called with each new token; return nonzero to stop after it. */
+typedef int (*qvl_token_cb)(void *ud, int32_t id);
+
+/* Prefills ids (images: the pixel rows of the images whose pad tokens ids holds, in order, or NULL) and
+ * generates. A prompt plus max_tokens beyond the model's context, an id outside the vocabulary, or pad tokens
+ * that do not match the images are refused before any work. Needs an engine opened with QVL_LOAD_ALL. */
+int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pixels *images, const qvl_sampling *s,
+                     qvl_token_cb cb, void *ud);
+
 #ifdef __cplusplus
 }
 #endif

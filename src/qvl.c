@@ -14,6 +14,7 @@
 #include "models/model.h"
 #include "models/mrope.h"
 #include "qvl_internal.h"
+#include "runtime/sampler.h"
 #ifdef QVL_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -338,25 +339,99 @@ int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float
   return qvl_engine_vision_input(e, &in, out, tap, ud);
 }
 
+/* The vision tower's outputs as the chunk's vision and DeepStack rows. */
+static void chunk_vision(lm_chunk *c, qvl_vision_out *vis) {
+  c->vision = vis->n ? vis->data[0] : NULL;
+  c->deepstack = vis->n ? (const float *const *)vis->data + 1 : NULL;
+  c->n_deepstack = vis->n ? vis->n - 1 : 0;
+}
+
 int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *grid, int n_img, const float *pixels,
                        float *logits, int32_t *pos, int64_t *delta) {
   qvl_err_clear(&e->err);
   if (n < 1) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "prefill: empty prompt");
   qvl_vision_out vis = {0};
+  lm_seq *seq = NULL;
   int64_t d = 0;
   int32_t *p = malloc((size_t)n * 3 * sizeof(int32_t));
   int rc = p ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "prefill: out of memory");
   if (!rc) rc = qvl_rope_index(p, &d, ids, n, &e->cfg, grid, n_img, &e->err);
   if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, pixels, &vis, NULL, NULL);
+  if (!rc) rc = lm_seq_open(&seq, e->be, &e->cfg, n, &e->err);
   if (!rc) {
-    lm_input in = {ids, n, p, n_img ? vis.data[0] : NULL, n_img ? (const float *const *)vis.data + 1 : NULL,
-                   n_img ? vis.n - 1 : 0};
-    rc = qvl_lm_prefill(e->be, &e->cfg, &e->w, &in, logits, &e->err);
+    lm_chunk c = {ids, n, p, NULL, NULL, 0};
+    chunk_vision(&c, &vis);
+    rc = lm_seq_forward(seq, &e->w, &c, logits, 1, &e->err);
   }
   if (!rc && pos) memcpy(pos, p, (size_t)n * 3 * sizeof(int32_t));
   if (!rc && delta) *delta = d;
+  lm_seq_close(seq);
   qvl_vision_out_free(&vis);
   free(p);
+  return rc;
+}
+
+qvl_sampling qvl_sampling_default(void) {
+  qvl_sampling s = {0};
+  s.max_tokens = 256;
+  s.top_p = 1.0f;
+  return s;
+}
+
+static int is_stop(const qvl_sampling *s, int32_t id) {
+  for (int i = 0; i < s->n_stop; i++)
+    if (s->stop_ids[i] == id) return 1;
+  return 0;
+}
+
+/* Decode loop after the prompt: each token is one chunk at position len + delta on all three axes. */
+static int decode_loop(qvl_engine *e, lm_seq *seq, float *logits, int64_t delta, const qvl_sampling *s,
+                       qvl_token_cb cb, void *ud) {
+  qvl_sampler *sm = NULL;
+  int rc = qvl_sampler_open(&sm, e->cfg.text.vocab, s);
+  if (rc) rc = qvl_fail(&e->err, rc, "generate: out of memory");
+  for (int k = 0; !rc && k < s->max_tokens; k++) {
+    int32_t id = qvl_sampler_pick(sm, logits), pos[3];
+    if ((cb && cb(ud, id)) || is_stop(s, id) || k + 1 == s->max_tokens) break;
+    pos[0] = pos[1] = pos[2] = (int32_t)(lm_seq_len(seq) + delta);
+    lm_chunk c = {&id, 1, pos, NULL, NULL, 0};
+    rc = lm_seq_forward(seq, &e->w, &c, logits, 0, &e->err);
+  }
+  qvl_sampler_close(sm);
+  return rc;
+}
+
+int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pixels *images, const qvl_sampling *s,
+                     qvl_token_cb cb, void *ud) {
+  if (!e || !ids || !s) return QVL_ERR_INVALID_ARG;
+  qvl_err_clear(&e->err);
+  const qvl_text_config *t = &e->cfg.text;
+  if (n_ids < 1 || s->max_tokens < 1)
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: needs at least one prompt token and max_tokens >= 1");
+  if ((int64_t)n_ids + s->max_tokens > t->max_position)
+    return qvl_fail(&e->err, QVL_ERR_LIMIT, "generate: %d prompt tokens + %d new exceed the context of %d", n_ids,
+                    s->max_tokens, t->max_position);
+  if (!e->w.embed) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: open the engine with QVL_LOAD_ALL");
+  int n_img = images ? images->n_images : 0;
+  const int32_t *grid = images ? images->grid_thw : NULL;
+  qvl_vision_out vis = {0};
+  lm_seq *seq = NULL;
+  int64_t delta = 0;
+  int32_t *pos = malloc((size_t)n_ids * 3 * sizeof(int32_t));
+  float *logits = malloc((size_t)t->vocab * sizeof(float));
+  int rc = pos && logits ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "generate: out of memory");
+  if (!rc) rc = qvl_rope_index(pos, &delta, ids, n_ids, &e->cfg, grid, n_img, &e->err);
+  if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, images->rows, &vis, NULL, NULL);
+  if (!rc) rc = lm_seq_open(&seq, e->be, &e->cfg, n_ids + s->max_tokens, &e->err);
+  if (!rc) {
+    lm_chunk c = {ids, n_ids, pos, NULL, NULL, 0};
+    chunk_vision(&c, &vis);
+    rc = lm_seq_forward(seq, &e->w, &c, logits, 0, &e->err);
+  }
+  if (!rc) rc = decode_loop(e, seq, logits, delta, s, cb, ud);
+  lm_seq_close(seq);
+  qvl_vision_out_free(&vis);
+  free(pos), free(logits);
   return rc;
 }
 

@@ -81,10 +81,12 @@ struct qvl_backend {
    * [rows][head_dim] (f32 buffers). */
   int (*rope_heads)(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads,
                     int head_dim, int64_t row_stride);
-  /* Causal grouped-query attention over one sequence: q [rows][heads][hd], k and v [rows][kv_heads][hd]
-   * (kv head g serves q heads g*r .. g*r + r - 1, r = heads / kv_heads), out [rows][heads][hd]. */
-  int (*attention_causal)(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t rows,
-                          int heads, int kv_heads, int head_dim, float scale);
+  /* Causal grouped-query attention of q_rows new tokens over one sequence's kv_rows cached ones (the new tokens
+   * are the last q_rows of them: query i sits at position kv_rows - q_rows + i and sees keys 0 .. that position).
+   * q [q_rows][heads][hd], k and v [kv_rows][kv_heads][hd] (kv head g serves q heads g*r .. g*r + r - 1,
+   * r = heads / kv_heads), out [q_rows][heads][hd]. Prefill: q_rows = kv_rows; decode: q_rows = 1. */
+  int (*attention_causal)(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t q_rows,
+                          int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale);
   /* y[idx[i]] = x[i] (accumulate: +=) for rows of row_elems, i < n (idx: int32 buffer). */
   int (*scatter_rows)(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems,
                       int accumulate);

@@ -20,8 +20,8 @@ int cpu_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu,
                   float scale);
 int cpu_rope_heads(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
                    int64_t row_stride);
-int cpu_attention_causal(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t rows, int heads,
-                         int kv_heads, int head_dim, float scale);
+int cpu_attention_causal(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t q_rows,
+                         int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale);
 int cpu_scatter_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems,
                      int accumulate);
 int cpu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems);

@@ -1,0 +1,109 @@
+/* Generation on the tiny models (CPU): the sampler's contracts and the refusals that must come before any work. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qvl.h"
+#include "runtime/sampler.h"
+#include "testutil.h"
+
+typedef struct run {
+  int32_t ids[64];
+  int n;
+} run;
+
+static int collect(void *ud, int32_t id) {
+  run *r = ud;
+  if (r->n < 64) r->ids[r->n++] = id;
+  return 0;
+}
+
+static qvl_engine *open_tiny(void) {
+  qvl_engine_params p = qvl_engine_default_params();
+  p.model_dir = tu_path("tests/data/tiny-qwen3_vl"), p.dummy = 1, p.backend = QVL_BACKEND_CPU, p.load = QVL_LOAD_ALL;
+  qvl_engine *e = NULL;
+  if (qvl_engine_open(&e, &p)) fail_msg("%s", qvl_errmsg(e));
+  return e;
+}
+
+static void generate(qvl_engine *e, const qvl_sampling *s, run *out) {
+  int32_t prompt[20];
+  for (int i = 0; i < 20; i++) prompt[i] = (i * 37 + 11) % 1000;
+  memset(out, 0, sizeof *out);
+  if (qvl_generate_ids(e, prompt, 20, NULL, s, collect, out)) fail_msg("%s", qvl_errmsg(e));
+}
+
+static void test_sampling_contracts(void **state) {
+  (void)state;
+  qvl_engine *e = open_tiny();
+  qvl_sampling greedy = qvl_sampling_default(), topk1 = greedy, warm = greedy, warm2, other;
+  greedy.max_tokens = topk1.max_tokens = warm.max_tokens = 24;
+  topk1.temperature = 1.3f, topk1.top_k = 1, topk1.seed = 7; /* one candidate: must equal greedy */
+  warm.temperature = 1.0f, warm.top_p = 0.9f, warm.min_p = 0.01f, warm.seed = 42;
+  warm2 = warm, other = warm, other.seed = 43;
+  run a, b, c, d, f;
+  generate(e, &greedy, &a), generate(e, &topk1, &b), generate(e, &warm, &c), generate(e, &warm2, &d);
+  generate(e, &other, &f);
+  assert_int_equal(a.n, 24);
+  assert_memory_equal(a.ids, b.ids, sizeof a.ids);
+  assert_memory_equal(c.ids, d.ids, sizeof c.ids); /* same seed, same tokens */
+  assert_true(memcmp(c.ids, f.ids, sizeof c.ids) != 0); /* another seed samples otherwise (24 tokens of ~1k) */
+  /* stop ids end generation right after the stop token */
+  qvl_sampling stop = greedy;
+  stop.stop_ids = &a.ids[5], stop.n_stop = 1;
+  run g;
+  generate(e, &stop, &g);
+  assert_true(g.n <= 6 && g.ids[g.n - 1] == a.ids[5]);
+  qvl_engine_close(e);
+}
+
+static void test_sampler_distribution(void **state) {
+  (void)state;
+  float logits[4] = {0.0f, 1.0f, 2.0f, -30.0f};
+  qvl_sampling s = qvl_sampling_default();
+  s.temperature = 1.0f, s.seed = tu_seed();
+  qvl_sampler *sm = NULL;
+  assert_int_equal(qvl_sampler_open(&sm, 4, &s), QVL_OK);
+  int count[4] = {0};
+  for (int i = 0; i < 20000; i++) count[qvl_sampler_pick(sm, logits)]++;
+  /* softmax(0, 1, 2): 0.090, 0.245, 0.665 */
+  printf("  counts %d %d %d %d\n", count[0], count[1], count[2], count[3]);
+  assert_true(count[0] > 1500 && count[0] < 2100 && count[2] > 12800 && count[2] < 13800 && count[3] == 0);
+  qvl_sampler_close(sm);
+  s.top_k = 2; /* only ids 2 and 1 remain */
+  assert_int_equal(qvl_sampler_open(&sm, 4, &s), QVL_OK);
+  for (int i = 0; i < 2000; i++) assert_true(qvl_sampler_pick(sm, logits) >= 1);
+  qvl_sampler_close(sm);
+}
+
+static void test_refusals(void **state) {
+  (void)state;
+  qvl_engine *e = open_tiny();
+  qvl_sampling s = qvl_sampling_default();
+  int32_t ids[4] = {1, 2, 3, 4};
+  s.max_tokens = 5000; /* the tiny context is 4096 */
+  assert_int_equal(qvl_generate_ids(e, ids, 4, NULL, &s, NULL, NULL), QVL_ERR_LIMIT);
+  tu_assert_msg_has(qvl_errmsg(e), "exceed the context of 4096", NULL);
+  s.max_tokens = 4;
+  ids[2] = 5000; /* outside the 1024-entry vocabulary */
+  assert_int_equal(qvl_generate_ids(e, ids, 4, NULL, &s, NULL, NULL), QVL_ERR_INVALID_ARG);
+  tu_assert_msg_has(qvl_errmsg(e), "outside the vocabulary", NULL);
+  ids[2] = 1012; /* an image pad with no image */
+  assert_int_equal(qvl_generate_ids(e, ids, 4, NULL, &s, NULL, NULL), QVL_ERR_INVALID_ARG);
+  tu_assert_msg_has(qvl_errmsg(e), "image", NULL);
+  qvl_engine_close(e);
+  /* a vision-only engine cannot generate */
+  qvl_engine_params p = qvl_engine_default_params();
+  p.model_dir = tu_path("tests/data/tiny-qwen3_vl"), p.dummy = 1, p.backend = QVL_BACKEND_CPU;
+  assert_int_equal(qvl_engine_open(&e, &p), QVL_OK);
+  ids[2] = 3;
+  assert_int_equal(qvl_generate_ids(e, ids, 4, NULL, &s, NULL, NULL), QVL_ERR_INVALID_ARG);
+  tu_assert_msg_has(qvl_errmsg(e), "QVL_LOAD_ALL", NULL);
+  qvl_engine_close(e);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_sampling_contracts), cmocka_unit_test(test_sampler_distribution),
+                                     cmocka_unit_test(test_refusals)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
