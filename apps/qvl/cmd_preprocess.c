@@ -1,7 +1,11 @@
 /* qvl preprocess: image files -> the pixel rows the vision tower consumes, written as safetensors with
  * "pixel_values" f32 [N, 3*T*P*P], "image_grid_thw" i64 [n, 3] (what the HF image processor returns and
  * what `qvl encode --pixels` reads) and "image_hash" u8 [n, 16] (BLAKE2b-128 of each resized image).
- * Only config.json and preprocessor_config.json are read: no weights are needed. */
+ * Only config.json and preprocessor_config.json are read: no weights are needed.
+ * --repeat N times the whole batch N times from bytes in memory (after one warm-up) and prints one JSON
+ * line: the median, the images/s and the thread count; -o is then optional. */
+#include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +18,7 @@
 #define MAX_FILE_BYTES (256u << 20)
 
 typedef struct pre_opts {
-  int n;
+  int n, repeat;
   const char *paths[MAX_IMAGES];
   qvl_image_params params;
 } pre_opts;
@@ -28,8 +32,9 @@ static int split_args(pre_opts *p, int *argc, char **argv) {
     int64_t *num = !strcmp(a, "--min-pixels") ? &p->params.min_pixels
                    : !strcmp(a, "--max-pixels") ? &p->params.max_pixels
                    : !strcmp(a, "--max-input-pixels") ? &p->params.max_input_pixels : NULL;
-    if (num && !v) return fprintf(stderr, "qvl preprocess: %s needs a value\n", a), 1;
+    if ((num || !strcmp(a, "--repeat")) && !v) return fprintf(stderr, "qvl preprocess: %s needs a value\n", a), 1;
     if (num) *num = strtoll(argv[++i], NULL, 10);
+    else if (!strcmp(a, "--repeat")) p->repeat = atoi(argv[++i]);
     else if (!strcmp(a, "--qwen-vl-utils")) p->params.semantics = QVL_IMAGE_QWEN_VL_UTILS;
     else if (a[0] != '-' && (k < 2 || (strcmp(argv[k - 1], "--model") && strcmp(argv[k - 1], "-o") &&
                                        strcmp(argv[k - 1], "--threads")))) {
@@ -74,12 +79,46 @@ static int write_batch(const char *path, const qvl_image_batch *b) {
   return rc;
 }
 
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* One warm-up, then p->repeat timed runs of the whole batch; prints the median as a JSON line. */
+static int bench(qvl_engine *e, const qvl_image *imgs, const pre_opts *p, int threads) {
+  double *ms = malloc(sizeof(double) * (size_t)p->repeat);
+  int rc = ms ? 0 : 1;
+  for (int r = -1; !rc && r < p->repeat; r++) {
+    qvl_image_batch *b = NULL;
+    double t0 = now_ms();
+    rc = qvl_preprocess_images(e, imgs, p->n, &p->params, &b);
+    if (r >= 0) ms[r] = now_ms() - t0;
+    qvl_image_batch_free(b);
+  }
+  if (rc) fprintf(stderr, "qvl preprocess: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
+  if (!rc) {
+    qsort(ms, (size_t)p->repeat, sizeof *ms, cmp_double);
+    double med = ms[p->repeat / 2];
+    printf("{\"bench\": \"preprocess_cpu\", \"images\": %d, \"threads\": %d, \"repeat\": %d, \"median_ms\": %.2f, "
+           "\"min_ms\": %.2f, \"images_per_s\": %.1f}\n",
+           p->n, threads, p->repeat, med, ms[0], p->n * 1e3 / med);
+  }
+  free(ms);
+  return rc;
+}
+
 int cmd_preprocess(int argc, char **argv) {
   static pre_opts p;
   app_opts o;
   if (split_args(&p, &argc, argv) || app_parse(&o, argc, argv)) return 2;
-  if (!o.out || !p.n) {
-    fprintf(stderr, "qvl preprocess: needs --model DIR, image files and -o OUT.safetensors\n");
+  if ((!o.out && p.repeat < 1) || !p.n) {
+    fprintf(stderr, "qvl preprocess: needs --model DIR, image files and -o OUT.safetensors (or --repeat N)\n");
     return 2;
   }
   o.engine.dummy = 1, o.engine.load = QVL_LOAD_NONE; /* the configs are all it needs */
@@ -89,9 +128,10 @@ int cmd_preprocess(int argc, char **argv) {
   qvl_engine *e = imgs && bufs ? app_open(&o) : NULL;
   qvl_image_batch *b = NULL;
   int rc = !e || read_images(imgs, bufs, &p);
-  if (!rc && (rc = qvl_preprocess_images(e, imgs, p.n, &p.params, &b)))
+  if (!rc && p.repeat > 0) rc = bench(e, imgs, &p, p.params.n_threads > 0 ? p.params.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+  if (!rc && o.out && (rc = qvl_preprocess_images(e, imgs, p.n, &p.params, &b)))
     fprintf(stderr, "qvl preprocess: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
-  if (!rc && !(rc = write_batch(o.out, b))) {
+  if (!rc && o.out && !(rc = write_batch(o.out, b))) {
     int64_t k, rows = qvl_image_batch_rows(b, &k);
     for (int i = 0; i < p.n; i++) {
       const int32_t *g = qvl_image_batch_pixels(b)->grid_thw + 3 * i;

@@ -59,6 +59,11 @@ static inline uint8_t img_over_white(uint8_t c, uint8_t a) {
   return (uint8_t)(((t >> 8) + t) >> 8);
 }
 
+/* Threads the resample and patchify loops of the calling thread may use (0 = OpenMP's default). Thread-local:
+ * the pipeline gives each image task its share, so --threads 1 really is one thread. */
+void img_set_threads(int n);
+int img_threads(void);
+
 /* ---- geometry (resize.c) ---- */
 
 /* smart_resize (spec §1.2) in Python's float64 with round-half-even. qwen_vl_utils selects that variant

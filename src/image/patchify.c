@@ -22,7 +22,7 @@ void img_patchify(float *rows, const uint8_t *rgb, int w, int h, const float lut
                   int merge) {
   int gh = h / patch, gw = w / patch, P = patch, T = temporal, m = merge;
   int64_t k_len = 3LL * T * P * P;
-#pragma omp parallel for schedule(static) if ((int64_t)gh * gw * k_len > (1 << 18))
+#pragma omp parallel for schedule(static) num_threads(img_threads()) if ((int64_t)gh * gw * k_len > (1 << 18))
   for (int n = 0; n < gh * gw; n++) {
     int iw = n % m, ih = n / m % m, bw = n / (m * m) % (gw / m), bh = n / (m * m) / (gw / m);
     int y0 = (bh * m + ih) * P, x0 = (bw * m + iw) * P;

@@ -168,7 +168,10 @@ int img_preprocess(qvl_image_batch **out, const qvl_preproc_config *pc, const qv
     float lut[3][256];
     img_norm_lut(lut, pc);
 #pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
-    for (int i = 0; i < n; i++) run(&jobs[i], &imgs[i], *out, i, pc, (const float(*)[256])lut, p);
+    for (int i = 0; i < n; i++) {
+      img_set_threads(n > 1 ? 1 : threads); /* several images: one thread each; one image: all of them */
+      run(&jobs[i], &imgs[i], *out, i, pc, (const float(*)[256])lut, p);
+    }
     rc = first_error(jobs, n, err);
   }
   for (int i = 0; jobs && i < n; i++) free(jobs[i].owned);
