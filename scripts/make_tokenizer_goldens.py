@@ -244,7 +244,8 @@ def golden_strings(added: list[dict]) -> list[tuple[str, str]]:
     for a in added:  # every added token alone, and inside text
         t = a["content"]
         out += [("added", t), ("added", "x" + t + "y"), ("added", " " + t + " "), ("added", english(r, 3) + t + chinese(r, 4)),
-                ("added", t + t), ("added", t[:-1]), ("added", "\n" + t + "\n\n" + t)]
+                ("added", t + t), ("added", t[:-1]), ("added", "\n" + t + "\n\n" + t),
+                ("added", t + "\u0338x"), ("added", "e" + t + "\u0301")]  # NFC stops at added tokens
     chat_like = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n"
     out += [("added", chat_like.format(q=mixed(r))) for _ in range(50)]
     edge = ["", " ", "  ", "\n", "\r\n", "\t", "a", "'s", "'S", "'ll", "ſ", "'ſ", "K\u212a", "\u180e", "a\u180e b", " \u180e\u180e ",

@@ -199,6 +199,19 @@ static void test_nfc_input(void **state) {
   }
 }
 
+/* HF normalizes after splitting on added tokens: '>' + U+0338 composes to U+226F in text, but not when the
+ * '>' ends an added token (found by fuzz_tokenize, whose first oracle used whole-string NFC). */
+static void test_nfc_stops_at_added_tokens(void **state) {
+  (void)state;
+  qvl_tokenizer *t = need_real();
+  expect_ids(t, "<tool_response>\xcc\xb8", (const int32_t[]){151665, 136, 116}, 3);
+  expect_ids(t, "x>\xcc\xb8", (const int32_t[]){87, 58994, 107}, 3); /* x, U+226F */
+  const char *text;
+  const int32_t ids[3] = {151665, 136, 116};
+  assert_int_equal(qvl_tokenizer_decode(t, ids, 3, 0, &text, NULL), QVL_OK);
+  assert_string_equal(text, "<tool_response>\xcc\xb8");
+}
+
 /* tok_nfc's fast path against utf8proc's whole-string NFC on random mixes of the characters that matter:
  * ASCII starters, combining marks, Hangul jamo, composition seconds, singletons, CJK. */
 static void test_nfc_fast_path(void **state) {
@@ -596,7 +609,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spot_ids),         cmocka_unit_test(test_special_tokens),
       cmocka_unit_test(test_round_trips),      cmocka_unit_test(test_nfc_input),
-      cmocka_unit_test(test_nfc_fast_path),    cmocka_unit_test(test_invalid_utf8),
+      cmocka_unit_test(test_nfc_fast_path),    cmocka_unit_test(test_nfc_stops_at_added_tokens),    cmocka_unit_test(test_invalid_utf8),
       cmocka_unit_test(test_lossy),            cmocka_unit_test(test_stream_boundaries),
       cmocka_unit_test(test_generation_config), cmocka_unit_test(test_whitespace_class),
       cmocka_unit_test(test_tiny_ok),          cmocka_unit_test(test_malformed),
