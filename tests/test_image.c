@@ -84,6 +84,9 @@ static void test_aspect_ratio(void **state) {
   qvl_err_clear(&err);
   assert_int_equal(img_smart_resize(&h, &w, 0, 10, 28, 3136, 12845056, 0, "img", &err), QVL_ERR_FORMAT);
   tu_assert_msg_has(err.msg, "zero size", NULL);
+  qvl_err_clear(&err); /* a caller's huge min_pixels must not overflow the row count */
+  assert_int_equal(img_smart_resize(&h, &w, 100, 100, 28, 1LL << 40, 1LL << 41, 0, "img", &err), QVL_ERR_LIMIT);
+  tu_assert_msg_has(err.msg, "over 2^31 pixels", NULL);
 }
 
 /* ---- Pillow's resample ---- */

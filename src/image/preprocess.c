@@ -5,6 +5,7 @@
  * Errors are collected per image; a failing phase reports its lowest failing index, so the message does not
  * depend on thread timing, and a bad header is found before any image is decoded. */
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,7 +140,8 @@ static int alloc_batch(qvl_image_batch **out, job *jobs, int n, const qvl_prepro
     jobs[i].row0 = b->n_rows;
     b->n_rows += (int64_t)(jobs[i].rh / P) * (jobs[i].rw / P);
   }
-  b->rows = b->grid && b->hash ? malloc((size_t)(b->n_rows * b->row_len) * sizeof(float)) : NULL;
+  int fits = (uint64_t)b->n_rows <= SIZE_MAX / sizeof(float) / (uint64_t)b->row_len;
+  b->rows = b->grid && b->hash && fits ? malloc((size_t)(b->n_rows * b->row_len) * sizeof(float)) : NULL;
   if (!b->rows)
     return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory for %lld pixel rows", (long long)b->n_rows);
   b->px = (qvl_pixels){n, b->grid, b->rows};

@@ -46,8 +46,10 @@ int img_smart_resize(int *out_h, int *out_w, int h, int w, int factor, int64_t m
     double beta = sqrt((double)min_pixels / (H * W));
     hb = ceil(H * beta / F) * F, wb = ceil(W * beta / F) * F;
   }
-  if (hb < F || wb < F || hb > 1e9 || wb > 1e9)
+  if (hb < F || wb < F)
     return qvl_fail(err, QVL_ERR_LIMIT, "%s: %dx%d resizes to %.0fx%.0f, which has no patches", what, w, h, wb, hb);
+  if (hb * wb > 2147483647.0) /* only a caller's min_pixels can ask for this; int indexing stops here */
+    return qvl_fail(err, QVL_ERR_LIMIT, "%s: %dx%d resizes to %.0fx%.0f, over 2^31 pixels", what, w, h, wb, hb);
   *out_h = (int)hb, *out_w = (int)wb;
   return QVL_OK;
 }
