@@ -95,6 +95,20 @@ static void test_bad_invocations(void **state) {
   tu_assert_msg_has(out, "/nonexistent", NULL);
 }
 
+/* qvl run refuses a prompt the model cannot embed (the real Qwen vocabulary against the tiny model's 1024
+ * ids) with a message, before any work. */
+static void test_run_refusal(void **state) {
+  (void)state;
+  char out[8192];
+  int rc = qvl(out, sizeof out,
+               "run --model tests/data/tiny-qwen3_vl --dummy --tokenizer .cache/tokenizer/tokenizer.json --max-tokens 4 "
+               "\"Describe this image.\"");
+  assert_int_equal(rc, 1);
+  tu_assert_msg_has(out, "outside the vocabulary", NULL);
+  assert_int_equal(qvl(out, sizeof out, "run --model tests/data/tiny-qwen3_vl --dummy"), 2);
+  tu_assert_msg_has(out, "needs a prompt", NULL);
+}
+
 static void test_export(void **state) {
   (void)state;
   char out[8192], args[1024];
@@ -113,6 +127,7 @@ int main(void) {
     return 1;
   }
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_info), cmocka_unit_test(test_encode),
-                                     cmocka_unit_test(test_bad_invocations), cmocka_unit_test(test_export)};
+                                     cmocka_unit_test(test_bad_invocations), cmocka_unit_test(test_export),
+                                     cmocka_unit_test(test_run_refusal)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,6 +24,9 @@ static void usage(FILE *f) {
           "  tokenize (--model DIR | --tokenizer FILE) TEXT  token ids and pieces\n"
           "  preprocess --model DIR IMAGE... -o OUT.safetensors [--qwen-vl-utils] [--min-pixels N] [--max-pixels N]\n"
           "                                               pixel rows + grids as the HF image processor makes them\n"
+          "  run --model DIR [--dummy] [--image FILE]... [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
+          "      [--min-p P] [--seed S] [--tokenizer FILE] [--verbose] PROMPT\n"
+          "                                               one chat turn, the answer streamed to stdout\n"
           "common options: --cpu | --cuda, --threads N\n");
 }
 
@@ -38,6 +41,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
   if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
   if (!strcmp(argv[1], "preprocess")) return cmd_preprocess(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "run")) return cmd_run(argc - 1, argv + 1);
   fprintf(stderr, "qvl: unknown command \"%s\"\n", argv[1]);
   usage(stderr);
   return 2;

@@ -1,0 +1,187 @@
+/* qvl run: one chat turn end to end. Images (files) are preprocessed for the model, the prompt rendered with the
+ * model's chat template and its <|image_pad|> runs expanded, the vision tower and the language model run, and
+ * the answer streams to stdout as it is decoded. --verbose prints the stage times to stderr.
+ *   qvl run --model DIR [--dummy] [--image FILE]... [--tokenizer FILE] [--max-tokens N] [--temperature T]
+ *           [--top-k K] [--top-p P] [--min-p P] [--seed S] [--verbose] "prompt"
+ * The language model runs on the CPU reference for now (issue 6 brings the CUDA one). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "apps.h"
+
+typedef struct run_opts {
+  const char *images[16];
+  int n_images;
+  const char *tokenizer, *prompt;
+  qvl_sampling s;
+  int verbose;
+} run_opts;
+
+typedef struct stream {
+  qvl_detok *d;
+  double t0, t_first, t_last;
+  int n;
+} stream;
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int on_token(void *ud, int32_t id) {
+  stream *st = ud;
+  const char *text;
+  size_t len;
+  st->t_last = now_s();
+  if (st->n++ == 0) st->t_first = st->t_last;
+  if (qvl_detok_push(st->d, id, &text, &len) == QVL_OK && len) fwrite(text, 1, len, stdout), fflush(stdout);
+  return 0;
+}
+
+/* Pulls run's own options out of argv; the rest goes to app_parse. */
+static int split_args(run_opts *r, int argc, char **argv, char **rest, int *n_rest) {
+  memset(r, 0, sizeof *r);
+  r->s = qvl_sampling_default();
+  rest[(*n_rest)++] = argv[0];
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--image") && v && r->n_images < 16) r->images[r->n_images++] = argv[++i];
+    else if (!strcmp(a, "--tokenizer") && v) r->tokenizer = argv[++i];
+    else if (!strcmp(a, "--max-tokens") && v) r->s.max_tokens = atoi(argv[++i]);
+    else if (!strcmp(a, "--temperature") && v) r->s.temperature = (float)atof(argv[++i]);
+    else if (!strcmp(a, "--top-k") && v) r->s.top_k = atoi(argv[++i]);
+    else if (!strcmp(a, "--top-p") && v) r->s.top_p = (float)atof(argv[++i]);
+    else if (!strcmp(a, "--min-p") && v) r->s.min_p = (float)atof(argv[++i]);
+    else if (!strcmp(a, "--seed") && v) r->s.seed = strtoull(argv[++i], NULL, 0);
+    else if (!strcmp(a, "--verbose")) r->verbose = 1;
+    else if (a[0] != '-' && !r->prompt && (i == 1 || strcmp(argv[i - 1], "--model"))) r->prompt = a;
+    else if (*n_rest < 63) rest[(*n_rest)++] = argv[i];
+  }
+  if (!r->prompt) return fprintf(stderr, "qvl run: needs a prompt (the last argument)\n"), 1;
+  return 0;
+}
+
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *buf = NULL;
+  if (fseek(f, 0, SEEK_END) == 0) {
+    long n = ftell(f);
+    if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n)) && fread(buf, 1, (size_t)n, f) != (size_t)n)
+      free(buf), buf = NULL;
+    *len = n > 0 ? (size_t)n : 0;
+  }
+  fclose(f);
+  return buf;
+}
+
+/* The tokenizer: --tokenizer, else DIR/tokenizer.json, else the one scripts/fetch-tokenizer.sh caches. */
+static qvl_tokenizer *open_tokenizer(const run_opts *r, const char *dir) {
+  char path[4096];
+  const char *tries[3] = {r->tokenizer, path, ".cache/tokenizer/tokenizer.json"};
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  for (int i = 0; i < 3; i++) {
+    FILE *f = tries[i] ? fopen(tries[i], "rb") : NULL;
+    if (!f) continue;
+    fclose(f);
+    qvl_tokenizer *t = NULL;
+    if (qvl_tokenizer_open(&t, tries[i]) == QVL_OK) {
+      snprintf(path, sizeof path, "%s/generation_config.json", dir);
+      qvl_tokenizer_read_generation_config(t, path);
+      return t;
+    }
+    fprintf(stderr, "qvl run: %s\n", qvl_tokenizer_errmsg(t));
+    qvl_tokenizer_close(t);
+    return NULL;
+  }
+  fprintf(stderr, "qvl run: no tokenizer.json (--tokenizer FILE, %s/tokenizer.json, or scripts/fetch-tokenizer.sh)\n", dir);
+  return NULL;
+}
+
+/* Reads and preprocesses the image files; *batch NULL when there are none. */
+static int load_images(qvl_engine *e, const run_opts *r, qvl_image_batch **batch) {
+  qvl_image imgs[16];
+  char *bufs[16] = {0};
+  int rc = 0;
+  *batch = NULL;
+  for (int i = 0; i < r->n_images && !rc; i++) {
+    memset(&imgs[i], 0, sizeof imgs[i]);
+    if (!(bufs[i] = slurp(r->images[i], &imgs[i].size))) rc = fprintf(stderr, "qvl run: cannot read %s\n", r->images[i]);
+    imgs[i].data = bufs[i];
+  }
+  if (!rc && r->n_images && (rc = qvl_preprocess_images(e, imgs, r->n_images, NULL, batch)))
+    fprintf(stderr, "qvl run: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
+  for (int i = 0; i < r->n_images; i++) free(bufs[i]);
+  return rc ? 1 : 0;
+}
+
+/* One user turn: the images, then the prompt; rendered and expanded as the HF processor does. */
+static int encode_prompt(qvl_tokenizer *t, const char *arch, const run_opts *r, const qvl_pixels *px,
+                         const int32_t **ids, size_t *n) {
+  qvl_chat_part parts[17];
+  int np = 0;
+  for (int i = 0; px && i < px->n_images; i++, np++) {
+    memset(&parts[np], 0, sizeof parts[np]);
+    parts[np].kind = QVL_PART_IMAGE;
+    memcpy(parts[np].grid_thw, px->grid_thw + 3 * i, sizeof parts[np].grid_thw);
+  }
+  memset(&parts[np], 0, sizeof parts[np]);
+  parts[np].kind = QVL_PART_TEXT, parts[np].text = r->prompt, np++;
+  qvl_chat_message msg = {.role = "user", .parts = parts, .n_parts = np};
+  qvl_chat chat = {.kind = strcmp(arch, "qwen3_vl") ? QVL_CHAT_QWEN2_5_VL : QVL_CHAT_QWEN3_VL, .messages = &msg,
+                   .n_messages = 1, .add_generation_prompt = 1};
+  int rc = qvl_chat_encode(t, &chat, ids, n);
+  if (rc) fprintf(stderr, "qvl run: %s\n", qvl_tokenizer_errmsg(t));
+  return rc ? 1 : 0;
+}
+
+int cmd_run(int argc, char **argv) {
+  run_opts r;
+  char *rest[64];
+  int n_rest = 0;
+  app_opts o;
+  if (split_args(&r, argc, argv, rest, &n_rest) || app_parse(&o, n_rest, rest)) return 2;
+  o.engine.load = QVL_LOAD_ALL;
+  if (o.engine.backend == QVL_BACKEND_AUTO) o.engine.backend = QVL_BACKEND_CPU; /* the CUDA LM is not there yet */
+  double t0 = now_s();
+  qvl_engine *e = app_open(&o);
+  if (!e) return 1;
+  qvl_model_info info;
+  qvl_engine_info(e, &info);
+  double t_load = now_s();
+  qvl_tokenizer *t = open_tokenizer(&r, o.engine.model_dir);
+  qvl_image_batch *batch = NULL;
+  const int32_t *ids = NULL;
+  size_t n = 0;
+  stream st = {0};
+  int rc = !t || load_images(e, &r, &batch);
+  const qvl_pixels *px = batch ? qvl_image_batch_pixels(batch) : NULL;
+  double t_pre = now_s();
+  if (!rc) rc = encode_prompt(t, info.arch, &r, px, &ids, &n);
+  if (!rc && (rc = qvl_detok_open(&st.d, t, 1))) fprintf(stderr, "qvl run: cannot open the detokenizer\n");
+  if (!rc) {
+    r.s.n_stop = qvl_tokenizer_stop_ids(t, &r.s.stop_ids);
+    st.t0 = now_s();
+    rc = qvl_generate_ids(e, ids, (int)n, px, &r.s, on_token, &st);
+    if (rc) fprintf(stderr, "\nqvl run: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
+    const char *tail;
+    size_t len;
+    if (!rc && qvl_detok_flush(st.d, &tail, &len) == QVL_OK && len) fwrite(tail, 1, len, stdout);
+    printf("\n");
+  }
+  if (!rc && r.verbose)
+    fprintf(stderr,
+            "qvl run: %s on %s; load %.2f s; read+preprocess %d image(s) %.1f ms; prompt %zu tokens; TTFT %.1f ms "
+            "(vision + prefill); %d tokens, TPOT %.1f ms, %.1f tokens/s\n",
+            info.arch, info.backend, t_load - t0, r.n_images, (t_pre - t_load) * 1e3, n, (st.t_first - st.t0) * 1e3,
+            st.n, st.n > 1 ? (st.t_last - st.t_first) / (st.n - 1) * 1e3 : 0.0,
+            st.n > 1 ? (st.n - 1) / (st.t_last - st.t_first) : 0.0);
+  qvl_detok_close(st.d);
+  qvl_image_batch_free(batch);
+  qvl_tokenizer_close(t);
+  qvl_engine_close(e);
+  return rc ? 1 : 0;
+}
