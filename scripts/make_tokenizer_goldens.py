@@ -664,8 +664,7 @@ def main() -> int:
             if how.startswith("unavailable"):
                 failures.append(f"processor {kind}: {how} (chat.jsonl has no input_ids for it)")
         bench = None if args.skip_bench else stage("bench", lambda: bench_hf(tj, corpus, corpus_sha, out, versions))
-        if bench and args.qvl:
-            stage("qvl bench", lambda: bench_qvl(args.qvl, tj, corpus, out, bench))
+        qvl = stage("qvl bench", lambda: bench_qvl(args.qvl, tj, corpus, out, bench)) if bench and args.qvl else None
         total = sum(p.stat().st_size for p in out.glob("*") if p.is_file())
         check(total < 5 << 20, f"goldens take {total} bytes, more than 5 MB")
         cmd = "python3 scripts/make_tokenizer_goldens.py " + " ".join(sys.argv[1:])
@@ -688,6 +687,9 @@ def main() -> int:
         if bench:
             readme.append(f"- hf_bench.json: single-thread encode {bench['encode_mb_s']} MB/s on {bench['corpus_bytes']} bytes "
                           f"(corpus sha256 {bench['corpus_sha256']}), load {bench['load_ms']} ms.")
+        if qvl:
+            readme.append(f"- qvl_bench.json: `qvl bench tok` in the same job: {qvl['encode_mb_s']} MB/s "
+                          f"({qvl['speedup_vs_hf']}x HF), load {qvl['load_ms']} ms, same token count: {qvl['tokens_equal_hf']}.")
         (out / "README.md").write_text("\n".join(readme) + "\n")
         if failures:
             raise Fail("stages failed: " + "; ".join(failures))
