@@ -455,6 +455,13 @@ static void test_tiny_ok(void **state) {
   assert_int_equal(qvl_tokenizer_stop_ids(t, &stop), 1);
   assert_int_equal(stop[0], 300);
   qvl_tokenizer_close(t);
+  /* merges written before the vocabulary: located on the walk, read after it */
+  cJSON *model = cJSON_GetObjectItem(doc, "model");
+  cJSON_AddItemToObject(model, "vocab", cJSON_DetachItemFromObject(model, "vocab"));
+  assert_string_equal(model->child->next->string, "merges");
+  if (open_doc(doc, &t)) fail_msg("%s", qvl_tokenizer_errmsg(t));
+  expect_ids(t, "he the<x> t", (const int32_t[]){257, 256, 257, 301, 256}, 5);
+  qvl_tokenizer_close(t);
   cJSON_Delete(doc);
 }
 
