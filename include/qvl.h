@@ -169,6 +169,11 @@ int64_t qvl_image_batch_rows(const qvl_image_batch *b, int64_t *row_len);
 const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i);
 void qvl_image_batch_free(qvl_image_batch *b); /* NULL is a no-op */
 
+/* The grid one image will get, from its header alone (nothing is decoded): what a chat needs to count the
+ * image's <|image_pad|> tokens (t*h*w / merge^2) before preprocessing. Same errors as preprocessing's
+ * header stage (format, size, pixel limit, aspect ratio). */
+int qvl_image_grid(qvl_engine *e, const qvl_image *image, const qvl_image_params *p, int32_t grid_thw[3]);
+
 /* ---------------------------------------------------------------------------------------------------
  * Text: the tokenizer (byte-level BPE read from tokenizer.json, id for id identical to HF tokenizers),
  * a streaming detokenizer, and the chat templates of Qwen2.5-VL and Qwen3-VL (spec §5).

@@ -350,6 +350,26 @@ static void test_pipeline_options(void **state) {
   free(jpg);
 }
 
+/* The grid from the header alone equals the grid of the full pipeline; errors come from the header stage. */
+static void test_grid_from_header(void **state) {
+  (void)state;
+  size_t n;
+  uint8_t *jpg = jpeg_of(640, 480, &n);
+  qvl_engine *e = open_tiny("qwen2_5_vl");
+  qvl_image im = {.data = jpg, .size = n};
+  int32_t g[3];
+  assert_int_equal(qvl_image_grid(e, &im, NULL, g), QVL_OK);
+  assert_memory_equal(g, ((const int32_t[]){1, 34, 46}), sizeof g);
+  for (size_t i = 0; i + 1 < n; i++) /* cut right after the start-of-scan header: no pixel data at all */
+    if (jpg[i] == 0xff && jpg[i + 1] == 0xda) im.size = i + 2 + (size_t)(jpg[i + 2] << 8 | jpg[i + 3]), i = n;
+  assert_int_equal(qvl_image_grid(e, &im, NULL, g), QVL_OK);
+  im.size = 10;
+  assert_int_equal(qvl_image_grid(e, &im, NULL, g), QVL_ERR_FORMAT);
+  tu_assert_msg_has(qvl_errmsg(e), "image: corrupt or truncated JPEG header", NULL);
+  qvl_engine_close(e);
+  free(jpg);
+}
+
 /* ---- qvl preprocess ---- */
 
 static int run_qvl(char *out, size_t cap, const char *args) {
@@ -402,7 +422,8 @@ int main(void) {
       cmocka_unit_test(test_norm_lut),              cmocka_unit_test(test_patchify_order),
       cmocka_unit_test(test_pipeline_grids),        cmocka_unit_test(test_pipeline_inputs_and_hash),
       cmocka_unit_test(test_hash_stable),           cmocka_unit_test(test_pipeline_errors),
-      cmocka_unit_test(test_pipeline_options),      cmocka_unit_test(test_cli),
+      cmocka_unit_test(test_pipeline_options),      cmocka_unit_test(test_grid_from_header),
+      cmocka_unit_test(test_cli),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
