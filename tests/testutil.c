@@ -7,12 +7,24 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Every path gets its own buffer (freed at exit), so a caller may keep any number of them. */
+static char **g_paths;
+static size_t g_n_paths;
+
+static void free_paths(void) {
+  for (size_t i = 0; i < g_n_paths; i++) free(g_paths[i]);
+  free(g_paths);
+}
+
 const char *tu_path(const char *rel) {
-  static char buf[8][4096];
-  static int k;
   const char *root = getenv("QVL_SOURCE_DIR");
-  char *b = buf[k++ & 7];
-  snprintf(b, sizeof buf[0], "%s/%s", root ? root : ".", rel);
+  size_t len = strlen(root ? root : ".") + strlen(rel) + 2;
+  char *b = malloc(len), **grown = realloc(g_paths, (g_n_paths + 1) * sizeof *g_paths);
+  if (!b || !grown) fail_msg("tu_path: out of memory");
+  if (!g_paths) atexit(free_paths);
+  g_paths = grown;
+  g_paths[g_n_paths++] = b;
+  snprintf(b, len, "%s/%s", root ? root : ".", rel);
   return b;
 }
 

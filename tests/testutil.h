@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-/* $QVL_SOURCE_DIR/rel (set by ctest); the returned buffer is one of 8 rotating static buffers. */
+/* $QVL_SOURCE_DIR/rel (set by ctest); the string lives until the test program exits. */
 const char *tu_path(const char *rel);
 /* A fresh empty directory under $TMPDIR (or /tmp); removed by tu_rmtree. */
 const char *tu_tmpdir(void);
