@@ -24,7 +24,8 @@ int main(int argc, char **argv) {
   put(argv[1], "gray.jpg", enc_jpeg(px, W, H, TJPF_GRAY, TJSAMP_GRAY, 90, 0, &n), n);
   put(argv[1], "progressive.jpg", enc_jpeg(px, W, H, TJPF_RGB, TJSAMP_420, 90, 1, &n), n);
   put(argv[1], "cmyk.jpg", enc_jpeg(px, W, H, TJPF_CMYK, TJSAMP_444, 90, 0, &n), n);
-  for (int i = 0; i < 16; i++) pal[3 * i] = (uint8_t)(i * 16), pal[3 * i + 1] = (uint8_t)(255 - i * 9), trns[i] = (uint8_t)(i * 17);
+  for (int i = 0; i < 16; i++)
+    pal[3 * i] = (uint8_t)(i * 16), pal[3 * i + 1] = (uint8_t)(255 - i * 9), trns[i] = (uint8_t)(i * 17);
   static uint8_t idx[W * H];
   for (int i = 0; i < W * H; i++) idx[i] = px[i] & 15;
   put(argv[2], "gray8.png", enc_png(px, W, H, PNG_COLOR_TYPE_GRAY, 8, 0, NULL, 0, NULL, 0, &n), n);

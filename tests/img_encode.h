@@ -96,9 +96,10 @@ static inline uint8_t *enc_png(const uint8_t *px, int w, int h, int color_type, 
 static inline uint8_t *enc_webp(const uint8_t *px, int w, int h, int alpha, int lossless, size_t *len) {
   uint8_t *webp = NULL;
   *len = 0;
-  size_t n = lossless ? (alpha ? WebPEncodeLosslessRGBA(px, w, h, w * 4, &webp)
-                               : WebPEncodeLosslessRGB(px, w, h, w * 3, &webp))
-                      : (alpha ? WebPEncodeRGBA(px, w, h, w * 4, 85, &webp) : WebPEncodeRGB(px, w, h, w * 3, 85, &webp));
+  size_t n =
+      lossless
+          ? (alpha ? WebPEncodeLosslessRGBA(px, w, h, w * 4, &webp) : WebPEncodeLosslessRGB(px, w, h, w * 3, &webp))
+          : (alpha ? WebPEncodeRGBA(px, w, h, w * 4, 85, &webp) : WebPEncodeRGB(px, w, h, w * 3, 85, &webp));
   uint8_t *out = n ? malloc(n) : NULL;
   if (out) memcpy(out, webp, n), *len = n;
   WebPFree(webp);

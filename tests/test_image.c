@@ -249,7 +249,9 @@ static void test_pipeline_inputs_and_hash(void **state) {
   char *url = malloc(n * 2 + 64);
   strcpy(url, "data:image/png;base64,");
   to_base64(url + strlen(url), png, n);
-  qvl_image im[4] = {{.data = png, .size = n}, {.data = url, .size = strlen(url)}, {.rgb = rgb, .width = W, .height = H},
+  qvl_image im[4] = {{.data = png, .size = n},
+                     {.data = url, .size = strlen(url)},
+                     {.rgb = rgb, .width = W, .height = H},
                      {.rgb = rgb, .width = W, .height = H / 2}};
   qvl_engine *e = open_tiny("qwen2_5_vl");
   qvl_image_batch *b1 = NULL, *b2 = NULL;
@@ -299,7 +301,9 @@ static void test_pipeline_errors(void **state) {
   memset(thin, 0, sizeof thin);
   qvl_engine *e = open_tiny("qwen3_vl");
   qvl_image_batch *b = (qvl_image_batch *)1;
-  qvl_image im[4] = {{.data = jpg, .size = n}, {.data = jpg, .size = n * 4 / 5}, {.rgb = thin, .width = 201, .height = 1},
+  qvl_image im[4] = {{.data = jpg, .size = n},
+                     {.data = jpg, .size = n * 4 / 5},
+                     {.rgb = thin, .width = 201, .height = 1},
                      {.data = "data:image/png;base64,%%%%", .size = 26}};
   assert_int_equal(qvl_preprocess_images(e, im, 4, NULL, &b), QVL_ERR_LIMIT); /* found on the headers */
   assert_null(b);
@@ -392,7 +396,8 @@ static void test_cli(void **state) {
   char a[600], b[600], out[600], args[4096], log[8192];
   size_t n;
   uint8_t *jpg = jpeg_of(100, 80, &n); /* -> 112x84: a 6x8 grid */
-  snprintf(a, sizeof a, "%s/a.jpg", dir), snprintf(b, sizeof b, "%s/b.txt", dir), snprintf(out, sizeof out, "%s/px.st", dir);
+  snprintf(a, sizeof a, "%s/a.jpg", dir), snprintf(b, sizeof b, "%s/b.txt", dir),
+      snprintf(out, sizeof out, "%s/px.st", dir);
   tu_write_file(a, jpg, n);
   tu_write_file(b, "not an image", 12);
   snprintf(args, sizeof args, "preprocess --model tests/data/tiny-qwen2_5_vl %s %s -o %s", a, a, out);

@@ -125,7 +125,8 @@ static void test_png_16bit(void **state) {
   img_rgb im = decode_ok(png, n, 0);
   for (int i = 0; i < W * H * 3; i++) assert_int_equal(im.px[i], px[2 * i]);
   free(im.px), free(png);
-  for (int i = 0; i < W * H; i++) px[2 * i] = (uint8_t)(i % 3 == 0 ? 0 : i % 3 == 1 ? 1 : 0x80), px[2 * i + 1] = (uint8_t)i;
+  for (int i = 0; i < W * H; i++)
+    px[2 * i] = (uint8_t)(i % 3 == 0 ? 0 : i % 3 == 1 ? 1 : 0x80), px[2 * i + 1] = (uint8_t)i;
   png = enc_png(px, W, H, PNG_COLOR_TYPE_GRAY, 16, 0, NULL, 0, NULL, 0, &n);
   im = decode_ok(png, n, 0);
   for (int i = 0; i < W * H; i++) {
@@ -158,7 +159,8 @@ static void test_png_gray_alpha(void **state) {
 static void test_png_palette_and_low_depth(void **state) {
   (void)state;
   uint8_t pal[16 * 3], trns[16], idx[W * H], bits[W * H];
-  for (int i = 0; i < 16; i++) pal[3 * i] = (uint8_t)(i * 16), pal[3 * i + 1] = (uint8_t)(200 - i), pal[3 * i + 2] = 7, trns[i] = (uint8_t)(i * 9);
+  for (int i = 0; i < 16; i++)
+    pal[3 * i] = (uint8_t)(i * 16), pal[3 * i + 1] = (uint8_t)(200 - i), pal[3 * i + 2] = 7, trns[i] = (uint8_t)(i * 9);
   for (int i = 0; i < W * H; i++) idx[i] = (uint8_t)((i * 7) % 16);
   size_t n;
   uint8_t *png = enc_png(idx, W, H, PNG_COLOR_TYPE_PALETTE, 8, 1, pal, 16, trns, 16, &n);
@@ -263,7 +265,9 @@ static void test_corrupt(void **state) {
   free(d), free(rgb);
 }
 
-static void put32be(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v; }
+static void put32be(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
 
 /* PNG's chunk CRC (ISO 3309), bitwise. */
 static uint32_t crc32_png(const uint8_t *p, size_t n) {
@@ -315,7 +319,8 @@ static void test_pixel_limit_from_header(void **state) {
   size_t n;
   uint8_t *d = sample(1, &n);
   png_set_size(d, 100000, 100000);
-  expect_error(d, n, IMG_DEFAULT_MAX_INPUT_PIXELS, QVL_ERR_LIMIT, "100000x100000 = 10000000000 pixels, over the limit of 178956970", NULL);
+  expect_error(d, n, IMG_DEFAULT_MAX_INPUT_PIXELS, QVL_ERR_LIMIT,
+               "100000x100000 = 10000000000 pixels, over the limit of 178956970", NULL);
   free(d);
   d = sample(0, &n);
   for (size_t i = 0; i + 9 < n; i++)

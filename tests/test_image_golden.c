@@ -146,7 +146,8 @@ static void test_goldens(void **state) {
   if (!doc) fail_msg("%s: not JSON", path);
   const cJSON *versions = cJSON_GetObjectItemCaseSensitive(doc, "versions"), *img;
   fprintf(stderr, "goldens: %s (Pillow %s, libjpeg-turbo %s, webp %s, transformers %s)\n", path,
-          str(versions, "pillow"), str(versions, "libjpeg_turbo"), str(versions, "webp"), str(versions, "transformers"));
+          str(versions, "pillow"), str(versions, "libjpeg_turbo"), str(versions, "webp"),
+          str(versions, "transformers"));
   cJSON_ArrayForEach(img, cJSON_GetObjectItemCaseSensitive(doc, "images")) {
     check_image(&g, img, cJSON_GetObjectItemCaseSensitive(doc, "settings"));
   }

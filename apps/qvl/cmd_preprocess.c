@@ -67,7 +67,8 @@ static int write_batch(const char *path, const qvl_image_batch *b) {
   uint8_t *hash = malloc(QVL_IMAGE_HASH_BYTES * (size_t)n);
   if (grid && hash) {
     for (int i = 0; i < 3 * n; i++) grid[i] = px->grid_thw[i];
-    for (int i = 0; i < n; i++) memcpy(hash + QVL_IMAGE_HASH_BYTES * i, qvl_image_batch_hash(b, i), QVL_IMAGE_HASH_BYTES);
+    for (int i = 0; i < n; i++)
+      memcpy(hash + QVL_IMAGE_HASH_BYTES * i, qvl_image_batch_hash(b, i), QVL_IMAGE_HASH_BYTES);
     st_entry e[3] = {{"pixel_values", ST_F32, 2, {rows, k}, px->rows},
                      {"image_grid_thw", ST_I64, 2, {n, 3}, grid},
                      {"image_hash", ST_U8, 2, {n, QVL_IMAGE_HASH_BYTES}, hash}};
@@ -128,7 +129,8 @@ int cmd_preprocess(int argc, char **argv) {
   qvl_engine *e = imgs && bufs ? app_open(&o) : NULL;
   qvl_image_batch *b = NULL;
   int rc = !e || read_images(imgs, bufs, &p);
-  if (!rc && p.repeat > 0) rc = bench(e, imgs, &p, p.params.n_threads > 0 ? p.params.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+  if (!rc && p.repeat > 0)
+    rc = bench(e, imgs, &p, p.params.n_threads > 0 ? p.params.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
   if (!rc && o.out && (rc = qvl_preprocess_images(e, imgs, p.n, &p.params, &b)))
     fprintf(stderr, "qvl preprocess: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
   if (!rc && o.out && !(rc = write_batch(o.out, b))) {

@@ -48,7 +48,9 @@ typedef struct png_job {
   png_bytep *rows;
 } png_job;
 
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
 
 /* Every chunk must fit in the bytes that are there. libpng trusts a chunk's length and allocates (and
  * clears) that much before reading it, so 200 bytes claiming a 1.9 GB sPLT chunk cost 1.9 GB (found by

@@ -12,7 +12,8 @@ static int features(WebPBitstreamFeatures *f, const uint8_t *data, size_t len, c
   VP8StatusCode st = WebPGetFeatures(data, len, f);
   if (st == VP8_STATUS_NOT_ENOUGH_DATA)
     return qvl_fail(err, QVL_ERR_FORMAT, "%s: truncated WebP header", what);
-  if (st != VP8_STATUS_OK) return qvl_fail(err, QVL_ERR_FORMAT, "%s: corrupt WebP header (libwebp status %d)", what, st);
+  if (st != VP8_STATUS_OK)
+    return qvl_fail(err, QVL_ERR_FORMAT, "%s: corrupt WebP header (libwebp status %d)", what, st);
   if (f->has_animation) return qvl_fail(err, QVL_ERR_UNSUPPORTED, "%s: animated WebP is not supported", what);
   return QVL_OK;
 }

@@ -72,6 +72,19 @@ int img_threads(void);
 int img_smart_resize(int *out_h, int *out_w, int h, int w, int factor, int64_t min_pixels, int64_t max_pixels,
                      int qwen_vl_utils, const char *what, qvl_err *err);
 
+/* Pillow's BICUBIC coefficients for one axis, in -> out, as Resample.c computes them (double, then 22-bit
+ * fixed point): output i reads bounds[2i+1] source samples from bounds[2i] with weights k[i*ksize + j]; the
+ * sum starts at 2^21 and the result is clip(sum >> 22). Shared with the GPU resample kernel: computed on the
+ * host, only integer sums remain on the device, so both paths give the same bits. */
+typedef struct img_coeffs {
+  int ksize;
+  int *bounds; /* [out][2]: first source index, count */
+  int32_t *k;  /* [out][ksize] */
+} img_coeffs;
+
+int img_coeffs_make(img_coeffs *c, int in_size, int out_size); /* QVL_OK or QVL_ERR_NOMEM */
+void img_coeffs_free(img_coeffs *c);
+
 /* Pillow's Image.resize((dw, dh), BICUBIC) on RGB8, bit for bit (libImaging/Resample.c). dst: dw*dh*3. */
 int img_resample_bicubic(uint8_t *dst, int dw, int dh, const uint8_t *src, int sw, int sh, qvl_err *err);
 

@@ -197,9 +197,10 @@ int qvl_preprocess_images(qvl_engine *e, const qvl_image *images, int n, const q
   const qvl_preproc_config *pc = qvl_engine_preproc(e);
   const qvl_vision_config *v = &qvl_engine_config(e)->vision;
   if (pc->patch != v->patch || pc->temporal_patch != v->temporal_patch || pc->merge != v->merge)
-    return qvl_fail(err, QVL_ERR_FORMAT,
-                    "preprocessor_config.json (patch %d, temporal %d, merge %d) disagrees with config.json (%d, %d, %d)",
-                    pc->patch, pc->temporal_patch, pc->merge, v->patch, v->temporal_patch, v->merge);
+    return qvl_fail(
+        err, QVL_ERR_FORMAT,
+        "preprocessor_config.json (patch %d, temporal %d, merge %d) disagrees with config.json (%d, %d, %d)", pc->patch,
+        pc->temporal_patch, pc->merge, v->patch, v->temporal_patch, v->merge);
   return img_preprocess(out, pc, images, n, p, err);
 }
 

@@ -66,16 +66,13 @@ static double bicubic(double x) {
   return 0.0;
 }
 
-typedef struct coeffs {
-  int ksize;
-  int *bounds; /* [out][2]: first source index, count */
-  int32_t *k;  /* [out][ksize], fixed point */
-} coeffs;
-
-static void free_coeffs(coeffs *c) { free(c->bounds), free(c->k); }
+void img_coeffs_free(img_coeffs *c) {
+  free(c->bounds), free(c->k);
+  c->bounds = NULL, c->k = NULL;
+}
 
 /* precompute_coeffs + normalize_coeffs_8bpc for the box (0, in_size), support 2. */
-static int make_coeffs(coeffs *c, int in_size, int out_size) {
+int img_coeffs_make(img_coeffs *c, int in_size, int out_size) {
   float in0 = 0.0f, in1 = (float)in_size; /* Pillow's box is float */
   double scale = (double)(in1 - in0) / out_size, filterscale = scale < 1.0 ? 1.0 : scale;
   double support = 2.0 * filterscale, ss = 1.0 / filterscale;
@@ -108,7 +105,8 @@ static uint8_t clip8(int32_t ss) {
 }
 
 /* Rows [y0, y0 + rows) of src (sw wide) -> dst (dw wide, rows tall). */
-static void pass_horizontal(uint8_t *dst, int dw, const uint8_t *src, int sw, int y0, int rows, const coeffs *c) {
+static void pass_horizontal(uint8_t *dst, int dw, const uint8_t *src, int sw, int y0, int rows,
+                            const img_coeffs *c) {
 #pragma omp parallel for schedule(static) num_threads(img_threads()) if ((int64_t)dw * rows > (1 << 16))
   for (int y = 0; y < rows; y++) {
     const uint8_t *s = src + (size_t)(y0 + y) * sw * 3;
@@ -129,7 +127,7 @@ static void pass_horizontal(uint8_t *dst, int dw, const uint8_t *src, int sw, in
 /* src rows are indexed from the first row any output needs (bounds already shifted by the caller). Each
  * output row accumulates whole source rows into a row of int32 sums: the same integer sums as Pillow's
  * per-pixel loop (integer addition is exact in any order), read with unit stride so the loop vectorizes. */
-static void pass_vertical(uint8_t *dst, int dh, const uint8_t *src, int w, const coeffs *c, int shift) {
+static void pass_vertical(uint8_t *dst, int dh, const uint8_t *src, int w, const img_coeffs *c, int shift) {
   size_t row = (size_t)w * 3;
 #pragma omp parallel num_threads(img_threads()) if ((int64_t)w * dh > (1 << 16))
   {
@@ -162,15 +160,15 @@ static void pass_vertical(uint8_t *dst, int dh, const uint8_t *src, int w, const
 }
 
 int img_resample_bicubic(uint8_t *dst, int dw, int dh, const uint8_t *src, int sw, int sh, qvl_err *err) {
-  coeffs cv = {0}, ch = {0};
+  img_coeffs cv = {0}, ch = {0};
   uint8_t *tmp = NULL;
   int need_h = dw != sw, need_v = dh != sh;
-  int rc = make_coeffs(&cv, sh, dh);
+  int rc = img_coeffs_make(&cv, sh, dh);
   int first = rc ? 0 : cv.bounds[0], last = rc ? 0 : cv.bounds[2 * dh - 2] + cv.bounds[2 * dh - 1];
-  if (!rc && need_h) rc = make_coeffs(&ch, sw, dw);
+  if (!rc && need_h) rc = img_coeffs_make(&ch, sw, dw);
   if (!rc && need_h && need_v) rc = (tmp = malloc((size_t)dw * (size_t)(last - first) * 3)) ? QVL_OK : QVL_ERR_NOMEM;
   if (rc) {
-    free_coeffs(&cv), free_coeffs(&ch);
+    img_coeffs_free(&cv), img_coeffs_free(&ch);
     return qvl_fail(err, rc, "resample %dx%d -> %dx%d: out of memory", sw, sh, dw, dh);
   }
   if (need_h && need_v) {
@@ -184,6 +182,6 @@ int img_resample_bicubic(uint8_t *dst, int dw, int dh, const uint8_t *src, int s
     for (size_t i = 0; i < (size_t)sw * sh * 3; i++) dst[i] = src[i];
   }
   free(tmp);
-  free_coeffs(&cv), free_coeffs(&ch);
+  img_coeffs_free(&cv), img_coeffs_free(&ch);
   return QVL_OK;
 }
