@@ -14,8 +14,10 @@ typedef struct conv {
   qvl_chat_part parts[64][16];
   qvl_tool_call calls[64][8];
   const char *tools[16];
-  int n_images;
+  int n_images, n_videos;
   qvl_chat_part *images[64]; /* in order, for their grids */
+  qvl_chat_part *videos[16];
+  double timestamps[512]; /* Qwen3-VL videos: every temporal group's "<T.T seconds>", videos in order */
 } conv;
 
 static inline const char *str_of(const cJSON *o, const char *k) {
@@ -36,6 +38,7 @@ static inline void read_parts(conv *c, int i, const cJSON *content) {
       c->images[c->n_images++] = q;
     } else if ((type && !strcmp(type, "video")) || cJSON_GetObjectItem(p, "video")) {
       q->kind = QVL_PART_VIDEO;
+      if (c->n_videos < 16) c->videos[c->n_videos++] = q;
     } else {
       q->kind = QVL_PART_TEXT, q->text = str_of(p, "text");
     }
@@ -52,6 +55,13 @@ static inline void read_calls(conv *c, int i, const cJSON *calls) {
     q->arguments = str_of(f, "arguments");
     if (!q->arguments) q->arguments = str_of(f, "arguments_json"), q->arguments_object = 1;
   }
+}
+
+/* The processor's grids, one per image (or video) in order. */
+static inline void read_grids(const cJSON *grids, qvl_chat_part **parts, int n) {
+  int k = 0;
+  for (const cJSON *g = grids ? grids->child : NULL; g && k < n; g = g->next, k++)
+    for (int d = 0; d < 3; d++) parts[k]->grid_thw[d] = (int32_t)cJSON_GetArrayItem(g, d)->valuedouble;
 }
 
 static inline void read_conv(conv *c, const cJSON *rec) {
@@ -71,10 +81,13 @@ static inline void read_conv(conv *c, const cJSON *rec) {
   for (const cJSON *t = tools ? tools->child : NULL; t && c->chat.n_tools < 16; t = t->next)
     c->tools[c->chat.n_tools++] = t->valuestring;
   c->chat.tools = c->tools;
-  const cJSON *grids = cJSON_GetObjectItem(rec, "image_grid_thw");
-  int k = 0;
-  for (const cJSON *g = grids ? grids->child : NULL; g && k < c->n_images; g = g->next, k++)
-    for (int d = 0; d < 3; d++) c->images[k]->grid_thw[d] = (int32_t)cJSON_GetArrayItem(g, d)->valuedouble;
+  read_grids(cJSON_GetObjectItem(rec, "image_grid_thw"), c->images, c->n_images);
+  read_grids(cJSON_GetObjectItem(rec, "video_grid_thw"), c->videos, c->n_videos);
+  const cJSON *ts = cJSON_GetObjectItem(rec, "video_timestamps");
+  int n_ts = 0;
+  for (const cJSON *t = ts ? ts->child : NULL; t && n_ts < 512; t = t->next) c->timestamps[n_ts++] = t->valuedouble;
+  for (int v = 0, at = 0; ts && v < c->n_videos && at + c->videos[v]->grid_thw[0] <= n_ts; at += c->videos[v++]->grid_thw[0])
+    c->videos[v]->timestamps = c->timestamps + at;
 }
 
 #endif
