@@ -280,8 +280,8 @@ int qvl_chat_render(qvl_tokenizer *t, const qvl_chat *chat, int expand, const ch
 int qvl_chat_encode(qvl_tokenizer *t, const qvl_chat *chat, const int32_t **ids, size_t *n_ids);
 
 /* ---------------------------------------------------------------------------------------------------
- * Generation: token ids (qvl_chat_encode) and images in, token ids out. The CPU backend runs the language
- * model today; the CUDA language model comes with issue 6.
+ * Generation: token ids (qvl_chat_encode) and images in, token ids out, through a KV cache. Both backends
+ * run it; the CUDA language model uses first, plain kernels until its fast paths land.
  */
 typedef struct qvl_sampling {
   int max_tokens;          /* new tokens at most; default 256 */

@@ -76,7 +76,7 @@ struct qvl_backend {
    * [cu[i], cu[i+1]) (cu: host int32, n_seq + 1 entries, cu[0] = 0, cu[n_seq] = rows); qkv as rope_qk. */
   int (*attention)(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads,
                    int head_dim, float scale);
-  /* ---- language model (CPU only so far; NULL on backends that do not have them yet) ---- */
+  /* ---- language model ---- */
   /* In place on x [rows][heads][head_dim] with rows row_stride elements apart: NeoX rotation by cos/sin
    * [rows][head_dim] (f32 buffers). */
   int (*rope_heads)(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads,

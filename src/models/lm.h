@@ -31,7 +31,7 @@ typedef struct lm_chunk {
 } lm_chunk;
 
 /* Runs the chunk; logits (host f32): every row [n][vocab] when all_logits, else only the last [vocab].
- * CPU backend only for now (QVL_ERR_UNSUPPORTED elsewhere). */
+ */
 int lm_seq_forward(lm_seq *s, const qvl_weights *w, const lm_chunk *c, float *logits, int all_logits, qvl_err *err);
 
 #endif
