@@ -21,6 +21,8 @@ static void usage(FILE *f) {
           "  bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] [--dump FILE]\n"
           "                                               time the vision tower, one JSON line per case\n"
           "  bench tok [--tokenizer FILE] [--corpus FILE]   tokenizer encode MB/s and load time\n"
+          "  bench lm --model DIR [--dummy] --prompt N ... [--gen N] [--runs N]\n"
+          "                                               language model TTFT and TPOT, one JSON line per prompt\n"
           "  tokenize (--model DIR | --tokenizer FILE) TEXT  token ids and pieces\n"
           "  preprocess --model DIR IMAGE... -o OUT.safetensors [--qwen-vl-utils] [--min-pixels N] [--max-pixels N]\n"
           "                                               pixel rows + grids as the HF image processor makes them\n"
