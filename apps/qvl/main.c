@@ -29,6 +29,8 @@ static void usage(FILE *f) {
           "  run --model DIR [--dummy] [--image FILE]... [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
           "      [--min-p P] [--seed S] [--tokenizer FILE] [--verbose] PROMPT\n"
           "                                               one chat turn, the answer streamed to stdout\n"
+          "  logits --model DIR [--dummy] --in IN.safetensors -o OUT.safetensors\n"
+          "                                               last-position logits of a prompt (side-by-side checks)\n"
           "common options: --cpu | --cuda, --threads N\n");
 }
 
@@ -44,6 +46,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
   if (!strcmp(argv[1], "preprocess")) return cmd_preprocess(argc - 1, argv + 1);
   if (!strcmp(argv[1], "run")) return cmd_run(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "logits")) return cmd_logits(argc - 1, argv + 1);
   fprintf(stderr, "qvl: unknown command \"%s\"\n", argv[1]);
   usage(stderr);
   return 2;
