@@ -17,10 +17,16 @@ static const uint8_t SIGMA[12][16] = {
 
 static uint64_t rotr(uint64_t x, int n) { return x >> n | x << (64 - n); }
 
-static uint64_t load64(const uint8_t *p) {
+static uint64_t load64(const uint8_t *p) { /* little endian, as the RFC reads words */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+#else
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
   return v;
+#endif
 }
 
 #define G(a, b, c, d, x, y)          \
@@ -68,18 +74,22 @@ static void add_count(qvl_blake2b *s, uint64_t n) {
   if (s->t[0] < n) s->t[1]++;
 }
 
+/* A full buffer is compressed only once more input arrives: the last block is compressed by final. */
 void qvl_blake2b_update(qvl_blake2b *s, const void *data, size_t len) {
   const uint8_t *p = data;
-  while (len) {
-    if (s->n == sizeof s->buf) { /* a full block is compressed only once more input arrives: the last is special */
+  size_t fill = sizeof s->buf - s->n;
+  if (len > fill) {
+    memcpy(s->buf + s->n, p, fill);
+    add_count(s, sizeof s->buf);
+    compress(s, s->buf, 0);
+    s->n = 0, p += fill, len -= fill;
+    for (; len > sizeof s->buf; p += sizeof s->buf, len -= sizeof s->buf) {
       add_count(s, sizeof s->buf);
-      compress(s, s->buf, 0);
-      s->n = 0;
+      compress(s, p, 0);
     }
-    size_t k = sizeof s->buf - s->n < len ? sizeof s->buf - s->n : len;
-    memcpy(s->buf + s->n, p, k);
-    s->n += k, p += k, len -= k;
   }
+  memcpy(s->buf + s->n, p, len);
+  s->n += len;
 }
 
 void qvl_blake2b_final(qvl_blake2b *s, uint8_t *out) {
