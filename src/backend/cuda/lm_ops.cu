@@ -1,7 +1,7 @@
 /* lm_ops.cu - the language model's first CUDA ops: rotary over [rows][heads][hd] with the text model's numerics
  * (cos/sin rounded to bf16, products and sum rounded to bf16: spec §4.4), row scatter (vision rows and DeepStack
  * into the sequence), and a straightforward causal GQA attention over the KV cache: one block per (query,
- * head), scores in shared memory, f32 softmax. Correct for any length the shared memory holds (about 56k keys);
+ * head), one warp per key for the scores (lanes across head_dim), scores in shared memory, f32 softmax. Correct for any length the shared memory holds (about 56k keys);
  * the fast paths (cuDNN prefill, flash-decoding over a paged cache) replace it in issue 6. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -59,15 +59,19 @@ __global__ void attention_causal_kernel(__nv_bfloat16 *out, const __nv_bfloat16 
   const __nv_bfloat16 *qr = q + (i * heads + h) * hd;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = __bfloat162float(qr[d]);
   __syncthreads();
+  /* scores: one warp per key, lanes across head_dim (coalesced 2-byte loads of the key row) */
+  int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < keys; j += blockDim.x) {
+  for (int64_t j = warp; j < keys; j += n_warps) {
     const __nv_bfloat16 *kr = k + (j * kv_heads + g) * hd;
     float acc = 0.f;
-    for (int d = 0; d < hd; d++) acc += qs[d] * __bfloat162float(kr[d]);
-    s[j] = acc * scale;
-    mx = fmaxf(mx, s[j]);
+    for (int d = lane; d < hd; d += 32) acc += qs[d] * __bfloat162float(kr[d]);
+    for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) s[j] = acc * scale;
+    mx = fmaxf(mx, acc * scale);
   }
   mx = block_reduce(mx, red, true);
+  __syncthreads(); /* every score written before the exponentials read them */
   float sum = 0.f;
   for (int64_t j = threadIdx.x; j < keys; j += blockDim.x) sum += s[j] = __expf(s[j] - mx);
   sum = block_reduce(sum, red, false);
