@@ -9,27 +9,12 @@
 #include "io/safetensors.h"
 #include "testutil.h"
 
-/* Runs `qvl ARGS`, capturing stdout+stderr into out; returns the exit status (-1 on a signal). */
-static int qvl(char *out, size_t cap, const char *args) {
-  char cmd[4096], log[512];
-  const char *dir = tu_tmpdir();
-  snprintf(log, sizeof log, "%s/qvl-cli.log", dir);
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2>&1", tu_path(""), getenv("QVL_BINARY"), args, log);
-  int st = system(cmd);
-  FILE *f = fopen(log, "r");
-  size_t n = f ? fread(out, 1, cap - 1, f) : 0;
-  out[n] = '\0';
-  if (f) fclose(f);
-  tu_rmtree(dir);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_info(void **state) {
   (void)state;
   char out[8192];
-  assert_int_equal(qvl(out, sizeof out, "info --model configs/Qwen3-VL-8B-Instruct --dummy"), 0);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "info --model configs/Qwen3-VL-8B-Instruct --dummy"), 0);
   tu_assert_msg_has(out, "qwen3_vl", "(8.77 B)");
-  assert_int_equal(qvl(out, sizeof out, "info --model tests/data/tiny-qwen2_5_vl --dummy"), 0);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "info --model tests/data/tiny-qwen2_5_vl --dummy"), 0);
   tu_assert_msg_has(out, "depth 4, hidden 64", NULL);
 }
 
@@ -51,7 +36,7 @@ static void test_encode(void **state) {
   const char *dir = tu_tmpdir();
   snprintf(args, sizeof args, "encode --model tests/data/tiny-qwen3_vl --dummy --grid 1x34x46 --grid 1x8x8 -o %s/a.st",
            dir);
-  assert_int_equal(qvl(out, sizeof out, args), 0);
+  assert_int_equal(tu_run_qvl(out, sizeof out, args), 0);
   char path[1024];
   snprintf(path, sizeof path, "%s/a.st", dir);
   check_features(path, (34 * 46 + 64) / 4, 1 + 3 + 1); /* features, 3 DeepStack, grid */
@@ -65,12 +50,12 @@ static void test_encode(void **state) {
   snprintf(path, sizeof path, "%s/px.st", dir);
   assert_int_equal(st_write(path, e, 2, NULL, NULL, NULL), QVL_OK);
   snprintf(args, sizeof args, "encode --model tests/data/tiny-qwen2_5_vl --dummy --pixels %s -o %s/b.st", path, dir);
-  assert_int_equal(qvl(out, sizeof out, args), 0);
+  assert_int_equal(tu_run_qvl(out, sizeof out, args), 0);
   snprintf(path, sizeof path, "%s/b.st", dir);
   check_features(path, rows / 4, 2);
   /* the same file against a model with another patch size is refused */
   snprintf(args, sizeof args, "encode --model tests/data/tiny-qwen3_vl --dummy --pixels %s/px.st -o %s/c.st", dir, dir);
-  assert_int_equal(qvl(out, sizeof out, args), 1);
+  assert_int_equal(tu_run_qvl(out, sizeof out, args), 1);
   tu_assert_msg_has(out, "pixel_values must be [N, 1536]", NULL);
   free(px);
   tu_rmtree(dir);
@@ -79,19 +64,19 @@ static void test_encode(void **state) {
 static void test_bad_invocations(void **state) {
   (void)state;
   char out[8192];
-  assert_int_equal(qvl(out, sizeof out, ""), 2);
+  assert_int_equal(tu_run_qvl(out, sizeof out, ""), 2);
   tu_assert_msg_has(out, "usage", NULL);
-  assert_int_equal(qvl(out, sizeof out, "frobnicate"), 2);
-  assert_int_equal(qvl(out, sizeof out, "info"), 2);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "frobnicate"), 2);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "info"), 2);
   tu_assert_msg_has(out, "--model", NULL);
-  assert_int_equal(qvl(out, sizeof out, "info --model"), 2);
-  assert_int_equal(qvl(out, sizeof out, "info --model /nonexistent --dummy"), 1);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "info --model"), 2);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "info --model /nonexistent --dummy"), 1);
   tu_assert_msg_has(out, "/nonexistent/config.json", NULL);
-  assert_int_equal(qvl(out, sizeof out, "encode --model tests/data/tiny-qwen3_vl --dummy --grid 1x3x4 -o /tmp/x.st"), 1);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "encode --model tests/data/tiny-qwen3_vl --dummy --grid 1x3x4 -o /tmp/x.st"), 1);
   tu_assert_msg_has(out, "multiples of 2", NULL);
-  assert_int_equal(qvl(out, sizeof out, "encode --model tests/data/tiny-qwen3_vl --dummy --grid 1xx4 -o /tmp/x.st"), 2);
-  assert_int_equal(qvl(out, sizeof out, "encode --model tests/data/tiny-qwen3_vl --dummy -o /tmp/x.st"), 2);
-  assert_int_equal(qvl(out, sizeof out, "encode --model tests/data/tiny-qwen3_vl --dummy --pixels /nonexistent -o /tmp/x.st"), 1);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "encode --model tests/data/tiny-qwen3_vl --dummy --grid 1xx4 -o /tmp/x.st"), 2);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "encode --model tests/data/tiny-qwen3_vl --dummy -o /tmp/x.st"), 2);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "encode --model tests/data/tiny-qwen3_vl --dummy --pixels /nonexistent -o /tmp/x.st"), 1);
   tu_assert_msg_has(out, "/nonexistent", NULL);
 }
 
@@ -100,12 +85,12 @@ static void test_bad_invocations(void **state) {
 static void test_run_refusal(void **state) {
   (void)state;
   char out[8192];
-  int rc = qvl(out, sizeof out,
+  int rc = tu_run_qvl(out, sizeof out,
                "run --model tests/data/tiny-qwen3_vl --dummy --tokenizer .cache/tokenizer/tokenizer.json --max-tokens 4 "
                "\"Describe this image.\"");
   assert_int_equal(rc, 1);
   tu_assert_msg_has(out, "outside the vocabulary", NULL);
-  assert_int_equal(qvl(out, sizeof out, "run --model tests/data/tiny-qwen3_vl --dummy"), 2);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "run --model tests/data/tiny-qwen3_vl --dummy"), 2);
   tu_assert_msg_has(out, "needs a prompt", NULL);
 }
 
@@ -114,9 +99,9 @@ static void test_export(void **state) {
   char out[8192], args[1024];
   const char *dir = tu_tmpdir();
   snprintf(args, sizeof args, "export --model tests/data/tiny-qwen3_vl --dummy -o %s/ckpt", dir);
-  assert_int_equal(qvl(out, sizeof out, args), 0);
+  assert_int_equal(tu_run_qvl(out, sizeof out, args), 0);
   snprintf(args, sizeof args, "info --model %s/ckpt", dir);
-  assert_int_equal(qvl(out, sizeof out, args), 0);
+  assert_int_equal(tu_run_qvl(out, sizeof out, args), 0);
   tu_assert_msg_has(out, "weights                bf16", NULL);
   tu_rmtree(dir);
 }

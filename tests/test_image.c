@@ -376,20 +376,6 @@ static void test_grid_from_header(void **state) {
 
 /* ---- qvl preprocess ---- */
 
-static int run_qvl(char *out, size_t cap, const char *args) {
-  char cmd[4096], log[600];
-  const char *dir = tu_tmpdir();
-  snprintf(log, sizeof log, "%s/log", dir);
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2>&1", tu_path(""), getenv("QVL_BINARY"), args, log);
-  int st = system(cmd);
-  FILE *f = fopen(log, "r");
-  size_t n = f ? fread(out, 1, cap - 1, f) : 0;
-  out[n] = '\0';
-  if (f) fclose(f);
-  tu_rmtree(dir);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli(void **state) {
   (void)state;
   const char *dir = tu_tmpdir();
@@ -401,7 +387,7 @@ static void test_cli(void **state) {
   tu_write_file(a, jpg, n);
   tu_write_file(b, "not an image", 12);
   snprintf(args, sizeof args, "preprocess --model tests/data/tiny-qwen2_5_vl %s %s -o %s", a, a, out);
-  assert_int_equal(run_qvl(log, sizeof log, args), 0);
+  assert_int_equal(tu_run_qvl(log, sizeof log, args), 0);
   tu_assert_msg_has(log, "grid 1x6x8 (12 tokens)", "2 image(s) -> 96 x 1176 pixel rows");
   st_model *m = NULL;
   qvl_err err = {0};
@@ -411,11 +397,11 @@ static void test_cli(void **state) {
   assert_int_equal(st_find(m, "image_hash")->shape[1], 16);
   st_close(m);
   snprintf(args, sizeof args, "encode --model tests/data/tiny-qwen2_5_vl --dummy --pixels %s -o %s/f.st", out, dir);
-  assert_int_equal(run_qvl(log, sizeof log, args), 0); /* what encode --pixels reads */
+  assert_int_equal(tu_run_qvl(log, sizeof log, args), 0); /* what encode --pixels reads */
   snprintf(args, sizeof args, "preprocess --model tests/data/tiny-qwen2_5_vl %s %s -o %s", a, b, out);
-  assert_int_equal(run_qvl(log, sizeof log, args), 1);
+  assert_int_equal(tu_run_qvl(log, sizeof log, args), 1);
   tu_assert_msg_has(log, "image 1: not a JPEG, PNG or WebP image", "QVL_ERR_UNSUPPORTED");
-  assert_int_equal(run_qvl(log, sizeof log, "preprocess --model tests/data/tiny-qwen2_5_vl -o x.st"), 2);
+  assert_int_equal(tu_run_qvl(log, sizeof log, "preprocess --model tests/data/tiny-qwen2_5_vl -o x.st"), 2);
   tu_rmtree(dir);
   free(jpg);
 }

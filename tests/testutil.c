@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,4 +100,18 @@ void tu_uniform(float *p, size_t n, float lo, float hi, uint64_t *state) {
 void tu_assert_msg_has(const char *msg, const char *needle1, const char *needle2) {
   if (needle1 && !strstr(msg, needle1)) fail_msg("message \"%s\" lacks \"%s\"", msg, needle1);
   if (needle2 && !strstr(msg, needle2)) fail_msg("message \"%s\" lacks \"%s\"", msg, needle2);
+}
+
+int tu_run_qvl(char *out, size_t cap, const char *args) {
+  char cmd[4096], log[600];
+  const char *dir = tu_tmpdir();
+  snprintf(log, sizeof log, "%s/log", dir);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2>&1", tu_path(""), getenv("QVL_BINARY"), args, log);
+  int st = system(cmd);
+  FILE *f = fopen(log, "r");
+  size_t n = f ? fread(out, 1, cap - 1, f) : 0;
+  out[n] = '\0';
+  if (f) fclose(f);
+  tu_rmtree(dir);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

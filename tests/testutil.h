@@ -22,6 +22,9 @@ void tu_poison(float *p, size_t n);
 /* Seeded uniform floats in [lo, hi); a fresh seed per run unless QVL_TEST_SEED is set (printed). */
 uint64_t tu_seed(void);
 void tu_uniform(float *p, size_t n, float lo, float hi, uint64_t *state);
+/* Runs `$QVL_BINARY ARGS` from the source tree, capturing stdout+stderr into out (cap bytes, NUL-terminated);
+ * returns the exit status (-1 on a signal). */
+int tu_run_qvl(char *out, size_t cap, const char *args);
 /* Asserts that msg contains every needle (each non-NULL), printing msg on failure. */
 void tu_assert_msg_has(const char *msg, const char *needle1, const char *needle2);
 
