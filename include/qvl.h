@@ -229,6 +229,19 @@ int qvl_detok_push(qvl_detok *d, int32_t id, const char **text, size_t *len);
 int qvl_detok_flush(qvl_detok *d, const char **text, size_t *len);
 void qvl_detok_close(qvl_detok *d); /* NULL is a no-op */
 
+/* Stop strings (OpenAI's `stop`, qvl_sampling.stop), matched on the decoded text because generation sees only
+ * ids: push each piece the detokenizer returns (and its flush). *emit is the text that can be shown now; a tail
+ * that could still begin a stop string is held back. Once the text contains a stop string *hit is 1, *emit ends
+ * right before its first occurrence, the stop string and anything after it are dropped, and the caller ends
+ * generation (its qvl_token_cb returns nonzero); later pushes emit nothing. flush, after the last push, returns
+ * the held-back tail when no stop string matched. *emit is NUL-terminated and owned by st until its next call;
+ * emit_len may be NULL. A NULL or empty stop string is QVL_ERR_INVALID_ARG; n = 0 passes text through. */
+typedef struct qvl_stopper qvl_stopper;
+int qvl_stopper_open(qvl_stopper **out, const char *const *stop, int n); /* strings copied; close *out always */
+int qvl_stopper_push(qvl_stopper *st, const char *text, size_t len, const char **emit, size_t *emit_len, int *hit);
+int qvl_stopper_flush(qvl_stopper *st, const char **emit, size_t *emit_len);
+void qvl_stopper_close(qvl_stopper *st); /* NULL is a no-op */
+
 /* Chat templates: what transformers' apply_chat_template renders with each model's chat_template, and
  * what the HF processor then feeds the model (each image's <|image_pad|> repeated t*h*w/merge^2 times). */
 typedef enum qvl_chat_template {
@@ -290,8 +303,19 @@ typedef struct qvl_sampling {
   float top_p;             /* 1: off (default) */
   float min_p;             /* 0: off */
   uint64_t seed;           /* the same seed, prompt and model give the same tokens */
-  const int32_t *stop_ids; /* generation ends after emitting one of these (qvl_tokenizer_stop_ids); borrowed */
+  /* Penalties on the raw logits, before temperature and the filters (greedy too), in this order:
+   * repetition (transformers' RepetitionPenaltyLogitsProcessor: each id of the prompt and the output so far,
+   * once, l < 0 ? l * r : l / r), then OpenAI/vLLM's frequency (l -= f * count) and presence (l -= p if
+   * count > 0), count = times the id was generated (the prompt does not count). */
+  float repetition_penalty; /* 1: off (default); 0 is read as 1; negative is refused */
+  float presence_penalty;   /* 0: off (default) */
+  float frequency_penalty;  /* 0: off (default) */
+  const int32_t *stop_ids;  /* generation ends after emitting one of these (qvl_tokenizer_stop_ids); borrowed */
   int n_stop;
+  /* Stop strings, borrowed. They are text, so qvl_generate_ids (ids only) does not read them: a caller that
+   * detokenizes runs its stream through qvl_stopper_open(&st, s.stop, s.n_stop_strings) (see qvl run). */
+  const char *const *stop;
+  int n_stop_strings;
 } qvl_sampling;
 
 qvl_sampling qvl_sampling_default(void);

@@ -1,6 +1,7 @@
 /* qvl.c - the engine: opens a model (config + checkpoint or synthetic weights), binds its weights to a
  * backend through the architecture's name table, and runs the stages. No math here. */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,6 +376,7 @@ qvl_sampling qvl_sampling_default(void) {
   qvl_sampling s = {0};
   s.max_tokens = 256;
   s.top_p = 1.0f;
+  s.repetition_penalty = 1.0f;
   return s;
 }
 
@@ -384,14 +386,17 @@ static int is_stop(const qvl_sampling *s, int32_t id) {
   return 0;
 }
 
-/* Decode loop after the prompt: each token is one chunk at position len + delta on all three axes. */
-static int decode_loop(qvl_engine *e, lm_seq *seq, float *logits, int64_t delta, const qvl_sampling *s,
-                       qvl_token_cb cb, void *ud) {
+/* Decode loop after the prompt (ids, n: the penalties' history): each token is one chunk at position
+ * len + delta on all three axes. */
+static int decode_loop(qvl_engine *e, lm_seq *seq, float *logits, int64_t delta, const int32_t *ids, int n,
+                       const qvl_sampling *s, qvl_token_cb cb, void *ud) {
   qvl_sampler *sm = NULL;
   int rc = qvl_sampler_open(&sm, e->cfg.text.vocab, s);
   if (rc) rc = qvl_fail(&e->err, rc, "generate: out of memory");
+  if (!rc) qvl_sampler_prompt(sm, ids, n);
   for (int k = 0; !rc && k < s->max_tokens; k++) {
     int32_t id = qvl_sampler_pick(sm, logits), pos[3];
+    qvl_sampler_accept(sm, id);
     if ((cb && cb(ud, id)) || is_stop(s, id) || k + 1 == s->max_tokens) break;
     pos[0] = pos[1] = pos[2] = (int32_t)(lm_seq_len(seq) + delta);
     lm_chunk c = {&id, 1, pos, NULL, NULL, 0};
@@ -412,6 +417,9 @@ int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pix
     return qvl_fail(&e->err, QVL_ERR_LIMIT, "generate: %d prompt tokens + %d new exceed the context of %d", n_ids,
                     s->max_tokens, t->max_position);
   if (!e->w.embed) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: open the engine with QVL_LOAD_ALL");
+  if (!(s->repetition_penalty >= 0) || !isfinite(s->repetition_penalty) || !isfinite(s->presence_penalty) ||
+      !isfinite(s->frequency_penalty))
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: penalties must be finite and repetition_penalty >= 0");
   int n_img = images ? images->n_images : 0;
   const int32_t *grid = images ? images->grid_thw : NULL;
   qvl_vision_out vis = {0};
@@ -428,7 +436,7 @@ int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pix
     chunk_vision(&c, &vis);
     rc = lm_seq_forward(seq, &e->w, &c, logits, 0, &e->err);
   }
-  if (!rc) rc = decode_loop(e, seq, logits, delta, s, cb, ud);
+  if (!rc) rc = decode_loop(e, seq, logits, delta, ids, n_ids, s, cb, ud);
   lm_seq_close(seq);
   qvl_vision_out_free(&vis);
   free(pos), free(logits);

@@ -2,7 +2,9 @@
  * model's chat template and its <|image_pad|> runs expanded, the vision tower and the language model run, and
  * the answer streams to stdout as it is decoded. --verbose prints the stage times to stderr.
  *   qvl run --model DIR [--dummy] [--image FILE]... [--tokenizer FILE] [--max-tokens N] [--temperature T]
- *           [--top-k K] [--top-p P] [--min-p P] [--seed S] [--verbose] "prompt"
+ *           [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P]
+ *           [--frequency-penalty F] [--seed S] [--stop STR]... [--verbose] "prompt"
+ * --stop ends the answer before the first occurrence of STR (OpenAI's stop), which is not printed.
  * On a GPU the language model runs with first, plain CUDA kernels (issue 6 brings the fast ones). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 typedef struct run_opts {
   const char *images[16];
   int n_images;
+  const char *stops[16];
   const char *tokenizer, *prompt;
   qvl_sampling s;
   int verbose;
@@ -21,6 +24,7 @@ typedef struct run_opts {
 
 typedef struct stream {
   qvl_detok *d;
+  qvl_stopper *stop;
   double t0, t_first, t_last;
   int n;
 } stream;
@@ -31,14 +35,22 @@ static double now_s(void) {
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* Detokenized text through the stop strings to stdout; 1 once a stop string ends the answer. */
+static int show(stream *st, const char *text, size_t len) {
+  const char *out;
+  size_t n;
+  int hit = 0;
+  if (qvl_stopper_push(st->stop, text, len, &out, &n, &hit) == QVL_OK && n) fwrite(out, 1, n, stdout), fflush(stdout);
+  return hit;
+}
+
 static int on_token(void *ud, int32_t id) {
   stream *st = ud;
   const char *text;
   size_t len;
   st->t_last = now_s();
   if (st->n++ == 0) st->t_first = st->t_last;
-  if (qvl_detok_push(st->d, id, &text, &len) == QVL_OK && len) fwrite(text, 1, len, stdout), fflush(stdout);
-  return 0;
+  return qvl_detok_push(st->d, id, &text, &len) == QVL_OK && show(st, text, len);
 }
 
 /* Pulls run's own options out of argv; the rest goes to app_parse. */
@@ -55,12 +67,17 @@ static int split_args(run_opts *r, int argc, char **argv, char **rest, int *n_re
     else if (!strcmp(a, "--top-k") && v) r->s.top_k = atoi(argv[++i]);
     else if (!strcmp(a, "--top-p") && v) r->s.top_p = (float)atof(argv[++i]);
     else if (!strcmp(a, "--min-p") && v) r->s.min_p = (float)atof(argv[++i]);
+    else if (!strcmp(a, "--repetition-penalty") && v) r->s.repetition_penalty = (float)atof(argv[++i]);
+    else if (!strcmp(a, "--presence-penalty") && v) r->s.presence_penalty = (float)atof(argv[++i]);
+    else if (!strcmp(a, "--frequency-penalty") && v) r->s.frequency_penalty = (float)atof(argv[++i]);
+    else if (!strcmp(a, "--stop") && v && r->s.n_stop_strings < 16) r->stops[r->s.n_stop_strings++] = argv[++i];
     else if (!strcmp(a, "--seed") && v) r->s.seed = strtoull(argv[++i], NULL, 0);
     else if (!strcmp(a, "--verbose")) r->verbose = 1;
     else if (a[0] != '-' && !r->prompt && (i == 1 || strcmp(argv[i - 1], "--model"))) r->prompt = a;
     else if (*n_rest < 63) rest[(*n_rest)++] = argv[i];
   }
   if (!r->prompt) return fprintf(stderr, "qvl run: needs a prompt (the last argument)\n"), 1;
+  r->s.stop = r->stops;
   return 0;
 }
 
@@ -161,6 +178,8 @@ int cmd_run(int argc, char **argv) {
   double t_pre = now_s();
   if (!rc) rc = encode_prompt(t, info.arch, &r, px, &ids, &n);
   if (!rc && (rc = qvl_detok_open(&st.d, t, 1))) fprintf(stderr, "qvl run: cannot open the detokenizer\n");
+  if (!rc && (rc = qvl_stopper_open(&st.stop, r.s.stop, r.s.n_stop_strings)))
+    fprintf(stderr, "qvl run: --stop needs a non-empty string\n");
   if (!rc) {
     r.s.n_stop = qvl_tokenizer_stop_ids(t, &r.s.stop_ids);
     st.t0 = now_s();
@@ -168,7 +187,8 @@ int cmd_run(int argc, char **argv) {
     if (rc) fprintf(stderr, "\nqvl run: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
     const char *tail;
     size_t len;
-    if (!rc && qvl_detok_flush(st.d, &tail, &len) == QVL_OK && len) fwrite(tail, 1, len, stdout);
+    if (!rc && qvl_detok_flush(st.d, &tail, &len) == QVL_OK) show(&st, tail, len);
+    if (!rc && qvl_stopper_flush(st.stop, &tail, &len) == QVL_OK && len) fwrite(tail, 1, len, stdout);
     printf("\n");
   }
   if (!rc && r.verbose)
@@ -179,6 +199,7 @@ int cmd_run(int argc, char **argv) {
             st.n, st.n > 1 ? (st.t_last - st.t_first) / (st.n - 1) * 1e3 : 0.0,
             st.n > 1 ? (st.n - 1) / (st.t_last - st.t_first) : 0.0);
   qvl_detok_close(st.d);
+  qvl_stopper_close(st.stop);
   qvl_image_batch_free(batch);
   qvl_tokenizer_close(t);
   qvl_engine_close(e);

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct qvl_sampler {
   int vocab;
@@ -9,6 +10,10 @@ struct qvl_sampler {
   uint64_t state;
   int32_t *order; /* candidate ids, most probable first */
   double *p;      /* their probabilities */
+  float *work;    /* the penalised logits */
+  uint8_t *seen;  /* [vocab] 1 if in the prompt or the output: repetition */
+  int32_t *count; /* [vocab] times generated: presence and frequency */
+  int penalised;  /* any penalty on */
 };
 
 int qvl_sampler_open(qvl_sampler **out, int vocab, const qvl_sampling *s) {
@@ -16,14 +21,43 @@ int qvl_sampler_open(qvl_sampler **out, int vocab, const qvl_sampling *s) {
   *out = sm;
   if (!sm) return QVL_ERR_NOMEM;
   sm->vocab = vocab, sm->s = *s, sm->state = s->seed ^ 0x5851f42d4c957f2dull;
+  if (sm->s.repetition_penalty == 0) sm->s.repetition_penalty = 1; /* a zeroed struct samples as before */
+  sm->penalised = sm->s.repetition_penalty != 1 || sm->s.presence_penalty != 0 || sm->s.frequency_penalty != 0;
   sm->order = malloc((size_t)vocab * sizeof *sm->order);
   sm->p = malloc((size_t)vocab * sizeof *sm->p);
-  return sm->order && sm->p ? QVL_OK : QVL_ERR_NOMEM;
+  sm->work = malloc((size_t)vocab * sizeof *sm->work);
+  sm->seen = calloc((size_t)vocab, sizeof *sm->seen);
+  sm->count = calloc((size_t)vocab, sizeof *sm->count);
+  return sm->order && sm->p && sm->work && sm->seen && sm->count ? QVL_OK : QVL_ERR_NOMEM;
 }
 
 void qvl_sampler_close(qvl_sampler *sm) {
   if (!sm) return;
-  free(sm->order), free(sm->p), free(sm);
+  free(sm->order), free(sm->p), free(sm->work), free(sm->seen), free(sm->count), free(sm);
+}
+
+void qvl_sampler_prompt(qvl_sampler *sm, const int32_t *ids, int n) {
+  for (int i = 0; i < n; i++)
+    if (ids[i] >= 0 && ids[i] < sm->vocab) sm->seen[ids[i]] = 1;
+}
+
+void qvl_sampler_accept(qvl_sampler *sm, int32_t id) {
+  if (id < 0 || id >= sm->vocab) return;
+  sm->seen[id] = 1;
+  sm->count[id]++;
+}
+
+/* f32 throughout, one rounding per operation as torch does: transformers' gather / where / scatter touches each
+ * seen id once however often it occurs; vLLM subtracts frequency * count, then presence * mask. */
+void qvl_sampler_penalize(const qvl_sampler *sm, float *logits) {
+  float r = sm->s.repetition_penalty, pres = sm->s.presence_penalty, freq = sm->s.frequency_penalty;
+  for (int i = 0; i < sm->vocab; i++) {
+    if (sm->seen[i] && r != 1) logits[i] = logits[i] < 0 ? logits[i] * r : logits[i] / r;
+    if (sm->count[i]) {
+      logits[i] -= freq * (float)sm->count[i];
+      logits[i] -= pres;
+    }
+  }
 }
 
 static int32_t argmax(const float *x, int n) {
@@ -56,6 +90,11 @@ static void rank(qvl_sampler *sm, const float *logits) {
 }
 
 int32_t qvl_sampler_pick(qvl_sampler *sm, const float *logits) {
+  if (sm->penalised) {
+    memcpy(sm->work, logits, (size_t)sm->vocab * sizeof *sm->work);
+    qvl_sampler_penalize(sm, sm->work);
+    logits = sm->work;
+  }
   if (sm->s.temperature <= 0) return argmax(logits, sm->vocab);
   rank(sm, logits);
   int keep = sm->vocab;
