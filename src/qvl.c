@@ -356,7 +356,7 @@ int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *
   int64_t d = 0;
   int32_t *p = malloc((size_t)n * 3 * sizeof(int32_t));
   int rc = p ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "prefill: out of memory");
-  if (!rc) rc = qvl_rope_index(p, &d, ids, n, &e->cfg, grid, n_img, &e->err);
+  if (!rc) rc = qvl_rope_index(p, &d, ids, n, &e->cfg, grid, n_img, NULL, &e->err);
   if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, pixels, &vis, NULL, NULL);
   if (!rc) rc = lm_seq_open(&seq, e->be, &e->cfg, n, &e->err);
   if (!rc) {
@@ -428,7 +428,7 @@ int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pix
   int32_t *pos = malloc((size_t)n_ids * 3 * sizeof(int32_t));
   float *logits = malloc((size_t)t->vocab * sizeof(float));
   int rc = pos && logits ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "generate: out of memory");
-  if (!rc) rc = qvl_rope_index(pos, &delta, ids, n_ids, &e->cfg, grid, n_img, &e->err);
+  if (!rc) rc = qvl_rope_index(pos, &delta, ids, n_ids, &e->cfg, grid, n_img, NULL, &e->err);
   if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, images->rows, &vis, NULL, NULL);
   if (!rc) rc = lm_seq_open(&seq, e->be, &e->cfg, n_ids + s->max_tokens, &e->err);
   if (!rc) {
