@@ -8,7 +8,8 @@
 #include "models/mrope.h"
 #include "testutil.h"
 
-enum { VS = 1011, IMG = 1012, VID = 1013, VE = 1014 }; /* vision_start, image, video, vision_end in the tiny configs */
+/* the tiny configs' vision_start, vision_end, image and video ids */
+enum { VS = 1010, VE = 1011, IMG = 1012, VID = 1013 };
 
 static qvl_config load(const char *arch) {
   char rel[128];

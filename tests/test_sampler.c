@@ -124,7 +124,8 @@ static void check_greedy(qvl_engine *e, const int32_t *prompt, const qvl_samplin
     penalise_ref(l, vocab, seq, np, np + k, s);
     float best = l[0];
     for (int i = 1; i < vocab; i++) best = l[i] > best ? l[i] : best;
-    if (!(l[out->ids[k]] >= best - 1e-4f)) fail_msg("step %d: token %d has %g, the best %g", k, out->ids[k], l[out->ids[k]], best);
+    if (!(l[out->ids[k]] >= best - 1e-4f))
+      fail_msg("step %d: token %d has %g, the best %g", k, out->ids[k], l[out->ids[k]], best);
     seq[np + k] = out->ids[k];
   }
   free(all);
