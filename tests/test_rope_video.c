@@ -1,10 +1,12 @@
 /* Video M-RoPE positions (spec §4.5) for a (2, 8, 12) video (merged 4 x 6, 24 tokens per temporal group), derived by
  * hand: Qwen3-VL's timestamped frame groups, Qwen2.5-VL's Qwen training-code rule and transformers 5.x's rule. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
 #include "io/config.h"
+#include "io/safetensors.h"
 #include "models/mrope.h"
 #include "testutil.h"
 
@@ -149,8 +151,57 @@ static void test_image_then_video(void **state) {
   assert_int_equal(delta, 12 - i);
 }
 
+static int64_t *ints(const st_model *g, const char *name, int64_t *n) {
+  const st_tensor *t = st_find(g, name);
+  if (!t) fail_msg("golden %s missing", name);
+  int64_t *v = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *v);
+  assert_int_equal(st_to_i64(t, v, NULL), QVL_OK);
+  *n = t->numel;
+  return v;
+}
+
+/* transformers' own get_rope_index on video prompts (scripts/make_lm_goldens.py, rope_<arch>_video): Qwen3-VL
+ * exactly; Qwen2.5-VL under QVL_VIDEO_ROPE_HF5, the rule that switch exists for. */
+static void test_video_goldens(void **state) {
+  (void)state;
+  const char *archs[2] = {"qwen2_5_vl", "qwen3_vl"};
+  for (int a = 0; a < 2; a++) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "tests/data/goldens/rope_%s_video.safetensors", archs[a]);
+    st_model *g = NULL;
+    qvl_err err = {0};
+    if (st_open(&g, tu_path(rel), &err)) {
+      printf("  skipped %s: %s (scripts/make_lm_goldens.py writes it where torch is)\n", archs[a], err.msg);
+      st_close(g);
+      continue;
+    }
+    qvl_config c = load(archs[a]);
+    int64_t n, ng, np, nd;
+    int64_t *ids64 = ints(g, "input_ids", &n), *grid64 = ints(g, "video_grid_thw", &ng);
+    int64_t *ref = ints(g, "position_ids", &np), *dref = ints(g, "rope_delta", &nd);
+    int32_t *ids = malloc((size_t)n * sizeof *ids), *pos = malloc((size_t)n * 3 * sizeof *pos), grid[24];
+    float spg[8];
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)ids64[i];
+    for (int64_t i = 0; i < ng && i < 24; i++) grid[i] = (int32_t)grid64[i];
+    const st_tensor *ts = st_find(g, "second_per_grid_ts");
+    if (ts) assert_int_equal(st_to_f32(ts, spg, NULL), QVL_OK);
+    qvl_rope_videos v = {grid, ts ? spg : NULL, (int)(ng / 3), QVL_VIDEO_ROPE_HF5};
+    int64_t delta;
+    if (qvl_rope_index(pos, &delta, ids, (int)n, &c, NULL, 0, &v, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(np, 3 * n);
+    for (int64_t i = 0; i < 3 * n; i++)
+      if (pos[i] != ref[i])
+        fail_msg("%s: axis %d token %d: %d, transformers %d", archs[a], (int)(i / n), (int)(i % n), pos[i],
+                 (int)ref[i]);
+    assert_int_equal(delta, dref[0]);
+    printf("  %s video: L %d, positions exact, rope_delta %d\n", archs[a], (int)n, (int)delta);
+    free(ids64), free(grid64), free(ref), free(dref), free(ids), free(pos);
+    st_close(g);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_qwen3_video), cmocka_unit_test(test_qwen2_5_video),
-                                     cmocka_unit_test(test_image_then_video)};
+                                     cmocka_unit_test(test_image_then_video), cmocka_unit_test(test_video_goldens)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
