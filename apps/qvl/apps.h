@@ -28,5 +28,6 @@ int cmd_run(int argc, char **argv);
 int cmd_bench_lm(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -27,10 +27,13 @@ static void usage(FILE *f) {
           "  preprocess --model DIR IMAGE... -o OUT.safetensors [--qwen-vl-utils] [--min-pixels N] [--max-pixels N]\n"
           "                                               pixel rows + grids as the HF image processor makes them\n"
           "  run --model DIR [--dummy] [--image FILE]... [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-          "      [--min-p P] [--seed S] [--tokenizer FILE] [--verbose] PROMPT\n"
+          "      [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F] [--seed S]\n"
+          "      [--stop STR]... [--tokenizer FILE] [--verbose] PROMPT\n"
           "                                               one chat turn, the answer streamed to stdout\n"
           "  logits --model DIR [--dummy] --in IN.safetensors -o OUT.safetensors\n"
           "                                               last-position logits of a prompt (side-by-side checks)\n"
+          "  serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]\n"
+          "                                               OpenAI-compatible HTTP server (docs/SERVING.md)\n"
           "common options: --cpu | --cuda, --threads N\n");
 }
 
@@ -47,6 +50,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "preprocess")) return cmd_preprocess(argc - 1, argv + 1);
   if (!strcmp(argv[1], "run")) return cmd_run(argc - 1, argv + 1);
   if (!strcmp(argv[1], "logits")) return cmd_logits(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 1, argv + 1);
   fprintf(stderr, "qvl: unknown command \"%s\"\n", argv[1]);
   usage(stderr);
   return 2;

@@ -1,0 +1,107 @@
+/* qvl serve: the OpenAI-compatible HTTP server (src/server/, docs/SERVING.md) until SIGINT or SIGTERM.
+ *   qvl serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]
+ *             [--max-queue N] [--max-tokens N] [--max-images N]
+ * Prints "qvl serve: listening on http://H:P" on stderr once it accepts requests (P is the real port when
+ * --port 0 asks for any free one). */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apps.h"
+#include "server/server.h"
+
+typedef struct serve_opts {
+  qvl_server_params p;
+  const char *tokenizer;
+} serve_opts;
+
+static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_rest) {
+  memset(o, 0, sizeof *o);
+  o->p.port = 8000;
+  rest[(*n_rest)++] = argv[0];
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--tokenizer") && v)
+      o->tokenizer = argv[++i];
+    else if (!strcmp(a, "--host") && v)
+      o->p.host = argv[++i];
+    else if (!strcmp(a, "--port") && v)
+      o->p.port = atoi(argv[++i]);
+    else if (!strcmp(a, "--served-model-name") && v)
+      o->p.model = argv[++i];
+    else if (!strcmp(a, "--max-queue") && v)
+      o->p.max_queue = atoi(argv[++i]);
+    else if (!strcmp(a, "--max-tokens") && v)
+      o->p.max_tokens = atoi(argv[++i]);
+    else if (!strcmp(a, "--max-images") && v)
+      o->p.max_images = atoi(argv[++i]);
+    else if (*n_rest < 63)
+      rest[(*n_rest)++] = argv[i];
+  }
+  if (o->p.port < 0 || o->p.port > 65535) return fprintf(stderr, "qvl serve: --port wants 0..65535\n"), 1;
+  return 0;
+}
+
+/* --tokenizer, else DIR/tokenizer.json, else the copy scripts/fetch-tokenizer.sh caches (as qvl run). */
+static qvl_tokenizer *open_tokenizer(const char *given, const char *dir) {
+  char path[4096], gen[4096];
+  const char *tries[3] = {given, path, ".cache/tokenizer/tokenizer.json"};
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  snprintf(gen, sizeof gen, "%s/generation_config.json", dir);
+  for (int i = given ? 0 : 1; i < 3; i++) {
+    FILE *f = fopen(tries[i], "rb");
+    if (!f) continue;
+    fclose(f);
+    qvl_tokenizer *t = NULL;
+    if (qvl_tokenizer_open(&t, tries[i]) == QVL_OK && qvl_tokenizer_read_generation_config(t, gen) == QVL_OK) return t;
+    fprintf(stderr, "qvl serve: %s\n", qvl_tokenizer_errmsg(t));
+    qvl_tokenizer_close(t);
+    return NULL;
+  }
+  fprintf(stderr, "qvl serve: no tokenizer.json (--tokenizer FILE, %s/tokenizer.json, or scripts/fetch-tokenizer.sh)\n",
+          dir);
+  return NULL;
+}
+
+/* The model's directory name, as vLLM names a model by its path's last part. */
+static const char *base_name(const char *dir) {
+  static char b[256];
+  snprintf(b, sizeof b, "%s", dir);
+  size_t n = strlen(b);
+  while (n > 1 && b[n - 1] == '/') b[--n] = '\0';
+  const char *slash = strrchr(b, '/');
+  return slash && slash[1] ? slash + 1 : b;
+}
+
+int cmd_serve(int argc, char **argv) {
+  serve_opts so;
+  char *rest[64], err[256];
+  int n_rest = 0;
+  app_opts o;
+  if (split_args(&so, argc, argv, rest, &n_rest) || app_parse(&o, n_rest, rest)) return 2;
+  o.engine.load = QVL_LOAD_ALL;
+  if (!so.p.model) so.p.model = base_name(o.engine.model_dir);
+  /* SIGINT/SIGTERM are taken by sigwait below: blocked here, before any thread starts, so every thread inherits it */
+  sigset_t sigs;
+  sigemptyset(&sigs), sigaddset(&sigs, SIGINT), sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  qvl_engine *e = app_open(&o);
+  qvl_tokenizer *t = e ? open_tokenizer(so.tokenizer, o.engine.model_dir) : NULL;
+  qvl_server *s = NULL;
+  int rc = !e || !t;
+  if (!rc && (rc = qvl_server_start(&s, e, t, &so.p, err, sizeof err))) fprintf(stderr, "qvl serve: %s\n", err);
+  if (!rc) {
+    fprintf(stderr, "qvl serve: %s listening on http://%s:%d\n", so.p.model, so.p.host ? so.p.host : "127.0.0.1",
+            qvl_server_port(s));
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "qvl serve: signal %d, stopping\n", sig);
+  }
+  qvl_server_stop(s);
+  qvl_tokenizer_close(t);
+  qvl_engine_close(e);
+  return rc ? 1 : 0;
+}

@@ -1,0 +1,500 @@
+/* http.c - libmicrohttpd, thread per connection: routes, bodies, JSON and SSE answers, metrics.
+ * Handlers may block (the manual's "flow control": safe only with a thread per connection): a completion waits
+ * on its job's condition variable, polling its socket so a client that hangs up cancels the generation. */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/srv_state.h"
+
+const double srv_ttft_bounds[SRV_N_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const int codes[SRV_N_CODES - 1] = {200, 400, 404, 405, 413, 500, 503};
+
+void srv_observe_ttft(qvl_server *s, double t) {
+  int b = 0;
+  while (b < SRV_N_BUCKETS && t > srv_ttft_bounds[b]) b++;
+  s->m.ttft_bucket[b]++, s->m.ttft_sum += t;
+}
+
+/* Per connection: the body as it arrives and the request id. */
+typedef struct conn {
+  char rid[48];
+  char *body;
+  size_t len, cap;
+  int too_big, answered;
+} conn;
+
+/* A streamed answer: the job and the SSE bytes not yet handed to MHD. */
+typedef struct stream {
+  qvl_server *s;
+  job *j;
+  int fd, phase; /* 0 role chunk, 1 content, 2 the end, 3 done */
+  size_t rd;     /* job text already sent */
+  char *out;
+  size_t out_len, out_off, out_cap;
+  long created;
+} stream;
+
+static void count_status(qvl_server *s, int status) {
+  int k = 0;
+  while (k < SRV_N_CODES - 1 && codes[k] != status) k++;
+  pthread_mutex_lock(&s->mu);
+  s->m.by_code[k]++;
+  pthread_mutex_unlock(&s->mu);
+}
+
+static enum MHD_Result send_buf(qvl_server *s, struct MHD_Connection *c, conn *cn, int status, const char *ctype,
+                                const char *body, size_t len) {
+  struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+  if (!r) return MHD_NO;
+  MHD_add_response_header(r, "Content-Type", ctype);
+  MHD_add_response_header(r, "x-request-id", cn->rid);
+  if (status == 405) MHD_add_response_header(r, "Allow", "GET, POST");
+  enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
+  MHD_destroy_response(r);
+  cn->answered = 1;
+  count_status(s, status);
+  return ok;
+}
+
+static enum MHD_Result send_json(qvl_server *s, struct MHD_Connection *c, conn *cn, int status, cJSON *o) {
+  char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+  cJSON_Delete(o);
+  if (!txt) return MHD_NO;
+  enum MHD_Result ok = send_buf(s, c, cn, status, "application/json", txt, strlen(txt));
+  free(txt);
+  return ok;
+}
+
+static cJSON *error_json(const srv_error *e, const char *rid) {
+  cJSON *o = cJSON_CreateObject(), *er = cJSON_AddObjectToObject(o, "error");
+  cJSON_AddStringToObject(er, "message", e->message);
+  cJSON_AddStringToObject(er, "type", e->type ? e->type : "server_error");
+  if (e->param[0])
+    cJSON_AddStringToObject(er, "param", e->param);
+  else
+    cJSON_AddNullToObject(er, "param");
+  if (e->code)
+    cJSON_AddStringToObject(er, "code", e->code);
+  else
+    cJSON_AddNullToObject(er, "code");
+  cJSON_AddStringToObject(o, "id", rid);
+  return o;
+}
+
+static enum MHD_Result send_error(qvl_server *s, struct MHD_Connection *c, conn *cn, const srv_error *e) {
+  return send_json(s, c, cn, e->status, error_json(e, cn->rid));
+}
+
+/* ---- completions ---------------------------------------------------------------------------------- */
+
+/* The client hung up (or reset): nothing more will be read by anyone. */
+static int peer_gone(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+  return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+/* Waits under s->mu until done(j) holds, the client leaves (cancels; returns -1) or the server stops. */
+static int wait_job(qvl_server *s, job *j, int fd, int (*done)(const job *, size_t), size_t arg) {
+  while (!done(j, arg)) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50 * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    pthread_cond_timedwait(&j->cv, &s->mu, &ts);
+    if (!done(j, arg) && peer_gone(fd)) return j->cancel = 1, -1;
+  }
+  return 0;
+}
+static int is_done(const job *j, size_t arg) {
+  return (void)arg, j->state == JOB_DONE;
+}
+static int is_started(const job *j, size_t arg) {
+  return (void)arg, j->state == JOB_DONE || j->started;
+}
+static int has_text(const job *j, size_t rd) {
+  return j->state == JOB_DONE || j->len > rd;
+}
+
+static cJSON *usage_json(const job *j) {
+  cJSON *u = cJSON_CreateObject();
+  cJSON_AddNumberToObject(u, "prompt_tokens", j->n_prompt);
+  cJSON_AddNumberToObject(u, "completion_tokens", j->n_gen);
+  cJSON_AddNumberToObject(u, "total_tokens", j->n_prompt + j->n_gen);
+  return u;
+}
+
+static cJSON *completion_head(const qvl_server *s, const job *j, const char *object, long created) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "id", j->id);
+  cJSON_AddStringToObject(o, "object", object);
+  cJSON_AddNumberToObject(o, "created", (double)created);
+  cJSON_AddStringToObject(o, "model", s->model);
+  return o;
+}
+
+static cJSON *completion_json(const qvl_server *s, const job *j) { /* under s->mu */
+  cJSON *o = completion_head(s, j, "chat.completion", (long)time(NULL));
+  cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c0 = cJSON_CreateObject();
+  cJSON_AddItemToArray(ch, c0);
+  cJSON_AddNumberToObject(c0, "index", 0);
+  cJSON *msg = cJSON_AddObjectToObject(c0, "message");
+  cJSON_AddStringToObject(msg, "role", "assistant");
+  cJSON_AddStringToObject(msg, "content", j->text ? j->text : "");
+  cJSON_AddNullToObject(c0, "logprobs");
+  cJSON_AddStringToObject(c0, "finish_reason", j->finish ? j->finish : "length");
+  cJSON_AddItemToObject(o, "usage", usage_json(j));
+  return o;
+}
+
+static int out_add(stream *st, const char *a, size_t n) {
+  if (st->out_len + n > st->out_cap) {
+    size_t cap = (st->out_len + n) * 2 + 256;
+    char *p = realloc(st->out, cap);
+    if (!p) return -1;
+    st->out = p, st->out_cap = cap;
+  }
+  memcpy(st->out + st->out_len, a, n);
+  st->out_len += n;
+  return 0;
+}
+
+/* One SSE event "data: <json>\n\n"; takes o. */
+static int out_event(stream *st, cJSON *o) {
+  char *txt = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  int rc = !txt || out_add(st, "data: ", 6) || out_add(st, txt, strlen(txt)) || out_add(st, "\n\n", 2);
+  free(txt);
+  return rc ? -1 : 0;
+}
+
+/* A chat.completion.chunk with one choice: delta {role?, content?} and finish_reason (NULL: null). */
+static cJSON *chunk(const stream *st, const char *role, const char *content, size_t n, const char *finish) {
+  cJSON *o = completion_head(st->s, st->j, "chat.completion.chunk", st->created);
+  cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c0 = cJSON_CreateObject(), *d;
+  cJSON_AddItemToArray(ch, c0);
+  cJSON_AddNumberToObject(c0, "index", 0);
+  d = cJSON_AddObjectToObject(c0, "delta");
+  if (role) cJSON_AddStringToObject(d, "role", role);
+  if (content) {
+    char *tmp = strndup(content, n);
+    cJSON_AddStringToObject(d, "content", tmp ? tmp : "");
+    free(tmp);
+  }
+  cJSON_AddNullToObject(c0, "logprobs");
+  if (finish)
+    cJSON_AddStringToObject(c0, "finish_reason", finish);
+  else
+    cJSON_AddNullToObject(c0, "finish_reason");
+  if (st->j->include_usage) cJSON_AddNullToObject(o, "usage");
+  return o;
+}
+
+/* Produces the next SSE bytes: -1 on a hang-up or no memory (the stream ends with an error). */
+static int stream_fill(stream *st) {
+  qvl_server *s = st->s;
+  job *j = st->j;
+  if (st->phase == 0) return st->phase = 1, out_event(st, chunk(st, "assistant", "", 0, NULL));
+  pthread_mutex_lock(&s->mu);
+  int rc = 0;
+  if (st->phase == 1) {
+    if (wait_job(s, j, st->fd, has_text, st->rd))
+      rc = -1;
+    else if (j->len > st->rd)
+      rc = out_event(st, chunk(st, NULL, j->text + st->rd, j->len - st->rd, NULL)), st->rd = j->len;
+    else
+      st->phase = 2;
+  } else if (st->phase == 2) {
+    if (j->err.status) {
+      rc = out_event(st, error_json(&j->err, j->id));
+    } else {
+      rc = out_event(st, chunk(st, NULL, NULL, 0, j->finish ? j->finish : "length"));
+      if (!rc && j->include_usage) {
+        cJSON *o = completion_head(s, j, "chat.completion.chunk", st->created);
+        cJSON_AddArrayToObject(o, "choices");
+        cJSON_AddItemToObject(o, "usage", usage_json(j));
+        rc = out_event(st, o);
+      }
+    }
+    if (!rc) rc = out_add(st, "data: [DONE]\n\n", 14);
+    st->phase = 3;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+  (void)pos;
+  stream *st = cls;
+  while (st->out_off == st->out_len) {
+    st->out_off = st->out_len = 0;
+    if (st->phase == 3) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (stream_fill(st)) return MHD_CONTENT_READER_END_WITH_ERROR;
+  }
+  size_t n = st->out_len - st->out_off < max ? st->out_len - st->out_off : max;
+  memcpy(buf, st->out + st->out_off, n);
+  st->out_off += n;
+  return (ssize_t)n;
+}
+
+static void stream_free(void *cls) {
+  stream *st = cls;
+  pthread_mutex_lock(&st->s->mu);
+  if (st->j->state != JOB_DONE) st->j->cancel = 1; /* the client left mid-stream */
+  srv_job_release(st->s, st->j);
+  pthread_mutex_unlock(&st->s->mu);
+  free(st->out);
+  free(st);
+}
+
+static enum MHD_Result start_stream(qvl_server *s, struct MHD_Connection *c, conn *cn, job *j, int fd) {
+  stream *st = calloc(1, sizeof *st);
+  struct MHD_Response *r =
+      st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free) : NULL;
+  if (!r) {
+    free(st);
+    pthread_mutex_lock(&s->mu);
+    j->cancel = 1;
+    srv_job_release(s, j);
+    pthread_mutex_unlock(&s->mu);
+    return MHD_NO;
+  }
+  st->s = s, st->j = j, st->fd = fd, st->created = (long)time(NULL);
+  MHD_add_response_header(r, "Content-Type", "text/event-stream");
+  MHD_add_response_header(r, "Cache-Control", "no-cache");
+  MHD_add_response_header(r, "x-request-id", cn->rid);
+  enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, r);
+  MHD_destroy_response(r);
+  cn->answered = 1;
+  count_status(s, 200);
+  return ok;
+}
+
+static enum MHD_Result chat_completions(qvl_server *s, struct MHD_Connection *c, conn *cn) {
+  srv_error err = {0};
+  job *j = calloc(1, sizeof *j);
+  if (!j) return MHD_NO;
+  pthread_cond_init(&j->cv, NULL);
+  snprintf(j->id, sizeof j->id, "%s", cn->rid);
+  if (srv_parse_request(j, cn->body ? cn->body : "", cn->len, s->model, s->p.max_images, s->p.max_tokens, &err) ||
+      srv_enqueue(s, j, &err)) {
+    srv_job_free(j);
+    return send_error(s, c, cn, &err);
+  }
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+  int fd = ci ? ci->connect_fd : -1;
+  pthread_mutex_lock(&s->mu);
+  int gone = wait_job(s, j, fd, j->stream ? is_started : is_done, 0);
+  cJSON *o = NULL;
+  int status = 200;
+  if (!gone && j->err.status && !j->started)
+    status = j->err.status, o = error_json(&j->err, j->id);
+  else if (!gone && !j->stream) {
+    if (j->err.status)
+      status = j->err.status, o = error_json(&j->err, j->id);
+    else
+      o = completion_json(s, j);
+  }
+  int streaming = !gone && !o;
+  if (!streaming) srv_job_release(s, j);
+  pthread_mutex_unlock(&s->mu);
+  if (gone) return MHD_NO; /* nobody to answer */
+  return streaming ? start_stream(s, c, cn, j, fd) : send_json(s, c, cn, status, o);
+}
+
+/* ---- the small routes --------------------------------------------------------------------------- */
+
+static enum MHD_Result models(qvl_server *s, struct MHD_Connection *c, conn *cn) {
+  cJSON *o = cJSON_CreateObject(), *d = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "object", "list");
+  cJSON_AddItemToArray(d, m);
+  cJSON_AddStringToObject(m, "id", s->model);
+  cJSON_AddStringToObject(m, "object", "model");
+  cJSON_AddNumberToObject(m, "created", (double)s->created);
+  cJSON_AddStringToObject(m, "owned_by", "qvl");
+  return send_json(s, c, cn, 200, o);
+}
+
+static int emit(char *b, size_t cap, size_t *n, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int emit(char *b, size_t cap, size_t *n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int k = *n < cap ? vsnprintf(b + *n, cap - *n, fmt, ap) : 0;
+  va_end(ap);
+  *n += k > 0 ? (size_t)k : 0;
+  return 0;
+}
+
+static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn) {
+  char b[8192];
+  size_t n = 0;
+  pthread_mutex_lock(&s->mu);
+  srv_metrics m = s->m;
+  int running = s->running, waiting = s->n_waiting;
+  pthread_mutex_unlock(&s->mu);
+  emit(b, sizeof b, &n,
+       "# HELP qvl_requests_total HTTP requests answered, by status code.\n"
+       "# TYPE qvl_requests_total counter\n");
+  for (int k = 0; k < SRV_N_CODES; k++)
+    if (k < SRV_N_CODES - 1)
+      emit(b, sizeof b, &n, "qvl_requests_total{code=\"%d\"} %llu\n", codes[k], (unsigned long long)m.by_code[k]);
+    else
+      emit(b, sizeof b, &n, "qvl_requests_total{code=\"other\"} %llu\n", (unsigned long long)m.by_code[k]);
+  emit(b, sizeof b, &n,
+       "# HELP qvl_requests_running Requests generating now.\n# TYPE qvl_requests_running gauge\nqvl_requests_running "
+       "%d\n"
+       "# HELP qvl_requests_waiting Requests queued for the worker.\n# TYPE qvl_requests_waiting gauge\n"
+       "qvl_requests_waiting %d\n"
+       "# HELP qvl_prompt_tokens_total Prompt tokens prefilled.\n# TYPE qvl_prompt_tokens_total counter\n"
+       "qvl_prompt_tokens_total %llu\n"
+       "# HELP qvl_generation_tokens_total Tokens generated.\n# TYPE qvl_generation_tokens_total counter\n"
+       "qvl_generation_tokens_total %llu\n"
+       "# HELP qvl_time_to_first_token_seconds From queueing to the first generated token.\n"
+       "# TYPE qvl_time_to_first_token_seconds histogram\n",
+       running, waiting, (unsigned long long)m.prompt_tokens, (unsigned long long)m.gen_tokens);
+  uint64_t cum = 0;
+  for (int k = 0; k <= SRV_N_BUCKETS; k++) {
+    cum += m.ttft_bucket[k];
+    if (k < SRV_N_BUCKETS)
+      emit(b, sizeof b, &n, "qvl_time_to_first_token_seconds_bucket{le=\"%g\"} %llu\n", srv_ttft_bounds[k],
+           (unsigned long long)cum);
+    else
+      emit(b, sizeof b, &n, "qvl_time_to_first_token_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+  }
+  emit(b, sizeof b, &n, "qvl_time_to_first_token_seconds_sum %.6f\nqvl_time_to_first_token_seconds_count %llu\n",
+       m.ttft_sum, (unsigned long long)cum);
+  return send_buf(s, c, cn, 200, "text/plain; version=0.0.4", b, n < sizeof b ? n : sizeof b - 1);
+}
+
+/* ---- the handler -------------------------------------------------------------------------------- */
+
+static enum MHD_Result route(qvl_server *s, struct MHD_Connection *c, conn *cn, const char *url, const char *method) {
+  static const struct {
+    const char *url, *method;
+  } routes[] = {{"/v1/chat/completions", "POST"}, {"/v1/models", "GET"}, {"/health", "GET"}, {"/metrics", "GET"}};
+  srv_error err = {0};
+  int k = 0;
+  while (k < 4 && strcmp(url, routes[k].url)) k++;
+  if (k == 4)
+    srv_errorf(&err, 404, "not_found_error", NULL, "not_found", "no route %.200s %.200s", method, url);
+  else if (strcmp(method, routes[k].method))
+    srv_errorf(&err, 405, "invalid_request_error", NULL, "method_not_allowed", "%.200s wants %s, not %.200s", url,
+               routes[k].method, method);
+  else if (cn->too_big)
+    srv_errorf(&err, 413, "invalid_request_error", NULL, "body_too_large", "the body exceeds %zu bytes", s->p.max_body);
+  if (err.status) return send_error(s, c, cn, &err);
+  if (k == 0) return chat_completions(s, c, cn);
+  if (k == 1) return models(s, c, cn);
+  if (k == 2) return send_buf(s, c, cn, 200, "application/json", "{\"status\":\"ok\"}", 15);
+  return metrics(s, c, cn);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **ctx) {
+  (void)version;
+  qvl_server *s = cls;
+  conn *cn = *ctx;
+  if (!cn) { /* first call: headers only */
+    if (!(cn = calloc(1, sizeof *cn))) return MHD_NO;
+    *ctx = cn;
+    pthread_mutex_lock(&s->mu);
+    uint64_t id = ++s->next_id;
+    pthread_mutex_unlock(&s->mu);
+    snprintf(cn->rid, sizeof cn->rid, "%s-%08lx%08llx", strcmp(url, "/v1/chat/completions") ? "req" : "chatcmpl",
+             (unsigned long)s->created, (unsigned long long)id);
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
+      srv_error err;
+      srv_errorf(&err, 413, "invalid_request_error", NULL, "body_too_large", "the body (%s bytes) exceeds %zu bytes",
+                 cl, s->p.max_body);
+      return send_error(s, c, cn, &err);
+    }
+    return MHD_YES;
+  }
+  if (*upload_size) { /* a piece of the body */
+    if (!cn->too_big && cn->len + *upload_size > s->p.max_body) cn->too_big = 1, free(cn->body), cn->body = NULL;
+    if (!cn->too_big) {
+      if (cn->len + *upload_size + 1 > cn->cap) {
+        size_t cap = (cn->len + *upload_size + 1) * 2;
+        char *p = realloc(cn->body, cap > s->p.max_body + 1 ? s->p.max_body + 1 : cap);
+        if (!p) return MHD_NO;
+        cn->body = p, cn->cap = cap > s->p.max_body + 1 ? s->p.max_body + 1 : cap;
+      }
+      memcpy(cn->body + cn->len, upload, *upload_size);
+      cn->len += *upload_size;
+    }
+    *upload_size = 0;
+    return MHD_YES;
+  }
+  if (cn->answered) return MHD_YES;
+  return route(s, c, cn, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum MHD_RequestTerminationCode why) {
+  (void)cls, (void)c, (void)why;
+  conn *cn = *ctx;
+  if (cn) free(cn->body), free(cn);
+  *ctx = NULL;
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------------ */
+
+int qvl_server_start(qvl_server **out, qvl_engine *e, qvl_tokenizer *t, const qvl_server_params *p, char *err,
+                     size_t err_cap) {
+  *out = NULL;
+  qvl_server *s = calloc(1, sizeof *s);
+  if (!s) return snprintf(err, err_cap, "out of memory"), -1;
+  s->e = e, s->t = t, s->p = *p;
+  if (!s->p.max_queue) s->p.max_queue = 64;
+  if (!s->p.max_body) s->p.max_body = 64u << 20;
+  if (!s->p.max_images) s->p.max_images = 16;
+  if (!s->p.max_tokens) s->p.max_tokens = 256;
+  snprintf(s->model, sizeof s->model, "%s", p->model ? p->model : "qvl");
+  s->created = (long)time(NULL);
+  qvl_model_info info;
+  qvl_engine_info(e, &info);
+  s->tmpl = strcmp(info.arch, "qwen3_vl") ? QVL_CHAT_QWEN2_5_VL : QVL_CHAT_QWEN3_VL;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->port)};
+  const char *host = p->host ? p->host : "127.0.0.1";
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+    free(s);
+    return snprintf(err, err_cap, "--host wants an IPv4 address, got \"%s\"", host), -1;
+  }
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  if (pthread_create(&s->worker, NULL, srv_worker_main, s)) {
+    free(s);
+    return snprintf(err, err_cap, "cannot start the worker thread"), -1;
+  }
+  s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL,
+                          on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
+                          on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_CONNECTION_LIMIT,
+                          (unsigned)512, MHD_OPTION_END);
+  if (!s->d) {
+    snprintf(err, err_cap, "cannot listen on %s:%d (in use, or not an address of this machine)", host, p->port);
+    srv_worker_stop(s);
+    free(s);
+    return -1;
+  }
+  *out = s;
+  return 0;
+}
+
+int qvl_server_port(const qvl_server *s) {
+  const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+  return i ? i->port : -1;
+}
+
+void qvl_server_stop(qvl_server *s) {
+  if (!s) return;
+  srv_worker_stop(s);
+  MHD_stop_daemon(s->d);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+}

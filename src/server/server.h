@@ -1,0 +1,36 @@
+/* server.h - the OpenAI-compatible HTTP server behind `qvl serve` (docs/SERVING.md).
+ *
+ *   HTTP threads (libmicrohttpd, one per connection)      worker thread (owns engine + tokenizer)
+ *     read body -> parse + validate JSON (request.c)  ->    queue (bounded; full: 503)
+ *     wait for the first token / the end              <-    images -> chat encode -> qvl_generate_ids
+ *     JSON or SSE out; a hung-up client cancels it          token callback appends text, signals
+ *
+ * One request runs at a time in this slice; continuous batching replaces the worker loop later. */
+#ifndef QVL_SERVER_H
+#define QVL_SERVER_H
+
+#include <stddef.h>
+
+#include "qvl.h"
+
+typedef struct qvl_server qvl_server;
+
+typedef struct qvl_server_params {
+  const char *host;  /* IPv4 address to bind; NULL = "127.0.0.1" */
+  int port;          /* 0 = any free port (qvl_server_port says which) */
+  const char *model; /* the name /v1/models lists and requests may name; NULL = "qvl" */
+  int max_queue;     /* requests waiting at most, beyond the running one; 0 = 64 */
+  size_t max_body;   /* request body bytes at most; 0 = 64 MiB */
+  int max_images;    /* images per request at most; 0 = 16 */
+  int max_tokens;    /* default max_tokens when a request names none; 0 = 256 */
+} qvl_server_params;
+
+/* Starts listening and the worker. e (opened with QVL_LOAD_ALL) and t are borrowed, used only by the worker,
+ * and must outlive the server. On failure returns nonzero with the reason in err. */
+int qvl_server_start(qvl_server **out, qvl_engine *e, qvl_tokenizer *t, const qvl_server_params *p, char *err,
+                     size_t err_cap);
+int qvl_server_port(const qvl_server *s);
+/* Cancels what runs, answers what waits with 503, stops the threads. NULL is a no-op. */
+void qvl_server_stop(qvl_server *s);
+
+#endif

@@ -1,0 +1,42 @@
+/* srv_state.h - the server object: the listener, the queue the worker drains, the metrics. */
+#ifndef QVL_SRV_STATE_H
+#define QVL_SRV_STATE_H
+
+#include "server/srv_int.h"
+
+#define SRV_N_CODES   8  /* 200 400 404 405 413 500 503 other */
+#define SRV_N_BUCKETS 12 /* TTFT histogram bounds in srv_ttft_bounds */
+
+extern const double srv_ttft_bounds[SRV_N_BUCKETS];
+
+typedef struct srv_metrics {
+  uint64_t by_code[SRV_N_CODES];
+  uint64_t prompt_tokens, gen_tokens;
+  uint64_t ttft_bucket[SRV_N_BUCKETS + 1]; /* the last one is +Inf */
+  double ttft_sum;
+} srv_metrics;
+
+struct qvl_server {
+  struct MHD_Daemon *d;
+  qvl_engine *e;
+  qvl_tokenizer *t;
+  qvl_chat_template tmpl;
+  qvl_server_params p;
+  char model[256];
+  long created;
+  uint64_t next_id;
+  pthread_t worker;
+  pthread_mutex_t mu; /* everything below, and every job's state */
+  pthread_cond_t cv;  /* the worker's: a job was queued or the server stops */
+  job *head, *tail;
+  int n_waiting, running, stopping;
+  srv_metrics m;
+};
+
+void *srv_worker_main(void *arg);
+int srv_enqueue(qvl_server *s, job *j, srv_error *err);
+void srv_worker_stop(qvl_server *s);
+void srv_job_release(qvl_server *s, job *j);          /* under s->mu */
+void srv_observe_ttft(qvl_server *s, double seconds); /* under s->mu */
+
+#endif
