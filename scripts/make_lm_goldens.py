@@ -151,7 +151,7 @@ def rope_rules(ids, grids, spg, tps=2):
                 continue
             t, h, w = grids[v]
             lh, lw = h // 2, w // 2
-            tt = [int(f32(k) * f32(spg[v]) * f32(tps)) if rule == "qwen" else int(f32(k) * f32(tps * spg[v]))
+            tt = [int(f32(k) * f32(spg[v]) * f32(tps)) if rule == "qwen" else int(f32(k) * f32(tps * int(spg[v])))
                   for k in range(t)]
             run = [(cur + tt[k], cur + r, cur + c) for k in range(t) for r in range(lh) for c in range(lw)]
             pos += run

@@ -115,10 +115,14 @@ static void test_qwen2_5_video(void **state) {
   v.rule = QVL_VIDEO_ROPE_HF5;
   n = q25_prompt(ids, want, T4, 9);
   check(&c, ids, want, n, &v, 12 - 54); /* the video's t = 11 stays the largest position */
-  /* 0.75 s per grid: T(1) = long(1.5) = 1 under both rules */
-  const int32_t Tf[2] = {0, 1};
+  /* 0.75 s per grid: Qwen T(1) = long(1 * 0.75 * 2) = 1; transformers 5.17 truncates the seconds first:
+   * 2 * int(0.75) = 0, so both frames share t (what its get_rope_index did on the GPU machine) */
+  const int32_t Tf[2] = {0, 1}, Tz[2] = {0, 0};
   v.second_per_grid = &frac, v.rule = QVL_VIDEO_ROPE_QWEN;
   n = q25_prompt(ids, want, Tf, 9);
+  check(&c, ids, want, n, &v, 12 - 54);
+  v.rule = QVL_VIDEO_ROPE_HF5;
+  n = q25_prompt(ids, want, Tz, 9);
   check(&c, ids, want, n, &v, 12 - 54);
   /* 47 pads for a 48-token video */
   ids[50] = 99;

@@ -15,11 +15,13 @@ typedef struct walk {
 
 /* One vision block of lt x lh x lw tokens at w->i, ordered (t', r, c) row-major as the merged features:
  * (cur + T(t'), cur + r, cur + c), T(t') truncated from f32 as each reference computes it: the Qwen code
- * (t' * spg) * tps, transformers 5.x (hf5) t' * float(tps * spg); spg = 0 for images and Qwen3-VL frames.
+ * (t' * spg) * tps, transformers 5.x (hf5) t' * (tps * int(spg)): 5.17 still truncates the seconds per grid
+ * (checked on the GPU machine against its get_rope_index; spec §4.5 expected PR #48669 to drop the int);
+ * spg = 0 for images and Qwen3-VL frames.
  * Returns the largest position of the block. */
 static int32_t place(walk *w, int lt, int lh, int lw, float spg, int tps, int hf5) {
   int32_t hi = w->cur, n = w->n;
-  float interval = (float)((double)tps * spg); /* transformers 5.x: time_interval, a Python float */
+  float interval = (float)(tps * (int)spg); /* transformers 5.x: tokens_per_second * int(second_per_grid_t) */
   for (int k = 0; k < lt * lh * lw; k++, w->i++) {
     int t = k / (lh * lw), r = (k / lw) % lh, c = k % lw;
     int32_t tt = hf5 ? (int32_t)((float)t * interval) : (int32_t)((float)t * spg * (float)tps);
