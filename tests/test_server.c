@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -715,6 +716,81 @@ static void test_serve_command(void **state) {
   tu_rmtree(dir);
 }
 
+/* The text of an SSE answer, or NULL when it is not one ending in [DONE]; no cmocka calls (runs on threads). */
+static char *sse_text(char *body) {
+  char *text = calloc(1, 1), *done = strstr(body, "data: [DONE]\n\n");
+  if (!done || done[14]) return free(text), NULL;
+  for (char *ev = strstr(body, "data: {"); ev && ev < done; ev = strstr(ev + 1, "data: {")) {
+    char *end = strstr(ev, "\n\n");
+    *end = '\0';
+    cJSON *o = cJSON_Parse(ev + 6);
+    const char *piece = o ? jstr(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "delta", "content") : NULL;
+    if (piece) {
+      text = realloc(text, strlen(text) + strlen(piece) + 1);
+      strcat(text, piece);
+    }
+    cJSON_Delete(o);
+    *end = '\n';
+  }
+  return text;
+}
+
+typedef struct client {
+  pthread_t th;
+  int port, n, n_ok;
+  const char *want;
+} client;
+
+/* Several requests, streamed and not, each checked against the greedy answer. */
+static void *client_main(void *arg) {
+  client *cl = arg;
+  for (int i = 0; i < cl->n; i++) {
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"Hello there\"}], \"max_tokens\": 12, "
+             "\"temperature\": 0, \"stream\": %s}",
+             i % 2 ? "true" : "false");
+    resp r = http(cl->port, "POST", "/v1/chat/completions", body);
+    char *text = NULL;
+    if (r.status == 200 && i % 2) text = sse_text(r.body);
+    if (r.status == 200 && !(i % 2)) {
+      cJSON *o = cJSON_Parse(r.body);
+      const char *a = o ? answer_of(o) : NULL;
+      text = a ? strdup(a) : NULL;
+      cJSON_Delete(o);
+    }
+    cl->n_ok += text && !strcmp(text, cl->want);
+    free(text), free(r.body);
+  }
+  return NULL;
+}
+
+/* 8 clients at once against a server with room in its queue: every answer 200 and the greedy text. */
+static void test_concurrent_clients(void **state) {
+  (void)state;
+  NEED_SERVER();
+  qvl_engine *e = open_engine();
+  qvl_tokenizer *t = open_tok();
+  qvl_server *s = NULL;
+  qvl_server_params p = {.port = 0, .model = "tiny"};
+  char err[256];
+  if (qvl_server_start(&s, e, t, &p, err, sizeof err)) fail_msg("%s", err);
+  int n_prompt;
+  char *want = direct_answer(NULL, "Hello there", 12, &n_prompt);
+  client cl[8];
+  for (int i = 0; i < 8; i++) {
+    cl[i] = (client){.port = qvl_server_port(s), .n = 4, .want = want};
+    assert_int_equal(pthread_create(&cl[i].th, NULL, client_main, &cl[i]), 0);
+  }
+  int ok = 0;
+  for (int i = 0; i < 8; i++) pthread_join(cl[i].th, NULL), ok += cl[i].n_ok;
+  assert_int_equal(ok, 32);
+  free(want);
+  qvl_server_stop(s);
+  qvl_tokenizer_close(t);
+  qvl_engine_close(e);
+}
+
 /* The Python standard-library client (tests/server_client.py), when there is a python3. */
 static void test_python_client(void **state) {
   (void)state;
@@ -736,6 +812,7 @@ int main(void) {
       cmocka_unit_test(test_stop_and_penalties), cmocka_unit_test(test_errors),
       cmocka_unit_test(test_queue_and_cancel),   cmocka_unit_test(test_metrics),
       cmocka_unit_test(test_serve_command),      cmocka_unit_test(test_python_client),
+      cmocka_unit_test(test_concurrent_clients),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
