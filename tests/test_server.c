@@ -475,6 +475,15 @@ static void test_stop_and_penalties(void **state) {
   cJSON_Delete(a), cJSON_Delete(b), free(r1.body), free(r2.body), free(direct);
 }
 
+/* The value of one metric sample line ("name value"). */
+static double metric(const char *name) {
+  resp r = http(g.port, "GET", "/metrics", NULL);
+  char *p = strstr(r.body, name);
+  double v = p ? strtod(p + strlen(name), NULL) : -1;
+  free(r.body);
+  return v;
+}
+
 /* Prometheus text format: "# HELP name ...", "# TYPE name kind", or "name{labels} value". */
 static void test_metrics(void **state) {
   (void)state;
@@ -508,6 +517,9 @@ static void test_metrics(void **state) {
   }
   assert_true(n_samples >= 20 && saw_200);
   assert_true(hist_count >= 1 && hist_count == last_bucket); /* +Inf bucket == count */
+  assert_true(metric("\nqvl_time_per_output_token_seconds_count ") >= 1);
+  assert_true(metric("\nqvl_request_duration_seconds_count ") >= 1);
+  assert_true(metric("\nqvl_request_duration_seconds_bucket{le=\"+Inf\"} ") >= 1);
   free(r.body);
 }
 
@@ -616,15 +628,6 @@ static void test_errors(void **state) {
   r = http(g.port, "GET", "/health", NULL);
   assert_int_equal(r.status, 200);
   free(r.body);
-}
-
-/* The value of one metric sample line ("name value"). */
-static double metric(const char *name) {
-  resp r = http(g.port, "GET", "/metrics", NULL);
-  char *p = strstr(r.body, name);
-  double v = p ? strtod(p + strlen(name), NULL) : -1;
-  free(r.body);
-  return v;
 }
 
 static int wait_metric(const char *name, double want) {

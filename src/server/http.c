@@ -12,13 +12,15 @@
 
 #include "server/srv_state.h"
 
-const double srv_ttft_bounds[SRV_N_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const double latency_bounds[SRV_N_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const double token_bounds[SRV_N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.03,
+                                                   0.05,  0.075,  0.1,   0.25, 0.5,  1};
 static const int codes[SRV_N_CODES - 1] = {200, 400, 404, 405, 413, 500, 503};
 
-void srv_observe_ttft(qvl_server *s, double t) {
+void srv_observe(srv_hist *h, double t) {
   int b = 0;
-  while (b < SRV_N_BUCKETS && t > srv_ttft_bounds[b]) b++;
-  s->m.ttft_bucket[b]++, s->m.ttft_sum += t;
+  while (b < SRV_N_BUCKETS && t > h->bounds[b]) b++;
+  h->bucket[b]++, h->sum += t;
 }
 
 /* Per connection: the body as it arrives and the request id. */
@@ -330,6 +332,19 @@ static int emit(char *b, size_t cap, size_t *n, const char *fmt, ...) {
   return 0;
 }
 
+static void emit_hist(char *b, size_t cap, size_t *n, const char *name, const char *help, const srv_hist *h) {
+  emit(b, cap, n, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+  uint64_t cum = 0;
+  for (int k = 0; k <= SRV_N_BUCKETS; k++) {
+    cum += h->bucket[k];
+    if (k < SRV_N_BUCKETS)
+      emit(b, cap, n, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[k], (unsigned long long)cum);
+    else
+      emit(b, cap, n, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+  }
+  emit(b, cap, n, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name, (unsigned long long)cum);
+}
+
 static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn) {
   char b[8192];
   size_t n = 0;
@@ -353,21 +368,12 @@ static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn
        "# HELP qvl_prompt_tokens_total Prompt tokens prefilled.\n# TYPE qvl_prompt_tokens_total counter\n"
        "qvl_prompt_tokens_total %llu\n"
        "# HELP qvl_generation_tokens_total Tokens generated.\n# TYPE qvl_generation_tokens_total counter\n"
-       "qvl_generation_tokens_total %llu\n"
-       "# HELP qvl_time_to_first_token_seconds From queueing to the first generated token.\n"
-       "# TYPE qvl_time_to_first_token_seconds histogram\n",
+       "qvl_generation_tokens_total %llu\n",
        running, waiting, (unsigned long long)m.prompt_tokens, (unsigned long long)m.gen_tokens);
-  uint64_t cum = 0;
-  for (int k = 0; k <= SRV_N_BUCKETS; k++) {
-    cum += m.ttft_bucket[k];
-    if (k < SRV_N_BUCKETS)
-      emit(b, sizeof b, &n, "qvl_time_to_first_token_seconds_bucket{le=\"%g\"} %llu\n", srv_ttft_bounds[k],
-           (unsigned long long)cum);
-    else
-      emit(b, sizeof b, &n, "qvl_time_to_first_token_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-  }
-  emit(b, sizeof b, &n, "qvl_time_to_first_token_seconds_sum %.6f\nqvl_time_to_first_token_seconds_count %llu\n",
-       m.ttft_sum, (unsigned long long)cum);
+  emit_hist(b, sizeof b, &n, "qvl_time_to_first_token_seconds", "From queueing to the first generated token.", &m.ttft);
+  emit_hist(b, sizeof b, &n, "qvl_time_per_output_token_seconds", "Between consecutive tokens of one request.",
+            &m.tpot);
+  emit_hist(b, sizeof b, &n, "qvl_request_duration_seconds", "From queueing to the last token.", &m.e2e);
   return send_buf(s, c, cn, 200, "text/plain; version=0.0.4", b, n < sizeof b ? n : sizeof b - 1);
 }
 
@@ -456,6 +462,7 @@ int qvl_server_start(qvl_server **out, qvl_engine *e, qvl_tokenizer *t, const qv
   if (!s->p.max_tokens) s->p.max_tokens = 256;
   snprintf(s->model, sizeof s->model, "%s", p->model ? p->model : "qvl");
   s->created = (long)time(NULL);
+  s->m.ttft.bounds = s->m.e2e.bounds = latency_bounds, s->m.tpot.bounds = token_bounds;
   qvl_model_info info;
   qvl_engine_info(e, &info);
   s->tmpl = strcmp(info.arch, "qwen3_vl") ? QVL_CHAT_QWEN2_5_VL : QVL_CHAT_QWEN3_VL;

@@ -228,7 +228,8 @@ int srv_parse_request(job *j, const char *body, size_t len, const char *model, i
   if (!j->root)
     return BAD(NULL, "the body is not valid JSON (at byte %td of %zu)", end ? end - body : (ptrdiff_t)0, len);
   while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) end++;
-  if (end < body + len) return BAD(NULL, "the body has more after its JSON value (at byte %td of %zu)", end - body, len);
+  if (end < body + len)
+    return BAD(NULL, "the body has more after its JSON value (at byte %td of %zu)", end - body, len);
   if (!cJSON_IsObject(j->root)) return BAD(NULL, "the body must be a JSON object");
   const cJSON *mdl = cJSON_GetObjectItemCaseSensitive(j->root, "model");
   if (mdl && !cJSON_IsNull(mdl) && !cJSON_IsString(mdl)) return BAD("model", "'model' must be a string");

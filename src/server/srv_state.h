@@ -5,15 +5,20 @@
 #include "server/srv_int.h"
 
 #define SRV_N_CODES   8  /* 200 400 404 405 413 500 503 other */
-#define SRV_N_BUCKETS 12 /* TTFT histogram bounds in srv_ttft_bounds */
+#define SRV_N_BUCKETS 12 /* upper bounds per histogram, then +Inf */
 
-extern const double srv_ttft_bounds[SRV_N_BUCKETS];
+typedef struct srv_hist {
+  const double *bounds; /* SRV_N_BUCKETS seconds, increasing */
+  uint64_t bucket[SRV_N_BUCKETS + 1];
+  double sum;
+} srv_hist;
 
 typedef struct srv_metrics {
   uint64_t by_code[SRV_N_CODES];
   uint64_t prompt_tokens, gen_tokens;
-  uint64_t ttft_bucket[SRV_N_BUCKETS + 1]; /* the last one is +Inf */
-  double ttft_sum;
+  srv_hist ttft; /* queueing to the first token */
+  srv_hist tpot; /* between consecutive tokens of one request */
+  srv_hist e2e;  /* queueing to the last token (requests the worker ran) */
 } srv_metrics;
 
 struct qvl_server {
@@ -36,7 +41,7 @@ struct qvl_server {
 void *srv_worker_main(void *arg);
 int srv_enqueue(qvl_server *s, job *j, srv_error *err);
 void srv_worker_stop(qvl_server *s);
-void srv_job_release(qvl_server *s, job *j);          /* under s->mu */
-void srv_observe_ttft(qvl_server *s, double seconds); /* under s->mu */
+void srv_job_release(qvl_server *s, job *j);   /* under s->mu */
+void srv_observe(srv_hist *h, double seconds); /* under s->mu */
 
 #endif

@@ -30,7 +30,8 @@ typedef struct gen_ctx {
   qvl_detok *d;
   qvl_stopper *stop;
   int32_t last;
-  int hit; /* a stop string matched */
+  double t_last; /* when the previous token came */
+  int hit;       /* a stop string matched */
 } gen_ctx;
 
 static int on_token(void *ud, int32_t id) {
@@ -43,10 +44,14 @@ static int on_token(void *ud, int32_t id) {
   pthread_mutex_lock(&s->mu);
   g->last = id;
   int fail = append_text(g->j, text, len);
+  double now = srv_now();
   if (g->j->n_gen++ == 0) {
     g->j->started = 1;
-    srv_observe_ttft(s, srv_now() - g->j->t_queued);
+    srv_observe(&s->m.ttft, now - g->j->t_queued);
+  } else {
+    srv_observe(&s->m.tpot, now - g->t_last);
   }
+  g->t_last = now;
   s->m.gen_tokens++;
   int stop = g->j->cancel || s->stopping || fail || g->hit;
   pthread_cond_broadcast(&g->j->cv);
@@ -138,6 +143,7 @@ void *srv_worker_main(void *arg) {
     if (!cancelled) run_job(s, j);
     pthread_mutex_lock(&s->mu);
     s->running--;
+    if (!cancelled && j->n_gen) srv_observe(&s->m.e2e, srv_now() - j->t_queued);
     j->state = JOB_DONE;
     pthread_cond_broadcast(&j->cv);
     srv_job_release(s, j);
