@@ -203,7 +203,12 @@ static int setup(void **state) {
   (void)state;
   if (!have_tokenizer()) return 0;
   g.e = open_engine(), g.e_direct = open_engine(), g.t = open_tok(), g.t_direct = open_tok();
-  qvl_server_params p = {.port = 0, .model = "tiny", .max_queue = 1, .max_body = MAX_BODY, .max_images = 2};
+  qvl_server_params p = {.port = 0,
+                         .model = "tiny",
+                         .max_queue = 1,
+                         .max_body = MAX_BODY,
+                         .max_images = 2,
+                         .media_dir = tu_path("tests/data/images")};
   char err[256];
   if (qvl_server_start(&g.s, g.e, g.t, &p, err, sizeof err)) fail_msg("%s", err);
   g.port = qvl_server_port(g.s);
@@ -360,6 +365,15 @@ static void test_completion_image(void **state) {
   assert_string_equal(answer_of(o), direct);
   assert_int_equal(jnum(o, "usage", "prompt_tokens"), n_prompt);
   /* 20x20 at the default min_pixels (65536) is 256x256: 64 pad tokens; capped at 1024 pixels: 32x32, 1 token */
+  /* the same file as a file:// URL under the server's --allowed-local-media-path */
+  char *local = malloc(strlen(url) + 1024);
+  sprintf(local, "file://%s", tu_path("tests/data/images/jpeg_20x20.jpg"));
+  char *b3 = image_body(local, "");
+  resp r3;
+  cJSON *o3 = completion(b3, &r3);
+  assert_string_equal(answer_of(o3), direct);
+  assert_int_equal(jnum(o3, "usage", "prompt_tokens"), n_prompt);
+  cJSON_Delete(o3), free(r3.body), free(b3), free(local);
   const char *small[2] = {", \"min_pixels\": 1024, \"max_pixels\": 1024",
                           ", \"mm_processor_kwargs\": {\"min_pixels\": 1024, \"max_pixels\": 1024}"};
   for (int i = 0; i < 2; i++) {
@@ -534,6 +548,9 @@ static void test_errors(void **state) {
   (void)state;
   NEED_SERVER();
   static const char *msg = "\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]";
+  static const char *local =
+      "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", "
+      "\"image_url\": \"file://%s\"}]}]}";
   char b[16][512];
   const bad_case cases[] = {
       {"POST", "/v1/chat/completions", "{\"messages\": [", 400, "not valid JSON", NULL},
@@ -577,7 +594,14 @@ static void test_errors(void **state) {
       {"POST", "/v1/chat/completions",
        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": "
        "\"file:///etc/passwd\"}]}]}",
-       400, "local files", "messages[0].content[0]"},
+       400, "not a file under --allowed-local-media-path", "messages[0].content[0]"},
+      {"POST", "/v1/chat/completions",
+       (sprintf(b[9], local, tu_path("tests/data/images/../tiny-qwen3_vl/config.json")), b[9]), 400, "not a file under",
+       "messages[0].content[0]"},
+      {"POST", "/v1/chat/completions", (sprintf(b[10], local, tu_path("tests/data/images/nope.jpg")), b[10]), 400,
+       "not a file under", "messages[0].content[0]"},
+      {"POST", "/v1/chat/completions", (sprintf(b[11], local, tu_path("tests/data/images")), b[11]), 400,
+       "not a file under", "messages[0].content[0]"},
       {"POST", "/v1/chat/completions",
        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": \"data:,\"}, "
        "{\"type\": \"image_url\", \"image_url\": \"data:,\"}, {\"type\": \"image_url\", \"image_url\": \"data:,\"}]}]}",

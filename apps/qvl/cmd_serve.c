@@ -1,6 +1,6 @@
 /* qvl serve: the OpenAI-compatible HTTP server (src/server/, docs/SERVING.md) until SIGINT or SIGTERM.
  *   qvl serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]
- *             [--max-queue N] [--max-tokens N] [--max-images N]
+ *             [--max-queue N] [--max-tokens N] [--max-images N] [--allowed-local-media-path DIR]
  * Prints "qvl serve: listening on http://H:P" on stderr once it accepts requests (P is the real port when
  * --port 0 asks for any free one). */
 #include <pthread.h>

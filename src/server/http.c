@@ -2,6 +2,7 @@
  * Handlers may block (the manual's "flow control": safe only with a thread per connection): a completion waits
  * on its job's condition variable, polling its socket so a client that hangs up cancels the generation. */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -283,6 +284,7 @@ static enum MHD_Result chat_completions(qvl_server *s, struct MHD_Connection *c,
   if (!j) return MHD_NO;
   pthread_cond_init(&j->cv, NULL);
   snprintf(j->id, sizeof j->id, "%s", cn->rid);
+  j->media_dir = s->media_dir[0] ? s->media_dir : NULL;
   if (srv_parse_request(j, cn->body ? cn->body : "", cn->len, s->model, s->p.max_images, s->p.max_tokens, &err) ||
       srv_enqueue(s, j, &err)) {
     srv_job_free(j);
@@ -462,6 +464,10 @@ int qvl_server_start(qvl_server **out, qvl_engine *e, qvl_tokenizer *t, const qv
   if (!s->p.max_tokens) s->p.max_tokens = 256;
   snprintf(s->model, sizeof s->model, "%s", p->model ? p->model : "qvl");
   s->created = (long)time(NULL);
+  if (p->media_dir && !realpath(p->media_dir, s->media_dir)) {
+    free(s);
+    return snprintf(err, err_cap, "--allowed-local-media-path %s: no such directory", p->media_dir), -1;
+  }
   s->m.ttft.bounds = s->m.e2e.bounds = latency_bounds, s->m.tpot.bounds = token_bounds;
   qvl_model_info info;
   qvl_engine_info(e, &info);

@@ -2,6 +2,7 @@
  * refused without the engine is refused here (JSON, schema, types, ranges, base64), with the field named.
  * Unknown fields are ignored, as OpenAI clients send many; ones that would change the answer and that this
  * server does not do yet (n > 1) are refused rather than silently dropped. */
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -128,17 +129,38 @@ static int parse_pixels(job *j, const cJSON *r, srv_error *err) {
   return 0;
 }
 
-/* One image_url part: only data: URLs in this version. The bytes are decoded here; the image itself on the worker. */
+/* file://PATH under the --allowed-local-media-path directory (media_dir, already a realpath): the path is resolved
+ * (symlinks, "..") before the check, then read whole, at most 64 MiB. */
+static int read_local(job *j, const char *path, char *param, srv_error *err) {
+  char real[PATH_MAX];
+  size_t n = strlen(j->media_dir);
+  if (!realpath(path, real) || strncmp(real, j->media_dir, n) || real[n] != '/')
+    return BAD(param, "%s: %.200s is not a file under --allowed-local-media-path", param, path);
+  FILE *f = fopen(real, "rb");
+  long size = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
+  uint8_t *b = size > 0 && size <= (64l << 20) && !fseek(f, 0, SEEK_SET) ? malloc((size_t)size) : NULL;
+  int ok = b && fread(b, 1, (size_t)size, f) == (size_t)size;
+  if (f) fclose(f);
+  if (!ok) return free(b), BAD(param, "%s: cannot read %.200s (empty, over 64 MiB, or not a file)", param, path);
+  int i = j->n_images++;
+  j->image_bytes[i] = b, j->images[i].data = b, j->images[i].size = (size_t)size;
+  return 0;
+}
+
+/* One image_url part: data: URLs, and file:// ones when the server names a media directory. The bytes are decoded
+ * here; the image itself on the worker. */
 static int parse_image(job *j, const cJSON *part, char *param, srv_error *err) {
   const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
   const cJSON *url = cJSON_IsObject(iu) ? cJSON_GetObjectItemCaseSensitive(iu, "url") : iu;
   if (!cJSON_IsString(url)) return BAD(param, "%s: 'image_url' must be {\"url\": \"data:...\"} or a string", param);
   const char *u = url->valuestring;
+  if (!strncmp(u, "file://", 7) && j->media_dir) return read_local(j, u + 7, param, err);
   if (strncmp(u, "data:", 5))
     return BAD(param, "%s: only data: URLs (data:image/png;base64,...) are accepted; %s", param,
                !strncmp(u, "http://", 7) || !strncmp(u, "https://", 8) ? "fetching http(s) URLs is off"
-               : !strncmp(u, "file://", 7) || u[0] == '/'              ? "local files are not served"
-                                                                       : "not a URL this server takes");
+               : !strncmp(u, "file://", 7) || u[0] == '/'
+                   ? "local files are not served (qvl serve --allowed-local-media-path DIR allows file:// there)"
+                   : "not a URL this server takes");
   qvl_err e = {0};
   char mime[64];
   int i = j->n_images;

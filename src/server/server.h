@@ -16,13 +16,14 @@
 typedef struct qvl_server qvl_server;
 
 typedef struct qvl_server_params {
-  const char *host;  /* IPv4 address to bind; NULL = "127.0.0.1" */
-  int port;          /* 0 = any free port (qvl_server_port says which) */
-  const char *model; /* the name /v1/models lists and requests may name; NULL = "qvl" */
-  int max_queue;     /* requests waiting at most, beyond the running one; 0 = 64 */
-  size_t max_body;   /* request body bytes at most; 0 = 64 MiB */
-  int max_images;    /* images per request at most; 0 = 16 */
-  int max_tokens;    /* default max_tokens when a request names none; 0 = 256 */
+  const char *host;      /* IPv4 address to bind; NULL = "127.0.0.1" */
+  int port;              /* 0 = any free port (qvl_server_port says which) */
+  const char *model;     /* the name /v1/models lists and requests may name; NULL = "qvl" */
+  int max_queue;         /* requests waiting at most, beyond the running one; 0 = 64 */
+  size_t max_body;       /* request body bytes at most; 0 = 64 MiB */
+  int max_images;        /* images per request at most; 0 = 16 */
+  int max_tokens;        /* default max_tokens when a request names none; 0 = 256 */
+  const char *media_dir; /* image_url file://PATH allowed under this directory; NULL = none */
 } qvl_server_params;
 
 /* Starts listening and the worker. e (opened with QVL_LOAD_ALL) and t are borrowed, used only by the worker,

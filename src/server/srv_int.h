@@ -22,7 +22,8 @@ enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 typedef struct job {
   /* the request, set by the HTTP thread before queueing, then read-only */
   char id[48];
-  cJSON *root; /* owns every string the messages point into */
+  const char *media_dir; /* set before parsing: --allowed-local-media-path (a realpath), or NULL */
+  cJSON *root;           /* owns every string the messages point into */
   qvl_chat_message *msgs;
   int n_msgs;
   qvl_chat_part *parts; /* all messages' parts; image parts' grids are filled in by the worker */

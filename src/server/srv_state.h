@@ -2,6 +2,8 @@
 #ifndef QVL_SRV_STATE_H
 #define QVL_SRV_STATE_H
 
+#include <limits.h>
+
 #include "server/srv_int.h"
 
 #define SRV_N_CODES   8  /* 200 400 404 405 413 500 503 other */
@@ -28,6 +30,7 @@ struct qvl_server {
   qvl_chat_template tmpl;
   qvl_server_params p;
   char model[256];
+  char media_dir[PATH_MAX]; /* realpath of --allowed-local-media-path, or "" */
   long created;
   uint64_t next_id;
   pthread_t worker;
