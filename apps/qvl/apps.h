@@ -15,6 +15,10 @@ typedef struct app_opts {
 
 /* Parses the options shared by every subcommand; prints the problem and returns nonzero on error. */
 int app_parse(app_opts *o, int argc, char **argv);
+/* Monotonic wall clock in milliseconds, and the median of n values (sorts v), for the benchmarks. */
+double app_now_ms(void);
+double app_median(double *v, int n);
+
 /* Opens the engine, printing qvl_errmsg on failure (and closing it). */
 qvl_engine *app_open(const app_opts *o);
 

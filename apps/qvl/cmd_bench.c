@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "apps.h"
 #include "core/rng.h"
@@ -22,17 +21,6 @@
 typedef struct bench_case {
   int n, h, w; /* images of h x w pixels */
 } bench_case;
-
-static double now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
 static double attn_flops(const int32_t *cu, int n, int64_t d) {
   double f = 0;
@@ -93,9 +81,9 @@ static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, 
   double *ms = calloc((size_t)iters, sizeof(double)), prof[3] = {0, 0, 0};
   for (int i = 0; !rc && i < warmup + iters; i++) {
     if (i == warmup && b->profile) rc = b->profile(b, prof); /* drop the warm-up runs */
-    double t0 = now_ms();
+    double t0 = app_now_ms();
     if (!rc) rc = qvl_engine_vision_input(e, &in, NULL, NULL, NULL);
-    if (i >= warmup) ms[i - warmup] = now_ms() - t0;
+    if (i >= warmup) ms[i - warmup] = app_now_ms() - t0;
   }
   if (!rc && b->profile) rc = b->profile(b, prof);
   qvl_vision_out out = {0};
@@ -103,8 +91,7 @@ static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, 
   if (rc) {
     fprintf(stderr, "qvl bench: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
   } else {
-    qsort(ms, (size_t)iters, sizeof *ms, cmp_double);
-    double med = ms[iters / 2], fl = tower_flops(c, grid, bc->n, N);
+    double med = app_median(ms, iters), fl = tower_flops(c, grid, bc->n, N);
     printf("{\"bench\": \"vit\", \"arch\": \"%s\", \"device\": \"%s\", \"images\": \"%dx%dx%d\", \"patches\": %lld, "
            "\"median_ms\": %.3f, \"min_ms\": %.3f, \"patches_per_s\": %.0f, \"tflops\": %.1f, \"pct_peak\": %.1f, "
            "\"peak_mem_gib\": %.2f, \"iters\": %d",

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "apps.h"
 #include "qvl_internal.h"
@@ -15,27 +14,11 @@ typedef struct marks {
   int n;
 } marks;
 
-static double now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
 static int mark(void *ud, int32_t id) {
   (void)id;
   marks *m = ud;
-  if (m->n < 4096) m->t[m->n++] = now_ms();
+  if (m->n < 4096) m->t[m->n++] = app_now_ms();
   return 0;
-}
-
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_d);
-  return n ? v[n / 2] : 0;
 }
 
 /* One prompt length: runs generations, prints the medians. */
@@ -51,19 +34,19 @@ static int bench_len(qvl_engine *e, int prompt, int gen, int runs) {
   int rc = 0;
   for (int r = -1; r < runs && !rc; r++) { /* run -1 warms up (plans, allocations) */
     marks m = {.n = 0};
-    double t0 = now_ms();
+    double t0 = app_now_ms();
     if ((rc = qvl_generate_ids(e, ids, prompt, NULL, &s, mark, &m))) break;
     if (r < 0) continue;
     double gaps[4096];
     for (int i = 1; i < m.n; i++) gaps[i - 1] = m.t[i] - m.t[i - 1];
     ttft[r] = m.t[0] - t0;
-    tpot[r] = median(gaps, m.n - 1);
+    tpot[r] = app_median(gaps, m.n - 1);
   }
   if (rc) {
     fprintf(stderr, "qvl bench lm: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
   } else {
     qvl_backend *b = qvl_engine_backend(e);
-    double ft = median(ttft, runs), tp = median(tpot, runs);
+    double ft = app_median(ttft, runs), tp = app_median(tpot, runs);
     printf("{\"bench\": \"lm\", \"arch\": \"%s\", \"device\": \"%s\", \"prompt_tokens\": %d, \"gen_tokens\": %d, "
            "\"ttft_ms\": %.3f, \"prefill_tokens_per_s\": %.0f, \"tpot_ms\": %.3f, \"decode_tokens_per_s\": %.1f, "
            "\"peak_mem_gib\": %.2f, \"runs\": %d}\n",

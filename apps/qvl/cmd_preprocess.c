@@ -4,7 +4,6 @@
  * Only config.json and preprocessor_config.json are read: no weights are needed.
  * --repeat N times the whole batch N times from bytes in memory (after one warm-up) and prints one JSON
  * line: the median, the images/s and the thread count; -o is then optional. */
-#include <time.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,32 +79,20 @@ static int write_batch(const char *path, const qvl_image_batch *b) {
   return rc;
 }
 
-static double now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 /* One warm-up, then p->repeat timed runs of the whole batch; prints the median as a JSON line. */
 static int bench(qvl_engine *e, const qvl_image *imgs, const pre_opts *p, int threads) {
   double *ms = malloc(sizeof(double) * (size_t)p->repeat);
   int rc = ms ? 0 : 1;
   for (int r = -1; !rc && r < p->repeat; r++) {
     qvl_image_batch *b = NULL;
-    double t0 = now_ms();
+    double t0 = app_now_ms();
     rc = qvl_preprocess_images(e, imgs, p->n, &p->params, &b);
-    if (r >= 0) ms[r] = now_ms() - t0;
+    if (r >= 0) ms[r] = app_now_ms() - t0;
     qvl_image_batch_free(b);
   }
   if (rc) fprintf(stderr, "qvl preprocess: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
   if (!rc) {
-    qsort(ms, (size_t)p->repeat, sizeof *ms, cmp_double);
-    double med = ms[p->repeat / 2];
+    double med = app_median(ms, p->repeat); /* sorts: ms[0] is then the fastest */
     printf("{\"bench\": \"preprocess_cpu\", \"images\": %d, \"threads\": %d, \"repeat\": %d, \"median_ms\": %.2f, "
            "\"min_ms\": %.2f, \"images_per_s\": %.1f}\n",
            p->n, threads, p->repeat, med, ms[0], p->n * 1e3 / med);
