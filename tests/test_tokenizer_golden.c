@@ -23,11 +23,7 @@ static qvl_tokenizer *tok;
 
 static int setup(void **state) {
   (void)state;
-  if (qvl_tokenizer_open(&tok, tu_path(".cache/tokenizer/tokenizer.json"))) {
-    fprintf(stderr, "%s\n  run scripts/fetch-tokenizer.sh\n", qvl_tokenizer_errmsg(tok));
-    qvl_tokenizer_close(tok);
-    tok = NULL;
-  }
+  tok = tu_real_tokenizer();
   return 0;
 }
 

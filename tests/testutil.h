@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "qvl.h"
+
 /* $QVL_SOURCE_DIR/rel (set by ctest); the string lives until the test program exits. */
 const char *tu_path(const char *rel);
 /* A fresh empty directory under $TMPDIR (or /tmp); removed by tu_rmtree. */
@@ -25,6 +27,16 @@ void tu_uniform(float *p, size_t n, float lo, float hi, uint64_t *state);
 /* Runs `$QVL_BINARY ARGS` from the source tree, capturing stdout+stderr into out (cap bytes, NUL-terminated);
  * returns the exit status (-1 on a signal). */
 int tu_run_qvl(char *out, size_t cap, const char *args);
+/* The real Qwen tokenizer (scripts/fetch-tokenizer.sh caches it); NULL after printing how to get it. */
+qvl_tokenizer *tu_real_tokenizer(void);
+/* An engine on a model of the source tree with synthetic weights; fails the test when it cannot open. */
+qvl_engine *tu_open_dummy(const char *model_rel, qvl_backend_kind backend, qvl_load load);
+/* A qvl_token_cb that keeps the first 64 tokens. */
+typedef struct tu_tokens {
+  int32_t ids[64];
+  int n;
+} tu_tokens;
+int tu_collect(void *ud, int32_t id);
 /* Asserts that msg contains every needle (each non-NULL), printing msg on failure. */
 void tu_assert_msg_has(const char *msg, const char *needle1, const char *needle2);
 
