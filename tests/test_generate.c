@@ -1,4 +1,5 @@
 /* Generation on the tiny models (CPU): the sampler's contracts and the refusals that must come before any work. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,37 @@ static void test_sampler_distribution(void **state) {
   qvl_sampler_close(sm);
 }
 
+/* transformers' order: top-p measures the mass of what top-k kept (renormalised), min-p is relative to the best. */
+static void test_sampler_filters(void **state) {
+  (void)state;
+  float logits[5] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f), -1e30f};
+  qvl_sampling s = qvl_sampling_default();
+  s.temperature = 1.0f, s.seed = tu_seed();
+  int seen[5];
+  struct {
+    int top_k;
+    float top_p, min_p;
+    int allowed; /* bit i: id i may come out */
+  } cases[] = {
+    {2, 0.6f, 0, 0x1},      /* top-k keeps 0.5 and 0.3 = 0.8; 0.5 / 0.8 >= 0.6: only id 0 */
+    {0, 0.6f, 0, 0x3},      /* the full mass: 0.5 < 0.6 <= 0.8: ids 0 and 1 */
+    {0, 1.0f, 0.4f, 0x3},   /* min-p: 0.4 * 0.5 = 0.2 floor */
+    {0, 1.0f, 2.0f, 0x1},   /* nothing reaches the floor: the best id stays */
+    {3, 1.0f, 0, 0x7},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    s.top_k = cases[c].top_k, s.top_p = cases[c].top_p, s.min_p = cases[c].min_p;
+    qvl_sampler *sm = NULL;
+    assert_int_equal(qvl_sampler_open(&sm, 5, &s), QVL_OK);
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < 4000; i++) seen[qvl_sampler_pick(sm, logits)]++;
+    for (int id = 0; id < 5; id++)
+      if ((seen[id] > 0) != ((cases[c].allowed >> id) & 1))
+        fail_msg("case %zu: id %d drawn %d times, allowed %d", c, id, seen[id], (cases[c].allowed >> id) & 1);
+    qvl_sampler_close(sm);
+  }
+}
+
 static void test_refusals(void **state) {
   (void)state;
   qvl_engine *e = tu_open_dummy("tests/data/tiny-qwen3_vl", QVL_BACKEND_CPU, QVL_LOAD_ALL);
@@ -85,6 +117,7 @@ static void test_refusals(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_sampling_contracts), cmocka_unit_test(test_sampler_distribution),
+                                     cmocka_unit_test(test_sampler_filters),
                                      cmocka_unit_test(test_refusals)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,8 +8,9 @@ struct qvl_sampler {
   int vocab;
   qvl_sampling s;
   uint64_t state;
-  int32_t *order; /* candidate ids, most probable first */
-  double *p;      /* their probabilities */
+  int32_t *order; /* candidate ids: ranked (top-k / top-p) or in id order */
+  double *p;      /* probabilities by id */
+  double *sel;    /* scratch for the k-th largest probability */
   float *work;    /* the penalised logits */
   uint8_t *seen;  /* [vocab] 1 if in the prompt or the output: repetition */
   int32_t *count; /* [vocab] times generated: presence and frequency */
@@ -25,15 +26,16 @@ int qvl_sampler_open(qvl_sampler **out, int vocab, const qvl_sampling *s) {
   sm->penalised = sm->s.repetition_penalty != 1 || sm->s.presence_penalty != 0 || sm->s.frequency_penalty != 0;
   sm->order = malloc((size_t)vocab * sizeof *sm->order);
   sm->p = malloc((size_t)vocab * sizeof *sm->p);
+  sm->sel = malloc((size_t)vocab * sizeof *sm->sel);
   sm->work = malloc((size_t)vocab * sizeof *sm->work);
   sm->seen = calloc((size_t)vocab, sizeof *sm->seen);
   sm->count = calloc((size_t)vocab, sizeof *sm->count);
-  return sm->order && sm->p && sm->work && sm->seen && sm->count ? QVL_OK : QVL_ERR_NOMEM;
+  return sm->order && sm->p && sm->sel && sm->work && sm->seen && sm->count ? QVL_OK : QVL_ERR_NOMEM;
 }
 
 void qvl_sampler_close(qvl_sampler *sm) {
   if (!sm) return;
-  free(sm->order), free(sm->p), free(sm->work), free(sm->seen), free(sm->count), free(sm);
+  free(sm->order), free(sm->p), free(sm->sel), free(sm->work), free(sm->seen), free(sm->count), free(sm);
 }
 
 void qvl_sampler_prompt(qvl_sampler *sm, const int32_t *ids, int n) {
@@ -80,15 +82,61 @@ static int by_prob(const void *a, const void *b, void *ctx) {
   return x < y ? 1 : x > y ? -1 : (*(const int32_t *)a > *(const int32_t *)b) - (*(const int32_t *)a < *(const int32_t *)b);
 }
 
-/* Softmax of logits / T into sm->p (indexed by id), ids sorted by probability into sm->order. */
-static void rank(qvl_sampler *sm, const float *logits) {
+/* Softmax of logits / T into sm->p (indexed by id); returns the most probable id. */
+static int32_t softmax(qvl_sampler *sm, const float *logits) {
   double mx = -INFINITY, sum = 0, inv_t = 1.0 / sm->s.temperature;
-  for (int i = 0; i < sm->vocab; i++) mx = logits[i] * inv_t > mx ? logits[i] * inv_t : mx;
-  for (int i = 0; i < sm->vocab; i++) sum += sm->p[i] = exp(logits[i] * inv_t - mx), sm->order[i] = i;
+  int32_t best = 0;
+  for (int i = 0; i < sm->vocab; i++)
+    if (logits[i] * inv_t > mx) mx = logits[i] * inv_t, best = i;
+  for (int i = 0; i < sm->vocab; i++) sum += sm->p[i] = exp(logits[i] * inv_t - mx);
   for (int i = 0; i < sm->vocab; i++) sm->p[i] /= sum;
-  qsort_r(sm->order, (size_t)sm->vocab, sizeof *sm->order, by_prob, sm->p); /* glibc; _GNU_SOURCE */
+  return best;
 }
 
+/* The k-th largest of v[0..n) (Hoare's quickselect; v is reordered). */
+static double kth_largest(double *v, int n, int k) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    double pivot = v[lo + (hi - lo) / 2];
+    int i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] > pivot) i++;
+      while (v[j] < pivot) j--;
+      if (i <= j) {
+        double t = v[i];
+        v[i++] = v[j], v[j--] = t;
+      }
+    }
+    if (k - 1 <= j) hi = j;
+    else if (k - 1 >= i) lo = i;
+    else break;
+  }
+  return v[k - 1];
+}
+
+/* The most probable ids, sorted (probability down, id up), into sm->order: at least k of them and at least
+ * `mass` of probability, so top-k and top-p see exactly the head of the full ranking. Gathers every id above a
+ * threshold (the k-th largest probability, or a falling one for the mass) instead of sorting the whole vocabulary
+ * (151,936 ids per token). Returns the count. */
+static int ranked_head(qvl_sampler *sm, double pmax, int k, double mass) {
+  int n = 0;
+  if (k > 1) {
+    memcpy(sm->sel, sm->p, (size_t)sm->vocab * sizeof *sm->sel);
+    pmax = kth_largest(sm->sel, sm->vocab, k);
+  }
+  for (double t = pmax;; t /= 16) {
+    double m = 0;
+    n = 0;
+    for (int i = 0; i < sm->vocab; i++)
+      if (sm->p[i] >= t) sm->order[n++] = i, m += sm->p[i];
+    if ((n >= k && m >= mass) || n == sm->vocab || t < 1e-300) break;
+  }
+  qsort_r(sm->order, (size_t)n, sizeof *sm->order, by_prob, sm->p); /* glibc; _GNU_SOURCE */
+  return n;
+}
+
+/* transformers' warper order: top-k, then top-p over the probabilities renormalised to what top-k kept (the
+ * smallest head holding top_p of that mass), then min-p relative to the most probable id. */
 int32_t qvl_sampler_pick(qvl_sampler *sm, const float *logits) {
   if (sm->penalised) {
     memcpy(sm->work, logits, (size_t)sm->vocab * sizeof *sm->work);
@@ -96,23 +144,32 @@ int32_t qvl_sampler_pick(qvl_sampler *sm, const float *logits) {
     logits = sm->work;
   }
   if (sm->s.temperature <= 0) return argmax(logits, sm->vocab);
-  rank(sm, logits);
-  int keep = sm->vocab;
-  if (sm->s.top_k > 0 && sm->s.top_k < keep) keep = sm->s.top_k;
-  if (sm->s.top_p > 0 && sm->s.top_p < 1) { /* the smallest prefix holding top_p of the mass */
-    double cum = 0;
-    for (int i = 0; i < keep; i++)
-      if ((cum += sm->p[sm->order[i]]) >= sm->s.top_p) keep = i + 1;
+  int32_t best = softmax(sm, logits);
+  double pmax = sm->p[best];
+  int top_k = sm->s.top_k > 0 && sm->s.top_k < sm->vocab, top_p = sm->s.top_p > 0 && sm->s.top_p < 1, n;
+  if (top_k || top_p) {
+    n = ranked_head(sm, pmax, top_k ? sm->s.top_k : 1, top_p && !top_k ? sm->s.top_p : 0);
+    if (top_k && n > sm->s.top_k) n = sm->s.top_k;
+  } else {
+    for (n = 0; n < sm->vocab; n++) sm->order[n] = n; /* no ranking needed: id order */
   }
-  if (sm->s.min_p > 0) {
-    double floor_p = sm->s.min_p * sm->p[sm->order[0]];
-    for (int i = 1; i < keep; i++)
-      if (sm->p[sm->order[i]] < floor_p) keep = i;
+  if (top_p) {
+    double base = 0, cum = 0;
+    for (int i = 0; i < n; i++) base += sm->p[sm->order[i]];
+    base = top_k ? base : 1.0;
+    for (int i = 0; i < n; i++)
+      if ((cum += sm->p[sm->order[i]]) >= sm->s.top_p * base) n = i + 1;
   }
-  double mass = 0;
-  for (int i = 0; i < keep; i++) mass += sm->p[sm->order[i]];
-  double u = uniform01(&sm->state) * mass, cum = 0;
-  for (int i = 0; i < keep; i++)
+  if (sm->s.min_p > 0) { /* keeps the order it finds */
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+      if (sm->p[sm->order[i]] >= sm->s.min_p * pmax) sm->order[kept++] = sm->order[i];
+    n = kept ? kept : (sm->order[0] = best, 1); /* min_p > 1 would drop everything: keep the best */
+  }
+  double total = 0;
+  for (int i = 0; i < n; i++) total += sm->p[sm->order[i]];
+  double u = uniform01(&sm->state) * total, cum = 0;
+  for (int i = 0; i < n; i++)
     if ((cum += sm->p[sm->order[i]]) > u) return sm->order[i];
-  return sm->order[keep - 1];
+  return sm->order[n - 1];
 }
