@@ -347,27 +347,35 @@ static void chunk_vision(lm_chunk *c, qvl_vision_out *vis) {
   c->n_deepstack = vis->n ? vis->n - 1 : 0;
 }
 
+/* The prompt through the tower and the decoder into a fresh sequence with room for `extra` more tokens: M-RoPE
+ * positions (pos [3][n]) and delta, the images' features, then one chunk; logits of every row or the last. */
+static int prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *grid, int n_img, const float *pixels,
+                   int extra, int all_logits, float *logits, int32_t *pos, int64_t *delta, lm_seq **seq) {
+  qvl_vision_out vis = {0};
+  int rc = qvl_rope_index(pos, delta, ids, n, &e->cfg, grid, n_img, NULL, &e->err);
+  if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, pixels, &vis, NULL, NULL);
+  if (!rc) rc = lm_seq_open(seq, e->be, &e->cfg, n + extra, &e->err);
+  if (!rc) {
+    lm_chunk c = {ids, n, pos, NULL, NULL, 0};
+    chunk_vision(&c, &vis);
+    rc = lm_seq_forward(*seq, &e->w, &c, logits, all_logits, &e->err);
+  }
+  qvl_vision_out_free(&vis);
+  return rc;
+}
+
 int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *grid, int n_img, const float *pixels,
                        float *logits, int32_t *pos, int64_t *delta) {
   qvl_err_clear(&e->err);
   if (n < 1) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "prefill: empty prompt");
-  qvl_vision_out vis = {0};
   lm_seq *seq = NULL;
   int64_t d = 0;
   int32_t *p = malloc((size_t)n * 3 * sizeof(int32_t));
-  int rc = p ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "prefill: out of memory");
-  if (!rc) rc = qvl_rope_index(p, &d, ids, n, &e->cfg, grid, n_img, NULL, &e->err);
-  if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, pixels, &vis, NULL, NULL);
-  if (!rc) rc = lm_seq_open(&seq, e->be, &e->cfg, n, &e->err);
-  if (!rc) {
-    lm_chunk c = {ids, n, p, NULL, NULL, 0};
-    chunk_vision(&c, &vis);
-    rc = lm_seq_forward(seq, &e->w, &c, logits, 1, &e->err);
-  }
+  int rc = p ? prefill(e, ids, n, grid, n_img, pixels, 0, 1, logits, p, &d, &seq)
+             : qvl_fail(&e->err, QVL_ERR_NOMEM, "prefill: out of memory");
   if (!rc && pos) memcpy(pos, p, (size_t)n * 3 * sizeof(int32_t));
   if (!rc && delta) *delta = d;
   lm_seq_close(seq);
-  qvl_vision_out_free(&vis);
   free(p);
   return rc;
 }
@@ -420,25 +428,16 @@ int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pix
   if (!(s->repetition_penalty >= 0) || !isfinite(s->repetition_penalty) || !isfinite(s->presence_penalty) ||
       !isfinite(s->frequency_penalty))
     return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: penalties must be finite and repetition_penalty >= 0");
-  int n_img = images ? images->n_images : 0;
-  const int32_t *grid = images ? images->grid_thw : NULL;
-  qvl_vision_out vis = {0};
   lm_seq *seq = NULL;
   int64_t delta = 0;
   int32_t *pos = malloc((size_t)n_ids * 3 * sizeof(int32_t));
   float *logits = malloc((size_t)t->vocab * sizeof(float));
   int rc = pos && logits ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "generate: out of memory");
-  if (!rc) rc = qvl_rope_index(pos, &delta, ids, n_ids, &e->cfg, grid, n_img, NULL, &e->err);
-  if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, images->rows, &vis, NULL, NULL);
-  if (!rc) rc = lm_seq_open(&seq, e->be, &e->cfg, n_ids + s->max_tokens, &e->err);
-  if (!rc) {
-    lm_chunk c = {ids, n_ids, pos, NULL, NULL, 0};
-    chunk_vision(&c, &vis);
-    rc = lm_seq_forward(seq, &e->w, &c, logits, 0, &e->err);
-  }
+  if (!rc)
+    rc = prefill(e, ids, n_ids, images ? images->grid_thw : NULL, images ? images->n_images : 0,
+                 images ? images->rows : NULL, s->max_tokens, 0, logits, pos, &delta, &seq);
   if (!rc) rc = decode_loop(e, seq, logits, delta, ids, n_ids, s, cb, ud);
   lm_seq_close(seq);
-  qvl_vision_out_free(&vis);
   free(pos), free(logits);
   return rc;
 }
