@@ -47,6 +47,15 @@ struct qvl_backend {
   int (*profile)(qvl_backend *b, double ms[3]);
   void (*destroy)(qvl_backend *b);
 
+  /* ---- replay (NULL on backends without graphs) ----
+   * The ops issued between graph_begin and graph_end are recorded instead of run; graph_launch replays them with
+   * the buffers' contents at launch. No uploads, downloads, syncs or allocations of new memory between begin
+   * and end, and every buffer the graph touches stays allocated until graph_free. */
+  int (*graph_begin)(qvl_backend *b);
+  int (*graph_end)(qvl_backend *b, void **graph);
+  int (*graph_launch)(qvl_backend *b, void *graph);
+  void (*graph_free)(qvl_backend *b, void *graph); /* NULL is a no-op */
+
   /* ---- ops ------------------------------------------------------------------------------------- */
   /* y[m,n] = x[m,k] w[n,k]^T (+ bias[n] when bias != NULL), then the epilogue epi (qvl_epi) */
   int (*linear)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
@@ -87,6 +96,29 @@ struct qvl_backend {
    * r = heads / kv_heads), out [q_rows][heads][hd]. Prefill: q_rows = kv_rows; decode: q_rows = 1. */
   int (*attention_causal)(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t q_rows,
                           int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale);
+  /* ---- paged KV cache (language model, batches of sequences) ----
+   * A layer's cache is two pools kc, vc of [slots][kv_heads][head_dim] elements; slot = block * block_size +
+   * offset. Sequence s keeps its token t in slot table[s * max_blocks + t / block_size] * block_size +
+   * t % block_size. Index and length arrays are int32 buffers on the backend, so a step can be replayed with new
+   * contents (graphs); the host ints are bounds fixed for the call. */
+  /* qkv [rows][(heads + 2 * kv_heads) * head_dim], one GEMM's output (q heads, then k heads, then v heads):
+   * q heads RMS-normed by q_norm (f32 eps; skipped when q_norm is NULL), rotated NeoX style by cos/sin
+   * [rows][head_dim] (f32 buffers), written to q [rows][heads][head_dim]; k heads normed by k_norm and rotated,
+   * v heads as they are, both written to kc, vc at slot[r]. */
+  int (*qkv_to_cache)(qvl_backend *b, void *q, void *kc, void *vc, const void *qkv, const void *q_norm,
+                      const void *k_norm, const float *cos, const float *sin, const int32_t *slot, int64_t rows,
+                      int heads, int kv_heads, int head_dim, float eps);
+  /* out [q_rows][heads][head_dim] = causal GQA attention over the paged cache for a batch of n_seq sequences:
+   * sequence s owns q rows [cu_q[s], cu_q[s+1]) (n_seq + 1 entries), which are the last cu_q[s+1] - cu_q[s] of its
+   * kv_len[s] tokens (query i of those sits at position kv_len[s] - n_s + i and sees keys 0 .. that position);
+   * table [n_seq][max_blocks]. max_q >= every n_s and max_kv >= every kv_len[s] bound the work (grid sizes);
+   * kv head g serves q heads g*r .. g*r + r - 1, r = heads / kv_heads. */
+  int (*attention_paged)(qvl_backend *b, void *out, const void *q, const void *kc, const void *vc,
+                         const int32_t *cu_q, const int32_t *kv_len, const int32_t *table, int n_seq, int max_blocks,
+                         int block_size, int64_t q_rows, int max_q, int max_kv, int heads, int kv_heads,
+                         int head_dim, float scale);
+  /* out[r] = index of the largest of x[r][0 .. n) (the lowest index among equals), int32 buffer [rows] */
+  int (*argmax_rows)(qvl_backend *b, int32_t *out, const void *x, int64_t rows, int n);
   /* y[idx[i]] = x[i] (accumulate: +=) for rows of row_elems, i < n (idx: int32 buffer). */
   int (*scatter_rows)(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems,
                       int accumulate);

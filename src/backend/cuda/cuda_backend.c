@@ -238,6 +238,35 @@ static int cu_add_bilinear(qvl_backend *b, void *h, const void *table, const int
   OTHER(b, cuda_add_bilinear(h, table, idx, w, rows, dim, STREAM(b)), "add_bilinear");
 }
 
+/* Graphs: stream capture of the ops queued on the backend's stream. Thread-local capture mode, so that other
+ * threads' CUDA calls (allocation, other engines) are neither captured nor forbidden. */
+static int cu_graph_begin(qvl_backend *b) {
+  cuda_ctx *c = b->ctx;
+  return cuda_check(b, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "graph capture begin");
+}
+
+static int cu_graph_end(qvl_backend *b, void **graph) {
+  cuda_ctx *c = b->ctx;
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t x = NULL;
+  *graph = NULL;
+  int rc = cuda_check(b, cudaStreamEndCapture(c->stream, &g), "graph capture end");
+  if (!rc) rc = cuda_check(b, cudaGraphInstantiate(&x, g, 0), "graph instantiate");
+  if (g) cudaGraphDestroy(g);
+  if (!rc) *graph = x;
+  return rc;
+}
+
+static int cu_graph_launch(qvl_backend *b, void *graph) {
+  cuda_ctx *c = b->ctx;
+  return cuda_check(b, cudaGraphLaunch((cudaGraphExec_t)graph, c->stream), "graph launch");
+}
+
+static void cu_graph_free(qvl_backend *b, void *graph) {
+  (void)b;
+  if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
   int rc;
   c->dev = dev;
@@ -273,6 +302,8 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   if (rc) return rc;
   b->alloc = cu_alloc, b->free = cu_free, b->upload_f32 = cu_upload_f32, b->download_f32 = cu_download_f32;
   b->upload = cu_upload, b->sync = cu_sync;
+  b->graph_begin = cu_graph_begin, b->graph_end = cu_graph_end, b->graph_launch = cu_graph_launch;
+  b->graph_free = cu_graph_free;
   const char *prof = getenv("QVL_PROFILE");
   c->profiling = prof && *prof == '1';
   if (c->profiling) b->profile = cu_profile;
