@@ -30,6 +30,7 @@ int cmd_bench_tok(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench_lm(int argc, char **argv);
+int cmd_bench_e2e(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

@@ -22,6 +22,7 @@ static void usage(FILE *f) {
           "                                               time the vision tower, one JSON line per case\n"
           "  bench tok [--tokenizer FILE] [--corpus FILE]   tokenizer encode MB/s and load time\n"
           "  bench lm --model DIR [--dummy] --prompt N ... [--gen N] [--runs N]\n"
+          "  bench e2e --model DIR [--dummy] [--image FILE | --synthetic HxW] [--question N] [--runs N]\n"
           "                                               language model TTFT and TPOT, one JSON line per prompt\n"
           "  tokenize (--model DIR | --tokenizer FILE) TEXT  token ids and pieces\n"
           "  preprocess --model DIR IMAGE... -o OUT.safetensors [--qwen-vl-utils] [--min-pixels N] [--max-pixels N]\n"
