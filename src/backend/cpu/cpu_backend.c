@@ -70,6 +70,9 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->rope_tables = cpu_rope_tables;
   b->rope_heads = cpu_rope_heads;
   b->attention_causal = cpu_attention_causal;
+  b->qkv_to_cache = cpu_qkv_to_cache;
+  b->attention_paged = cpu_attention_paged;
+  b->argmax_rows = cpu_argmax_rows;
   b->scatter_rows = cpu_scatter_rows;
   b->attention = cpu_attention;
   b->gather_rows = cpu_gather_rows;

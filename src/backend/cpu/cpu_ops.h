@@ -22,6 +22,13 @@ int cpu_rope_heads(qvl_backend *b, void *x, const float *cos, const float *sin, 
                    int64_t row_stride);
 int cpu_attention_causal(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t q_rows,
                          int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale);
+int cpu_qkv_to_cache(qvl_backend *b, void *q, void *kc, void *vc, const void *qkv, const void *q_norm,
+                     const void *k_norm, const float *cos, const float *sin, const int32_t *slot, int64_t rows,
+                     int heads, int kv_heads, int head_dim, float eps);
+int cpu_attention_paged(qvl_backend *b, void *out, const void *q, const void *kc, const void *vc, const int32_t *cu_q,
+                        const int32_t *kv_len, const int32_t *table, int n_seq, int max_blocks, int block_size,
+                        int64_t q_rows, int max_q, int max_kv, int heads, int kv_heads, int head_dim, float scale);
+int cpu_argmax_rows(qvl_backend *b, int32_t *out, const void *x, int64_t rows, int n);
 int cpu_scatter_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems,
                      int accumulate);
 int cpu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems);
