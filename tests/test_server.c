@@ -30,6 +30,9 @@ typedef struct fixture {
   qvl_tokenizer *t, *t_direct;
   qvl_server *s;
   int port;
+  const char *dir; /* a scratch directory: the server's log */
+  char log_path[600];
+  FILE *log;
 } fixture;
 
 static fixture g;
@@ -203,12 +206,16 @@ static int setup(void **state) {
   (void)state;
   if (!have_tokenizer()) return 0;
   g.e = open_engine(), g.e_direct = open_engine(), g.t = open_tok(), g.t_direct = open_tok();
+  g.dir = tu_tmpdir();
+  snprintf(g.log_path, sizeof g.log_path, "%s/server.log", g.dir);
+  if (!(g.log = fopen(g.log_path, "w"))) fail_msg("cannot write %s", g.log_path);
   qvl_server_params p = {.port = 0,
                          .model = "tiny",
                          .max_queue = 1,
                          .max_body = MAX_BODY,
                          .max_images = 2,
-                         .media_dir = tu_path("tests/data/images")};
+                         .media_dir = tu_path("tests/data/images"),
+                         .log = g.log};
   char err[256];
   if (qvl_server_start(&g.s, g.e, g.t, &p, err, sizeof err)) fail_msg("%s", err);
   g.port = qvl_server_port(g.s);
@@ -221,6 +228,7 @@ static int teardown(void **state) {
   qvl_server_stop(g.s);
   qvl_tokenizer_close(g.t), qvl_tokenizer_close(g.t_direct);
   qvl_engine_close(g.e), qvl_engine_close(g.e_direct);
+  if (g.log) fclose(g.log), tu_rmtree(g.dir);
   return 0;
 }
 
@@ -534,6 +542,56 @@ static void test_metrics(void **state) {
   assert_true(metric("\nqvl_time_per_output_token_seconds_count ") >= 1);
   assert_true(metric("\nqvl_request_duration_seconds_count ") >= 1);
   assert_true(metric("\nqvl_request_duration_seconds_bucket{le=\"+Inf\"} ") >= 1);
+  assert_true(metric("\nqvl_queue_time_seconds_count ") >= 1);
+  assert_true(metric("\nqvl_stage_seconds_count{stage=\"preprocess\"} ") >= 1); /* the image requests */
+  assert_true(metric("\nqvl_stage_seconds_count{stage=\"prefill\"} ") >= 1);
+  assert_true(metric("\nqvl_stage_seconds_bucket{stage=\"decode\",le=\"+Inf\"} ") >= 1);
+  assert_true(metric("\nqvl_images_total ") >= 1);
+  assert_true(metric("\nqvl_generation_tokens_per_second ") >= 0);
+  assert_int_equal(metric("\nqvl_queue_capacity "), 1);
+  free(r.body);
+}
+
+/* The line of the server's log that carries request id rid, or "" (copied into out). */
+static const char *log_line(const char *rid, char *out, size_t cap) {
+  fflush(g.log);
+  FILE *f = fopen(g.log_path, "r");
+  char line[2048];
+  out[0] = '\0';
+  while (f && fgets(line, sizeof line, f))
+    if (strstr(line, rid)) snprintf(out, cap, "%s", line);
+  if (f) fclose(f);
+  return out;
+}
+
+/* Every answer's x-request-id names its line in the log: route, status, seconds, then tokens or the error. */
+static void test_request_log(void **state) {
+  (void)state;
+  NEED_SERVER();
+  char rid[64], line[2048];
+  resp r = http(g.port, "POST", "/v1/chat/completions",
+                "{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], \"max_tokens\": 3}");
+  assert_int_equal(r.status, 200);
+  printf("  %s", log_line(header(&r, "x-request-id", rid, sizeof rid), line, sizeof line));
+  tu_assert_msg_has(line, "qvl serve: chatcmpl-", "POST /v1/chat/completions 200 ");
+  tu_assert_msg_has(line, "prompt=", "gen=");
+  free(r.body);
+  r = http(g.port, "POST", "/v1/chat/completions", "{\"messages\": 3}");
+  assert_int_equal(r.status, 400);
+  printf("  %s", log_line(header(&r, "x-request-id", rid, sizeof rid), line, sizeof line));
+  tu_assert_msg_has(line, " 400 ", "'messages' must be a non-empty list");
+  free(r.body);
+  r = http(g.port, "GET", "/health", NULL);
+  printf("  %s", log_line(header(&r, "x-request-id", rid, sizeof rid), line, sizeof line));
+  tu_assert_msg_has(line, "GET /health 200", NULL);
+  free(r.body);
+  r = http(g.port, "POST", "/v1/chat/completions",
+           "{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], \"max_tokens\": 3, \"stream\": true}");
+  assert_int_equal(r.status, 200);
+  header(&r, "x-request-id", rid, sizeof rid);
+  for (int i = 0; i < 200 && !log_line(rid, line, sizeof line)[0]; i++) usleep(10000); /* logged as the stream ends */
+  printf("  %s", line);
+  tu_assert_msg_has(line, "200 stream", "finish=");
   free(r.body);
 }
 
@@ -590,7 +648,7 @@ static void test_errors(void **state) {
       {"POST", "/v1/chat/completions",
        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": {\"url\": "
        "\"https://example.com/cat.png\"}}]}]}",
-       400, "only data: URLs", "messages[0].content[0]"},
+       400, "does not fetch http(s) URLs", "messages[0].content[0]"},
       {"POST", "/v1/chat/completions",
        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": "
        "\"file:///etc/passwd\"}]}]}",
@@ -839,6 +897,7 @@ int main(void) {
       cmocka_unit_test(test_stop_and_penalties), cmocka_unit_test(test_errors),
       cmocka_unit_test(test_queue_and_cancel),   cmocka_unit_test(test_metrics),
       cmocka_unit_test(test_serve_command),      cmocka_unit_test(test_python_client),
+      cmocka_unit_test(test_request_log),
       cmocka_unit_test(test_concurrent_clients),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

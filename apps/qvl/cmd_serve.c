@@ -1,8 +1,9 @@
 /* qvl serve: the OpenAI-compatible HTTP server (src/server/, docs/SERVING.md) until SIGINT or SIGTERM.
  *   qvl serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]
- *             [--max-queue N] [--max-tokens N] [--max-images N] [--allowed-local-media-path DIR]
+ *             [--max-queue N] [--max-tokens N] [--max-images N] [--allowed-local-media-path DIR] [--quiet]
  * Prints "qvl serve: listening on http://H:P" on stderr once it accepts requests (P is the real port when
- * --port 0 asks for any free one). */
+ * --port 0 asks for any free one), then one line per request ("qvl serve: <request id> POST /v1/... 200 ...")
+ * unless --quiet. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 typedef struct serve_opts {
   qvl_server_params p;
   const char *tokenizer;
+  int quiet; /* no per-request log lines */
 } serve_opts;
 
 static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_rest) {
@@ -37,6 +39,10 @@ static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_
       o->p.max_tokens = atoi(argv[++i]);
     else if (!strcmp(a, "--max-images") && v)
       o->p.max_images = atoi(argv[++i]);
+    else if (!strcmp(a, "--allowed-local-media-path") && v)
+      o->p.media_dir = argv[++i];
+    else if (!strcmp(a, "--quiet"))
+      o->quiet = 1;
     else if (*n_rest < 63)
       rest[(*n_rest)++] = argv[i];
   }
@@ -83,6 +89,7 @@ int cmd_serve(int argc, char **argv) {
   if (split_args(&so, argc, argv, rest, &n_rest) || app_parse(&o, n_rest, rest)) return 2;
   o.engine.load = QVL_LOAD_ALL;
   if (!so.p.model) so.p.model = base_name(o.engine.model_dir);
+  if (!so.quiet) so.p.log = stderr;
   /* SIGINT/SIGTERM are taken by sigwait below: blocked here, before any thread starts, so every thread inherits it */
   sigset_t sigs;
   sigemptyset(&sigs), sigaddset(&sigs, SIGINT), sigaddset(&sigs, SIGTERM);

@@ -13,9 +13,6 @@
 
 #include "server/srv_state.h"
 
-static const double latency_bounds[SRV_N_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-static const double token_bounds[SRV_N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.03,
-                                                   0.05,  0.075,  0.1,   0.25, 0.5,  1};
 static const int codes[SRV_N_CODES - 1] = {200, 400, 404, 405, 413, 500, 503};
 
 void srv_observe(srv_hist *h, double t) {
@@ -24,9 +21,40 @@ void srv_observe(srv_hist *h, double t) {
   h->bucket[b]++, h->sum += t;
 }
 
-/* Per connection: the body as it arrives and the request id. */
+void srv_count(srv_rate *r, double now, double n) {
+  int64_t sec = (int64_t)now;
+  int k = (int)(sec % SRV_RATE_SECS);
+  if (r->sec[k] != sec) r->sec[k] = sec, r->n[k] = 0;
+  r->n[k] += n;
+}
+
+/* Per second over the last SRV_RATE_SECS seconds (fewer right after the start). */
+double srv_rate_per_s(const srv_rate *r, double now, double uptime) {
+  int64_t sec = (int64_t)now;
+  double sum = 0;
+  for (int k = 0; k < SRV_RATE_SECS; k++)
+    if (r->sec[k] > sec - SRV_RATE_SECS && r->sec[k] <= sec) sum += r->n[k];
+  double span = uptime < SRV_RATE_SECS ? uptime : SRV_RATE_SECS;
+  return span > 0 ? sum / span : 0;
+}
+
+void srv_log(const qvl_server *s, const char *rid, const char *fmt, ...) {
+  if (!s->p.log) return;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fprintf(s->p.log, "qvl serve: %s %s\n", rid, line); /* one call: lines of concurrent requests do not mix */
+  fflush(s->p.log);
+}
+
+/* Per connection: the body as it arrives, the request id, and what its log line says. */
 typedef struct conn {
   char rid[48];
+  const char *method, *url; /* MHD's, valid for the request */
+  double t0;
+  char note[768]; /* the log line's tail: tokens and finish, or the error */
   char *body;
   size_t len, cap;
   int too_big, answered;
@@ -36,6 +64,8 @@ typedef struct conn {
 typedef struct stream {
   qvl_server *s;
   job *j;
+  char rid[48];
+  double t0;
   int fd, phase; /* 0 role chunk, 1 content, 2 the end, 3 done */
   size_t rd;     /* job text already sent */
   char *out;
@@ -62,6 +92,8 @@ static enum MHD_Result send_buf(qvl_server *s, struct MHD_Connection *c, conn *c
   MHD_destroy_response(r);
   cn->answered = 1;
   count_status(s, status);
+  srv_log(s, cn->rid, "%s %s %d %.3fs%s%s", cn->method, cn->url, status, srv_now() - cn->t0, cn->note[0] ? " " : "",
+          cn->note);
   return ok;
 }
 
@@ -91,7 +123,15 @@ static cJSON *error_json(const srv_error *e, const char *rid) {
 }
 
 static enum MHD_Result send_error(qvl_server *s, struct MHD_Connection *c, conn *cn, const srv_error *e) {
+  snprintf(cn->note, sizeof cn->note, "error %.40s%s%.96s: %.500s", e->code ? e->code : e->type, e->param[0] ? " at " : "",
+           e->param, e->message);
   return send_json(s, c, cn, e->status, error_json(e, cn->rid));
+}
+
+/* The log line's tail for a job that ran: its tokens, images and how it ended. Under s->mu. */
+static void job_note(char *note, size_t cap, const job *j) {
+  snprintf(note, cap, "prompt=%d gen=%d images=%d finish=%s", j->n_prompt, j->n_gen, j->n_images,
+           j->err.status ? "error" : j->cancel ? "cancelled" : j->finish ? j->finish : "length");
 }
 
 /* ---- completions ---------------------------------------------------------------------------------- */
@@ -247,10 +287,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(void *cls) {
   stream *st = cls;
+  char note[256];
   pthread_mutex_lock(&st->s->mu);
   if (st->j->state != JOB_DONE) st->j->cancel = 1; /* the client left mid-stream */
+  job_note(note, sizeof note, st->j);
   srv_job_release(st->s, st->j);
   pthread_mutex_unlock(&st->s->mu);
+  srv_log(st->s, st->rid, "POST /v1/chat/completions 200 stream %.3fs %s", srv_now() - st->t0, note);
   free(st->out);
   free(st);
 }
@@ -267,7 +310,8 @@ static enum MHD_Result start_stream(qvl_server *s, struct MHD_Connection *c, con
     pthread_mutex_unlock(&s->mu);
     return MHD_NO;
   }
-  st->s = s, st->j = j, st->fd = fd, st->created = (long)time(NULL);
+  st->s = s, st->j = j, st->fd = fd, st->created = (long)time(NULL), st->t0 = cn->t0;
+  snprintf(st->rid, sizeof st->rid, "%s", cn->rid);
   MHD_add_response_header(r, "Content-Type", "text/event-stream");
   MHD_add_response_header(r, "Cache-Control", "no-cache");
   MHD_add_response_header(r, "x-request-id", cn->rid);
@@ -305,9 +349,15 @@ static enum MHD_Result chat_completions(qvl_server *s, struct MHD_Connection *c,
       o = completion_json(s, j);
   }
   int streaming = !gone && !o;
+  job_note(cn->note, sizeof cn->note, j);
+  if (j->err.status && !streaming)
+    snprintf(cn->note + strlen(cn->note), sizeof cn->note - strlen(cn->note), ": %s", j->err.message);
   if (!streaming) srv_job_release(s, j);
   pthread_mutex_unlock(&s->mu);
-  if (gone) return MHD_NO; /* nobody to answer */
+  if (gone) {
+    srv_log(s, cn->rid, "POST /v1/chat/completions - %.3fs %s (the client left)", srv_now() - cn->t0, cn->note);
+    return MHD_NO; /* nobody to answer */
+  }
   return streaming ? start_stream(s, c, cn, j, fd) : send_json(s, c, cn, status, o);
 }
 
@@ -334,49 +384,77 @@ static int emit(char *b, size_t cap, size_t *n, const char *fmt, ...) {
   return 0;
 }
 
-static void emit_hist(char *b, size_t cap, size_t *n, const char *name, const char *help, const srv_hist *h) {
-  emit(b, cap, n, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+/* One histogram; label: "" or a label pair ("stage=\"vision\"") added to every sample; head: print HELP/TYPE. */
+static void emit_hist(char *b, size_t cap, size_t *n, const char *name, const char *help, const char *label, int head,
+                      const srv_hist *h) {
+  if (head) emit(b, cap, n, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+  const char *sep = label[0] ? "," : "";
   uint64_t cum = 0;
   for (int k = 0; k <= SRV_N_BUCKETS; k++) {
     cum += h->bucket[k];
     if (k < SRV_N_BUCKETS)
-      emit(b, cap, n, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[k], (unsigned long long)cum);
+      emit(b, cap, n, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label, sep, h->bounds[k], (unsigned long long)cum);
     else
-      emit(b, cap, n, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+      emit(b, cap, n, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, label, sep, (unsigned long long)cum);
   }
-  emit(b, cap, n, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name, (unsigned long long)cum);
+  if (label[0])
+    emit(b, cap, n, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, label, h->sum, name, label, (unsigned long long)cum);
+  else
+    emit(b, cap, n, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name, (unsigned long long)cum);
+}
+
+static void emit_one(char *b, size_t cap, size_t *n, const char *name, const char *kind, const char *help, double v) {
+  emit(b, cap, n, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, kind, name, v);
 }
 
 static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn) {
-  char b[8192];
+  static const char *stages[N_STAGES] = {"preprocess", "prefill", "decode"};
+  enum { CAP = 1 << 15 };
+  char *b = malloc(CAP);
   size_t n = 0;
+  if (!b) return MHD_NO;
   pthread_mutex_lock(&s->mu);
   srv_metrics m = s->m;
   int running = s->running, waiting = s->n_waiting;
   pthread_mutex_unlock(&s->mu);
-  emit(b, sizeof b, &n,
+  double now = srv_now(), up = now - s->t_start;
+  emit(b, CAP, &n,
        "# HELP qvl_requests_total HTTP requests answered, by status code.\n"
        "# TYPE qvl_requests_total counter\n");
   for (int k = 0; k < SRV_N_CODES; k++)
     if (k < SRV_N_CODES - 1)
-      emit(b, sizeof b, &n, "qvl_requests_total{code=\"%d\"} %llu\n", codes[k], (unsigned long long)m.by_code[k]);
+      emit(b, CAP, &n, "qvl_requests_total{code=\"%d\"} %llu\n", codes[k], (unsigned long long)m.by_code[k]);
     else
-      emit(b, sizeof b, &n, "qvl_requests_total{code=\"other\"} %llu\n", (unsigned long long)m.by_code[k]);
-  emit(b, sizeof b, &n,
-       "# HELP qvl_requests_running Requests generating now.\n# TYPE qvl_requests_running gauge\nqvl_requests_running "
-       "%d\n"
-       "# HELP qvl_requests_waiting Requests queued for the worker.\n# TYPE qvl_requests_waiting gauge\n"
-       "qvl_requests_waiting %d\n"
-       "# HELP qvl_prompt_tokens_total Prompt tokens prefilled.\n# TYPE qvl_prompt_tokens_total counter\n"
-       "qvl_prompt_tokens_total %llu\n"
-       "# HELP qvl_generation_tokens_total Tokens generated.\n# TYPE qvl_generation_tokens_total counter\n"
-       "qvl_generation_tokens_total %llu\n",
-       running, waiting, (unsigned long long)m.prompt_tokens, (unsigned long long)m.gen_tokens);
-  emit_hist(b, sizeof b, &n, "qvl_time_to_first_token_seconds", "From queueing to the first generated token.", &m.ttft);
-  emit_hist(b, sizeof b, &n, "qvl_time_per_output_token_seconds", "Between consecutive tokens of one request.",
+      emit(b, CAP, &n, "qvl_requests_total{code=\"other\"} %llu\n", (unsigned long long)m.by_code[k]);
+  emit_one(b, CAP, &n, "qvl_requests_running", "gauge", "Requests generating now.", running);
+  emit_one(b, CAP, &n, "qvl_requests_waiting", "gauge", "Requests queued for the worker (the queue depth).", waiting);
+  emit_one(b, CAP, &n, "qvl_queue_capacity", "gauge", "Requests that may wait before new ones get 503.",
+           s->p.max_queue);
+  emit_one(b, CAP, &n, "qvl_prompt_tokens_total", "counter", "Prompt tokens prefilled.", (double)m.prompt_tokens);
+  emit_one(b, CAP, &n, "qvl_generation_tokens_total", "counter", "Tokens generated.", (double)m.gen_tokens);
+  emit_one(b, CAP, &n, "qvl_images_total", "counter", "Images in requests that ran.", (double)m.images);
+  emit_one(b, CAP, &n, "qvl_prompt_tokens_per_second", "gauge", "Prompt tokens per second over the last 10 s.",
+           srv_rate_per_s(&m.prompt_rate, now, up));
+  emit_one(b, CAP, &n, "qvl_generation_tokens_per_second", "gauge", "Tokens generated per second over the last 10 s.",
+           srv_rate_per_s(&m.gen_rate, now, up));
+  emit_one(b, CAP, &n, "qvl_images_per_second", "gauge", "Images per second over the last 10 s.",
+           srv_rate_per_s(&m.image_rate, now, up));
+  emit_hist(b, CAP, &n, "qvl_time_to_first_token_seconds", "From queueing to the first generated token.", "", 1,
+            &m.ttft);
+  emit_hist(b, CAP, &n, "qvl_time_per_output_token_seconds", "Between consecutive tokens of one request.", "", 1,
             &m.tpot);
-  emit_hist(b, sizeof b, &n, "qvl_request_duration_seconds", "From queueing to the last token.", &m.e2e);
-  return send_buf(s, c, cn, 200, "text/plain; version=0.0.4", b, n < sizeof b ? n : sizeof b - 1);
+  emit_hist(b, CAP, &n, "qvl_request_duration_seconds", "From queueing to the last token.", "", 1, &m.e2e);
+  emit_hist(b, CAP, &n, "qvl_queue_time_seconds", "From queueing to the start of the work.", "", 1, &m.queue);
+  for (int k = 0; k < N_STAGES; k++) {
+    char label[32];
+    snprintf(label, sizeof label, "stage=\"%s\"", stages[k]);
+    emit_hist(b, CAP, &n, "qvl_stage_seconds",
+              "Per request: image preprocessing, prefill (vision tower and prompt, to the first token), decode.",
+              label, k == 0, &m.stage[k]);
+  }
+  enum MHD_Result ok = send_buf(s, c, cn, 200, "text/plain; version=0.0.4", b, n < CAP ? n : CAP - 1);
+  free(b);
+  return ok;
 }
 
 /* ---- the handler -------------------------------------------------------------------------------- */
@@ -410,6 +488,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   if (!cn) { /* first call: headers only */
     if (!(cn = calloc(1, sizeof *cn))) return MHD_NO;
     *ctx = cn;
+    cn->method = method, cn->url = url, cn->t0 = srv_now();
     pthread_mutex_lock(&s->mu);
     uint64_t id = ++s->next_id;
     pthread_mutex_unlock(&s->mu);
@@ -455,42 +534,20 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
 int qvl_server_start(qvl_server **out, qvl_engine *e, qvl_tokenizer *t, const qvl_server_params *p, char *err,
                      size_t err_cap) {
   *out = NULL;
-  qvl_server *s = calloc(1, sizeof *s);
-  if (!s) return snprintf(err, err_cap, "out of memory"), -1;
-  s->e = e, s->t = t, s->p = *p;
-  if (!s->p.max_queue) s->p.max_queue = 64;
-  if (!s->p.max_body) s->p.max_body = 64u << 20;
-  if (!s->p.max_images) s->p.max_images = 16;
-  if (!s->p.max_tokens) s->p.max_tokens = 256;
-  snprintf(s->model, sizeof s->model, "%s", p->model ? p->model : "qvl");
-  s->created = (long)time(NULL);
-  if (p->media_dir && !realpath(p->media_dir, s->media_dir)) {
-    free(s);
-    return snprintf(err, err_cap, "--allowed-local-media-path %s: no such directory", p->media_dir), -1;
-  }
-  s->m.ttft.bounds = s->m.e2e.bounds = latency_bounds, s->m.tpot.bounds = token_bounds;
-  qvl_model_info info;
-  qvl_engine_info(e, &info);
-  s->tmpl = strcmp(info.arch, "qwen3_vl") ? QVL_CHAT_QWEN2_5_VL : QVL_CHAT_QWEN3_VL;
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->port)};
   const char *host = p->host ? p->host : "127.0.0.1";
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-    free(s);
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
     return snprintf(err, err_cap, "--host wants an IPv4 address, got \"%s\"", host), -1;
-  }
-  pthread_mutex_init(&s->mu, NULL);
-  pthread_cond_init(&s->cv, NULL);
-  if (pthread_create(&s->worker, NULL, srv_worker_main, s)) {
-    free(s);
-    return snprintf(err, err_cap, "cannot start the worker thread"), -1;
-  }
+  qvl_server *s = calloc(1, sizeof *s);
+  if (!s) return snprintf(err, err_cap, "out of memory"), -1;
+  if (srv_init(s, e, t, p, err, err_cap)) return free(s), -1;
   s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL,
                           on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
                           on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_CONNECTION_LIMIT,
                           (unsigned)512, MHD_OPTION_END);
   if (!s->d) {
     snprintf(err, err_cap, "cannot listen on %s:%d (in use, or not an address of this machine)", host, p->port);
-    srv_worker_stop(s);
+    srv_fini(s);
     free(s);
     return -1;
   }
@@ -507,7 +564,6 @@ void qvl_server_stop(qvl_server *s) {
   if (!s) return;
   srv_worker_stop(s);
   MHD_stop_daemon(s->d);
-  pthread_cond_destroy(&s->cv);
-  pthread_mutex_destroy(&s->mu);
+  srv_fini(s);
   free(s);
 }

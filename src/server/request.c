@@ -157,7 +157,9 @@ static int parse_image(job *j, const cJSON *part, char *param, srv_error *err) {
   if (!strncmp(u, "file://", 7) && j->media_dir) return read_local(j, u + 7, param, err);
   if (strncmp(u, "data:", 5))
     return BAD(param, "%s: only data: URLs (data:image/png;base64,...) are accepted; %s", param,
-               !strncmp(u, "http://", 7) || !strncmp(u, "https://", 8) ? "fetching http(s) URLs is off"
+               !strncmp(u, "http://", 7) || !strncmp(u, "https://", 8)
+                   ? "this server does not fetch http(s) URLs (it has no HTTP client): send the image as a data: URL, "
+                     "or as file:// under --allowed-local-media-path"
                : !strncmp(u, "file://", 7) || u[0] == '/'
                    ? "local files are not served (qvl serve --allowed-local-media-path DIR allows file:// there)"
                    : "not a URL this server takes");

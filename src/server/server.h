@@ -10,6 +10,7 @@
 #define QVL_SERVER_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "qvl.h"
 
@@ -24,6 +25,7 @@ typedef struct qvl_server_params {
   int max_images;        /* images per request at most; 0 = 16 */
   int max_tokens;        /* default max_tokens when a request names none; 0 = 256 */
   const char *media_dir; /* image_url file://PATH allowed under this directory; NULL = none */
+  FILE *log;             /* one line per request (its id, route, status, tokens, seconds, error); NULL = none */
 } qvl_server_params;
 
 /* Starts listening and the worker. e (opened with QVL_LOAD_ALL) and t are borrowed, used only by the worker,

@@ -8,6 +8,7 @@
 
 #define SRV_N_CODES   8  /* 200 400 404 405 413 500 503 other */
 #define SRV_N_BUCKETS 12 /* upper bounds per histogram, then +Inf */
+#define SRV_RATE_SECS 10 /* the window of the per-second rates */
 
 typedef struct srv_hist {
   const double *bounds; /* SRV_N_BUCKETS seconds, increasing */
@@ -15,12 +16,23 @@ typedef struct srv_hist {
   double sum;
 } srv_hist;
 
+/* Counts per wall-clock second over the last SRV_RATE_SECS seconds: what /metrics reports as a rate. */
+typedef struct srv_rate {
+  int64_t sec[SRV_RATE_SECS];
+  double n[SRV_RATE_SECS];
+} srv_rate;
+
+enum { STAGE_PREPROCESS, STAGE_PREFILL, STAGE_DECODE, N_STAGES };
+
 typedef struct srv_metrics {
   uint64_t by_code[SRV_N_CODES];
-  uint64_t prompt_tokens, gen_tokens;
-  srv_hist ttft; /* queueing to the first token */
-  srv_hist tpot; /* between consecutive tokens of one request */
-  srv_hist e2e;  /* queueing to the last token (requests the worker ran) */
+  uint64_t prompt_tokens, gen_tokens, images;
+  srv_hist ttft;              /* queueing to the first token */
+  srv_hist tpot;              /* between consecutive tokens of one request */
+  srv_hist e2e;               /* queueing to the last token (requests the worker ran) */
+  srv_hist queue;             /* queueing to the start of the work */
+  srv_hist stage[N_STAGES];   /* per request: image preprocessing, prefill (tower and prompt), decode */
+  srv_rate prompt_rate, gen_rate, image_rate;
 } srv_metrics;
 
 struct qvl_server {
@@ -32,8 +44,10 @@ struct qvl_server {
   char model[256];
   char media_dir[PATH_MAX]; /* realpath of --allowed-local-media-path, or "" */
   long created;
+  double t_start; /* srv_now() at start */
   uint64_t next_id;
   pthread_t worker;
+  int worker_started;
   pthread_mutex_t mu; /* everything below, and every job's state */
   pthread_cond_t cv;  /* the worker's: a job was queued or the server stops */
   job *head, *tail;
@@ -41,10 +55,18 @@ struct qvl_server {
   srv_metrics m;
 };
 
+/* Everything but the listener: defaults, the media directory, metrics, the encoder cache, the worker thread.
+ * srv_fini undoes it (stopping the worker when it runs); the caller owns s's memory. */
+int srv_init(qvl_server *s, qvl_engine *e, qvl_tokenizer *t, const qvl_server_params *p, char *err, size_t err_cap);
+void srv_fini(qvl_server *s);
 void *srv_worker_main(void *arg);
 int srv_enqueue(qvl_server *s, job *j, srv_error *err);
 void srv_worker_stop(qvl_server *s);
 void srv_job_release(qvl_server *s, job *j);   /* under s->mu */
 void srv_observe(srv_hist *h, double seconds); /* under s->mu */
+void srv_count(srv_rate *r, double now, double n); /* under s->mu; now: srv_now() */
+double srv_rate_per_s(const srv_rate *r, double now, double uptime);
+/* One line on the server's log (p.log), "qvl serve: <rid> ...", when it has one. */
+void srv_log(const qvl_server *s, const char *rid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif
