@@ -61,6 +61,9 @@ typedef struct qvl_engine_params {
   int64_t max_patches;      /* most patch rows one vision call takes, all its images together; a larger batch is
                              * refused with QVL_ERR_LIMIT before any device work. Default 262144 (64 images of
                              * 896x896 at patch 14) */
+  int64_t kv_cache_tokens;  /* KV cache size in tokens (all sequences of a generation call together); a call that
+                             * needs more is refused with QVL_ERR_LIMIT before any work. 0 (default): sized to
+                             * each call's needs, grown when a call needs more */
 } qvl_engine_params;
 
 qvl_engine_params qvl_engine_default_params(void);
@@ -293,8 +296,8 @@ int qvl_chat_render(qvl_tokenizer *t, const qvl_chat *chat, int expand, const ch
 int qvl_chat_encode(qvl_tokenizer *t, const qvl_chat *chat, const int32_t **ids, size_t *n_ids);
 
 /* ---------------------------------------------------------------------------------------------------
- * Generation: token ids (qvl_chat_encode) and images in, token ids out, through a KV cache. Both backends
- * run it; the CUDA language model uses first, plain kernels until its fast paths land.
+ * Generation: token ids (qvl_chat_encode) and images in, token ids out, through a paged KV cache. Both backends
+ * run it; on CUDA, greedy decode steps replay captured graphs (QVL_GRAPHS=0 in the environment turns that off).
  */
 typedef struct qvl_sampling {
   int max_tokens;          /* new tokens at most; default 256 */
@@ -328,6 +331,24 @@ typedef int (*qvl_token_cb)(void *ud, int32_t id);
  * that do not match the images are refused before any work. Needs an engine opened with QVL_LOAD_ALL. */
 int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pixels *images, const qvl_sampling *s,
                      qvl_token_cb cb, void *ud);
+
+/* One prompt of a batch: ids and images as for qvl_generate_ids, with its own sampling settings. */
+typedef struct qvl_request {
+  const int32_t *ids;
+  int n_ids;
+  const qvl_pixels *images; /* or NULL */
+  qvl_sampling sampling;
+} qvl_request;
+
+/* Called with each new token of request `request` (index into the batch); nonzero stops that request after it. */
+typedef int (*qvl_batch_cb)(void *ud, int request, int32_t id);
+
+/* Generates for n prompts at once: the prompts are prefilled (packed into steps of up to 8192 tokens), then every
+ * running request advances one token per decode step, as one batch, until each stops (its stop ids, max_tokens,
+ * or the callback). Tokens of one step reach cb in request order. Each request gets the tokens qvl_generate_ids
+ * would give it (greedy: the same ids on the CPU backend). Every request is checked before any work, as in
+ * qvl_generate_ids; the KV cache must hold all of them together (qvl_engine_params.kv_cache_tokens). */
+int qvl_generate_batch(qvl_engine *e, const qvl_request *r, int n, qvl_batch_cb cb, void *ud);
 
 #ifdef __cplusplus
 }

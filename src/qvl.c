@@ -33,6 +33,7 @@ struct qvl_engine {
   qvl_weights w;
   qvl_model_info info;
   char weights_desc[16];
+  lm_model *lm;           /* the language model and its KV pool, opened by the first generation */
 };
 
 struct qvl_features {
@@ -145,8 +146,9 @@ static int bind_weights(qvl_engine *e) {
     if (!wanted(e, s)) continue;
     if ((rc = spec_values(e, s, host))) break;
     if (s->bound_numel != s->numel) qvl_spec_pad(s, pad, host);
-    if ((rc = e->be->alloc(e->be, s->slot, (size_t)s->bound_numel * e->be->elem_bytes))) break;
-    rc = e->be->upload_f32(e->be, *s->slot, s->bound_numel != s->numel ? pad : host, s->bound_numel);
+    if (!*s->slot && (rc = e->be->alloc(e->be, s->slot, (size_t)s->slot_numel * e->be->elem_bytes))) break;
+    rc = e->be->upload_f32(e->be, (char *)*s->slot + (size_t)s->slot_offset * e->be->elem_bytes,
+                           s->bound_numel != s->numel ? pad : host, s->bound_numel);
     e->info.bytes_loaded += s->bound_numel * (int64_t)e->be->elem_bytes;
   }
   if (!rc) rc = e->be->sync(e->be); /* the staging buffers are reused by each upload; settle before freeing */
@@ -225,8 +227,9 @@ int qvl_engine_open(qvl_engine **out, const qvl_engine_params *p) {
 
 void qvl_engine_close(qvl_engine *e) {
   if (!e) return;
+  lm_close(e->lm);
   for (int i = 0; e->be && i < e->n_specs; i++)
-    if (*e->specs[i].slot) e->be->free(e->be, *e->specs[i].slot);
+    if (*e->specs[i].slot && !e->specs[i].slot_offset) e->be->free(e->be, *e->specs[i].slot); /* fused: once */
   qvl_weights_free(&e->w, e->be);
   if (e->be) e->be->destroy(e->be);
   free(e->specs);
@@ -340,27 +343,162 @@ int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float
   return qvl_engine_vision_input(e, &in, out, tap, ud);
 }
 
-/* The vision tower's outputs as the chunk's vision and DeepStack rows. */
-static void chunk_vision(lm_chunk *c, qvl_vision_out *vis) {
-  c->vision = vis->n ? vis->data[0] : NULL;
-  c->deepstack = vis->n ? (const float *const *)vis->data + 1 : NULL;
-  c->n_deepstack = vis->n ? vis->n - 1 : 0;
+/* ---- language model -------------------------------------------------------------------------------- */
+
+/* The engine's language model with a KV pool of at least `blocks` blocks. Without a fixed size
+ * (params.kv_cache_tokens = 0) the pool is reopened larger when a call needs more and no sequence holds blocks. */
+static int engine_lm(qvl_engine *e, int64_t blocks) {
+  int64_t fixed = e->params.kv_cache_tokens / LM_BLOCK;
+  if (!e->w.embed) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: open the engine with QVL_LOAD_ALL");
+  if (fixed && blocks > fixed)
+    return qvl_fail(&e->err, QVL_ERR_LIMIT, "generate: the request needs %lld tokens of KV cache, the engine has %lld",
+                    (long long)blocks * LM_BLOCK, (long long)fixed * LM_BLOCK);
+  if (e->lm && lm_blocks_total(e->lm) >= blocks) return QVL_OK;
+  if (e->lm && lm_blocks_free(e->lm) != lm_blocks_total(e->lm))
+    return qvl_fail(&e->err, QVL_ERR_LIMIT, "generate: the KV cache is in use and cannot grow to %lld blocks",
+                    (long long)blocks);
+  int64_t want = fixed ? fixed : blocks < 256 ? 256 : blocks;
+  if (!fixed && e->lm && want < 2 * (int64_t)lm_blocks_total(e->lm)) want = 2 * (int64_t)lm_blocks_total(e->lm);
+  if (want > INT32_MAX / LM_BLOCK - 1)
+    return qvl_fail(&e->err, QVL_ERR_LIMIT, "generate: %lld KV blocks are more than one pool holds", (long long)want);
+  lm_close(e->lm);
+  e->lm = NULL;
+  return lm_open(&e->lm, e->be, &e->cfg, &e->w, (int)want, &e->err);
 }
 
-/* The prompt through the tower and the decoder into a fresh sequence with room for `extra` more tokens: M-RoPE
- * positions (pos [3][n]) and delta, the images' features, then one chunk; logits of every row or the last. */
-static int prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *grid, int n_img, const float *pixels,
-                   int extra, int all_logits, float *logits, int32_t *pos, int64_t *delta, lm_seq **seq) {
-  qvl_vision_out vis = {0};
-  int rc = qvl_rope_index(pos, delta, ids, n, &e->cfg, grid, n_img, NULL, &e->err);
-  if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, pixels, &vis, NULL, NULL);
-  if (!rc) rc = lm_seq_open(seq, e->be, &e->cfg, n + extra, &e->err);
-  if (!rc) {
-    lm_chunk c = {ids, n, pos, NULL, NULL, 0};
-    chunk_vision(&c, &vis);
-    rc = lm_seq_forward(*seq, &e->w, &c, logits, all_logits, &e->err);
+int qvl_engine_lm(qvl_engine *e, int64_t min_blocks, lm_model **out) {
+  *out = NULL;
+  int rc = engine_lm(e, min_blocks);
+  if (!rc) *out = e->lm;
+  return rc;
+}
+
+/* One prompt of a batch: the request and its sequence's state. */
+typedef struct gen_seq {
+  const int32_t *ids;
+  int n_ids;
+  const int32_t *grid;          /* [n_img][3] */
+  int n_img;
+  const float *pixels;          /* the images' pixel rows for the tower, or */
+  const qvl_vision_out *given;  /* its outputs from an earlier call */
+  const qvl_sampling *s;
+  qvl_vision_out vis;           /* the tower's outputs (prefill only) */
+  lm_seq seq;
+  qvl_sampler *sm;
+  int32_t *pos;                 /* [3][n_ids] */
+  int64_t delta;
+  float *logits;                /* [vocab] when sampled on the host */
+  int32_t next;                 /* the token to feed */
+  int made, done, device_pick;  /* tokens generated; finished; greedy without penalties: argmax on the device */
+} gen_seq;
+
+static int is_stop(const qvl_sampling *s, int32_t id) {
+  for (int i = 0; i < s->n_stop; i++)
+    if (s->stop_ids[i] == id) return 1;
+  return 0;
+}
+
+/* Everything that can refuse a request before any work: sizes, the context, penalties, ids, pads vs grids
+ * (M-RoPE positions computed here). */
+static int gen_check(qvl_engine *e, gen_seq *g, int i) {
+  const qvl_text_config *t = &e->cfg.text;
+  const qvl_sampling *s = g->s;
+  if (g->n_ids < 1 || s->max_tokens < 1)
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG,
+                    "generate: request %d needs at least one prompt token and max_tokens >= 1", i);
+  if ((int64_t)g->n_ids + s->max_tokens > t->max_position)
+    return qvl_fail(&e->err, QVL_ERR_LIMIT, "generate: %d prompt tokens + %d new exceed the context of %d", g->n_ids,
+                    s->max_tokens, t->max_position);
+  if (!(s->repetition_penalty >= 0) || !isfinite(s->repetition_penalty) || !isfinite(s->presence_penalty) ||
+      !isfinite(s->frequency_penalty))
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: penalties must be finite and repetition_penalty >= 0");
+  for (int j = 0; j < g->n_ids; j++)
+    if (g->ids[j] < 0 || g->ids[j] >= t->vocab)
+      return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: token %d has id %d outside the vocabulary (%d)", j,
+                      g->ids[j], t->vocab);
+  g->pos = malloc((size_t)g->n_ids * 3 * sizeof(int32_t));
+  g->logits = malloc((size_t)t->vocab * sizeof(float));
+  if (!g->pos || !g->logits || lm_seq_init(&g->seq, g->n_ids + s->max_tokens) ||
+      qvl_sampler_open(&g->sm, t->vocab, s))
+    return qvl_fail(&e->err, QVL_ERR_NOMEM, "generate: out of memory");
+  qvl_sampler_prompt(g->sm, g->ids, g->n_ids);
+  g->device_pick = s->temperature <= 0 && (s->repetition_penalty == 1 || s->repetition_penalty == 0) &&
+                   s->presence_penalty == 0 && s->frequency_penalty == 0;
+  return qvl_rope_index(g->pos, &g->delta, g->ids, g->n_ids, &e->cfg, g->grid, g->n_img, NULL, &e->err);
+}
+
+static void gen_free(qvl_engine *e, gen_seq *g) {
+  lm_seq_free(e->lm, &g->seq);
+  qvl_sampler_close(g->sm);
+  qvl_vision_out_free(&g->vis);
+  free(g->pos), free(g->logits);
+}
+
+/* The chunk of g's next step: the whole prompt, or the last token. */
+static void gen_chunk(gen_seq *g, lm_chunk *c, int32_t *pos3) {
+  memset(c, 0, sizeof *c);
+  c->seq = &g->seq;
+  if (g->seq.len == 0) {
+    const qvl_vision_out *v = g->given ? g->given : &g->vis;
+    c->ids = g->ids, c->n = g->n_ids, c->pos = g->pos;
+    c->vision = v->n ? v->data[0] : NULL;
+    c->deepstack = v->n ? (const float *const *)v->data + 1 : NULL;
+    c->n_deepstack = v->n ? v->n - 1 : 0;
+  } else {
+    pos3[0] = pos3[1] = pos3[2] = (int32_t)(g->seq.len + g->delta);
+    c->ids = &g->next, c->n = 1, c->pos = pos3;
   }
-  qvl_vision_out_free(&vis);
+  if (g->device_pick) c->argmax = &g->next;
+  else c->logits = g->logits;
+}
+
+typedef int (*gen_cb)(void *ud, int req, int32_t id);
+
+/* After a step: g's token picked (or the device's argmax taken), reported, and whether g goes on. */
+static void gen_accept(gen_seq *g, int i, gen_cb cb, void *ud) {
+  if (!g->device_pick) g->next = qvl_sampler_pick(g->sm, g->logits);
+  qvl_sampler_accept(g->sm, g->next);
+  g->made++;
+  if ((cb && cb(ud, i, g->next)) || is_stop(g->s, g->next) || g->made == g->s->max_tokens) g->done = 1;
+}
+
+enum { PREFILL_ROWS = 8192 }; /* prompts share a prefill step up to this many tokens */
+
+/* Generation for n prompts: every check first, then prefills (the tower per prompt, prompts packed into steps up
+ * to PREFILL_ROWS tokens), then decode steps over the running sequences until each stops. */
+static int gen_run(qvl_engine *e, gen_seq *g, int n, gen_cb cb, void *ud) {
+  int rc = QVL_OK;
+  int64_t blocks = 0;
+  for (int i = 0; i < n && !rc; i++) {
+    rc = gen_check(e, &g[i], i);
+    blocks += (g[i].n_ids + g[i].s->max_tokens + LM_BLOCK - 1) / LM_BLOCK;
+  }
+  if (!rc) rc = engine_lm(e, blocks);
+  lm_chunk *c = calloc((size_t)n, sizeof *c);
+  int32_t(*pos3)[3] = calloc((size_t)n, sizeof *pos3);
+  int *who = calloc((size_t)n, sizeof *who);
+  if (!rc && (!c || !pos3 || !who)) rc = qvl_fail(&e->err, QVL_ERR_NOMEM, "generate: out of memory");
+  for (int i = 0; i < n && !rc;) { /* prefill */
+    int k = 0, rows = 0;
+    for (; i < n && (k == 0 || rows + g[i].n_ids <= PREFILL_ROWS); i++, k++) {
+      if (g[i].n_img && !g[i].given &&
+          (rc = qvl_engine_vision(e, g[i].grid, g[i].n_img, g[i].pixels, &g[i].vis, NULL, NULL)))
+        break;
+      gen_chunk(&g[i], &c[k], pos3[k]), who[k] = i, rows += g[i].n_ids;
+    }
+    if (!rc) rc = lm_step(e->lm, c, k, &e->err);
+    for (int j = 0; j < k && !rc; j++) qvl_vision_out_free(&g[who[j]].vis), gen_accept(&g[who[j]], who[j], cb, ud);
+  }
+  while (!rc) { /* decode */
+    int k = 0;
+    for (int i = 0; i < n; i++)
+      if (!g[i].done) gen_chunk(&g[i], &c[k], pos3[k]), who[k++] = i;
+    if (!k) break;
+    rc = lm_step(e->lm, c, k, &e->err);
+    for (int j = 0; j < k && !rc; j++) gen_accept(&g[who[j]], who[j], cb, ud);
+  }
+  for (int i = 0; i < n; i++) gen_free(e, &g[i]);
+  free(c), free(pos3), free(who);
   return rc;
 }
 
@@ -368,15 +506,21 @@ int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *
                        float *logits, int32_t *pos, int64_t *delta) {
   qvl_err_clear(&e->err);
   if (n < 1) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "prefill: empty prompt");
-  lm_seq *seq = NULL;
-  int64_t d = 0;
-  int32_t *p = malloc((size_t)n * 3 * sizeof(int32_t));
-  int rc = p ? prefill(e, ids, n, grid, n_img, pixels, 0, 1, logits, p, &d, &seq)
-             : qvl_fail(&e->err, QVL_ERR_NOMEM, "prefill: out of memory");
-  if (!rc && pos) memcpy(pos, p, (size_t)n * 3 * sizeof(int32_t));
-  if (!rc && delta) *delta = d;
-  lm_seq_close(seq);
-  free(p);
+  qvl_sampling s = qvl_sampling_default();
+  s.max_tokens = 1;
+  gen_seq g = {.ids = ids, .n_ids = n, .grid = grid, .n_img = n_img, .pixels = pixels, .s = &s};
+  int rc = gen_check(e, &g, 0);
+  if (!rc) rc = engine_lm(e, (n + LM_BLOCK - 1) / LM_BLOCK);
+  if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, pixels, &g.vis, NULL, NULL);
+  if (!rc) {
+    lm_chunk c;
+    gen_chunk(&g, &c, NULL);
+    c.argmax = NULL, c.logits = logits, c.all_logits = 1;
+    rc = lm_step(e->lm, &c, 1, &e->err);
+  }
+  if (!rc && pos) memcpy(pos, g.pos, (size_t)n * 3 * sizeof(int32_t));
+  if (!rc && delta) *delta = g.delta;
+  gen_free(e, &g);
   return rc;
 }
 
@@ -388,57 +532,38 @@ qvl_sampling qvl_sampling_default(void) {
   return s;
 }
 
-static int is_stop(const qvl_sampling *s, int32_t id) {
-  for (int i = 0; i < s->n_stop; i++)
-    if (s->stop_ids[i] == id) return 1;
-  return 0;
-}
+typedef struct one_cb {
+  qvl_token_cb cb;
+  void *ud;
+} one_cb;
 
-/* Decode loop after the prompt (ids, n: the penalties' history): each token is one chunk at position
- * len + delta on all three axes. */
-static int decode_loop(qvl_engine *e, lm_seq *seq, float *logits, int64_t delta, const int32_t *ids, int n,
-                       const qvl_sampling *s, qvl_token_cb cb, void *ud) {
-  qvl_sampler *sm = NULL;
-  int rc = qvl_sampler_open(&sm, e->cfg.text.vocab, s);
-  if (rc) rc = qvl_fail(&e->err, rc, "generate: out of memory");
-  if (!rc) qvl_sampler_prompt(sm, ids, n);
-  for (int k = 0; !rc && k < s->max_tokens; k++) {
-    int32_t id = qvl_sampler_pick(sm, logits), pos[3];
-    qvl_sampler_accept(sm, id);
-    if ((cb && cb(ud, id)) || is_stop(s, id) || k + 1 == s->max_tokens) break;
-    pos[0] = pos[1] = pos[2] = (int32_t)(lm_seq_len(seq) + delta);
-    lm_chunk c = {&id, 1, pos, NULL, NULL, 0};
-    rc = lm_seq_forward(seq, &e->w, &c, logits, 0, &e->err);
-  }
-  qvl_sampler_close(sm);
-  return rc;
+static int call_one(void *ud, int req, int32_t id) {
+  one_cb *o = ud;
+  (void)req;
+  return o->cb ? o->cb(o->ud, id) : 0;
 }
 
 int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pixels *images, const qvl_sampling *s,
                      qvl_token_cb cb, void *ud) {
   if (!e || !ids || !s) return QVL_ERR_INVALID_ARG;
   qvl_err_clear(&e->err);
-  const qvl_text_config *t = &e->cfg.text;
-  if (n_ids < 1 || s->max_tokens < 1)
-    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: needs at least one prompt token and max_tokens >= 1");
-  if ((int64_t)n_ids + s->max_tokens > t->max_position)
-    return qvl_fail(&e->err, QVL_ERR_LIMIT, "generate: %d prompt tokens + %d new exceed the context of %d", n_ids,
-                    s->max_tokens, t->max_position);
-  if (!e->w.embed) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: open the engine with QVL_LOAD_ALL");
-  if (!(s->repetition_penalty >= 0) || !isfinite(s->repetition_penalty) || !isfinite(s->presence_penalty) ||
-      !isfinite(s->frequency_penalty))
-    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "generate: penalties must be finite and repetition_penalty >= 0");
-  lm_seq *seq = NULL;
-  int64_t delta = 0;
-  int32_t *pos = malloc((size_t)n_ids * 3 * sizeof(int32_t));
-  float *logits = malloc((size_t)t->vocab * sizeof(float));
-  int rc = pos && logits ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "generate: out of memory");
-  if (!rc)
-    rc = prefill(e, ids, n_ids, images ? images->grid_thw : NULL, images ? images->n_images : 0,
-                 images ? images->rows : NULL, s->max_tokens, 0, logits, pos, &delta, &seq);
-  if (!rc) rc = decode_loop(e, seq, logits, delta, ids, n_ids, s, cb, ud);
-  lm_seq_close(seq);
-  free(pos), free(logits);
+  gen_seq g = {.ids = ids, .n_ids = n_ids, .s = s};
+  if (images) g.grid = images->grid_thw, g.n_img = images->n_images, g.pixels = images->rows;
+  one_cb o = {cb, ud};
+  return gen_run(e, &g, 1, call_one, &o);
+}
+
+int qvl_generate_batch(qvl_engine *e, const qvl_request *r, int n, qvl_batch_cb cb, void *ud) {
+  if (!e || (n && !r) || n < 0) return QVL_ERR_INVALID_ARG;
+  qvl_err_clear(&e->err);
+  gen_seq *g = calloc((size_t)(n ? n : 1), sizeof *g);
+  if (!g) return qvl_fail(&e->err, QVL_ERR_NOMEM, "generate: out of memory");
+  for (int i = 0; i < n; i++) {
+    g[i].ids = r[i].ids, g[i].n_ids = r[i].ids ? r[i].n_ids : 0, g[i].s = &r[i].sampling;
+    if (r[i].images) g[i].grid = r[i].images->grid_thw, g[i].n_img = r[i].images->n_images, g[i].pixels = r[i].images->rows;
+  }
+  int rc = n ? gen_run(e, g, n, cb, ud) : QVL_OK;
+  free(g);
   return rc;
 }
 

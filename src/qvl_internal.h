@@ -4,6 +4,7 @@
 
 #include "backend/backend.h"
 #include "io/config.h"
+#include "models/lm.h"
 #include "models/model.h"
 #include "qvl.h"
 
@@ -15,12 +16,21 @@ qvl_err *qvl_engine_err(qvl_engine *e); /* where the engine's public functions r
 int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
                       qvl_tap_fn tap, void *ud);
 
-/* Prefill of one sequence (CPU backend for now): vision tower on the images (if any), M-RoPE positions
+/* Prefill of one sequence: vision tower on the images (if any), M-RoPE positions
  * (pos [3][n], *delta), logits [n][vocab]. pos and delta may be NULL. Needs QVL_LOAD_ALL. */
 int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *grid, int n_img, const float *pixels,
                        float *logits, int32_t *pos, int64_t *delta);
 
+/* Re-plans the vision tower's device memory for new limits (max_patches 0: releases it) and sets its graph use:
+ * -1 where it pays (small calls), 0 never, 1 always. Benchmarks use it to size the plan to each case. */
+int qvl_engine_vision_limits(qvl_engine *e, int64_t max_patches, int max_images, int graphs);
+int64_t qvl_engine_vision_bytes(const qvl_engine *e); /* device bytes of the vision plan */
+
 /* The same with pixel rows possibly already on the device, and out == NULL to keep the features there. */
 int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud);
+
+/* The engine's language model (models/lm.h) with a KV pool of at least min_blocks blocks, opened or grown (only
+ * while no sequence holds blocks) as needed; owned by the engine. For a scheduler that runs lm_step itself. */
+int qvl_engine_lm(qvl_engine *e, int64_t min_blocks, lm_model **out);
 
 #endif

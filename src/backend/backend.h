@@ -39,6 +39,8 @@ struct qvl_backend {
   int (*upload_f32)(qvl_backend *b, void *dst, const float *src, int64_t n);
   /* buffer elements -> host f32 */
   int (*download_f32)(qvl_backend *b, float *dst, const void *src, int64_t n);
+  /* raw bytes buffer -> host (index arrays, argmax_rows); waits for the ops before it, like download_f32 */
+  int (*download)(qvl_backend *b, void *dst, const void *src, size_t bytes);
   /* raw bytes host -> buffer (index arrays) */
   int (*upload)(qvl_backend *b, void *dst, const void *src, size_t bytes);
   int (*sync)(qvl_backend *b);

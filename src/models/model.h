@@ -30,11 +30,11 @@ typedef struct vit_merger {
 
 typedef struct lm_layer {
   void *in_norm_w, *post_norm_w;      /* [H] */
-  void *q_w, *q_b;                    /* [heads*hd, H], [heads*hd] (bias: Qwen2.5-VL) */
-  void *k_w, *k_b, *v_w, *v_b;        /* [kv*hd, H], [kv*hd] */
+  void *qkv_w, *qkv_b;                /* [(heads + 2 kv) * hd, H], [(heads + 2 kv) * hd]: q_proj, k_proj, v_proj
+                                       * rows stacked at load, one GEMM (bias: Qwen2.5-VL) */
   void *o_w;                          /* [H, heads*hd] */
   void *q_norm_w, *k_norm_w;          /* [hd], Qwen3-VL */
-  void *gate_w, *up_w, *down_w;       /* [I, H], [I, H], [H, I] */
+  void *gate_up_w, *down_w;           /* [2I, H] gate_proj then up_proj rows, [H, I] */
 } lm_layer;
 
 typedef struct qvl_weights {
@@ -57,7 +57,10 @@ typedef struct qvl_weights {
 /* Symbolic dimensions of a rule's shape, resolved against the config. */
 typedef enum qvl_dim {
   X_NONE = 0, X_VD, X_VF, X_V3D, X_V4D, X_VOUT, X_VC, X_VT, X_VP, X_NPOS,
-  X_TD, X_TF, X_VOCAB, X_QD, X_KVD, X_HD
+  X_TD, X_TF, X_VOCAB, X_QD, X_KVD, X_HD,
+  /* The first dim of a tensor bound as a row block of a fused buffer: its rows (QD, KVD, KVD, TF, TF) at their
+   * place in [q | k | v] (QD + 2 KVD rows) or [gate | up] (2 TF rows). */
+  X_FUSE_Q, X_FUSE_K, X_FUSE_V, X_FUSE_GATE, X_FUSE_UP
 } qvl_dim;
 
 typedef enum qvl_scope { SCOPE_VISION, SCOPE_VIT_LAYER, SCOPE_DEEPSTACK, SCOPE_TEXT, SCOPE_LM_LAYER } qvl_scope;
@@ -80,6 +83,8 @@ typedef struct qvl_tensor_spec {
   int64_t bound_numel;
   qvl_part part;
   void **slot;        /* where the bound buffer goes */
+  int64_t slot_offset; /* elements into *slot where this tensor starts (fused tensors; 0 otherwise) */
+  int64_t slot_numel;  /* elements of the whole *slot buffer (bound_numel unless fused) */
 } qvl_tensor_spec;
 
 /* The table of an architecture (qwen2_5_vl.c, qwen3_vl.c); n_rules receives its length. */

@@ -24,6 +24,11 @@ static int64_t dim_value(const qvl_config *c, qvl_dim d) {
     case X_QD: return (int64_t)t->heads * t->head_dim;
     case X_KVD: return (int64_t)t->kv_heads * t->head_dim;
     case X_HD: return t->head_dim;
+    case X_FUSE_Q: return (int64_t)t->heads * t->head_dim;
+    case X_FUSE_K:
+    case X_FUSE_V: return (int64_t)t->kv_heads * t->head_dim;
+    case X_FUSE_GATE:
+    case X_FUSE_UP: return t->intermediate;
     case X_NONE: break;
   }
   return 0;
@@ -47,6 +52,15 @@ static char *scope_base(qvl_weights *w, qvl_scope s, int i) {
   }
 }
 
+/* A fused part's first row in its buffer and the buffer's rows; 0 and the tensor's own rows otherwise. */
+static void fuse_rows(const qvl_config *c, qvl_dim d, int64_t rows, int64_t *first, int64_t *total) {
+  int64_t qd = dim_value(c, X_FUSE_Q), kvd = dim_value(c, X_FUSE_K), ffn = dim_value(c, X_FUSE_GATE);
+  *first = d == X_FUSE_K ? qd : d == X_FUSE_V ? qd + kvd : d == X_FUSE_UP ? ffn : 0;
+  *total = d == X_FUSE_Q || d == X_FUSE_K || d == X_FUSE_V ? qd + 2 * kvd
+           : d == X_FUSE_GATE || d == X_FUSE_UP        ? 2 * ffn
+                                                       : rows;
+}
+
 static void make_spec(qvl_tensor_spec *s, const qvl_tensor_rule *r, const qvl_config *c, qvl_weights *w, int i) {
   snprintf(s->name, sizeof s->name, r->name, i);
   s->ndim = 0;
@@ -59,6 +73,9 @@ static void make_spec(qvl_tensor_spec *s, const qvl_tensor_rule *r, const qvl_co
   }
   s->part = (r->scope == SCOPE_TEXT || r->scope == SCOPE_LM_LAYER) ? PART_TEXT : PART_VISION;
   s->slot = (void **)(scope_base(w, r->scope, i) + r->offset);
+  int64_t first, total, row = s->bound_numel / s->bound_shape[0];
+  fuse_rows(c, r->shape[0], s->bound_shape[0], &first, &total);
+  s->slot_offset = first * row, s->slot_numel = total * row;
 }
 
 int qvl_model_specs(const qvl_config *cfg, int ffn_align, qvl_weights *w, qvl_tensor_spec **specs, int *n,
