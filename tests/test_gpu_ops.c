@@ -217,32 +217,15 @@ static void test_gather(void **s) {
   free(x), free(ref), free(idx), free(table), free(h), free(w), free(bi);
 }
 
-/* The language model's ops: text rotary, row scatter, causal GQA over a cache (prefill and decode shapes). */
+/* Row scatter (vision rows and DeepStack into the language model's rows), plain and accumulating. */
 static void test_lm_ops(void **s) {
   (void)s;
   const int64_t rows = 77;
-  const int heads = 8, kv = 2, hd = 128;
-  size_t nq = (size_t)(rows * heads * hd), nk = (size_t)(rows * kv * hd);
-  float *q = rnd(nq, -2, 2), *k = rnd(nk, -2, 2), *v = rnd(nk, -2, 2), *ref = malloc(nq * sizeof(float));
-  float *ang = malloc((size_t)(rows * hd) * sizeof(float)), *cs = malloc((size_t)(rows * hd) * 4), *sn = malloc((size_t)(rows * hd) * 4);
-  tu_uniform(ang, (size_t)(rows * hd), -60, 60, &E.rng);
-  for (int64_t j = 0; j < rows * hd; j++) cs[j] = cosf(ang[j]), sn[j] = sinf(ang[j]);
-  void *dq = dev(q, nq), *dc = dev_raw(cs, (size_t)(rows * hd) * 4), *ds = dev_raw(sn, (size_t)(rows * hd) * 4);
-  assert_int_equal(E.cpu->rope_heads(E.cpu, q, cs, sn, rows, heads, hd, heads * hd), QVL_OK);
-  assert_int_equal(E.gpu->rope_heads(E.gpu, dq, dc, ds, rows, heads, hd, heads * hd), QVL_OK);
-  compare("rope_heads (bf16 products)", dq, q, nq, 1e-2);
-  void *dk = dev(k, nk), *dv = dev(v, nk), *dout = dev_poisoned(nq);
-  for (int decode = 0; decode < 2; decode++) { /* prefill: all rows; decode: the last row over all keys */
-    int64_t qr = decode ? 1 : rows;
-    const float *qs = decode ? q + (rows - 1) * heads * hd : q;
-    void *dqs = dev(qs, (size_t)(qr * heads * hd));
-    assert_int_equal(E.cpu->attention_causal(E.cpu, ref, qs, k, v, qr, rows, heads, kv, hd, 0.088f), QVL_OK);
-    assert_int_equal(E.gpu->attention_causal(E.gpu, dout, dqs, dk, dv, qr, rows, heads, kv, hd, 0.088f), QVL_OK);
-    compare(decode ? "attention_causal decode" : "attention_causal prefill", dout, ref, (size_t)(qr * heads * hd), 1e-2);
-    E.gpu->free(E.gpu, dqs);
-  }
+  const int heads = 8, hd = 128;
+  size_t nq = (size_t)(rows * heads * hd);
+  float *k = rnd((size_t)5 * heads * hd, -2, 2), *ref = malloc(nq * sizeof(float));
   int32_t idx[5] = {3, 70, 11, 0, 42};
-  float *y0 = rnd(nq, -1, 1); /* q was rotated in f32 above: start from fresh bf16-exact values */
+  float *y0 = rnd(nq, -1, 1);
   void *di = dev_raw(idx, sizeof idx), *dy = dev(y0, nq), *dx = dev(k, (size_t)5 * heads * hd);
   for (int acc = 0; acc < 2; acc++) {
     memcpy(ref, y0, nq * sizeof(float));
@@ -251,9 +234,8 @@ static void test_lm_ops(void **s) {
     assert_int_equal(E.gpu->scatter_rows(E.gpu, dy, dx, di, 5, heads * hd, acc), QVL_OK);
     compare(acc ? "scatter_rows +=" : "scatter_rows", dy, ref, nq, acc ? 8e-3 : 0);
   }
-  void *all[] = {dq, dc, ds, dk, dv, dout, di, dy, dx};
-  for (int i = 0; i < 9; i++) E.gpu->free(E.gpu, all[i]);
-  free(q), free(k), free(v), free(ref), free(ang), free(cs), free(sn), free(y0);
+  E.gpu->free(E.gpu, di), E.gpu->free(E.gpu, dy), E.gpu->free(E.gpu, dx);
+  free(k), free(ref), free(y0);
 }
 
 static int setup(void **s) {

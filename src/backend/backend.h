@@ -87,17 +87,6 @@ struct qvl_backend {
    * [cu[i], cu[i+1]) (cu: host int32, n_seq + 1 entries, cu[0] = 0, cu[n_seq] = rows); qkv as rope_qk. */
   int (*attention)(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads,
                    int head_dim, float scale);
-  /* ---- language model ---- */
-  /* In place on x [rows][heads][head_dim] with rows row_stride elements apart: NeoX rotation by cos/sin
-   * [rows][head_dim] (f32 buffers). */
-  int (*rope_heads)(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads,
-                    int head_dim, int64_t row_stride);
-  /* Causal grouped-query attention of q_rows new tokens over one sequence's kv_rows cached ones (the new tokens
-   * are the last q_rows of them: query i sits at position kv_rows - q_rows + i and sees keys 0 .. that position).
-   * q [q_rows][heads][hd], k and v [kv_rows][kv_heads][hd] (kv head g serves q heads g*r .. g*r + r - 1,
-   * r = heads / kv_heads), out [q_rows][heads][hd]. Prefill: q_rows = kv_rows; decode: q_rows = 1. */
-  int (*attention_causal)(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t q_rows,
-                          int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale);
   /* ---- paged KV cache (language model, batches of sequences) ----
    * A layer's cache is two pools kc, vc of [slots][kv_heads][head_dim] elements; slot = block * block_size +
    * offset. Sequence s keeps its token t in slot table[s * max_blocks + t / block_size] * block_size +

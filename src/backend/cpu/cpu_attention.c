@@ -25,33 +25,6 @@ static void softmax_rows(float *s, int rows, int cols) {
   }
 }
 
-/* Causal GQA: per query head, S = q k^T * scale over the keys of its kv head, keys after each query's position
- * masked, softmax, O = S v. */
-int cpu_attention_causal(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t q_rows,
-                         int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale) {
-  if (kv_heads < 1 || heads % kv_heads || q_rows > kv_rows)
-    return qvl_fail(b->err, QVL_ERR_INVALID_ARG, "cpu attention: %d heads over %d kv heads, %lld queries over %lld keys",
-                    heads, kv_heads, (long long)q_rows, (long long)kv_rows);
-  int ldq = heads * head_dim, ldk = kv_heads * head_dim, group = heads / kv_heads;
-  int64_t first = kv_rows - q_rows; /* position of query 0 */
-  float *S = malloc((size_t)(q_rows ? q_rows : 1) * (size_t)(kv_rows ? kv_rows : 1) * sizeof(float));
-  if (!S) return qvl_fail(b->err, QVL_ERR_NOMEM, "cpu attention: cannot allocate %lld x %lld scores", (long long)q_rows,
-                          (long long)kv_rows);
-  for (int h = 0; h < heads && q_rows; h++) {
-    const float *Q = (const float *)q + (int64_t)h * head_dim;
-    const float *K = (const float *)k + (int64_t)(h / group) * head_dim, *V = (const float *)v + (int64_t)(h / group) * head_dim;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)q_rows, (blasint)kv_rows, head_dim, scale, Q, ldq, K,
-                ldk, 0.0f, S, (blasint)kv_rows);
-    for (int64_t i = 0; i < q_rows; i++)
-      for (int64_t j = first + i + 1; j < kv_rows; j++) S[i * kv_rows + j] = -INFINITY;
-    softmax_rows(S, (int)q_rows, (int)kv_rows);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)q_rows, head_dim, (blasint)kv_rows, 1.0f, S,
-                (blasint)kv_rows, V, ldk, 0.0f, (float *)out + (int64_t)h * head_dim, ldq);
-  }
-  free(S);
-  return QVL_OK;
-}
-
 int cpu_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
                   float scale) {
   const float *QKV = qkv;

@@ -75,8 +75,6 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->gelu_tanh = cpu_gelu_tanh;
   b->rope_qk = cpu_rope_qk;
   b->rope_tables = cpu_rope_tables;
-  b->rope_heads = cpu_rope_heads;
-  b->attention_causal = cpu_attention_causal;
   b->qkv_to_cache = cpu_qkv_to_cache;
   b->attention_paged = cpu_attention_paged;
   b->argmax_rows = cpu_argmax_rows;

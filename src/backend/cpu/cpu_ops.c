@@ -127,17 +127,6 @@ int cpu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, 
   return QVL_OK;
 }
 
-int cpu_rope_heads(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
-                   int64_t row_stride) {
-  if (head_dim > 512 || head_dim % 2)
-    return qvl_fail(b->err, QVL_ERR_UNSUPPORTED, "cpu rope: head_dim %d not supported", head_dim);
-  float *X = x;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; r++)
-    for (int h = 0; h < heads; h++) rotate(X + r * row_stride + (int64_t)h * head_dim, cos + r * head_dim, sin + r * head_dim, head_dim);
-  return QVL_OK;
-}
-
 int cpu_scatter_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems,
                      int accumulate) {
   (void)b;

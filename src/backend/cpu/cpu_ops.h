@@ -18,10 +18,6 @@ int cpu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, 
                     int head_dim, float theta);
 int cpu_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
                   float scale);
-int cpu_rope_heads(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
-                   int64_t row_stride);
-int cpu_attention_causal(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t q_rows,
-                         int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale);
 int cpu_qkv_to_cache(qvl_backend *b, void *q, void *kc, void *vc, const void *qkv, const void *q_norm,
                      const void *k_norm, const float *cos, const float *sin, const int32_t *slot, int64_t rows,
                      int heads, int kv_heads, int head_dim, float eps);

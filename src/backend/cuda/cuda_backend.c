@@ -215,24 +215,9 @@ static int cu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t 
   OTHER(b, cuda_rope_tables(cos, sin, pos, order, rows, head_dim, theta, STREAM(b)), "rope_tables");
 }
 
-static int cu_rope_heads(qvl_backend *b, void *x, const float *cos, const float *sin, int64_t rows, int heads,
-                         int head_dim, int64_t row_stride) {
-  OTHER(b, cuda_rope_heads(x, cos, sin, rows, heads, head_dim, row_stride, STREAM(b)), "rope_heads");
-}
-
 static int cu_scatter_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems,
                            int accumulate) {
   OTHER(b, cuda_scatter_rows(y, x, idx, n, row_elems, accumulate, STREAM(b)), "scatter_rows");
-}
-
-static int cu_attention_causal(qvl_backend *b, void *out, const void *q, const void *k, const void *v, int64_t q_rows,
-                               int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale) {
-  cuda_mark_begin(b, 1);
-  int rc = cuda_attention_causal(out, q, k, v, q_rows, kv_rows, heads, kv_heads, head_dim, scale, STREAM(b));
-  cuda_mark_end(b);
-  if (rc == QVL_ERR_LIMIT)
-    return qvl_fail(b->err, rc, "cuda attention: %lld keys exceed what the causal kernel holds", (long long)kv_rows);
-  return launched(b, rc, "attention_causal");
 }
 
 static int cu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems) {
@@ -316,7 +301,7 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   b->linear = cuda_linear, b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
   b->silu_mul = cu_silu_mul, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh, b->rope_qk = cu_rope_qk;
   b->rope_tables = cu_rope_tables;
-  b->rope_heads = cu_rope_heads, b->scatter_rows = cu_scatter_rows, b->attention_causal = cu_attention_causal;
+  b->scatter_rows = cu_scatter_rows;
   b->attention = cuda_attention, b->gather_rows = cu_gather_rows, b->add_bilinear = cu_add_bilinear;
   return QVL_OK;
 }

@@ -45,14 +45,10 @@ int cuda_add_bilinear(uint16_t *h, const uint16_t *table, const int32_t *idx, co
 int cuda_copy_rows(uint16_t *y, int64_t y_stride, const uint16_t *x, int64_t x_stride, int64_t rows, int64_t row_elems,
                    qvl_stream s);
 
-/* lm_ops.cu: the language model's ops (backend.h contracts; text-model rotary numerics). */
-int cuda_rope_heads(uint16_t *x, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
-                    int64_t row_stride, qvl_stream s);
+/* scatter.cu: backend.h scatter_rows (vision rows and DeepStack into the language model's rows). */
 int cuda_scatter_rows(uint16_t *y, const uint16_t *x, const int32_t *idx, int64_t n, int64_t row_elems, int accumulate,
                       qvl_stream s);
 /* QVL_ERR_LIMIT when the keys do not fit the kernel's shared memory (~56k). */
-int cuda_attention_causal(uint16_t *out, const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t q_rows,
-                          int64_t kv_rows, int heads, int kv_heads, int head_dim, float scale, qvl_stream s);
 
 #ifdef __cplusplus
 }
