@@ -1,9 +1,14 @@
-/* qvl serve: the OpenAI-compatible HTTP server (src/server/, docs/SERVING.md) until SIGINT or SIGTERM.
+/* qvl serve: the OpenAI-compatible HTTP server (src/server/, docs/SERVING.md) until SIGINT or SIGTERM; and
+ * qvl batch, the same requests offline from a JSONL file (OpenAI's batch format).
  *   qvl serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]
  *             [--max-queue N] [--max-tokens N] [--max-images N] [--allowed-local-media-path DIR] [--quiet]
  * Prints "qvl serve: listening on http://H:P" on stderr once it accepts requests (P is the real port when
  * --port 0 asks for any free one), then one line per request ("qvl serve: <request id> POST /v1/... 200 ...")
- * unless --quiet. */
+ * unless --quiet.
+ *   qvl batch IN.jsonl [-o OUT.jsonl] --model DIR [--dummy] [--tokenizer FILE] [--concurrency N] [--max-tokens N]
+ *             [--max-images N] [--allowed-local-media-path DIR]
+ * Writes one answer line per request line (stdout without -o), a progress line and a throughput summary on
+ * stderr; exits 0 when every line was answered (failed lines included), 1 when the files fail. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,7 +38,7 @@ static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_
       o->p.port = atoi(argv[++i]);
     else if (!strcmp(a, "--served-model-name") && v)
       o->p.model = argv[++i];
-    else if (!strcmp(a, "--max-queue") && v)
+    else if ((!strcmp(a, "--max-queue") || !strcmp(a, "--concurrency")) && v)
       o->p.max_queue = atoi(argv[++i]);
     else if (!strcmp(a, "--max-tokens") && v)
       o->p.max_tokens = atoi(argv[++i]);
@@ -47,6 +52,7 @@ static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_
       rest[(*n_rest)++] = argv[i];
   }
   if (o->p.port < 0 || o->p.port > 65535) return fprintf(stderr, "qvl serve: --port wants 0..65535\n"), 1;
+  if (o->p.max_queue < 0) return fprintf(stderr, "qvl: --max-queue / --concurrency wants N >= 1\n"), 1;
   return 0;
 }
 
@@ -62,11 +68,11 @@ static qvl_tokenizer *open_tokenizer(const char *given, const char *dir) {
     fclose(f);
     qvl_tokenizer *t = NULL;
     if (qvl_tokenizer_open(&t, tries[i]) == QVL_OK && qvl_tokenizer_read_generation_config(t, gen) == QVL_OK) return t;
-    fprintf(stderr, "qvl serve: %s\n", qvl_tokenizer_errmsg(t));
+    fprintf(stderr, "qvl: %s\n", qvl_tokenizer_errmsg(t));
     qvl_tokenizer_close(t);
     return NULL;
   }
-  fprintf(stderr, "qvl serve: no tokenizer.json (--tokenizer FILE, %s/tokenizer.json, or scripts/fetch-tokenizer.sh)\n",
+  fprintf(stderr, "qvl: no tokenizer.json (--tokenizer FILE, %s/tokenizer.json, or scripts/fetch-tokenizer.sh)\n",
           dir);
   return NULL;
 }
@@ -108,6 +114,53 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "qvl serve: signal %d, stopping\n", sig);
   }
   qvl_server_stop(s);
+  qvl_tokenizer_close(t);
+  qvl_engine_close(e);
+  return rc ? 1 : 0;
+}
+
+/* The input file: the one argument app_parse would not take (not an option, nor an option's value). */
+static const char *input_arg(char **rest, int *n_rest) {
+  static const char *valued[] = {"--model", "-o", "--pixels", "--grid", "--threads", "--shard-gb"};
+  for (int i = 1; i < *n_rest; i++) {
+    int is_value = 0;
+    for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) is_value |= !strcmp(rest[i - 1], valued[k]);
+    if (rest[i][0] == '-' && rest[i][1]) continue;
+    if (is_value) continue;
+    const char *in = rest[i];
+    memmove(rest + i, rest + i + 1, (size_t)(*n_rest - i - 1) * sizeof *rest);
+    (*n_rest)--;
+    return in;
+  }
+  return NULL;
+}
+
+int cmd_batch(int argc, char **argv) {
+  serve_opts so;
+  char *rest[64], err[256];
+  int n_rest = 0;
+  app_opts o;
+  if (split_args(&so, argc, argv, rest, &n_rest)) return 2;
+  const char *in_path = input_arg(rest, &n_rest);
+  if (app_parse(&o, n_rest, rest)) return 2;
+  if (!in_path) return fprintf(stderr, "qvl batch: needs the input file (IN.jsonl, or - for stdin)\n"), 2;
+  o.engine.load = QVL_LOAD_ALL;
+  if (!so.p.model) so.p.model = base_name(o.engine.model_dir);
+  FILE *in = strcmp(in_path, "-") ? fopen(in_path, "rb") : stdin;
+  FILE *out = o.out && strcmp(o.out, "-") ? fopen(o.out, "wb") : stdout;
+  if (!in || !out) {
+    fprintf(stderr, "qvl batch: cannot %s %s\n", in ? "write" : "read", in ? o.out : in_path);
+    if (in && in != stdin) fclose(in);
+    return 1;
+  }
+  qvl_engine *e = app_open(&o);
+  qvl_tokenizer *t = e ? open_tokenizer(so.tokenizer, o.engine.model_dir) : NULL;
+  qvl_batch_stats st;
+  int rc = !e || !t;
+  if (!rc && (rc = qvl_batch_run(e, t, &so.p, in, out, stderr, &st, err, sizeof err)))
+    fprintf(stderr, "qvl batch: %s\n", err);
+  if (in != stdin) fclose(in);
+  if (out != stdout && fclose(out) && !rc) rc = 1, fprintf(stderr, "qvl batch: cannot write %s\n", o.out);
   qvl_tokenizer_close(t);
   qvl_engine_close(e);
   return rc ? 1 : 0;

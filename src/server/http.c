@@ -106,26 +106,10 @@ static enum MHD_Result send_json(qvl_server *s, struct MHD_Connection *c, conn *
   return ok;
 }
 
-static cJSON *error_json(const srv_error *e, const char *rid) {
-  cJSON *o = cJSON_CreateObject(), *er = cJSON_AddObjectToObject(o, "error");
-  cJSON_AddStringToObject(er, "message", e->message);
-  cJSON_AddStringToObject(er, "type", e->type ? e->type : "server_error");
-  if (e->param[0])
-    cJSON_AddStringToObject(er, "param", e->param);
-  else
-    cJSON_AddNullToObject(er, "param");
-  if (e->code)
-    cJSON_AddStringToObject(er, "code", e->code);
-  else
-    cJSON_AddNullToObject(er, "code");
-  cJSON_AddStringToObject(o, "id", rid);
-  return o;
-}
-
 static enum MHD_Result send_error(qvl_server *s, struct MHD_Connection *c, conn *cn, const srv_error *e) {
   snprintf(cn->note, sizeof cn->note, "error %.40s%s%.96s: %.500s", e->code ? e->code : e->type, e->param[0] ? " at " : "",
            e->param, e->message);
-  return send_json(s, c, cn, e->status, error_json(e, cn->rid));
+  return send_json(s, c, cn, e->status, srv_error_json(e, cn->rid));
 }
 
 /* The log line's tail for a job that ran: its tokens, images and how it ended. Under s->mu. */
@@ -164,37 +148,6 @@ static int has_text(const job *j, size_t rd) {
   return j->state == JOB_DONE || j->len > rd;
 }
 
-static cJSON *usage_json(const job *j) {
-  cJSON *u = cJSON_CreateObject();
-  cJSON_AddNumberToObject(u, "prompt_tokens", j->n_prompt);
-  cJSON_AddNumberToObject(u, "completion_tokens", j->n_gen);
-  cJSON_AddNumberToObject(u, "total_tokens", j->n_prompt + j->n_gen);
-  return u;
-}
-
-static cJSON *completion_head(const qvl_server *s, const job *j, const char *object, long created) {
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "id", j->id);
-  cJSON_AddStringToObject(o, "object", object);
-  cJSON_AddNumberToObject(o, "created", (double)created);
-  cJSON_AddStringToObject(o, "model", s->model);
-  return o;
-}
-
-static cJSON *completion_json(const qvl_server *s, const job *j) { /* under s->mu */
-  cJSON *o = completion_head(s, j, "chat.completion", (long)time(NULL));
-  cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c0 = cJSON_CreateObject();
-  cJSON_AddItemToArray(ch, c0);
-  cJSON_AddNumberToObject(c0, "index", 0);
-  cJSON *msg = cJSON_AddObjectToObject(c0, "message");
-  cJSON_AddStringToObject(msg, "role", "assistant");
-  cJSON_AddStringToObject(msg, "content", j->text ? j->text : "");
-  cJSON_AddNullToObject(c0, "logprobs");
-  cJSON_AddStringToObject(c0, "finish_reason", j->finish ? j->finish : "length");
-  cJSON_AddItemToObject(o, "usage", usage_json(j));
-  return o;
-}
-
 static int out_add(stream *st, const char *a, size_t n) {
   if (st->out_len + n > st->out_cap) {
     size_t cap = (st->out_len + n) * 2 + 256;
@@ -218,7 +171,7 @@ static int out_event(stream *st, cJSON *o) {
 
 /* A chat.completion.chunk with one choice: delta {role?, content?} and finish_reason (NULL: null). */
 static cJSON *chunk(const stream *st, const char *role, const char *content, size_t n, const char *finish) {
-  cJSON *o = completion_head(st->s, st->j, "chat.completion.chunk", st->created);
+  cJSON *o = srv_completion_head(st->s, st->j, "chat.completion.chunk", st->created);
   cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c0 = cJSON_CreateObject(), *d;
   cJSON_AddItemToArray(ch, c0);
   cJSON_AddNumberToObject(c0, "index", 0);
@@ -254,13 +207,13 @@ static int stream_fill(stream *st) {
       st->phase = 2;
   } else if (st->phase == 2) {
     if (j->err.status) {
-      rc = out_event(st, error_json(&j->err, j->id));
+      rc = out_event(st, srv_error_json(&j->err, j->id));
     } else {
       rc = out_event(st, chunk(st, NULL, NULL, 0, j->finish ? j->finish : "length"));
       if (!rc && j->include_usage) {
-        cJSON *o = completion_head(s, j, "chat.completion.chunk", st->created);
+        cJSON *o = srv_completion_head(s, j, "chat.completion.chunk", st->created);
         cJSON_AddArrayToObject(o, "choices");
-        cJSON_AddItemToObject(o, "usage", usage_json(j));
+        cJSON_AddItemToObject(o, "usage", srv_usage_json(j));
         rc = out_event(st, o);
       }
     }
@@ -341,12 +294,12 @@ static enum MHD_Result chat_completions(qvl_server *s, struct MHD_Connection *c,
   cJSON *o = NULL;
   int status = 200;
   if (!gone && j->err.status && !j->started)
-    status = j->err.status, o = error_json(&j->err, j->id);
+    status = j->err.status, o = srv_error_json(&j->err, j->id);
   else if (!gone && !j->stream) {
     if (j->err.status)
-      status = j->err.status, o = error_json(&j->err, j->id);
+      status = j->err.status, o = srv_error_json(&j->err, j->id);
     else
-      o = completion_json(s, j);
+      o = srv_completion_json(s, j);
   }
   int streaming = !gone && !o;
   job_note(cn->note, sizeof cn->note, j);

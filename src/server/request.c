@@ -254,10 +254,15 @@ int srv_parse_request(job *j, const char *body, size_t len, const char *model, i
   while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) end++;
   if (end < body + len)
     return BAD(NULL, "the body has more after its JSON value (at byte %td of %zu)", end - body, len);
+  return srv_parse_body(j, NULL, model, max_images, max_tokens, err);
+}
+
+int srv_parse_body(job *j, cJSON *root, const char *model, int max_images, int max_tokens, srv_error *err) {
+  if (root) j->root = root;
   if (!cJSON_IsObject(j->root)) return BAD(NULL, "the body must be a JSON object");
   const cJSON *mdl = cJSON_GetObjectItemCaseSensitive(j->root, "model");
   if (mdl && !cJSON_IsNull(mdl) && !cJSON_IsString(mdl)) return BAD("model", "'model' must be a string");
-  if (cJSON_IsString(mdl) && strcmp(mdl->valuestring, model))
+  if (model && cJSON_IsString(mdl) && strcmp(mdl->valuestring, model))
     return srv_errorf(err, 404, "not_found_error", "model", "model_not_found",
                       "the model '%.200s' does not exist; this server serves '%.200s'", mdl->valuestring, model),
            -1;

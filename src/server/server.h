@@ -36,4 +36,23 @@ int qvl_server_port(const qvl_server *s);
 /* Cancels what runs, answers what waits with 503, stops the threads. NULL is a no-op. */
 void qvl_server_stop(qvl_server *s);
 
+/* What a batch did: lines read, answered 200 or not, and the work of the ones that ran. */
+typedef struct qvl_batch_stats {
+  int64_t lines, ok, failed;
+  int64_t images, prompt_tokens, gen_tokens;
+  double seconds;
+} qvl_batch_stats;
+
+/* Offline jobs (`qvl batch`): the same request path as the server, without HTTP. Each line of in is an OpenAI
+ * batch request, {"custom_id": ..., "body": {a chat.completions request}} ("method" and "url", when present, must be
+ * POST and /v1/chat/completions; any "model" name is taken; "stream" is ignored). Each answer goes to out as one line,
+ * in input order:
+ *   {"id", "custom_id", "response": {"status_code": 200, "request_id", "body": {chat.completion}}, "error": null}
+ *   {"id", "custom_id", "response": null, "error": {"status_code", "message", "type", "param", "code"}}
+ * A failing line is answered so and the job goes on. Up to p->max_queue requests are in flight. progress (NULL:
+ * none) gets a progress line as lines finish and a throughput summary at the end. Returns 0, or nonzero when in
+ * or out fail (err says); *st is filled either way. */
+int qvl_batch_run(qvl_engine *e, qvl_tokenizer *t, const qvl_server_params *p, FILE *in, FILE *out, FILE *progress,
+                  qvl_batch_stats *st, char *err, size_t err_cap);
+
 #endif

@@ -53,6 +53,8 @@ typedef struct job {
 /* request.c: body -> job (queued by the caller). Returns 0, or fills err. model: the served name. */
 int srv_parse_request(job *j, const char *body, size_t len, const char *model, int max_images, int max_tokens,
                       srv_error *err);
+/* The same from a parsed body, which the job takes (root = NULL: j->root, set already); model NULL takes any name. */
+int srv_parse_body(job *j, cJSON *root, const char *model, int max_images, int max_tokens, srv_error *err);
 void srv_job_free(job *j); /* the request's memory; NULL is a no-op */
 
 void srv_errorf(srv_error *e, int status, const char *type, const char *param, const char *code, const char *fmt, ...)

@@ -64,6 +64,12 @@ int srv_enqueue(qvl_server *s, job *j, srv_error *err);
 void srv_worker_stop(qvl_server *s);
 void srv_job_release(qvl_server *s, job *j);   /* under s->mu */
 void srv_observe(srv_hist *h, double seconds); /* under s->mu */
+/* answer.c: OpenAI's objects. error: {"error": {message, type, param, code}, "id"}; the completion and its parts
+ * read the job under s->mu. */
+cJSON *srv_error_json(const srv_error *e, const char *rid);
+cJSON *srv_usage_json(const job *j);
+cJSON *srv_completion_head(const qvl_server *s, const job *j, const char *object, long created);
+cJSON *srv_completion_json(const qvl_server *s, const job *j);
 void srv_count(srv_rate *r, double now, double n); /* under s->mu; now: srv_now() */
 double srv_rate_per_s(const srv_rate *r, double now, double uptime);
 /* One line on the server's log (p.log), "qvl serve: <rid> ...", when it has one. */

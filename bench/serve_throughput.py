@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""serve_throughput.py - the tagging workload of issue 7 against a running `qvl serve` (standard library only).
+
+    python3 bench/serve_throughput.py make-jpegs DIR [--n 1000] [--size 448]     (needs Pillow and NumPy)
+    python3 bench/serve_throughput.py run --port P --jpegs DIR [--clients 64] [--requests 1000] [--max-tokens 5]
+    python3 bench/serve_throughput.py ttft --port P --jpegs DIR [--requests 100]
+
+make-jpegs writes N distinct JPEGs (seeded noise over gradients, quality 90), so no two requests share an image
+and the encoder cache cannot help. run sends --requests completions, each one JPEG as a data: URL and the same
+~30-token question, max_tokens 5, temperature 0, from --clients threads at once; it prints one JSON line with
+the wall time, images/s, and the latency percentiles, and exits 1 unless every answer is a 200 with 1..max_tokens
+completion tokens. ttft sends them one at a time, streamed, and reports the time to the first content chunk
+(p50/p99). bench/hf_tagging.py runs the same JPEGs and question through transformers' batched generate.
+"""
+import argparse
+import base64
+import glob
+import http.client
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+
+QUESTION = ("Give up to five short tags for this picture: the main objects, their colours, the setting and the "
+            "mood, separated by commas.")
+
+
+def make_jpegs(a):
+    import numpy as np
+    from PIL import Image
+    os.makedirs(a.dir, exist_ok=True)
+    y, x = np.mgrid[0:a.size, 0:a.size].astype(np.float32) / a.size
+    for i in range(a.n):
+        rng = np.random.default_rng(i)
+        base = np.stack([x * rng.uniform(50, 255), y * rng.uniform(50, 255), (x + y) * rng.uniform(20, 127)], -1)
+        img = np.clip(base + rng.normal(0, 24, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(os.path.join(a.dir, f"{i:06d}.jpg"), quality=90)
+    print(json.dumps({"made": a.n, "dir": a.dir, "size": a.size}))
+
+
+def body(path, max_tokens, stream=False):
+    url = "data:image/jpeg;base64," + base64.b64encode(open(path, "rb").read()).decode()
+    b = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                    {"type": "text", "text": QUESTION}]}],
+         "max_tokens": max_tokens, "temperature": 0}
+    if stream:
+        b["stream"] = True
+    return json.dumps(b)
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(p / 100 * len(v)))] if v else None
+
+
+def run(a, jpegs):
+    bodies = [body(jpegs[i % len(jpegs)], a.max_tokens) for i in range(a.requests)]
+    nxt, lock, lat, bad, tokens = [0], threading.Lock(), [], [], [0]
+
+    def client():
+        c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=600)
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(bodies):
+                break
+            t0 = time.perf_counter()
+            try:
+                c.request("POST", "/v1/chat/completions", bodies[i], {"Content-Type": "application/json"})
+                r = c.getresponse()
+                data = r.read()
+                ok = r.status == 200
+                n = json.loads(data)["usage"]["completion_tokens"] if ok else 0
+                ok = ok and 1 <= n <= a.max_tokens
+            except Exception as e:  # noqa: BLE001 - any failure counts
+                ok, n, data = False, 0, repr(e).encode()
+                c.close()
+                c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=600)
+            dt = time.perf_counter() - t0
+            with lock:
+                lat.append(dt)
+                tokens[0] += n
+                if not ok:
+                    bad.append(data[:200])
+        c.close()
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=client) for _ in range(a.clients)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    wall = time.perf_counter() - t0
+    print(json.dumps({"bench": "serve_throughput", "requests": a.requests, "clients": a.clients,
+                      "max_tokens": a.max_tokens, "failed": len(bad), "wall_s": round(wall, 3),
+                      "images_per_s": round(a.requests / wall, 2), "generated_tokens": tokens[0],
+                      "latency_p50_s": round(pct(lat, 50), 4), "latency_p99_s": round(pct(lat, 99), 4)}), flush=True)
+    if bad:
+        print("failures:", bad[:3], file=sys.stderr)
+    return 1 if bad else 0
+
+
+def ttft(a, jpegs):
+    firsts, bad = [], 0
+    for i in range(a.requests):
+        b = body(jpegs[i % len(jpegs)], a.max_tokens, stream=True)
+        c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=600)
+        t0 = time.perf_counter()
+        c.request("POST", "/v1/chat/completions", b, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        first = None
+        while True:
+            line = r.readline()
+            if not line:
+                break
+            if first is None and line.startswith(b"data: {") and b'"content"' in line and b'"role"' not in line:
+                first = time.perf_counter() - t0
+            if line.startswith(b"data: [DONE]"):
+                break
+        c.close()
+        if r.status != 200 or first is None:
+            bad += 1
+        else:
+            firsts.append(first)
+    print(json.dumps({"bench": "serve_ttft", "requests": a.requests, "failed": bad,
+                      "ttft_p50_ms": round(pct(firsts, 50) * 1e3, 2) if firsts else None,
+                      "ttft_p99_ms": round(pct(firsts, 99) * 1e3, 2) if firsts else None,
+                      "ttft_mean_ms": round(statistics.mean(firsts) * 1e3, 2) if firsts else None}), flush=True)
+    return 1 if bad else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make-jpegs")
+    m.add_argument("dir")
+    m.add_argument("--n", type=int, default=1000)
+    m.add_argument("--size", type=int, default=448)
+    for name, req in (("run", 1000), ("ttft", 100)):
+        p = sub.add_parser(name)
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--jpegs", required=True)
+        p.add_argument("--clients", type=int, default=64)
+        p.add_argument("--requests", type=int, default=req)
+        p.add_argument("--max-tokens", type=int, default=5)
+    a = ap.parse_args()
+    if a.cmd == "make-jpegs":
+        return make_jpegs(a)
+    jpegs = sorted(glob.glob(os.path.join(a.jpegs, "*.jpg")))
+    if not jpegs:
+        raise SystemExit(f"no .jpg in {a.jpegs} (make-jpegs writes them)")
+    return run(a, jpegs) if a.cmd == "run" else ttft(a, jpegs)
+
+
+if __name__ == "__main__":
+    sys.exit(main() or 0)
