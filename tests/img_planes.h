@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <turbojpeg.h>
 
+#include "image/image.h"
 #include "image/ycc.h"
 
 typedef struct tj_planes {
@@ -15,19 +16,6 @@ typedef struct tj_planes {
   int subsamp;
 } tj_planes;
 
-/* Sampling factors of Y for TurboJPEG's subsampling kinds; chroma is 1x1. */
-static inline int tj_luma_sampling(int subsamp, int *h, int *v) {
-  switch (subsamp) {
-    case TJSAMP_444: *h = 1, *v = 1; return 0;
-    case TJSAMP_422: *h = 2, *v = 1; return 0;
-    case TJSAMP_420: *h = 2, *v = 2; return 0;
-    case TJSAMP_440: *h = 1, *v = 2; return 0;
-    case TJSAMP_411: *h = 4, *v = 1; return 0;
-    case TJSAMP_GRAY: *h = 1, *v = 1; return 0;
-    default: return -1;
-  }
-}
-
 static inline void planes_free(tj_planes *t) {
   for (int i = 0; i < 3; i++) free(t->buf[i]), t->buf[i] = NULL;
 }
@@ -35,12 +23,12 @@ static inline void planes_free(tj_planes *t) {
 /* 0 on success; -1 when TurboJPEG cannot give planes (CMYK, odd sampling). */
 static inline int planes_decode(tj_planes *t, const uint8_t *jpg, size_t len) {
   tjhandle tj = tjInitDecompress();
-  int w, h, subsamp, cs, hs[3] = {1, 1, 1}, vs[3] = {1, 1, 1}, rc = -1;
+  int w, h, subsamp, cs, hs[3], vs[3], n, rc = -1;
   *t = (tj_planes){0};
   if (tjDecompressHeader3(tj, jpg, (unsigned long)len, &w, &h, &subsamp, &cs) || cs == TJCS_CMYK || cs == TJCS_YCCK ||
-      tj_luma_sampling(subsamp, &hs[0], &vs[0]))
+      img_jpeg_sampling(subsamp, hs, vs, &n))
     goto out;
-  int n = subsamp == TJSAMP_GRAY ? 1 : 3, strides[3];
+  int strides[3];
   for (int i = 0; i < n; i++) {
     strides[i] = tjPlaneWidth(i, w, subsamp);
     t->buf[i] = malloc((size_t)strides[i] * tjPlaneHeight(i, h, subsamp));

@@ -86,3 +86,15 @@ int img_jpeg_decode(img_rgb *out, const uint8_t *data, size_t len, int64_t max_p
   tjDestroy(tj);
   return rc;
 }
+
+int img_jpeg_sampling(int tj_subsamp, int hs[3], int vs[3], int *n) {
+  static const struct { int tj, h, v; } k[] = {{TJSAMP_444, 1, 1}, {TJSAMP_422, 2, 1}, {TJSAMP_420, 2, 2},
+                                              {TJSAMP_440, 1, 2}, {TJSAMP_411, 4, 1}, {TJSAMP_GRAY, 1, 1}};
+  for (size_t i = 0; i < sizeof k / sizeof *k; i++)
+    if (k[i].tj == tj_subsamp) {
+      hs[0] = k[i].h, vs[0] = k[i].v, hs[1] = vs[1] = hs[2] = vs[2] = 1;
+      *n = tj_subsamp == TJSAMP_GRAY ? 1 : 3;
+      return 0;
+    }
+  return -1;
+}

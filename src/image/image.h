@@ -51,6 +51,10 @@ int img_webp_header(img_header *hd, const uint8_t *data, size_t len, const char 
 int img_webp_decode(img_rgb *out, const uint8_t *data, size_t len, int white_alpha, int64_t max_pixels,
                     const char *what, qvl_err *err);
 
+/* TurboJPEG's subsampling kind (TJSAMP_*) as JPEG sampling factors of Y, Cb, Cr (chroma 1x1); n: components.
+ * -1 for kinds it cannot name. */
+int img_jpeg_sampling(int tj_subsamp, int hs[3], int vs[3], int *n);
+
 /* Shared by the decoders: zero size and the pixel limit, one message each. */
 int img_check_size(int64_t w, int64_t h, int64_t max_pixels, const char *fmt, const char *what, qvl_err *err);
 /* Pillow's RGBA -> RGB paste on white with the alpha as mask: DIV255(255*(255-a) + c*a), per channel. */
@@ -100,12 +104,29 @@ void img_patchify(float *rows, const uint8_t *rgb, int w, int h, const float lut
 /* ---- the pipeline (preprocess.c) ---- */
 
 struct qvl_image_batch {
-  qvl_pixels px;     /* n_images, grid_thw = grid, rows */
+  qvl_pixels px;     /* n_images, grid_thw = grid, rows or dev_rows */
   int32_t *grid;     /* [n][3] */
-  float *rows;       /* [n_rows][row_len] */
+  float *rows;       /* [n_rows][row_len], the CPU path's; NULL when the rows are on the device */
+  void *dev_rows;    /* bf16 [n_rows][row_len] on be, the GPU path's (gpu.h) */
+  struct qvl_backend *be;
   int64_t n_rows, row_len;
   uint8_t (*hash)[QVL_IMAGE_HASH_BYTES];
 };
+
+/* One image's plan (phase 1, no pixel decoded): its encoded bytes and the sizes, shared by both pipelines. */
+typedef struct img_job {
+  const uint8_t *bytes; /* encoded image: the caller's, or owned (from a data: URL); NULL for raw rgb */
+  size_t len;
+  uint8_t *owned;
+  img_format format;
+  int w, h, rw, rh;     /* source and resized size */
+  int64_t row0;         /* first row of this image */
+  char what[32];
+  qvl_err err;
+} img_job;
+
+/* The decode limit of p (max_input_pixels or the default). */
+int64_t img_input_limit(const qvl_image_params *p);
 
 /* The whole CPU path for n images under preprocessor config pc. On failure *out is NULL and err names the
  * first failing image. */

@@ -13,18 +13,9 @@
 
 #include "core/base64.h"
 #include "core/hash.h"
+#include "image/gpu.h"
 #include "image/image.h"
 #include "qvl_internal.h"
-
-typedef struct job {
-  const uint8_t *bytes; /* encoded image: the caller's, or owned (from a data: URL) */
-  size_t len;
-  uint8_t *owned;
-  int w, h, rw, rh;     /* source and resized size */
-  int64_t row0;         /* first row of this image */
-  char what[32];
-  qvl_err err;
-} job;
 
 qvl_image_params qvl_image_default_params(void) {
   qvl_image_params p = {0};
@@ -34,12 +25,12 @@ qvl_image_params qvl_image_default_params(void) {
 
 static int is_data_url(const qvl_image *im) { return im->size >= 5 && !strncasecmp(im->data, "data:", 5); }
 
-static int64_t input_limit(const qvl_image_params *p) {
+int64_t img_input_limit(const qvl_image_params *p) {
   return p->max_input_pixels ? p->max_input_pixels : IMG_DEFAULT_MAX_INPUT_PIXELS;
 }
 
 /* Source size and resized size of one image; no pixel is decoded. */
-static int plan(job *j, const qvl_image *im, const qvl_preproc_config *pc, const qvl_image_params *p) {
+static int plan(img_job *j, const qvl_image *im, const qvl_preproc_config *pc, const qvl_image_params *p) {
   int rc, utils = p->semantics == QVL_IMAGE_QWEN_VL_UTILS, F = pc->patch * pc->merge;
   if (im->data && is_data_url(im)) {
     char mime[64];
@@ -53,8 +44,8 @@ static int plan(job *j, const qvl_image *im, const qvl_preproc_config *pc, const
   }
   img_header hd = {IMG_UNKNOWN, im->width, im->height, 0};
   if (j->bytes && (rc = img_probe(&hd, j->bytes, j->len, j->what, &j->err))) return rc;
-  j->w = hd.w, j->h = hd.h;
-  rc = img_check_size(j->w, j->h, input_limit(p), j->bytes ? img_format_name(hd.format) : "RGB", j->what, &j->err);
+  j->w = hd.w, j->h = hd.h, j->format = j->bytes ? hd.format : IMG_UNKNOWN;
+  rc = img_check_size(j->w, j->h, img_input_limit(p), j->bytes ? img_format_name(hd.format) : "RGB", j->what, &j->err);
   if (rc) return rc;
   if (!pc->do_resize) {
     if (j->w % F || j->h % F)
@@ -81,12 +72,12 @@ static void hash_image(uint8_t *out, const uint8_t *rgb, int w, int h, const int
 }
 
 /* Decode, resample, patchify and hash one image into its rows. */
-static int run(job *j, const qvl_image *im, qvl_image_batch *b, int i, const qvl_preproc_config *pc,
+static int run(img_job *j, const qvl_image *im, qvl_image_batch *b, int i, const qvl_preproc_config *pc,
                const float lut[3][256], const qvl_image_params *p) {
   img_rgb src = {j->w, j->h, (uint8_t *)im->rgb};
   int rc = QVL_OK;
   if (j->bytes) {
-    rc = img_decode(&src, j->bytes, j->len, p->semantics == QVL_IMAGE_QWEN_VL_UTILS, input_limit(p), j->what,
+    rc = img_decode(&src, j->bytes, j->len, p->semantics == QVL_IMAGE_QWEN_VL_UTILS, img_input_limit(p), j->what,
                     &j->err);
     if (!rc && (src.w != j->w || src.h != j->h))
       rc = qvl_fail(&j->err, QVL_ERR_FORMAT, "%s: decoded %dx%d but the header said %dx%d", j->what, src.w, src.h,
@@ -108,7 +99,7 @@ static int run(job *j, const qvl_image *im, qvl_image_batch *b, int i, const qvl
   return rc;
 }
 
-static int first_error(job *jobs, int n, qvl_err *err) {
+static int first_error(img_job *jobs, int n, qvl_err *err) {
   for (int i = 0; i < n; i++)
     if (jobs[i].err.code) return qvl_fail(err, jobs[i].err.code, "%s", jobs[i].err.msg);
   return QVL_OK;
@@ -128,7 +119,9 @@ static int check_args(const qvl_preproc_config *pc, const qvl_image *imgs, int n
   return QVL_OK;
 }
 
-static int alloc_batch(qvl_image_batch **out, job *jobs, int n, const qvl_preproc_config *pc, qvl_err *err) {
+/* Grids and row offsets, then the rows: host f32 for the CPU path, device bf16 on g's backend for the GPU path. */
+static int alloc_batch(qvl_image_batch **out, img_job *jobs, int n, const qvl_preproc_config *pc, img_gpu *g,
+                       qvl_err *err) {
   qvl_image_batch *b = *out = calloc(1, sizeof *b);
   int P = pc->patch;
   if (!b) return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory");
@@ -140,21 +133,64 @@ static int alloc_batch(qvl_image_batch **out, job *jobs, int n, const qvl_prepro
     jobs[i].row0 = b->n_rows;
     b->n_rows += (int64_t)(jobs[i].rh / P) * (jobs[i].rw / P);
   }
-  int fits = (uint64_t)b->n_rows <= SIZE_MAX / sizeof(float) / (uint64_t)b->row_len;
-  b->rows = b->grid && b->hash && fits ? malloc((size_t)(b->n_rows * b->row_len) * sizeof(float)) : NULL;
+  int fits = b->grid && b->hash && (uint64_t)b->n_rows <= SIZE_MAX / sizeof(float) / (uint64_t)b->row_len;
+  size_t elems = fits ? (size_t)(b->n_rows * b->row_len) : 0;
+#ifdef QVL_HAVE_CUDA
+  if (g && fits) {
+    b->be = img_gpu_backend(g);
+    if (b->be->alloc(b->be, &b->dev_rows, elems * 2)) b->dev_rows = NULL;
+    if (!b->dev_rows)
+      return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of device memory for %lld pixel rows", (long long)b->n_rows);
+    b->px = (qvl_pixels){n, b->grid, NULL};
+    return QVL_OK;
+  }
+#endif
+  b->rows = fits && !g ? malloc(elems * sizeof(float)) : NULL;
   if (!b->rows)
     return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory for %lld pixel rows", (long long)b->n_rows);
   b->px = (qvl_pixels){n, b->grid, b->rows};
   return QVL_OK;
 }
 
-int img_preprocess(qvl_image_batch **out, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
-                   const qvl_image_params *p, qvl_err *err) {
+/* The CPU path: one OpenMP task per image, each decoding, resampling and patchifying into its rows. */
+static int run_cpu(qvl_image_batch *b, img_job *jobs, const qvl_image *imgs, int n, const qvl_preproc_config *pc,
+                   const qvl_image_params *p, int threads, qvl_err *err) {
+  float lut[3][256];
+  img_norm_lut(lut, pc);
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
+  for (int i = 0; i < n; i++) {
+    img_set_threads(n > 1 ? 1 : threads); /* several images: one thread each; one image: all of them */
+    run(&jobs[i], &imgs[i], b, i, pc, (const float(*)[256])lut, p);
+  }
+  return first_error(jobs, n, err);
+}
+
+#ifdef QVL_HAVE_CUDA
+/* The GPU path's hash: its rows come from the encoded bytes (or the raw RGB) by a deterministic pipeline, so a digest
+ * of those, the grid, the resized size and the semantics names the rows; tagged apart from the CPU path's digest,
+ * whose rows differ by nvJPEG's IDCT. No pixel comes back from the device for it. */
+static void hash_source(uint8_t *out, const img_job *j, const qvl_image *im, const int32_t grid[3], int semantics) {
+  qvl_blake2b s;
+  uint8_t head[48] = "qvl-image-gpu-v1";
+  uint32_t v[6] = {(uint32_t)grid[0], (uint32_t)grid[1], (uint32_t)grid[2], (uint32_t)j->rw, (uint32_t)j->rh,
+                   (uint32_t)semantics};
+  for (int i = 0; i < 6; i++)
+    for (int b = 0; b < 4; b++) head[16 + 4 * i + b] = (uint8_t)(v[i] >> (8 * b)); /* little endian */
+  qvl_blake2b_init(&s, QVL_IMAGE_HASH_BYTES);
+  qvl_blake2b_update(&s, head, sizeof head);
+  if (j->bytes) qvl_blake2b_update(&s, j->bytes, j->len);
+  else qvl_blake2b_update(&s, im->rgb, (size_t)j->w * j->h * 3);
+  qvl_blake2b_final(&s, out);
+}
+#endif
+
+int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
+                      const qvl_image_params *p, qvl_err *err) {
   qvl_image_params defaults = qvl_image_default_params();
   *out = NULL;
   if (!p) p = &defaults;
   int rc = check_args(pc, imgs, n, p, err);
-  job *jobs = rc ? NULL : calloc((size_t)n, sizeof *jobs);
+  img_job *jobs = rc ? NULL : calloc((size_t)n, sizeof *jobs);
   if (!rc && !jobs) rc = qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory for %d images", n);
   int threads = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
   if (!rc) {
@@ -165,16 +201,15 @@ int img_preprocess(qvl_image_batch **out, const qvl_preproc_config *pc, const qv
     }
     rc = first_error(jobs, n, err);
   }
-  if (!rc) rc = alloc_batch(out, jobs, n, pc, err);
+  if (!rc) rc = alloc_batch(out, jobs, n, pc, g, err);
+#ifdef QVL_HAVE_CUDA
+  if (!rc && g) {
+    rc = img_gpu_run(g, (*out)->dev_rows, jobs, imgs, n, pc, p, threads, err);
+    for (int i = 0; !rc && i < n; i++) hash_source((*out)->hash[i], &jobs[i], &imgs[i], (*out)->grid + 3 * i, p->semantics);
+  } else
+#endif
   if (!rc) {
-    float lut[3][256];
-    img_norm_lut(lut, pc);
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
-    for (int i = 0; i < n; i++) {
-      img_set_threads(n > 1 ? 1 : threads); /* several images: one thread each; one image: all of them */
-      run(&jobs[i], &imgs[i], *out, i, pc, (const float(*)[256])lut, p);
-    }
-    rc = first_error(jobs, n, err);
+    rc = run_cpu(*out, jobs, imgs, n, pc, p, threads, err);
   }
   for (int i = 0; jobs && i < n; i++) free(jobs[i].owned);
   free(jobs);
@@ -183,6 +218,11 @@ int img_preprocess(qvl_image_batch **out, const qvl_preproc_config *pc, const qv
     *out = NULL;
   }
   return rc;
+}
+
+int img_preprocess(qvl_image_batch **out, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
+                   const qvl_image_params *p, qvl_err *err) {
+  return img_preprocess_on(out, NULL, pc, imgs, n, p, err);
 }
 
 /* ---- public API ------------------------------------------------------------------------------------ */
@@ -213,7 +253,7 @@ int qvl_image_grid(qvl_engine *e, const qvl_image *image, const qvl_image_params
   if (!p) p = &defaults;
   int rc = check_args(pc, image, 1, p, err);
   if (rc) return rc;
-  job j = {.what = "image"};
+  img_job j = {.what = "image"};
   rc = plan(&j, image, pc, p);
   free(j.owned);
   if (rc) return qvl_fail(err, rc, "%s", j.err.msg);
@@ -234,6 +274,7 @@ const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i) {
 
 void qvl_image_batch_free(qvl_image_batch *b) {
   if (!b) return;
+  if (b->dev_rows) b->be->free(b->be, b->dev_rows);
   free(b->grid), free(b->rows), free(b->hash);
   free(b);
 }

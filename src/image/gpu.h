@@ -1,0 +1,50 @@
+/* gpu.h - the GPU image pipeline (gpu_preprocess.c, CUDA builds): encoded bytes in host memory -> bf16 pixel rows in
+ * device memory, with no pixel coming back to the host.
+ *
+ *   JPEG (YCbCr 4:4:4/4:2:2/4:2:0/4:4:0, grayscale; baseline) ─► nvJPEG hardware batch ─┐
+ *   JPEG (progressive, 4:1:1, or no NVJPG engine)            ─► nvJPEG GPU-hybrid ─────┼─► planes ─► ycc.cu ─┐
+ *   JPEG nvJPEG cannot take (CMYK, RGB, truncated), PNG, WebP ─► CPU decode, upload ───────────────────────────┼─► RGB
+ *   RGB ─► resample.cu (Pillow BICUBIC, host coefficients) ─► patchify.cu (host f32 table -> bf16) ─► rows
+ *
+ * Bit-exact with the CPU path given the same RGB; nvJPEG's IDCT is the only difference (docs/IMAGES.md). */
+#ifndef QVL_IMAGE_GPU_H
+#define QVL_IMAGE_GPU_H
+
+#include "image/image.h"
+
+typedef struct img_gpu img_gpu;
+
+/* Both pipelines: g == NULL runs the CPU path (host f32 rows), otherwise the GPU path into device bf16 rows on g's
+ * backend. */
+int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
+                      const qvl_image_params *p, qvl_err *err);
+
+#ifdef QVL_HAVE_CUDA
+struct qvl_backend;
+
+/* Which decoder took each image of the last img_gpu_run. */
+typedef struct img_gpu_stats {
+  int hardware, hybrid, cpu;
+} img_gpu_stats;
+
+/* A pipeline on backend b (a CUDA backend: its device and stream; the rows are b's buffers). nvJPEG is optional:
+ * without it (or without a usable GPU decoder) every image is decoded on the CPU and uploaded once. */
+int img_gpu_open(img_gpu **out, struct qvl_backend *b, qvl_err *err);
+void img_gpu_close(img_gpu *g); /* NULL is a no-op */
+struct qvl_backend *img_gpu_backend(const img_gpu *g);
+/* nvJPEG hardware engines in use (0: none, or no nvJPEG in this build). */
+int img_gpu_engines(const img_gpu *g);
+const img_gpu_stats *img_gpu_last(const img_gpu *g);
+
+/* Rows of n planned jobs (img_job: sizes, bytes, row0) into rows (device bf16 [sum][row_len]); threads decode the
+ * CPU-path images. Returns after the rows are written. */
+int img_gpu_run(img_gpu *g, void *rows, img_job *jobs, const qvl_image *imgs, int n, const qvl_preproc_config *pc,
+                const qvl_image_params *p, int threads, qvl_err *err);
+
+/* One encoded image decoded the way img_gpu_run decodes it, brought back as RGB8 (out->px malloc'd): for measuring
+ * nvJPEG against libjpeg-turbo. *path: 2 hardware, 1 hybrid, 0 CPU. */
+int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, size_t len, int white_alpha,
+                   qvl_err *err);
+#endif
+
+#endif

@@ -1,0 +1,279 @@
+/* The GPU image path (image/gpu.h) against the CPU path, on fresh random inputs each run (QVL_TEST_SEED to replay):
+ *   - the colour kernel == img_ycc_to_rgb on random planes of every sampling, odd and tiny sizes, padded strides;
+ *   - resample + patchify: device rows == bf16(the CPU path's f32 rows) exactly, from the same RGB, for both models'
+ *     processor settings and every resample case (both passes, one, none);
+ *   - the fixtures through the whole pipeline: JPEGs by nvJPEG (mean and max |delta| vs libjpeg-turbo printed and
+ *     bounded), everything else by the CPU decoder, whose rows must then be exact;
+ *   - fallbacks: progressive, CMYK, PNG, WebP decode; corrupt and truncated bytes give a clear error.
+ * Skips, saying why, without a GPU. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+#include "core/half.h"
+#include "image/cuda/img_cuda.h"
+#include "image/gpu.h"
+#include "image/image.h"
+#include "img_encode.h"
+#include "io/config.h"
+#include "testutil.h"
+
+typedef struct env {
+  qvl_backend *b;
+  img_gpu *g;
+  qvl_preproc_config pc[2]; /* Qwen2.5-VL, Qwen3-VL */
+  uint64_t rng;
+  qvl_err berr; /* the backend's */
+} env;
+
+static env E;
+
+static uint32_t rnd(void) {
+  E.rng = E.rng * 6364136223846793005ull + 1442695040888963407ull;
+  return (uint32_t)(E.rng >> 33);
+}
+
+static void fill(uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = (uint8_t)rnd();
+}
+
+static void *to_dev(const void *h, size_t n) {
+  void *d = NULL;
+  assert_int_equal(cudaMalloc(&d, n ? n : 1), cudaSuccess);
+  if (n) assert_int_equal(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+
+/* ---- colour kernel ---- */
+
+static void ycc_case(int w, int h, int n, const int *hs, const int *vs) {
+  img_planes im, dim;
+  if (img_planes_layout(&im, w, h, n, hs, vs)) fail_msg("layout");
+  dim = im;
+  uint8_t *buf[3] = {0};
+  void *dbuf[3] = {0};
+  for (int c = 0; c < n; c++) {
+    int stride = im.c[c].w + (int)(rnd() % 9), rows = im.c[c].h + (int)(rnd() % 3);
+    size_t bytes = (size_t)stride * rows;
+    buf[c] = malloc(bytes);
+    fill(buf[c], bytes); /* the padding too: it must never be read */
+    im.c[c].p = buf[c], im.c[c].stride = stride;
+    dbuf[c] = to_dev(buf[c], bytes);
+    dim.c[c].p = dbuf[c], dim.c[c].stride = stride;
+  }
+  size_t bytes = (size_t)w * h * 3;
+  uint8_t *ref = malloc(bytes), *got = malloc(bytes), *d = NULL;
+  img_ycc_to_rgb(ref, &im);
+  assert_int_equal(cudaMalloc((void **)&d, bytes), cudaSuccess);
+  assert_int_equal(cudaMemset(d, 0xa5, bytes), cudaSuccess); /* poison */
+  assert_int_equal(img_cuda_ycc(d, &dim, NULL), QVL_OK);
+  assert_int_equal(cudaMemcpy(got, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (size_t i = 0; i < bytes; i++)
+    if (got[i] != ref[i])
+      fail_msg("ycc %dx%d, Y sampling %dx%d, comps %d: byte %zu is %d, the C reference says %d", w, h, hs[0], vs[0], n,
+               i, got[i], ref[i]);
+  for (int c = 0; c < n; c++) free(buf[c]), cudaFree(dbuf[c]);
+  free(ref), free(got), cudaFree(d);
+}
+
+static void test_ycc_kernel(void **state) {
+  (void)state;
+  /* Y sampling (chroma 1x1): 4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, 4:1:0; then chroma sampled apart from each other */
+  static const int samp[][6] = {{1, 1, 1, 1, 1, 1}, {2, 1, 1, 1, 1, 1}, {2, 2, 1, 1, 1, 1}, {1, 2, 1, 1, 1, 1},
+                                {4, 1, 1, 1, 1, 1}, {4, 2, 1, 1, 1, 1}, {2, 2, 1, 2, 1, 2}, {2, 2, 2, 1, 1, 1}};
+  static const int sizes[][2] = {{1, 1}, {2, 2}, {3, 5}, {5, 3}, {4, 4}, {7, 9}, {16, 16}, {33, 17}};
+  int cases = 0;
+  for (size_t s = 0; s < sizeof samp / sizeof *samp; s++)
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes + 4; k++) {
+      int w = k < 8 ? sizes[k][0] : 1 + (int)(rnd() % 700), h = k < 8 ? sizes[k][1] : 1 + (int)(rnd() % 500);
+      int hs[3] = {samp[s][0], samp[s][2], samp[s][4]}, vs[3] = {samp[s][1], samp[s][3], samp[s][5]};
+      ycc_case(w, h, 3, hs, vs);
+      if (s == 0) ycc_case(w, h, 1, hs, vs);
+      cases += 1 + (s == 0);
+    }
+  printf("ycc kernel: %d random plane sets equal to the C reference\n", cases);
+}
+
+/* ---- rows: GPU pipeline vs CPU pipeline ---- */
+
+typedef struct cmp {
+  int64_t n, bad;
+  int max_level; /* JPEG: largest |delta| of the decoded RGB */
+} cmp;
+
+/* bf16 rows of images on the GPU vs bf16(CPU f32 rows); returns differing elements. */
+static int64_t compare_rows(const qvl_preproc_config *pc, const qvl_image *im, int n, const char *what) {
+  qvl_err err = {0};
+  qvl_image_batch *cpu = NULL, *gpu = NULL;
+  if (img_preprocess_on(&cpu, NULL, pc, im, n, NULL, &err)) fail_msg("%s: CPU: %s", what, err.msg);
+  if (img_preprocess_on(&gpu, E.g, pc, im, n, NULL, &err)) fail_msg("%s: GPU: %s", what, err.msg);
+  assert_int_equal(cpu->n_rows, gpu->n_rows);
+  assert_memory_equal(cpu->grid, gpu->grid, sizeof(int32_t) * 3 * n);
+  size_t elems = (size_t)(cpu->n_rows * cpu->row_len);
+  uint16_t *got = malloc(elems * 2);
+  assert_int_equal(cudaMemcpy(got, gpu->dev_rows, elems * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  int64_t bad = 0;
+  for (size_t i = 0; i < elems; i++)
+    if (got[i] != qvl_f32_to_bf16(cpu->rows[i]) && !bad++)
+      printf("  %s: first difference at element %zu (row %zu): %#06x, bf16(CPU) %#06x\n", what, i,
+             i / (size_t)cpu->row_len, got[i], qvl_f32_to_bf16(cpu->rows[i]));
+  free(got);
+  qvl_image_batch_free(cpu), qvl_image_batch_free(gpu);
+  return bad;
+}
+
+/* Raw RGB in: the same pixels reach both resamplers. Sizes pick every resample case for both models. */
+static void test_rows_exact(void **state) {
+  (void)state;
+  static const int sizes[][2] = {{640, 480}, {650, 480}, {640, 490}, {1280, 960}, {37, 23}, {448, 448}, {3000, 40}};
+  for (int m = 0; m < 2; m++) {
+    int64_t bad = 0;
+    qvl_image im[9];
+    uint8_t *px[9];
+    int n = 0;
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes + 2; k++, n++) {
+      int w = k < 7 ? sizes[k][0] : 20 + (int)(rnd() % 1500), h = k < 7 ? sizes[k][1] : 20 + (int)(rnd() % 1500);
+      px[n] = malloc((size_t)w * h * 3);
+      if (k % 2) fill(px[n], (size_t)w * h * 3);
+      else enc_synth(px[n], w, h, 3, rnd());
+      im[n] = (qvl_image){.rgb = px[n], .width = w, .height = h};
+      char what[64];
+      snprintf(what, sizeof what, "%s %dx%d", m ? "qwen3_vl" : "qwen2_5_vl", w, h);
+      bad += compare_rows(&E.pc[m], &im[n], 1, what);
+    }
+    bad += compare_rows(&E.pc[m], im, n, "the batch"); /* several images: offsets and buffer reuse */
+    for (int i = 0; i < n; i++) free(px[i]);
+    printf("rows %s: %d images, %lld elements differ from bf16(CPU)\n", m ? "qwen3_vl" : "qwen2_5_vl", n,
+           (long long)bad);
+    assert_int_equal(bad, 0);
+  }
+}
+
+static char *slurp(const char *file, size_t *len) {
+  char rel[160], *data = NULL;
+  qvl_err err = {0};
+  snprintf(rel, sizeof rel, "tests/data/images/%s", file);
+  if (qvl_read_file(tu_path(rel), &data, len, 64 << 20, &err)) fail_msg("%s", err.msg);
+  return data;
+}
+
+/* Every fixture through the GPU pipeline: JPEGs nvJPEG decodes are compared with libjpeg-turbo (mean and max
+ * |delta|), images decoded on the CPU must give exact rows. */
+static void test_fixtures(void **state) {
+  (void)state;
+  static const char *files[] = {"jpeg_1920x1080.jpg", "jpeg_20x20.jpg", "jpeg_420_640x480.jpg", "jpeg_422_333x777.jpg",
+                                "jpeg_444_1000x750.jpg", "jpeg_cmyk_300x200.jpg", "jpeg_gray_500x400.jpg",
+                                "jpeg_progressive_1024x768.jpg", "jpeg_wide_4000x20.jpg", "jpeg_4000x3000.jpg",
+                                "png_rgba_400x300.png", "png_palette_trns_256x192.png", "png_rgb16_200x150.png",
+                                "webp_lossy_800x600.webp", "png_tall_1x150.png"};
+  static const char *path_name[] = {"cpu", "hybrid", "hardware"};
+  printf("nvJPEG decode vs libjpeg-turbo (|delta| in levels; engines: %d):\n", img_gpu_engines(E.g));
+  double worst_mean = 0;
+  int worst_max = 0;
+  for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+    size_t len;
+    char *data = slurp(files[f], &len);
+    qvl_err err = {0};
+    img_rgb ref, got;
+    int path = -1;
+    if (img_decode(&ref, (const uint8_t *)data, len, 0, 0, files[f], &err)) fail_msg("%s", err.msg);
+    if (img_gpu_decode(E.g, &got, &path, (const uint8_t *)data, len, 0, &err)) fail_msg("%s: %s", files[f], err.msg);
+    assert_int_equal(got.w, ref.w);
+    assert_int_equal(got.h, ref.h);
+    double sum = 0;
+    int mx = 0;
+    size_t nb = (size_t)ref.w * ref.h * 3;
+    for (size_t i = 0; i < nb; i++) {
+      int d = abs((int)got.px[i] - ref.px[i]);
+      sum += d, mx = d > mx ? d : mx;
+    }
+    printf("  %-32s %-8s mean %.4f max %d\n", files[f], path_name[path], sum / nb, mx);
+    if (path == 0 && mx) fail_msg("%s: decoded on the CPU but differs from the CPU decode", files[f]);
+    worst_mean = fmax(worst_mean, sum / nb), worst_max = mx > worst_max ? mx : worst_max;
+    /* a wrong colour conversion or upsampling shows as a mean of several levels; nvJPEG's IDCT stays well under 1 */
+    if (sum / nb > 1.0 || mx > 12) fail_msg("%s: mean %.3f / max %d levels from libjpeg-turbo", files[f], sum / nb, mx);
+    qvl_image im = {.data = data, .size = len};
+    for (int m = 0; path == 0 && m < 2; m++) assert_int_equal(compare_rows(&E.pc[m], &im, 1, files[f]), 0);
+    if (path) { /* same decoded RGB in, same rows out */
+      qvl_image raw = {.rgb = got.px, .width = got.w, .height = got.h};
+      assert_int_equal(compare_rows(&E.pc[0], &raw, 1, files[f]), 0);
+    }
+    free(ref.px), free(got.px), free(data);
+  }
+  printf("nvJPEG vs libjpeg-turbo over the fixtures: worst mean %.4f, worst max %d (targets 0.5 and 4)\n", worst_mean,
+         worst_max);
+  const img_gpu_stats *st = img_gpu_last(E.g);
+  printf("last batch: %d hardware, %d hybrid, %d cpu\n", st->hardware, st->hybrid, st->cpu);
+}
+
+/* Bad bytes: a clear error from the pipeline, no crash, and the pipeline still works afterwards. */
+static void test_bad_input(void **state) {
+  (void)state;
+  size_t len;
+  char *data = slurp("jpeg_420_640x480.jpg", &len);
+  uint8_t *bad = malloc(len);
+  struct {
+    size_t len;
+    const char *needle;
+  } cases[] = {{len / 2, "truncated"}, {len, "JPEG"}, {40, "JPEG"}};
+  for (int k = 0; k < 3; k++) {
+    memcpy(bad, data, len);
+    if (k == 1)
+      for (size_t i = len / 3; i < len - 2; i += 7) bad[i] = (uint8_t)rnd(); /* scan data garbled, EOI kept */
+    qvl_image im = {.data = bad, .size = cases[k].len};
+    qvl_image_batch *b = NULL;
+    qvl_err err = {0};
+    int rc = img_preprocess_on(&b, E.g, &E.pc[0], &im, 1, NULL, &err);
+    printf("  corrupt case %d: rc %d %s\n", k, rc, rc ? err.msg : "(decoded: nvJPEG took the garbled scan)");
+    if (k != 1) {
+      assert_int_not_equal(rc, QVL_OK);
+      tu_assert_msg_has(err.msg, "image 0", cases[k].needle);
+    }
+    qvl_image_batch_free(b);
+  }
+  qvl_image good = {.data = data, .size = len};
+  qvl_image_batch *b = NULL;
+  qvl_err err = {0};
+  if (img_preprocess_on(&b, E.g, &E.pc[1], &good, 1, NULL, &err)) fail_msg("after bad input: %s", err.msg);
+  qvl_image_batch_free(b);
+  free(bad), free(data);
+}
+
+static int setup(void **state) {
+  (void)state;
+  qvl_err err = {0};
+  E.rng = tu_seed();
+  if (qvl_backend_cuda_create(&E.b, 0, &err)) fail_msg("%s", err.msg);
+  E.b->err = &E.berr;
+  if (img_gpu_open(&E.g, E.b, &err)) fail_msg("%s", err.msg);
+  if (qvl_preproc_load(&E.pc[0], QVL_ARCH_QWEN2_5_VL, tu_path("tests/data/tiny-qwen2_5_vl/preprocessor_config.json"),
+                       &err) ||
+      qvl_preproc_load(&E.pc[1], QVL_ARCH_QWEN3_VL, tu_path("tests/data/tiny-qwen3_vl/preprocessor_config.json"), &err))
+    fail_msg("%s", err.msg);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  img_gpu_close(E.g);
+  E.b->destroy(E.b);
+  return 0;
+}
+
+int main(void) {
+  if (qvl_cuda_device_count() == 0) {
+    printf("test_gpu_image: no CUDA device here; skipped\n");
+    return 0;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_ycc_kernel),
+      cmocka_unit_test(test_rows_exact),
+      cmocka_unit_test(test_fixtures),
+      cmocka_unit_test(test_bad_input),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
