@@ -470,6 +470,7 @@ static int collect(lm_model *m, const lm_chunk *c, int n_chunks, const lm_plan *
 
 int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   qvl_backend *b = m->b;
+  qvl_err_clear(err);
   int rc = check_step(m, c, n_chunks, err);
   if (rc) return rc;
   take_blocks(m, c, n_chunks);

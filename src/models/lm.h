@@ -85,7 +85,8 @@ int lm_seq_blocks_needed(const lm_seq *s, int n); /* blocks lm_step would take f
 
 /* Runs one step over n_chunks chunks of distinct sequences (prefill chunks and decode tokens mixed, ragged).
  * Refused before any device work: an id outside the vocabulary, pad tokens without vision rows, a sequence
- * past its max_tokens (QVL_ERR_LIMIT), too few free blocks (QVL_ERR_LIMIT). On success each seq->len += n. */
+ * past its max_tokens (QVL_ERR_LIMIT), too few free blocks (QVL_ERR_LIMIT). On success each seq->len += n.
+ * err is cleared first and holds the reason of a failure. */
 int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err);
 
 /* Graph replay of decode steps on (1, default) or off (every op issued eagerly); a no-op without backend graphs. */
