@@ -13,6 +13,10 @@ run() { # model, timing cases, agreement cases
   python3 bench/hf_vit.py --model "$m" --time ${2//--images /} --agree ${3//--images /} \
     --qvl-json "$out/qvl_$name.jsonl" --qvl-dump "$out/qvl_$name.dump.safetensors" | tee "$out/hf_$name.jsonl"
   rm -f "$out/qvl_$name.dump.safetensors"
+  # graph replay on and off (the default replays calls of up to 16,384 patches), the attention op alone
+  for g in on off; do $q bench vit --model "$m" --dummy $2 --iters 20 --graphs $g | tee "$out/qvl_${name}_graphs_$g.jsonl"; done
+  QVL_SDPA_LOG=1 $q bench vit --model "$m" --dummy $2 --iters 10 --attn-only 2> "$out/qvl_${name}_sdpa.log" |
+    tee "$out/qvl_${name}_attn.jsonl"
 }
 run configs/Qwen2.5-VL-7B-Instruct "--images 1x448x448 --images 64x448x448" \
   "--images 1x644x812 --images 2x336x1008 --images 1x1120x224"

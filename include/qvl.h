@@ -59,8 +59,11 @@ typedef struct qvl_engine_params {
   int device;               /* CUDA device ordinal, default 0 */
   int n_threads;            /* CPU threads; 0 = all cores */
   int64_t max_patches;      /* most patch rows one vision call takes, all its images together; a larger batch is
-                             * refused with QVL_ERR_LIMIT before any device work. Default 262144 (64 images of
-                             * 896x896 at patch 14) */
+                             * refused with QVL_ERR_LIMIT before any device work. The vision tower's device memory
+                             * is planned from it and reserved at open (about 30 KB per patch for Qwen2.5-VL-7B,
+                             * 22 KB for Qwen3-VL-8B in bf16; open fails with QVL_ERR_NOMEM when it does not fit).
+                             * Default 262144 (64 images of 896x896 at patch 14) */
+  int max_images;           /* most images (videos count once) one vision call takes; default 256 */
   int64_t kv_cache_tokens;  /* KV cache size in tokens (all sequences of a generation call together); a call that
                              * needs more is refused with QVL_ERR_LIMIT before any work. 0 (default): sized to
                              * each call's needs, grown when a call needs more */

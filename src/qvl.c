@@ -14,6 +14,7 @@
 #include "models/lm.h"
 #include "models/model.h"
 #include "models/mrope.h"
+#include "models/vision_run.h"
 #include "qvl_internal.h"
 #include "runtime/sampler.h"
 #ifdef QVL_HAVE_CUDA
@@ -33,6 +34,7 @@ struct qvl_engine {
   qvl_weights w;
   qvl_model_info info;
   char weights_desc[16];
+  vis_ws *ws;             /* the vision tower's device memory, planned at open (models/vision_run.h) */
   lm_model *lm;           /* the language model and its KV pool, opened by the first generation */
 };
 
@@ -61,6 +63,7 @@ qvl_engine_params qvl_engine_default_params(void) {
   p.backend = QVL_BACKEND_AUTO;
   p.load = QVL_LOAD_VISION;
   p.max_patches = 262144;
+  p.max_images = 256;
   return p;
 }
 
@@ -194,6 +197,28 @@ static void fill_info(qvl_engine *e) {
   }
 }
 
+/* The vision tower's workspace for these limits (and Qwen2.5-VL's gate|up fusion, once). */
+static int vision_open(qvl_engine *e, int64_t max_patches, int max_images) {
+  vis_ws_close(e->ws);
+  e->ws = NULL;
+  int rc = e->cfg.arch == QVL_ARCH_QWEN2_5_VL ? qwen2_5_vl_fuse(e->be, &e->cfg, &e->w, &e->err) : QVL_OK;
+  return rc ? rc : vis_ws_open(&e->ws, e->be, &e->cfg, e->w.vit_ffn, max_patches, max_images, &e->err);
+}
+
+int qvl_engine_vision_limits(qvl_engine *e, int64_t max_patches, int max_images, int graphs) {
+  qvl_err_clear(&e->err);
+  if (!e->w.patch_w) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "vision: the vision tower is not loaded");
+  int rc = max_patches ? vision_open(e, max_patches, max_images) : QVL_OK;
+  if (!max_patches) {
+    vis_ws_close(e->ws);
+    e->ws = NULL;
+  }
+  if (!rc && e->ws) e->ws->graphs = graphs;
+  return rc;
+}
+
+int64_t qvl_engine_vision_bytes(const qvl_engine *e) { return e->ws ? e->ws->bytes : 0; }
+
 static int open_engine(qvl_engine *e) {
   char path[PATH_MAX + 32];
   int rc;
@@ -211,6 +236,7 @@ static int open_engine(qvl_engine *e) {
   if ((rc = qvl_model_specs(&e->cfg, ffn_align, &e->w, &e->specs, &e->n_specs, &e->err))) return rc;
   if (!e->params.dummy && ((rc = st_open(&e->st, e->dir, &e->err)) || (rc = validate_checkpoint(e)))) return rc;
   if (e->params.load != QVL_LOAD_NONE && (rc = bind_weights(e))) return rc;
+  if (e->w.patch_w && (rc = vision_open(e, e->params.max_patches, e->params.max_images))) return rc;
   fill_info(e);
   return QVL_OK;
 }
@@ -230,6 +256,7 @@ void qvl_engine_close(qvl_engine *e) {
   lm_close(e->lm);
   for (int i = 0; e->be && i < e->n_specs; i++)
     if (*e->specs[i].slot && !e->specs[i].slot_offset) e->be->free(e->be, *e->specs[i].slot); /* fused: once */
+  vis_ws_close(e->ws);
   qvl_weights_free(&e->w, e->be);
   if (e->be) e->be->destroy(e->be);
   free(e->specs);
@@ -330,11 +357,9 @@ qvl_err *qvl_engine_err(qvl_engine *e) { return &e->err; }
 int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud) {
   qvl_err_clear(&e->err);
   if (!e->w.patch_w) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: the vision tower is not loaded");
-  vis_input lim = *in;
-  lim.max_patches = e->params.max_patches > 0 ? e->params.max_patches : 262144;
-  in = &lim;
-  if (e->cfg.arch == QVL_ARCH_QWEN2_5_VL) return qwen2_5_vl_vision(e->be, &e->cfg, &e->w, in, out, tap, ud, &e->err);
-  return qwen3_vl_vision(e->be, &e->cfg, &e->w, in, out, tap, ud, &e->err);
+  if (!e->ws) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: the vision workspace was released");
+  if (e->cfg.arch == QVL_ARCH_QWEN2_5_VL) return qwen2_5_vl_vision(e->ws, &e->w, in, out, tap, ud, &e->err);
+  return qwen3_vl_vision(e->ws, &e->w, in, out, tap, ud, &e->err);
 }
 
 int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,

@@ -190,6 +190,21 @@ static void test_bad_requests(void **state) {
   assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_LIMIT);
   tu_assert_msg_has(qvl_errmsg(e), "576 patches", "limit of 512");
   qvl_engine_close(e);
+  p.max_patches = 4096, p.max_images = 2;
+  assert_int_equal(qvl_engine_open(&e, &p), QVL_OK);
+  float *px2 = calloc(8 * 1176, sizeof(float)); /* two images of 2 x 2 patches */
+  in = (qvl_pixels){3, (const int32_t[]){1, 2, 2, 1, 2, 2, 1, 2, 2}, px2};
+  assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_LIMIT);
+  tu_assert_msg_has(qvl_errmsg(e), "3 images", "at most 2");
+  in.n_images = 2; /* within both limits */
+  assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_OK);
+  qvl_features_free(f);
+  free(px2);
+  qvl_engine_close(e);
+  p.max_images = 0; /* a plan needs room for one image */
+  assert_int_equal(qvl_engine_open(&e, &p), QVL_ERR_INVALID_ARG);
+  tu_assert_msg_has(qvl_errmsg(e), "max_images", NULL);
+  qvl_engine_close(e);
   e = open_model(tu_path("tests/data/tiny-qwen2_5_vl"), 1, QVL_LOAD_NONE, QVL_OK);
   in = (qvl_pixels){1, (const int32_t[]){1, 2, 2}, px};
   assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_INVALID_ARG);

@@ -123,6 +123,16 @@ static void test_eltwise(void **s) {
   E.gpu->free(E.gpu, da), da = dev(a, n);
   assert_int_equal(E.gpu->silu_mul(E.gpu, dy, da, db, (int64_t)n), QVL_OK);
   compare("silu_mul", dy, ref, n, 8e-3);
+  /* swiglu over [rows][2f] (gate | up halves): f = 3456 (16-byte path) and f = 37 (scalar path) */
+  int fs[] = {3456, 37};
+  for (int i = 0; i < 2; i++) {
+    int64_t f = fs[i], rows = (int64_t)(n / (size_t)(2 * f));
+    E.gpu->free(E.gpu, dy), dy = dev_poisoned((size_t)(rows * f));
+    assert_int_equal(E.cpu->swiglu(E.cpu, ref, a, rows, (int)f), QVL_OK);
+    assert_int_equal(E.gpu->swiglu(E.gpu, dy, da, rows, (int)f), QVL_OK);
+    compare(i ? "swiglu f 37" : "swiglu f 3456", dy, ref, (size_t)(rows * f), 8e-3);
+  }
+  E.gpu->free(E.gpu, dy), dy = dev_poisoned(n);
   assert_int_equal(E.cpu->gelu_erf(E.cpu, ref, a, (int64_t)n), QVL_OK);
   assert_int_equal(E.gpu->gelu_erf(E.gpu, dy, da, (int64_t)n), QVL_OK);
   compare("gelu_erf", dy, ref, n, 8e-3);
@@ -155,23 +165,40 @@ static void test_rope(void **s) {
   }
 }
 
+/* The CPU reference against the CUDA op, run three ways: the first run (which times the engine configurations
+ * and keeps the fastest), a second run of the chosen plan, and a replay of it captured in a graph; the output is
+ * poisoned before each. */
 static void attention_case(const char *what, const int32_t *lens, int n_seq, int heads, int hd) {
   int32_t *cu = malloc((size_t)(n_seq + 1) * sizeof(int32_t));
   cu[0] = 0;
   for (int i = 0; i < n_seq; i++) cu[i + 1] = cu[i] + lens[i];
   int64_t rows = cu[n_seq];
   size_t nq = (size_t)(rows * 3 * heads * hd), no = (size_t)(rows * heads * hd);
-  float *qkv = rnd(nq, -2, 2), *ref = malloc(no * sizeof(float));
+  float *qkv = rnd(nq, -2, 2), *ref = malloc(no * sizeof(float)), *nan = malloc(no * sizeof(float));
   float scale = 1.0f / sqrtf((float)hd);
-  assert_int_equal(E.cpu->attention(E.cpu, ref, qkv, cu, n_seq, heads, hd, scale), QVL_OK);
-  void *dq = dev(qkv, nq), *dout = dev_poisoned(no);
-  int rc = E.gpu->attention(E.gpu, dout, dq, cu, n_seq, heads, hd, scale);
-  if (rc) fail_msg("%s", E.err.msg);
-  char name[96];
-  snprintf(name, sizeof name, "attention %s d%d", what, hd);
-  compare(name, dout, ref, no, 1e-2);
-  E.gpu->free(E.gpu, dq), E.gpu->free(E.gpu, dout);
-  free(cu), free(qkv), free(ref);
+  void *catt = NULL, *gatt = NULL, *graph = NULL;
+  assert_int_equal(E.cpu->attention_prepare(E.cpu, &catt, cu, cu, n_seq, heads, hd), QVL_OK);
+  assert_int_equal(E.cpu->attention(E.cpu, ref, qkv, catt, scale), QVL_OK);
+  void *dq = dev(qkv, nq), *dout = dev_poisoned(no), *dcu = dev_raw(cu, (size_t)(n_seq + 1) * 4);
+  if (E.gpu->attention_prepare(E.gpu, &gatt, cu, dcu, n_seq, heads, hd)) fail_msg("%s", E.err.msg);
+  tu_poison(nan, no);
+  const char *how[] = {"tuned", "again", "graph"};
+  for (int run = 0; run < 3; run++) {
+    assert_int_equal(E.gpu->upload_f32(E.gpu, dout, nan, (int64_t)no), QVL_OK);
+    if (run < 2 && E.gpu->attention(E.gpu, dout, dq, gatt, scale)) fail_msg("%s", E.err.msg);
+    if (run == 2) {
+      assert_int_equal(E.gpu->graph_begin(E.gpu), QVL_OK);
+      int rc = E.gpu->attention(E.gpu, dout, dq, gatt, scale), end = E.gpu->graph_end(E.gpu, &graph);
+      if (rc || end || E.gpu->graph_launch(E.gpu, graph)) fail_msg("%s", E.err.msg);
+    }
+    char name[96];
+    snprintf(name, sizeof name, "attention %s d%d %s", what, hd, how[run]);
+    compare(name, dout, ref, no, 1e-2);
+  }
+  E.gpu->graph_free(E.gpu, graph);
+  E.gpu->attention_free(E.gpu, gatt), E.cpu->attention_free(E.cpu, catt);
+  E.gpu->free(E.gpu, dq), E.gpu->free(E.gpu, dout), E.gpu->free(E.gpu, dcu);
+  free(cu), free(qkv), free(ref), free(nan);
 }
 
 static void test_attention(void **s) {

@@ -76,6 +76,7 @@ static void published(const char *model, const int32_t *grid, int n) {
   for (int i = 0; i < 2; i++) {
     qvl_engine_params p = qvl_engine_default_params();
     p.model_dir = tu_path(model), p.dummy = 1, p.backend = i ? QVL_BACKEND_CUDA : QVL_BACKEND_CPU;
+    p.max_patches = 8192;
     if (qvl_engine_open(&e[i], &p)) fail_msg("%s", qvl_errmsg(e[i]));
     const qvl_vision_config *v = &qvl_engine_config(e[i])->vision;
     int64_t rows = 0, k = v->in_channels * v->temporal_patch * v->patch * v->patch;
@@ -85,6 +86,18 @@ static void published(const char *model, const int32_t *grid, int n) {
       qvl_counter_fill(px, "pixel_values:published", 0, rows * k, 0.2, 1.8);
     }
     if (qvl_engine_vision(e[i], grid, n, px, &out[i], NULL, NULL)) fail_msg("%s", qvl_errmsg(e[i]));
+  }
+  /* the same call twice more on the GPU: recorded as a graph, then replayed; the same features, bit for bit */
+  for (int rep = 0; rep < 2; rep++) {
+    qvl_vision_out again;
+    if (qvl_engine_vision(e[1], grid, n, px, &again, NULL, NULL)) fail_msg("%s", qvl_errmsg(e[1]));
+    for (int o = 0; o < again.n; o++) {
+      double d = tu_max_abs_diff(again.data[o], out[1].data[o], (size_t)(again.rows * again.cols));
+      printf("  %-36s output %d: %s vs the first call: max_abs %.3g\n", model, o, rep ? "graph replay" : "recording",
+             d);
+      if (d != 0) fail_msg("%s output %d: call %d differs from the first by %g", model, o, rep + 2, d);
+    }
+    qvl_vision_out_free(&again);
   }
   for (int o = 0; o < out[0].n; o++) {
     double rel = tu_rel_l2(out[1].data[o], out[0].data[o], (size_t)(out[0].rows * out[0].cols)), cmin = 1;
@@ -114,12 +127,31 @@ static void test_published_qwen3_vl(void **state) {
   published("configs/Qwen3-VL-8B-Instruct", grid, 2);
 }
 
+/* A plan that cannot fit the device is refused at open, naming the limit; a batch over the limits before any work. */
+static void test_limits(void **state) {
+  (void)state;
+  qvl_engine_params p = qvl_engine_default_params();
+  p.model_dir = tu_path("configs/Qwen3-VL-8B-Instruct"), p.dummy = 1, p.backend = QVL_BACKEND_CUDA;
+  p.max_patches = 1ll << 36;
+  qvl_engine *e = NULL;
+  assert_int_equal(qvl_engine_open(&e, &p), QVL_ERR_NOMEM);
+  tu_assert_msg_has(qvl_errmsg(e), "workspace for 68719476736 patches", "max_patches");
+  printf("  refused at open: %s\n", qvl_errmsg(e));
+  qvl_engine_close(e);
+  p.max_patches = 4096, p.max_images = 4;
+  if (qvl_engine_open(&e, &p)) fail_msg("%s", qvl_errmsg(e));
+  static const int32_t grid[] = {1, 64, 80}; /* 5120 patches */
+  assert_int_equal(qvl_engine_vision(e, grid, 1, NULL, NULL, NULL, NULL), QVL_ERR_LIMIT); /* no pixels read */
+  tu_assert_msg_has(qvl_errmsg(e), "5120 patches", "limit of 4096");
+  qvl_engine_close(e);
+}
+
 int main(void) {
   if (qvl_cuda_device_count() == 0) {
     printf("test_gpu_vision: no CUDA device here; skipped\n");
     return 0;
   }
-  struct CMUnitTest tests[sizeof FIXTURES / sizeof FIXTURES[0] + 2];
+  struct CMUnitTest tests[sizeof FIXTURES / sizeof FIXTURES[0] + 3];
   for (size_t i = 0; i < sizeof FIXTURES / sizeof FIXTURES[0]; i++) {
     tests[i] = (struct CMUnitTest)cmocka_unit_test_prestate(test_fixture, (void *)FIXTURES[i]);
     tests[i].name = FIXTURES[i][0];
@@ -127,5 +159,6 @@ int main(void) {
   size_t n = sizeof FIXTURES / sizeof FIXTURES[0];
   tests[n] = (struct CMUnitTest)cmocka_unit_test(test_published_qwen2_5_vl);
   tests[n + 1] = (struct CMUnitTest)cmocka_unit_test(test_published_qwen3_vl);
+  tests[n + 2] = (struct CMUnitTest)cmocka_unit_test(test_limits);
   return _cmocka_run_group_tests("gpu_vision", tests, sizeof tests / sizeof tests[0], NULL, NULL);
 }

@@ -5,7 +5,11 @@
  * measured H100 bf16 dense peak (790 TFLOP/s, ../shared/research/kernels.md), peak device memory.
  * --dump FILE writes each case's features (safetensors) for bench/hf_vit.py to compare. With QVL_PROFILE=1 the
  * line also carries the device time per run spent in GEMMs, attention and everything else (event pairs around
- * every op; they perturb the total slightly, so time without it). */
+ * every op; they perturb the total slightly, so time without it). Each case first re-plans the tower's device
+ * memory for exactly its size (peak_mem_gib counts from there: weights, that plan, the pixel rows; plan_gib is
+ * the plan alone). --graphs auto|on|off: CUDA-graph replay of the forward where it pays (calls of up to 16,384
+ * patches; the default), always, or never. --attn-only times the attention op alone on each case's sequences. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +65,56 @@ static int parse_case(bench_case *bc, const char *s) {
   return sscanf(s, "%dx%dx%d%c", &bc->n, &bc->h, &bc->w, &tail) == 3 && bc->n > 0 && bc->h > 0 && bc->w > 0 ? 0 : 1;
 }
 
-/* Runs one case; returns 0 and prints its line. */
-static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, st_entry *dump, float **dump_data) {
+/* --attn-only: the attention op alone on the case's full-attention sequences (one per image) and, for Qwen2.5-VL,
+ * its 64-patch windows, on random q/k/v; the first run (untimed) picks the engine configuration. */
+static int run_attn(qvl_engine *e, const bench_case *bc, const int32_t *grid, int64_t N, int iters, int warmup) {
+  const qvl_config *c = qvl_engine_config(e);
+  const qvl_vision_config *v = &c->vision;
+  qvl_backend *b = qvl_engine_backend(e);
+  int64_t HD = (int64_t)v->heads * v->head_dim, G = N / (v->merge * v->merge);
+  int32_t *cu = malloc((size_t)(G + 1) * 2 * sizeof(int32_t)), *wi = malloc((size_t)(G + 1) * sizeof(int32_t));
+  float *host = malloc((size_t)(N * 3 * HD) * sizeof(float));
+  double *ms = calloc((size_t)iters, sizeof(double));
+  void *qkv = NULL, *o = NULL, *dcu = NULL;
+  int rc = !cu || !wi || !host || !ms ? QVL_ERR_NOMEM : QVL_OK;
+  if (!rc) qvl_counter_fill(host, "qkv:bench", 0, N * 3 * HD, 0.0, 2.0);
+  if (!rc) rc = b->alloc(b, &qkv, (size_t)(N * 3 * HD) * b->elem_bytes);
+  if (!rc) rc = b->alloc(b, &o, (size_t)(N * HD) * b->elem_bytes);
+  if (!rc) rc = b->alloc(b, &dcu, (size_t)(G + 1) * sizeof(int32_t));
+  if (!rc) rc = b->upload_f32(b, qkv, host, N * 3 * HD);
+  for (int kind = 0; !rc && kind < (c->arch == QVL_ARCH_QWEN2_5_VL ? 2 : 1); kind++) {
+    int win = v->window_size / v->merge / v->patch;
+    int n_seq = kind ? vis_window_index(wi, cu, grid, bc->n, v->merge, win) : vis_cu_seqlens(cu, grid, bc->n);
+    void *att = NULL;
+    rc = b->upload(b, dcu, cu, (size_t)(n_seq + 1) * sizeof(int32_t));
+    if (!rc) rc = b->attention_prepare(b, &att, cu, dcu, n_seq, v->heads, v->head_dim);
+    for (int i = 0; !rc && i < warmup + iters; i++) {
+      double t0 = app_now_ms();
+      rc = b->attention(b, o, qkv, att, 1.0f / sqrtf((float)v->head_dim));
+      if (!rc) rc = b->sync(b);
+      if (i >= warmup) ms[i - warmup] = app_now_ms() - t0;
+    }
+    b->attention_free(b, att);
+    if (rc) break;
+    double med = app_median(ms, iters), fl = 0;
+    for (int i = 0; i < n_seq; i++) fl += 4.0 * (double)(cu[i + 1] - cu[i]) * (cu[i + 1] - cu[i]) * (double)HD;
+    printf("{\"bench\": \"vit_attn\", \"arch\": \"%s\", \"device\": \"%s\", \"images\": \"%dx%dx%d\", "
+           "\"sequences\": \"%s\", \"n_seq\": %d, \"heads\": %d, \"head_dim\": %d, \"patches\": %lld, "
+           "\"median_ms\": %.3f, \"min_ms\": %.3f, \"tflops\": %.1f, \"pct_peak\": %.1f, \"iters\": %d}\n",
+           c->arch_name, b->device, bc->n, bc->h, bc->w, kind ? "windows" : "full", n_seq, v->heads, v->head_dim,
+           (long long)N, med, ms[0], fl / med / 1e9, fl / med / 1e9 / PEAK_TFLOPS * 100, iters);
+    fflush(stdout);
+  }
+  if (rc) fprintf(stderr, "qvl bench: attention: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
+  b->free(b, qkv), b->free(b, o), b->free(b, dcu);
+  free(cu), free(wi), free(host), free(ms);
+  return rc ? 1 : 0;
+}
+
+/* Runs one case; returns 0 and prints its line. The vision plan is sized to the case first (peak memory counts
+ * from there: weights, the plan, the pixel rows), with graph replay as asked (-1 auto, 0 off, 1 on). */
+static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, int graphs, int attn_only,
+                    st_entry *dump, float **dump_data) {
   const qvl_config *c = qvl_engine_config(e);
   const qvl_vision_config *v = &c->vision;
   qvl_backend *b = qvl_engine_backend(e);
@@ -72,10 +124,23 @@ static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, 
   int32_t *grid = malloc((size_t)bc->n * 3 * sizeof(int32_t));
   for (int i = 0; i < bc->n; i++) grid[3 * i] = 1, grid[3 * i + 1] = bc->h / v->patch, grid[3 * i + 2] = bc->w / v->patch;
   int64_t N = (int64_t)bc->n * (bc->h / v->patch) * (bc->w / v->patch);
+  int rc = qvl_engine_vision_limits(e, 0, 0, graphs); /* release the previous case's plan */
+  b->mem_peak = b->mem_held;
+  if (!rc) rc = qvl_engine_vision_limits(e, N, bc->n, graphs);
+  if (rc) {
+    fprintf(stderr, "qvl bench: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
+    free(grid);
+    return 1;
+  }
+  if (attn_only) {
+    rc = run_attn(e, bc, grid, N, iters, warmup);
+    free(grid);
+    return rc;
+  }
   float *host = malloc((size_t)(N * k) * sizeof(float));
   void *dev = NULL;
   qvl_counter_fill(host, "pixel_values:bench", 0, N * k, 0.2, 1.8);
-  int rc = b->alloc(b, &dev, (size_t)(N * k) * b->elem_bytes);
+  rc = b->alloc(b, &dev, (size_t)(N * k) * b->elem_bytes);
   if (!rc) rc = b->upload_f32(b, dev, host, N * k);
   vis_input in = {grid, bc->n, NULL, dev, 0};
   double *ms = calloc((size_t)iters, sizeof(double)), prof[3] = {0, 0, 0};
@@ -94,9 +159,10 @@ static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, 
     double med = app_median(ms, iters), fl = tower_flops(c, grid, bc->n, N);
     printf("{\"bench\": \"vit\", \"arch\": \"%s\", \"device\": \"%s\", \"images\": \"%dx%dx%d\", \"patches\": %lld, "
            "\"median_ms\": %.3f, \"min_ms\": %.3f, \"patches_per_s\": %.0f, \"tflops\": %.1f, \"pct_peak\": %.1f, "
-           "\"peak_mem_gib\": %.2f, \"iters\": %d",
+           "\"peak_mem_gib\": %.2f, \"plan_gib\": %.2f, \"graphs\": \"%s\", \"iters\": %d",
            c->arch_name, b->device, bc->n, bc->h, bc->w, (long long)N, med, ms[0], N / med * 1e3, fl / med / 1e9,
-           fl / med / 1e9 / PEAK_TFLOPS * 100, b->mem_peak / (double)(1 << 30), iters);
+           fl / med / 1e9 / PEAK_TFLOPS * 100, b->mem_peak / (double)(1 << 30),
+           qvl_engine_vision_bytes(e) / (double)(1 << 30), graphs < 0 ? "auto" : graphs ? "on" : "off", iters);
     if (b->profile)
       printf(", \"gemm_ms\": %.3f, \"attention_ms\": %.3f, \"other_ms\": %.3f", prof[0] / iters, prof[1] / iters,
              prof[2] / iters);
@@ -121,11 +187,11 @@ int cmd_bench(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "e2e")) return cmd_bench_e2e(argc - 1, argv + 1);
   if (argc < 2 || strcmp(argv[1], "vit")) {
     fprintf(stderr, "usage: qvl bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] "
-                    "[--dump FILE]\n");
+                    "[--dump FILE] [--graphs auto|on|off] [--attn-only]\n");
     return 2;
   }
   bench_case cases[32];
-  int n_cases = 0, iters = 20, warmup = 3;
+  int n_cases = 0, iters = 20, warmup = 3, graphs = -1, attn_only = 0;
   const char *dump = NULL;
   char *rest[64];
   int n_rest = 0;
@@ -138,6 +204,12 @@ int cmd_bench(int argc, char **argv) {
     } else if (!strcmp(a, "--iters") && val) iters = atoi(argv[++i]);
     else if (!strcmp(a, "--warmup") && val) warmup = atoi(argv[++i]);
     else if (!strcmp(a, "--dump") && val) dump = argv[++i];
+    else if (!strcmp(a, "--attn-only")) attn_only = 1;
+    else if (!strcmp(a, "--graphs") && val) {
+      graphs = !strcmp(val, "on") ? 1 : !strcmp(val, "off") ? 0 : !strcmp(val, "auto") ? -1 : -2;
+      if (graphs == -2) return fprintf(stderr, "qvl bench: --graphs wants auto, on or off\n"), 2;
+      i++;
+    }
     else if (n_rest < 63) rest[n_rest++] = argv[i];
   }
   app_opts o;
@@ -152,9 +224,9 @@ int cmd_bench(int argc, char **argv) {
   for (int i = 0; i < n_cases && !rc; i++) {
     snprintf(names[i], sizeof names[i], "case%d.features", i);
     ents[i] = (st_entry){.name = names[i]};
-    rc = run_case(e, &cases[i], iters, warmup, dump ? &ents[i] : NULL, &data[i]);
+    rc = run_case(e, &cases[i], iters, warmup, graphs, attn_only, dump && !attn_only ? &ents[i] : NULL, &data[i]);
   }
-  if (!rc && dump) {
+  if (!rc && dump && !attn_only) {
     qvl_err err = {0};
     if ((rc = st_write(dump, ents, n_cases, NULL, NULL, &err))) fprintf(stderr, "qvl bench: %s\n", err.msg);
   }

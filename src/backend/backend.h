@@ -33,7 +33,11 @@ struct qvl_backend {
 
   /* ---- memory ---------------------------------------------------------------------------------- */
   int (*alloc)(qvl_backend *b, void **out, size_t bytes);
-  void (*free)(qvl_backend *b, void *p); /* NULL is a no-op */
+  void (*free)(qvl_backend *b, void *p); /* NULL is a no-op; the block may be kept for reuse */
+  void (*trim)(qvl_backend *b);          /* gives every block kept for reuse back (synchronises) */
+  /* Host memory the device copies from without staging (pinned on CUDA), for upload sources. */
+  int (*host_alloc)(qvl_backend *b, void **out, size_t bytes);
+  void (*host_free)(qvl_backend *b, void *p); /* NULL is a no-op */
   /* Uploads are ordered with the ops that follow; src may be freed as soon as the call returns.
    * host f32 -> buffer elements (converted to the backend dtype) */
   int (*upload_f32)(qvl_backend *b, void *dst, const float *src, int64_t n);
@@ -41,7 +45,8 @@ struct qvl_backend {
   int (*download_f32)(qvl_backend *b, float *dst, const void *src, int64_t n);
   /* raw bytes buffer -> host (index arrays, argmax_rows); waits for the ops before it, like download_f32 */
   int (*download)(qvl_backend *b, void *dst, const void *src, size_t bytes);
-  /* raw bytes host -> buffer (index arrays) */
+  /* raw bytes host -> buffer (index arrays); from host_alloc memory the copy is asynchronous, so the source
+   * must stay as it is until the next sync */
   int (*upload)(qvl_backend *b, void *dst, const void *src, size_t bytes);
   int (*sync)(qvl_backend *b);
   /* Per-category device time since the last call, in ms: [0] GEMMs, [1] attention, [2] everything else.
@@ -71,6 +76,9 @@ struct qvl_backend {
   int (*add)(qvl_backend *b, void *h, const void *x, int64_t n);
   /* y = silu(g) * u (n elements); y may alias g */
   int (*silu_mul)(qvl_backend *b, void *y, const void *g, const void *u, int64_t n);
+  /* y[r][j] = silu(gu[r][j]) * gu[r][f + j] for gu [rows][2f] (gate | up of one GEMM), y [rows][f] not
+   * overlapping gu; rounding as silu_mul */
+  int (*swiglu)(qvl_backend *b, void *y, const void *gu, int64_t rows, int f);
   /* y = gelu(x), exact erf form (nn.GELU()) or tanh approximation (gelu_pytorch_tanh); y may alias x */
   int (*gelu_erf)(qvl_backend *b, void *y, const void *x, int64_t n);
   int (*gelu_tanh)(qvl_backend *b, void *y, const void *x, int64_t n);
@@ -83,10 +91,16 @@ struct qvl_backend {
    * cos/sin of concat(angles, angles) (models/vision_index.h vis_rope_tables). */
   int (*rope_tables)(qvl_backend *b, float *cos, float *sin, const int32_t *pos, const int32_t *order, int64_t rows,
                      int head_dim, float theta);
-  /* out[rows][heads*head_dim] = softmax(q k^T * scale) v, non-causal, block-diagonal over the sequences
-   * [cu[i], cu[i+1]) (cu: host int32, n_seq + 1 entries, cu[0] = 0, cu[n_seq] = rows); qkv as rope_qk. */
-  int (*attention)(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads,
-                   int head_dim, float scale);
+  /* Non-causal attention, block-diagonal over the sequences [cu[i], cu[i+1]) (n_seq + 1 entries, cu[0] = 0,
+   * cu[n_seq] = rows), in two steps. attention_prepare does the host work once: picks the kernel and its plan
+   * from cu (host int32) and fills *att's device state from cu_dev (the same values in an int32 buffer, already
+   * uploaded; read in stream order). attention then runs with no host work beyond the launch (it may be
+   * captured in a graph) as often as needed: out[rows][heads*head_dim] = softmax(q k^T * scale) v, qkv as
+   * rope_qk. attention_free releases *att (NULL is a no-op). */
+  int (*attention_prepare)(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq,
+                           int heads, int head_dim);
+  int (*attention)(qvl_backend *b, void *out, const void *qkv, const void *att, float scale);
+  void (*attention_free)(qvl_backend *b, void *att);
   /* ---- paged KV cache (language model, batches of sequences) ----
    * A layer's cache is two pools kc, vc of [slots][kv_heads][head_dim] elements; slot = block * block_size +
    * offset. Sequence s keeps its token t in slot table[s * max_blocks + t / block_size] * block_size +

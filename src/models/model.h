@@ -17,8 +17,9 @@ typedef struct vit_layer {
   void *norm2_w, *norm2_b;  /* [D] */
   void *qkv_w, *qkv_b;      /* [3D, D], [3D]: q, k, v outputs, heads contiguous */
   void *proj_w, *proj_b;    /* [D, D], [D] */
-  void *fc1_w, *fc1_b;      /* Qwen2.5-VL gate_proj / Qwen3-VL linear_fc1: [F, D], [F] */
-  void *up_w, *up_b;        /* Qwen2.5-VL up_proj: [F, D], [F] */
+  void *fc1_w, *fc1_b;      /* Qwen2.5-VL gate_proj / Qwen3-VL linear_fc1: [F, D], [F]; Qwen2.5-VL after
+                             * qwen2_5_vl_fuse: gate|up [2F, D], [2F] */
+  void *up_w, *up_b;        /* Qwen2.5-VL up_proj: [F, D], [F]; NULL after qwen2_5_vl_fuse */
   void *fc2_w, *fc2_b;      /* down_proj / linear_fc2: [D, F], [D] */
 } vit_layer;
 
@@ -122,13 +123,20 @@ typedef struct vis_input {
   int n;
   const float *host_pixels;
   const void *dev_pixels;
-  int64_t max_patches; /* the engine's limit (qvl_engine_params.max_patches) */
+  int64_t max_patches; /* a lower limit than the workspace's for this call; 0: the workspace's */
 } vis_input;
 
-/* out == NULL leaves the features on the device (benchmarks); the call still synchronises. */
-int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const vis_input *in,
-                      qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err);
-int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const vis_input *in,
-                    qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err);
+/* The device memory of the towers, planned at open from the limits (vision_run.h). */
+typedef struct vis_ws vis_ws;
+
+/* One call on the workspace (grids within its limits, else QVL_ERR_LIMIT before any device work). out == NULL
+ * leaves the features on the device (benchmarks); the call still synchronises. */
+int qwen2_5_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,
+                      void *ud, qvl_err *err);
+int qwen3_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,
+                    void *ud, qvl_err *err);
+/* After binding: each vision layer's gate and up (fc1_w/up_w, fc1_b/up_b) become one [2F, D] GEMM in fc1_w and
+ * fc1_b (gate rows first); up_w and up_b are freed and set NULL. */
+int qwen2_5_vl_fuse(qvl_backend *b, const qvl_config *cfg, qvl_weights *w, qvl_err *err);
 
 #endif

@@ -3,6 +3,7 @@
  *   pixels [N, K=1176] -> patch embed (GEMM, no bias) [N, D=1280]
  *   -> window reorder (groups of 4 patches by window_index)
  *   -> depth x { h += proj(attn(rope(qkv(rmsnorm1(h))))) ; h += down(silu(gate(x)) * up(x)), x = rmsnorm2(h) }
+ *      (gate and up bound as one [2F, D] GEMM after load: qwen2_5_vl_fuse)
  *      attention over 8x8-patch windows (cu_window_seqlens), except fullatt_block_indexes (7, 15, 23, 31)
  *      over whole images / temporal slices (cu_seqlens)
  *   -> merger: rmsnorm(ln_q) per patch, view [N/4, 4D], fc 4D->4D, gelu(erf), fc 4D->O
@@ -62,104 +63,107 @@ const qvl_tensor_rule *qwen2_5_vl_rules(int *n_rules) {
   return RULES;
 }
 
-/* Host-side indices of one batch: window order, its inverse, sequence boundaries, rotary positions. */
-typedef struct q25_index {
-  int32_t *window_index, *reverse, *patch_order, *cu_win, *cu_full, *pos;
-  int n_win, n_full;
-} q25_index;
-
-static void q25_index_free(q25_index *x) {
-  free(x->window_index), free(x->reverse), free(x->patch_order), free(x->cu_win), free(x->cu_full);
-  free(x->pos);
-}
-
-static int q25_index_build(q25_index *x, const qvl_vision_config *v, const int32_t *grid, int n_img, int64_t rows,
-                           qvl_err *err) {
-  int unit = v->merge * v->merge, win = v->window_size / v->merge / v->patch;
-  int64_t groups = rows / unit;
-  memset(x, 0, sizeof *x);
-  x->window_index = malloc((size_t)groups * sizeof(int32_t));
-  x->reverse = malloc((size_t)groups * sizeof(int32_t));
-  x->patch_order = malloc((size_t)rows * sizeof(int32_t));
-  x->cu_win = malloc((size_t)(vis_count_windows(grid, n_img, v->merge, win) + 1) * sizeof(int32_t));
-  x->cu_full = malloc((size_t)(vis_count_seqs(grid, n_img) + 1) * sizeof(int32_t));
-  x->pos = malloc((size_t)rows * 2 * sizeof(int32_t));
-  if (!x->window_index || !x->reverse || !x->patch_order || !x->cu_win || !x->cu_full || !x->pos) {
-    q25_index_free(x);
-    return qvl_fail(err, QVL_ERR_NOMEM, "qwen2.5-vl: cannot allocate indices for %lld patches", (long long)rows);
-  }
-  x->n_win = vis_window_index(x->window_index, x->cu_win, grid, n_img, v->merge, win);
-  x->n_full = vis_cu_seqlens(x->cu_full, grid, n_img);
-  vis_invert(x->reverse, x->window_index, groups);
-  for (int64_t r = 0; r < rows; r++) x->patch_order[r] = x->window_index[r / unit] * unit + (int32_t)(r % unit);
-  vis_rot_pos(x->pos, grid, n_img, v->merge);
-  return QVL_OK;
-}
-
 static int is_fullatt(const qvl_vision_config *v, int layer) {
   for (int i = 0; i < v->n_fullatt; i++)
     if (v->fullatt[i] == layer) return 1;
   return 0;
 }
 
-/* One block, pre-norm residual (spec §2.5). */
-static int q25_block(vis_run *r, const vit_layer *L, const int32_t *cu, int n_seq) {
+int qwen2_5_vl_fuse(qvl_backend *b, const qvl_config *cfg, qvl_weights *w, qvl_err *err) {
+  const qvl_vision_config *v = &cfg->vision;
+  int F = w->vit_ffn, D = v->hidden, rc = QVL_OK;
+  size_t e = b->elem_bytes;
+  int32_t *iota = malloc((size_t)F * sizeof(int32_t)), *dev = NULL;
+  if (!iota) return qvl_fail(err, QVL_ERR_NOMEM, "qwen2.5-vl: out of memory");
+  for (int i = 0; i < F; i++) iota[i] = i;
+  rc = b->alloc(b, (void **)&dev, (size_t)F * sizeof(int32_t));
+  if (!rc) rc = b->upload(b, dev, iota, (size_t)F * sizeof(int32_t));
+  for (int l = 0; !rc && l < v->depth; l++) {
+    vit_layer *L = &w->vit[l];
+    void *gw = NULL, *gb = NULL;
+    if (!L->up_w) continue;
+    if ((rc = b->alloc(b, &gw, (size_t)2 * F * D * e)) || (rc = b->alloc(b, &gb, (size_t)2 * F * e)) ||
+        (rc = b->gather_rows(b, gw, L->fc1_w, dev, F, D)) ||
+        (rc = b->gather_rows(b, (char *)gw + (size_t)F * D * e, L->up_w, dev, F, D)) ||
+        (rc = b->gather_rows(b, gb, L->fc1_b, dev, 1, F)) ||
+        (rc = b->gather_rows(b, (char *)gb + (size_t)F * e, L->up_b, dev, 1, F)) || (rc = b->sync(b))) {
+      b->free(b, gw), b->free(b, gb);
+      break;
+    }
+    b->free(b, L->fc1_w), b->free(b, L->fc1_b), b->free(b, L->up_w), b->free(b, L->up_b);
+    L->fc1_w = gw, L->fc1_b = gb, L->up_w = L->up_b = NULL;
+    b->trim(b);
+  }
+  b->free(b, dev);
+  free(iota);
+  return rc;
+}
+
+/* Host indices of a call (vision_run.h): rotary positions in window order, window order of merge groups and
+ * its inverse, window and full-attention boundaries. */
+static int q25_index(vis_run *r, const int32_t *grid, int n) {
+  const qvl_vision_config *v = r->v;
+  int unit = v->merge * v->merge, win = v->window_size / v->merge / v->patch;
+  int64_t N = r->rows, G = N / unit;
+  int32_t *pos, *order, *widx, *rev, *cu_win, *cu_full;
+  r->pos = vis_ix_take(r, 2 * N, &pos);
+  r->order = vis_ix_take(r, N, &order);
+  r->widx = vis_ix_take(r, G, &widx);
+  r->rev = vis_ix_take(r, G, &rev);
+  r->cu_dev[1] = vis_ix_take(r, vis_count_windows(grid, n, v->merge, win) + 1, &cu_win);
+  r->cu_dev[0] = vis_ix_take(r, vis_count_seqs(grid, n) + 1, &cu_full);
+  r->n_seq[1] = vis_window_index(widx, cu_win, grid, n, v->merge, win);
+  r->n_seq[0] = vis_cu_seqlens(cu_full, grid, n);
+  r->cu[0] = cu_full, r->cu[1] = cu_win, r->n_att = 2;
+  vis_invert(rev, widx, G);
+  for (int64_t i = 0; i < N; i++) order[i] = widx[i / unit] * unit + (int32_t)(i % unit);
+  vis_rot_pos(pos, grid, n, v->merge);
+  return QVL_OK;
+}
+
+/* One block, pre-norm residual (spec §2.5); the MLP's gate and up are one GEMM (qwen2_5_vl_fuse). */
+static int q25_block(vis_run *r, const vit_layer *L, const void *att) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
   int64_t N = r->rows;
   int D = v->hidden, F = r->ffn_width, rc;
   if ((rc = b->rmsnorm(b, r->x, r->h, L->norm1_w, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->qkv, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
-      (rc = b->rope_qk(b, r->qkv, r->cos, r->sin, N, v->heads, v->head_dim)) ||
-      (rc = b->attention(b, r->x, r->qkv, cu, n_seq, v->heads, v->head_dim, vis_attn_scale(v))) ||
+      (rc = b->linear(b, r->a, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
+      (rc = b->rope_qk(b, r->a, r->cos, r->sin, N, v->heads, v->head_dim)) ||
+      (rc = b->attention(b, r->x, r->a, att, vis_attn_scale(v))) ||
       (rc = b->linear(b, r->h, r->x, L->proj_w, L->proj_b, N, D, D, QVL_EPI_RESIDUAL)) ||
       (rc = b->rmsnorm(b, r->x, r->h, L->norm2_w, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->ffn, r->x, L->fc1_w, L->fc1_b, N, F, D, QVL_EPI_NONE)) ||
-      (rc = b->linear(b, r->ffn2, r->x, L->up_w, L->up_b, N, F, D, QVL_EPI_NONE)) ||
-      (rc = b->silu_mul(b, r->ffn, r->ffn, r->ffn2, N * F)) ||
-      (rc = b->linear(b, r->h, r->ffn, L->fc2_w, L->fc2_b, N, D, F, QVL_EPI_RESIDUAL)))
+      (rc = b->linear(b, r->u, r->x, L->fc1_w, L->fc1_b, N, 2 * F, D, QVL_EPI_NONE)) ||
+      (rc = b->swiglu(b, r->a, r->u, N, F)) ||
+      (rc = b->linear(b, r->h, r->a, L->fc2_w, L->fc2_b, N, D, F, QVL_EPI_RESIDUAL)))
     return rc;
   return QVL_OK;
 }
 
-static int q25_forward(vis_run *r, const qvl_weights *w, const q25_index *x, const vis_input *in, qvl_tap_fn tap,
-                       void *ud) {
+/* Patch embedding, window reorder, the blocks, the merger and the reverse reorder (vision_run.h: no uploads). */
+static int q25_forward(vis_run *r, const qvl_weights *w, const void *px, qvl_tap_fn tap, void *ud) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
-  int64_t N = r->rows, G = N / 4;
+  int unit = v->merge * v->merge;
+  int64_t N = r->rows, G = N / unit;
   int D = v->hidden, rc;
-  const void *px;
-  if ((rc = vis_pixels(r, in, &px)) || (rc = b->linear(b, r->x, px, w->patch_w, NULL, N, D, r->k, QVL_EPI_NONE)) ||
-      (rc = b->upload(b, r->idx, x->window_index, (size_t)G * sizeof(int32_t))) ||
-      (rc = b->gather_rows(b, r->h, r->x, r->idx, G, 4 * (int64_t)D)))
+  /* the rotary tables follow the window reorder of the tokens */
+  if ((rc = b->rope_tables(b, r->cos, r->sin, r->pos, r->order, N, v->head_dim, 10000.0f)) ||
+      (rc = b->linear(b, r->x, px, w->patch_w, NULL, N, D, r->k, QVL_EPI_NONE)) ||
+      (rc = b->gather_rows(b, r->h, r->x, r->widx, G, (int64_t)unit * D)))
     return rc;
   if (tap) tap(ud, "patch_embed", r->x, N, D);
   for (int l = 0; l < v->depth; l++) {
-    int full = is_fullatt(v, l);
-    if ((rc = q25_block(r, &w->vit[l], full ? x->cu_full : x->cu_win, full ? x->n_full : x->n_win))) return rc;
+    if ((rc = q25_block(r, &w->vit[l], r->att[is_fullatt(v, l) ? 0 : 1]))) return rc;
     if (tap) vis_tap_block(tap, ud, l, r->h, N, D);
   }
-  if ((rc = vis_merger(r, &w->merger, 0, r->h, r->out_dev[1])) ||
-      (rc = b->upload(b, r->idx, x->reverse, (size_t)G * sizeof(int32_t))))
-    return rc;
-  return b->gather_rows(b, r->out_dev[0], r->out_dev[1], r->idx, G, v->out_hidden);
+  if ((rc = vis_merger(r, &w->merger, 0, r->h, r->u, r->a))) return rc;
+  return b->gather_rows(b, r->out_dev[0], r->a, r->rev, G, v->out_hidden);
 }
 
-int qwen2_5_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const vis_input *in,
-                      qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err) {
-  const qvl_vision_config *v = &cfg->vision;
-  vis_run r;
-  q25_index x;
-  int rc = vis_run_begin(&r, b, v, w->vit_ffn, in, 2, err);
-  if (rc) return rc;
-  if ((rc = q25_index_build(&x, v, in->grid, in->n, r.rows, err))) {
-    vis_run_end(&r);
-    return rc;
-  }
-  rc = vis_run_rope(&r, x.pos, x.patch_order); /* the tables follow the window reorder of the tokens */
-  if (!rc) rc = q25_forward(&r, w, &x, in, tap, ud);
-  if (!rc) rc = vis_run_collect(&r, out, 1);
-  q25_index_free(&x);
-  vis_run_end(&r);
-  return rc;
+static const vis_arch Q25 = {"qwen2.5-vl", 1, q25_index, q25_forward};
+
+int qwen2_5_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,
+                      void *ud, qvl_err *err) {
+  return vis_run_tower(ws, &Q25, w, in, out, tap, ud, err);
 }

@@ -72,19 +72,19 @@ const qvl_tensor_rule *qwen3_vl_rules(int *n_rules) {
 }
 
 /* One block, pre-norm residual (spec §3.5). */
-static int q3_block(vis_run *r, const vit_layer *L, const int32_t *cu, int n_seq) {
+static int q3_block(vis_run *r, const vit_layer *L, const void *att) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
   int64_t N = r->rows;
   int D = v->hidden, F = r->ffn_width, rc;
   if ((rc = b->layernorm(b, r->x, r->h, L->norm1_w, L->norm1_b, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->qkv, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
-      (rc = b->rope_qk(b, r->qkv, r->cos, r->sin, N, v->heads, v->head_dim)) ||
-      (rc = b->attention(b, r->x, r->qkv, cu, n_seq, v->heads, v->head_dim, vis_attn_scale(v))) ||
+      (rc = b->linear(b, r->a, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
+      (rc = b->rope_qk(b, r->a, r->cos, r->sin, N, v->heads, v->head_dim)) ||
+      (rc = b->attention(b, r->x, r->a, att, vis_attn_scale(v))) ||
       (rc = b->linear(b, r->h, r->x, L->proj_w, L->proj_b, N, D, D, QVL_EPI_RESIDUAL)) ||
       (rc = b->layernorm(b, r->x, r->h, L->norm2_w, L->norm2_b, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->ffn, r->x, L->fc1_w, L->fc1_b, N, F, D, QVL_EPI_GELU_TANH)) ||
-      (rc = b->linear(b, r->h, r->ffn, L->fc2_w, L->fc2_b, N, D, F, QVL_EPI_RESIDUAL)))
+      (rc = b->linear(b, r->a, r->x, L->fc1_w, L->fc1_b, N, F, D, QVL_EPI_GELU_TANH)) ||
+      (rc = b->linear(b, r->h, r->a, L->fc2_w, L->fc2_b, N, D, F, QVL_EPI_RESIDUAL)))
     return rc;
   return QVL_OK;
 }
@@ -95,72 +95,61 @@ static int deepstack_slot(const qvl_vision_config *v, int layer) {
   return -1;
 }
 
-static int q3_embed(vis_run *r, const qvl_weights *w, const vis_input *in, qvl_tap_fn tap, void *ud) {
+/* Host indices of a call (vision_run.h): rotary positions, bilinear corners and weights, image boundaries. */
+static int q3_index(vis_run *r, const int32_t *grid, int n) {
+  const qvl_vision_config *v = r->v;
+  int64_t N = r->rows;
+  int side = 1;
+  while (side * side < v->num_position_embeddings) side++;
+  int32_t *pos, *idx, *wts, *cu;
+  r->pos = vis_ix_take(r, 2 * N, &pos);
+  r->bil_idx = vis_ix_take(r, 4 * N, &idx);
+  r->bil_w = (float *)vis_ix_take(r, 4 * N, &wts);
+  r->cu_dev[0] = vis_ix_take(r, vis_count_seqs(grid, n) + 1, &cu);
+  vis_rot_pos(pos, grid, n, v->merge);
+  vis_bilinear(idx, (float *)wts, grid, n, v->merge, side);
+  r->n_seq[0] = vis_cu_seqlens(cu, grid, n);
+  r->cu[0] = cu, r->n_att = 1;
+  return QVL_OK;
+}
+
+/* The interpolated position embedding alone, for the goldens' tap: the same op applied to zeros (eager only). */
+static int q3_tap_pos(vis_run *r, const qvl_weights *w, qvl_tap_fn tap, void *ud) {
+  qvl_backend *b = r->b;
+  int64_t N = r->rows;
+  int D = r->v->hidden, rc;
+  float *zero = calloc((size_t)(N * D), sizeof(float));
+  if (!zero) return qvl_fail(r->err, QVL_ERR_NOMEM, "qwen3-vl: cannot allocate the tap buffer");
+  rc = b->upload_f32(b, r->x, zero, N * D);
+  free(zero);
+  if (rc || (rc = b->add_bilinear(b, r->x, w->pos_embed, r->bil_idx, r->bil_w, N, D))) return rc;
+  tap(ud, "patch_embed", r->h, N, D);
+  tap(ud, "pos_embed", r->x, N, D);
+  return QVL_OK;
+}
+
+/* Patch embedding + position embedding, the blocks with the DeepStack mergers, the merger (no uploads). */
+static int q3_forward(vis_run *r, const qvl_weights *w, const void *px, qvl_tap_fn tap, void *ud) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
   int64_t N = r->rows;
-  int D = v->hidden, side = 1, rc;
-  while (side * side < v->num_position_embeddings) side++;
-  int32_t *idx = malloc((size_t)N * 4 * sizeof(int32_t));
-  float *wts = malloc((size_t)N * 4 * sizeof(float));
-  if (!idx || !wts) {
-    free(idx), free(wts);
-    return qvl_fail(r->err, QVL_ERR_NOMEM, "qwen3-vl: cannot allocate position indices");
-  }
-  vis_bilinear(idx, wts, in->grid, in->n, v->merge, side);
-  rc = b->upload(b, r->idx, idx, (size_t)N * 4 * sizeof(int32_t));
-  if (!rc) rc = b->upload(b, r->wts, wts, (size_t)N * 4 * sizeof(float));
-  free(idx), free(wts);
-  const void *px;
-  if (rc || (rc = vis_pixels(r, in, &px)) || (rc = b->linear(b, r->h, px, w->patch_w, w->patch_b, N, D, r->k, QVL_EPI_NONE)))
+  int D = v->hidden, rc;
+  if ((rc = b->rope_tables(b, r->cos, r->sin, r->pos, NULL, N, v->head_dim, 10000.0f)) ||
+      (rc = b->linear(b, r->h, px, w->patch_w, w->patch_b, N, D, r->k, QVL_EPI_NONE)) ||
+      (tap && (rc = q3_tap_pos(r, w, tap, ud))) ||
+      (rc = b->add_bilinear(b, r->h, w->pos_embed, r->bil_idx, r->bil_w, N, D)))
     return rc;
-  if (tap) { /* the interpolation alone, for the goldens: the same op applied to zeros */
-    float *zero = calloc((size_t)(N * D), sizeof(float));
-    if (!zero) return qvl_fail(r->err, QVL_ERR_NOMEM, "qwen3-vl: cannot allocate the tap buffer");
-    rc = b->upload_f32(b, r->x, zero, N * D);
-    free(zero);
-    if (rc || (rc = b->add_bilinear(b, r->x, w->pos_embed, r->idx, r->wts, N, D))) return rc;
-    tap(ud, "patch_embed", r->h, N, D);
-    tap(ud, "pos_embed", r->x, N, D);
-  }
-  return b->add_bilinear(b, r->h, w->pos_embed, r->idx, r->wts, N, D);
-}
-
-static int q3_forward(vis_run *r, const qvl_weights *w, const int32_t *cu, int n_seq, qvl_tap_fn tap, void *ud) {
-  const qvl_vision_config *v = r->v;
-  int rc;
   for (int l = 0; l < v->depth; l++) {
-    if ((rc = q3_block(r, &w->vit[l], cu, n_seq))) return rc;
-    if (tap) vis_tap_block(tap, ud, l, r->h, r->rows, v->hidden);
+    if ((rc = q3_block(r, &w->vit[l], r->att[0]))) return rc;
+    if (tap) vis_tap_block(tap, ud, l, r->h, N, D);
     int k = deepstack_slot(v, l);
-    if (k >= 0 && (rc = vis_merger(r, &w->deepstack[k], 1, r->h, r->out_dev[2 + k]))) return rc;
+    if (k >= 0 && (rc = vis_merger(r, &w->deepstack[k], 1, r->h, r->a, r->out_dev[1 + k]))) return rc;
   }
-  return vis_merger(r, &w->merger, 0, r->h, r->out_dev[0]);
+  return vis_merger(r, &w->merger, 0, r->h, r->a, r->out_dev[0]);
 }
 
-int qwen3_vl_vision(qvl_backend *b, const qvl_config *cfg, const qvl_weights *w, const vis_input *in,
-                    qvl_vision_out *out, qvl_tap_fn tap, void *ud, qvl_err *err) {
-  const int32_t *grid = in->grid;
-  int n_img = in->n;
-  const qvl_vision_config *v = &cfg->vision;
-  vis_run r;
-  int rc = vis_run_begin(&r, b, v, w->vit_ffn, in, 2 + v->n_deepstack, err);
-  if (rc) return rc;
-  int64_t N = r.rows;
-  int32_t *cu = malloc((size_t)(vis_count_seqs(grid, n_img) + 1) * sizeof(int32_t));
-  int32_t *pos = malloc((size_t)N * 2 * sizeof(int32_t));
-  if (!cu || !pos) {
-    rc = qvl_fail(err, QVL_ERR_NOMEM, "qwen3-vl: cannot allocate indices for %lld patches", (long long)N);
-    goto done;
-  }
-  int n_seq = vis_cu_seqlens(cu, grid, n_img);
-  vis_rot_pos(pos, grid, n_img, v->merge);
-  if ((rc = vis_run_rope(&r, pos, NULL)) || (rc = q3_embed(&r, w, in, tap, ud)) ||
-      (rc = q3_forward(&r, w, cu, n_seq, tap, ud)))
-    goto done;
-  rc = vis_run_collect(&r, out, 1 + v->n_deepstack);
-done:
-  free(cu), free(pos);
-  vis_run_end(&r);
-  return rc;
+int qwen3_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,
+                    void *ud, qvl_err *err) {
+  vis_arch arch = {"qwen3-vl", 1 + ws->cfg->vision.n_deepstack, q3_index, q3_forward};
+  return vis_run_tower(ws, &arch, w, in, out, tap, ud, err);
 }

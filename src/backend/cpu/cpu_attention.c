@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cpu/cpu_ops.h"
 
@@ -25,15 +26,42 @@ static void softmax_rows(float *s, int rows, int cols) {
   }
 }
 
-int cpu_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
-                  float scale) {
+/* The prepared state: the sequence boundaries and the head layout. */
+typedef struct cpu_att {
+  int n_seq, heads, head_dim;
+  int32_t cu[];
+} cpu_att;
+
+int cpu_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
+                          int head_dim) {
+  (void)cu_dev; /* host memory here, with the same values as cu */
+  *att = NULL;
+  if (n_seq < 0 || heads < 1 || head_dim < 1)
+    return qvl_fail(b->err, QVL_ERR_INVALID_ARG, "cpu attention: %d sequences of %d heads x %d", n_seq, heads, head_dim);
+  for (int s = 0; s < n_seq; s++)
+    if (cu[s + 1] < cu[s]) return qvl_fail(b->err, QVL_ERR_INVALID_ARG, "cpu attention: cu_seqlens not sorted");
+  cpu_att *a = malloc(sizeof *a + (size_t)(n_seq + 1) * sizeof(int32_t));
+  if (!a) return qvl_fail(b->err, QVL_ERR_NOMEM, "cpu attention: out of memory");
+  a->n_seq = n_seq, a->heads = heads, a->head_dim = head_dim;
+  memcpy(a->cu, cu, (size_t)(n_seq + 1) * sizeof(int32_t));
+  *att = a;
+  return QVL_OK;
+}
+
+void cpu_attention_free(qvl_backend *b, void *att) {
+  (void)b;
+  free(att);
+}
+
+int cpu_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale) {
+  const cpu_att *a = att;
+  const int32_t *cu = a->cu;
+  int n_seq = a->n_seq, heads = a->heads, head_dim = a->head_dim;
   const float *QKV = qkv;
   float *O = out;
   int ld = 3 * heads * head_dim, ldo = heads * head_dim, max_len = 0;
-  for (int s = 0; s < n_seq; s++) {
-    if (cu[s + 1] < cu[s]) return qvl_fail(b->err, QVL_ERR_INVALID_ARG, "cpu attention: cu_seqlens not sorted");
+  for (int s = 0; s < n_seq; s++)
     if (cu[s + 1] - cu[s] > max_len) max_len = cu[s + 1] - cu[s];
-  }
   float *S = malloc((size_t)Q_BLOCK * (size_t)(max_len ? max_len : 1) * sizeof(float));
   if (!S) return qvl_fail(b->err, QVL_ERR_NOMEM, "cpu attention: cannot allocate scores for length %d", max_len);
   for (int s = 0; s < n_seq; s++) {

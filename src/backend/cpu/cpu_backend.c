@@ -18,6 +18,10 @@ static void cpu_free(qvl_backend *b, void *p) {
   free(p);
 }
 
+static void cpu_trim(qvl_backend *b) { (void)b; }
+
+static int cpu_host_alloc(qvl_backend *b, void **out, size_t bytes) { return cpu_alloc(b, out, bytes); }
+
 static int cpu_upload_f32(qvl_backend *b, void *dst, const float *src, int64_t n) {
   (void)b;
   memcpy(dst, src, (size_t)n * sizeof(float));
@@ -60,6 +64,9 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->err = err;
   b->alloc = cpu_alloc;
   b->free = cpu_free;
+  b->trim = cpu_trim;
+  b->host_alloc = cpu_host_alloc;
+  b->host_free = cpu_free;
   b->upload_f32 = cpu_upload_f32;
   b->download_f32 = cpu_download_f32;
   b->upload = cpu_upload;
@@ -71,6 +78,7 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->layernorm = cpu_layernorm;
   b->add = cpu_add;
   b->silu_mul = cpu_silu_mul;
+  b->swiglu = cpu_swiglu;
   b->gelu_erf = cpu_gelu_erf;
   b->gelu_tanh = cpu_gelu_tanh;
   b->rope_qk = cpu_rope_qk;
@@ -79,7 +87,9 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->attention_paged = cpu_attention_paged;
   b->argmax_rows = cpu_argmax_rows;
   b->scatter_rows = cpu_scatter_rows;
+  b->attention_prepare = cpu_attention_prepare;
   b->attention = cpu_attention;
+  b->attention_free = cpu_attention_free;
   b->gather_rows = cpu_gather_rows;
   b->add_bilinear = cpu_add_bilinear;
   return QVL_OK;

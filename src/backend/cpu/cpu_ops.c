@@ -74,6 +74,19 @@ int cpu_silu_mul(qvl_backend *b, void *y, const void *g, const void *u, int64_t 
   return QVL_OK;
 }
 
+int cpu_swiglu(qvl_backend *b, void *y, const void *gu, int64_t rows, int f) {
+  (void)b;
+  float *Y = y;
+  const float *GU = gu;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++)
+    for (int j = 0; j < f; j++) {
+      float g = GU[r * 2 * f + j];
+      Y[r * f + j] = g / (1.0f + expf(-g)) * GU[r * 2 * f + f + j];
+    }
+  return QVL_OK;
+}
+
 int cpu_gelu_erf(qvl_backend *b, void *y, const void *x, int64_t n) {
   (void)b;
   float *Y = y;

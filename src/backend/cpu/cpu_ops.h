@@ -11,13 +11,16 @@ int cpu_layernorm(qvl_backend *b, void *y, const void *x, const void *w, const v
                   float eps);
 int cpu_add(qvl_backend *b, void *h, const void *x, int64_t n);
 int cpu_silu_mul(qvl_backend *b, void *y, const void *g, const void *u, int64_t n);
+int cpu_swiglu(qvl_backend *b, void *y, const void *gu, int64_t rows, int f);
 int cpu_gelu_erf(qvl_backend *b, void *y, const void *x, int64_t n);
 int cpu_gelu_tanh(qvl_backend *b, void *y, const void *x, int64_t n);
 int cpu_rope_qk(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim);
 int cpu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, const int32_t *order, int64_t rows,
                     int head_dim, float theta);
-int cpu_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
-                  float scale);
+int cpu_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
+                          int head_dim);
+int cpu_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale);
+void cpu_attention_free(qvl_backend *b, void *att);
 int cpu_qkv_to_cache(qvl_backend *b, void *q, void *kc, void *vc, const void *qkv, const void *q_norm,
                      const void *k_norm, const float *cos, const float *sin, const int32_t *slot, int64_t rows,
                      int heads, int kv_heads, int head_dim, float eps);

@@ -55,9 +55,14 @@ int cuda_scratch(qvl_backend *b, size_t bytes) {
   if (bytes <= c->scratch_bytes) return QVL_OK;
   cudaStreamSynchronize(c->stream);
   cudaFree(c->scratch);
+  b->mem_held -= (int64_t)c->scratch_bytes;
   c->scratch = NULL, c->scratch_bytes = 0;
   int rc = cuda_check(b, cudaMalloc(&c->scratch, bytes), "scratch allocation");
-  if (!rc) c->scratch_bytes = bytes;
+  if (!rc) {
+    c->scratch_bytes = bytes;
+    b->mem_held += (int64_t)bytes;
+    if (b->mem_held > b->mem_peak) b->mem_peak = b->mem_held;
+  }
   return rc;
 }
 
@@ -114,27 +119,60 @@ static void cu_free(qvl_backend *b, void *p) {
     }
 }
 
+/* Conversions go through a fixed f32 staging chunk in device memory, reused in stream order (each copy into it
+ * queues behind the kernel that read the previous chunk), so a 2 GB tensor needs no 2 GB of scratch. */
+enum { CONVERT_CHUNK = 4 << 20 }; /* floats */
+
 static int cu_upload_f32(qvl_backend *b, void *dst, const float *src, int64_t n) {
   cuda_ctx *c = b->ctx;
-  int rc = cuda_scratch(b, (size_t)n * sizeof(float));
-  if (!rc) rc = cuda_check(b, cudaMemcpyAsync(c->scratch, src, (size_t)n * 4, cudaMemcpyHostToDevice, c->stream),
-                           "upload");
-  return rc ? rc : launched(b, cuda_f32_to_bf16(dst, c->scratch, n, c->stream), "f32_to_bf16");
+  int rc = cuda_scratch(b, (size_t)CONVERT_CHUNK * sizeof(float));
+  for (int64_t i = 0; !rc && i < n; i += CONVERT_CHUNK) {
+    int64_t k = n - i < CONVERT_CHUNK ? n - i : CONVERT_CHUNK;
+    rc = cuda_check(b, cudaMemcpyAsync(c->scratch, src + i, (size_t)k * 4, cudaMemcpyHostToDevice, c->stream),
+                    "upload");
+    if (!rc) rc = launched(b, cuda_f32_to_bf16((uint16_t *)dst + i, c->scratch, k, c->stream), "f32_to_bf16");
+  }
+  return rc;
 }
 
 static int cu_download_f32(qvl_backend *b, float *dst, const void *src, int64_t n) {
   cuda_ctx *c = b->ctx;
-  int rc = cuda_scratch(b, (size_t)n * sizeof(float));
-  if (!rc) rc = launched(b, cuda_bf16_to_f32(c->scratch, src, n, c->stream), "bf16_to_f32");
-  if (!rc) rc = cuda_check(b, cudaMemcpyAsync(dst, c->scratch, (size_t)n * 4, cudaMemcpyDeviceToHost, c->stream),
-                           "download");
+  int rc = cuda_scratch(b, (size_t)CONVERT_CHUNK * sizeof(float));
+  for (int64_t i = 0; !rc && i < n; i += CONVERT_CHUNK) {
+    int64_t k = n - i < CONVERT_CHUNK ? n - i : CONVERT_CHUNK;
+    rc = launched(b, cuda_bf16_to_f32(c->scratch, (const uint16_t *)src + i, k, c->stream), "bf16_to_f32");
+    if (!rc) rc = cuda_check(b, cudaMemcpyAsync(dst + i, c->scratch, (size_t)k * 4, cudaMemcpyDeviceToHost,
+                                                c->stream), "download");
+  }
   return rc ? rc : cuda_check(b, cudaStreamSynchronize(c->stream), "download");
 }
 
 static int cu_upload(qvl_backend *b, void *dst, const void *src, size_t bytes) {
   cuda_ctx *c = b->ctx;
-  /* pageable src is staged before the call returns, so the caller may free it; the copy stays in stream order */
+  /* pageable src is staged before the call returns (the driver may wait for the stream to do so), so the caller
+   * may free it; pinned src (cu_host_alloc) is copied asynchronously. Either way in stream order. */
   return cuda_check(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+}
+
+/* Every block kept for reuse goes back to the device (a plan of another size will not want them). */
+static void cu_trim(qvl_backend *b) {
+  cuda_ctx *c = b->ctx;
+  cudaStreamSynchronize(c->stream);
+  for (int i = 0; i < c->n_cache; i++) {
+    cudaFree(c->cache[i].p);
+    b->mem_held -= (int64_t)c->cache[i].bytes;
+  }
+  c->n_cache = 0;
+}
+
+static int cu_host_alloc(qvl_backend *b, void **out, size_t bytes) {
+  *out = NULL;
+  return cuda_check(b, cudaHostAlloc(out, bytes ? bytes : 1, cudaHostAllocDefault), "pinned host allocation");
+}
+
+static void cu_host_free(qvl_backend *b, void *p) {
+  (void)b;
+  if (p) cudaFreeHost(p);
 }
 
 static int cu_download(qvl_backend *b, void *dst, const void *src, size_t bytes) {
@@ -195,6 +233,10 @@ static int cu_add(qvl_backend *b, void *h, const void *x, int64_t n) {
 
 static int cu_silu_mul(qvl_backend *b, void *y, const void *g, const void *u, int64_t n) {
   OTHER(b, cuda_silu_mul(y, g, u, n, STREAM(b)), "silu_mul");
+}
+
+static int cu_swiglu(qvl_backend *b, void *y, const void *gu, int64_t rows, int f) {
+  OTHER(b, cuda_swiglu(y, gu, rows, f, STREAM(b)), "swiglu");
 }
 
 static int cu_gelu_erf(qvl_backend *b, void *y, const void *x, int64_t n) {
@@ -292,16 +334,18 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   int rc = cu_init(b, c, dev);
   if (rc) return rc;
   b->alloc = cu_alloc, b->free = cu_free, b->upload_f32 = cu_upload_f32, b->download_f32 = cu_download_f32;
-  b->upload = cu_upload, b->download = cu_download, b->sync = cu_sync;
+  b->upload = cu_upload, b->download = cu_download, b->sync = cu_sync, b->trim = cu_trim, b->host_alloc = cu_host_alloc;
+  b->host_free = cu_host_free;
   b->graph_begin = cu_graph_begin, b->graph_end = cu_graph_end, b->graph_launch = cu_graph_launch;
   b->graph_free = cu_graph_free;
   const char *prof = getenv("QVL_PROFILE");
   c->profiling = prof && *prof == '1';
   if (c->profiling) b->profile = cu_profile;
   b->linear = cuda_linear, b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
-  b->silu_mul = cu_silu_mul, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh, b->rope_qk = cu_rope_qk;
-  b->rope_tables = cu_rope_tables;
+  b->silu_mul = cu_silu_mul, b->swiglu = cu_swiglu, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh;
+  b->rope_qk = cu_rope_qk, b->rope_tables = cu_rope_tables;
   b->scatter_rows = cu_scatter_rows;
-  b->attention = cuda_attention, b->gather_rows = cu_gather_rows, b->add_bilinear = cu_add_bilinear;
+  b->attention_prepare = cuda_attention_prepare, b->attention = cuda_attention;
+  b->attention_free = cuda_attention_free, b->gather_rows = cu_gather_rows, b->add_bilinear = cu_add_bilinear;
   return QVL_OK;
 }

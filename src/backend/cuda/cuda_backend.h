@@ -32,7 +32,7 @@ typedef struct cuda_ctx {
   int n_plans, cap_plans;
   struct cuda_block { void *p; size_t bytes; } *live, *cache; /* allocated; freed and kept for reuse */
   int n_live, cap_live, n_cache, cap_cache;
-  void *scratch;          /* conversions and attention metadata, grown on demand */
+  void *scratch;          /* f32 staging of the conversions (upload_f32, download_f32) */
   struct cuda_mark { int cat; cudaEvent_t a, z; } *marks; /* QVL_PROFILE=1: one event pair per op */
   int n_marks, cap_marks, profiling;
   size_t scratch_bytes;
@@ -48,8 +48,10 @@ int cuda_scratch(qvl_backend *b, size_t bytes);
 int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
                 int epi);
 void cuda_gemm_destroy(cuda_ctx *c);
-int cuda_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
-                   float scale);
+int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
+                           int head_dim);
+int cuda_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale);
+void cuda_attention_free(qvl_backend *b, void *att);
 void cuda_sdpa_destroy(cuda_ctx *c);
 
 #endif

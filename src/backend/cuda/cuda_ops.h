@@ -25,6 +25,8 @@ int cuda_layernorm(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint
 /* eltwise.cu */
 int cuda_add(uint16_t *h, const uint16_t *x, int64_t n, qvl_stream s);                          /* h = bf16(h + x) */
 int cuda_silu_mul(uint16_t *y, const uint16_t *g, const uint16_t *u, int64_t n, qvl_stream s);  /* bf16(silu(g)) * u */
+/* swiglu.cu: y[r][j] = bf16(bf16(silu(gu[r][j])) * gu[r][f + j]) for gu [rows][2f], y [rows][f]. */
+int cuda_swiglu(uint16_t *y, const uint16_t *gu, int64_t rows, int f, qvl_stream s);
 int cuda_gelu(uint16_t *y, const uint16_t *x, int64_t n, int tanh_approx, qvl_stream s);
 int cuda_f32_to_bf16(uint16_t *y, const float *x, int64_t n, qvl_stream s);
 int cuda_bf16_to_f32(float *y, const uint16_t *x, int64_t n, qvl_stream s);
@@ -44,6 +46,11 @@ int cuda_add_bilinear(uint16_t *h, const uint16_t *table, const int32_t *idx, co
 /* y[r] = x[r] for rows of row_elems, reading rows at x_stride and writing at y_stride (elements). */
 int cuda_copy_rows(uint16_t *y, int64_t y_stride, const uint16_t *x, int64_t x_stride, int64_t rows, int64_t row_elems,
                    qvl_stream s);
+
+/* sdpa_meta.cu: cuDNN's per-slot sequence lengths lens [nb] and element offsets off_qkv, off_o [nb + 1]
+ * (cu[min(i, n_seq)] * qkv_row / o_row) from device boundaries cu [n_seq + 1]; slots past n_seq are empty. */
+int cuda_sdpa_meta(int32_t *lens, int64_t *off_qkv, int64_t *off_o, const int32_t *cu, int n_seq, int nb,
+                   int64_t qkv_row, int64_t o_row, qvl_stream s);
 
 /* scatter.cu: backend.h scatter_rows (vision rows and DeepStack into the language model's rows). */
 int cuda_scatter_rows(uint16_t *y, const uint16_t *x, const int32_t *idx, int64_t n, int64_t row_elems, int accumulate,

@@ -6,8 +6,13 @@
  * copied to contiguous [N][H][D] buffers. Plans are cached per bucket: the sequence count rounded up to a
  * power of two and the longest sequence to a multiple of 64; unused slots get length 0 (legal).
  * When every sequence has the same length L, a multiple of 64 (whole 64-token windows of Qwen2.5-VL, a batch
- * of same-size images), the call is a dense batched [n, H, L, D] one instead: no ragged offsets, faster
- * (../shared/research/kernels.md §1a), and the plan is keyed by the exact (n, L). */
+ * of same-size images), a dense batched [n, H, L, D] plan keyed by the exact (n, L) is a second candidate.
+ *
+ * A plan keeps every engine configuration the heuristics return (mode A, then FALLBACK) that finalizes; the
+ * first run of a prepared attention outside graph capture times each once on the real buffers and keeps the
+ * fastest (and, where both exist, the faster of the dense and ragged plans). QVL_SDPA_LOG=1 prints the times.
+ * attention_prepare does all host work; the device metadata (lengths, offsets) is derived on the device from
+ * the uploaded boundaries (sdpa_meta.cu), so attention itself is one cudnnBackendExecute. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +20,16 @@
 
 #include "backend/cuda/cuda_backend.h"
 
-enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO, N_DESC = 16 };
+enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO, N_DESC = 16, MAX_CAND = 16 };
 
 struct sdpa_plan {
   int b, s, heads, hd, packed, dense; /* the bucket */
   cudnnBackendDescriptor_t plan, desc[N_DESC];
-  int n_desc;
-  int64_t ws_bytes;
+  cudnnBackendDescriptor_t cand[MAX_CAND]; /* finalized plans of the heuristics' configs until tuned */
+  int64_t cand_ws[MAX_CAND];
+  int n_cand, n_desc, tuned;
+  int64_t ws_bytes;                   /* the largest candidate's workspace until tuned, then the chosen one's */
+  float best_ms;                      /* the chosen plan's time when tuned (0: not timed) */
 };
 
 static int dnn_fail(qvl_backend *b, cudnnStatus_t st, const char *what) {
@@ -85,9 +93,10 @@ static int sdpa_op(qvl_backend *b, sdpa_plan *p, cudnnBackendDescriptor_t *op) {
   return QVL_OK;
 }
 
+/* Every engine configuration of the heuristics (mode A, then FALLBACK when A has none) that finalizes. */
 static int sdpa_build(qvl_backend *b, sdpa_plan *p) {
   cuda_ctx *c = b->ctx;
-  cudnnBackendDescriptor_t op, graph, heur, cfg;
+  cudnnBackendDescriptor_t op, graph, heur, cfgs[MAX_CAND];
   if (sdpa_op(b, p, &op)) return b->err->code;
   DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph), "graph");
   p->desc[p->n_desc++] = graph;
@@ -95,48 +104,68 @@ static int sdpa_build(qvl_backend *b, sdpa_plan *p) {
   DN(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->dnn), "graph handle");
   DN(cudnnBackendFinalize(graph), "graph finalize");
   cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
-  int64_t n_cfg = 0;
-  for (int i = 0; i < 2 && !n_cfg; i++) {
+  cudnnStatus_t last = CUDNN_STATUS_SUCCESS;
+  for (int i = 0; i < 2 && !p->n_cand; i++) {
+    int64_t n_cfg = 0;
     DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur), "heuristics");
     p->desc[p->n_desc++] = heur;
     DN(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph),
        "heuristics graph");
     DN(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[i]), "heur mode");
     DN(cudnnBackendFinalize(heur), "heuristics finalize");
-    DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfg), "engine config");
-    p->desc[p->n_desc++] = cfg;
-    DN(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n_cfg, &cfg),
-       "heuristics results");
+    for (int k = 0; k < MAX_CAND; k++)
+      DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[k]), "engine config");
+    cudnnStatus_t st = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                                MAX_CAND, &n_cfg, cfgs);
+    for (int k = 0; !st && k < n_cfg && k < MAX_CAND; k++) {
+      cudnnBackendDescriptor_t plan;
+      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) continue;
+      int64_t got = 0, ws = 0;
+      cudnnStatus_t e = cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->dnn);
+      if (!e) e = cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                           CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[k]);
+      if (!e) e = cudnnBackendFinalize(plan);
+      if (!e) e = cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got,
+                                           &ws);
+      if (e) {
+        last = e;
+        cudnnBackendDestroyDescriptor(plan);
+        continue;
+      }
+      p->cand_ws[p->n_cand] = ws;
+      p->cand[p->n_cand++] = plan;
+      if (ws > p->ws_bytes) p->ws_bytes = ws;
+    }
+    for (int k = 0; k < MAX_CAND; k++) cudnnBackendDestroyDescriptor(cfgs[k]);
+    if (st) last = st;
   }
-  if (!n_cfg) return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: cuDNN has no engine for this layout");
-  DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->plan), "plan");
-  DN(cudnnBackendSetAttribute(p->plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &c->dnn), "plan handle");
-  DN(cudnnBackendSetAttribute(p->plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg),
-     "plan config");
-  DN(cudnnBackendFinalize(p->plan), "plan finalize");
-  int64_t got = 0;
-  DN(cudnnBackendGetAttribute(p->plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got,
-                              &p->ws_bytes), "workspace size");
+  if (!p->n_cand) {
+    if (last) return dnn_fail(b, last, "no engine configuration finalizes for this layout");
+    return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: cuDNN has no engine for this layout");
+  }
+  p->plan = p->cand[0];
   return QVL_OK;
 }
 
 static void plan_free(sdpa_plan *p) {
-  if (p->plan) cudnnBackendDestroyDescriptor(p->plan);
+  for (int i = 0; i < p->n_cand; i++) cudnnBackendDestroyDescriptor(p->cand[i]);
+  if (p->n_cand == 0 && p->plan) cudnnBackendDestroyDescriptor(p->plan);
   for (int i = 0; i < p->n_desc; i++) cudnnBackendDestroyDescriptor(p->desc[i]);
   memset(p, 0, sizeof *p);
 }
 
-static sdpa_plan *plan_get(qvl_backend *b, int nb, int s, int heads, int hd, int packed, int dense) {
+/* The index of the bucket's plan in c->plans (built on first use), or -1 with b->err set. */
+static int plan_get(qvl_backend *b, int nb, int s, int heads, int hd, int packed, int dense) {
   cuda_ctx *c = b->ctx;
   for (int i = 0; i < c->n_plans; i++) {
     sdpa_plan *p = &c->plans[i];
     if (p->b == nb && p->s == s && p->heads == heads && p->hd == hd && p->packed == packed && p->dense == dense)
-      return p;
+      return i;
   }
   if (c->n_plans == c->cap_plans) {
     int cap = c->cap_plans ? 2 * c->cap_plans : 16;
     sdpa_plan *np = realloc(c->plans, (size_t)cap * sizeof *np);
-    if (!np) return NULL;
+    if (!np) return qvl_fail(b->err, QVL_ERR_NOMEM, "cuda attention: out of memory"), -1;
     c->plans = np, c->cap_plans = cap;
   }
   sdpa_plan *p = &c->plans[c->n_plans];
@@ -144,36 +173,9 @@ static sdpa_plan *plan_get(qvl_backend *b, int nb, int s, int heads, int hd, int
   p->b = nb, p->s = s, p->heads = heads, p->hd = hd, p->packed = packed, p->dense = dense;
   if (sdpa_build(b, p)) {
     plan_free(p);
-    return NULL;
+    return -1;
   }
-  c->n_plans++;
-  return p;
-}
-
-/* Device metadata at the start of scratch: seq lens [nb] int32, offsets (q/k/v) and (o) [nb + 1] int64. */
-static int upload_meta(qvl_backend *b, const int32_t *cu, int n_seq, int nb, int64_t qkv_row, int64_t o_row,
-                       size_t extra, void **meta) {
-  size_t lens_bytes = ((size_t)nb * 4 + 15) / 16 * 16, offs = (size_t)(nb + 1) * 8;
-  size_t bytes = lens_bytes + 2 * offs;
-  char *host = malloc(bytes);
-  if (!host) return qvl_fail(b->err, QVL_ERR_NOMEM, "cuda attention: out of memory");
-  int32_t *lens = (int32_t *)host;
-  int64_t *oq = (int64_t *)(host + lens_bytes), *oo = oq + nb + 1;
-  for (int i = 0; i <= nb; i++) {
-    int j = i < n_seq ? i : n_seq;
-    if (i < nb) lens[i] = i < n_seq ? cu[i + 1] - cu[i] : 0;
-    oq[i] = (int64_t)cu[j] * qkv_row;
-    oo[i] = (int64_t)cu[j] * o_row;
-  }
-  /* Queued on the stream: the previous layer's attention may still be reading the old metadata. A pageable
-   * source is staged before cudaMemcpyAsync returns, so host can be freed right away. */
-  int rc = cuda_scratch(b, bytes + extra);
-  cuda_ctx *c = b->ctx;
-  if (!rc) rc = cuda_check(b, cudaMemcpyAsync(c->scratch, host, bytes, cudaMemcpyHostToDevice, c->stream),
-                           "attention metadata upload");
-  free(host);
-  *meta = ((cuda_ctx *)b->ctx)->scratch;
-  return rc;
+  return c->n_plans++;
 }
 
 static int next_pow2(int v) {
@@ -182,55 +184,142 @@ static int next_pow2(int v) {
   return p;
 }
 
-int cuda_attention(qvl_backend *b, void *out, const void *qkv, const int32_t *cu, int n_seq, int heads, int head_dim,
-                   float scale) {
+/* A prepared attention. dev: ragged metadata (lens [nb] int32 padded to 16 bytes, offsets of q/k/v and of o
+ * [nb + 1] int64), then the workspace, then contiguous q, k, v when the interleaved layout was refused. */
+typedef struct cuda_att {
+  int ragged, dense;   /* plan indices (-1: none) */
+  int use_dense;       /* which one runs */
+  int decided, packed, heads, head_dim, nb;
+  int64_t rows;
+  void *dev;
+  size_t lens_bytes, ws_off, split_off;
+} cuda_att;
+
+void cuda_attention_free(qvl_backend *b, void *att) {
+  cuda_att *a = att;
+  if (!a) return;
+  b->free(b, a->dev);
+  free(a);
+}
+
+int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
+                           int head_dim) {
   cuda_ctx *c = b->ctx;
-  int max_s = 0, dense = n_seq > 1 && cu[1] % 64 == 0;
+  *att = NULL;
+  int max_s = 0, dense = n_seq > 1 && cu[1] % 64 == 0 && cu[1] > 0;
   for (int i = 0; i < n_seq; i++) {
+    if (cu[i + 1] < cu[i]) return qvl_fail(b->err, QVL_ERR_INVALID_ARG, "cuda attention: cu_seqlens not sorted");
     max_s = cu[i + 1] - cu[i] > max_s ? cu[i + 1] - cu[i] : max_s;
     dense &= cu[i + 1] - cu[i] == cu[1];
   }
-  if (!max_s) return QVL_OK;
-  int s = (max_s + 63) / 64 * 64, packed = 1, nb = dense ? n_seq : next_pow2(n_seq);
-  int64_t HD = (int64_t)heads * head_dim, rows = cu[n_seq];
-  sdpa_plan *p = plan_get(b, nb, s, heads, head_dim, 1, dense);
-  if (!p) { /* interleaved q/k/v refused: fall back to contiguous copies */
+  cuda_att *a = calloc(1, sizeof *a);
+  if (!a) return qvl_fail(b->err, QVL_ERR_NOMEM, "cuda attention: out of memory");
+  a->ragged = a->dense = -1, a->packed = 1, a->heads = heads, a->head_dim = head_dim, a->rows = n_seq ? cu[n_seq] : 0;
+  *att = a;
+  if (!max_s) return QVL_OK; /* nothing to attend over: attention is a no-op */
+  int s = (max_s + 63) / 64 * 64;
+  a->nb = next_pow2(n_seq);
+  if ((a->ragged = plan_get(b, a->nb, s, heads, head_dim, 1, 0)) < 0) { /* interleaved q/k/v refused */
     qvl_err_clear(b->err);
-    packed = 0;
-    if (!(p = plan_get(b, nb, s, heads, head_dim, 0, dense))) return b->err->code ? b->err->code : QVL_ERR_NOMEM;
+    a->packed = 0, dense = 0;
+    if ((a->ragged = plan_get(b, a->nb, s, heads, head_dim, 0, 0)) < 0) return b->err->code;
   }
-  size_t lens_bytes = ((size_t)nb * 4 + 15) / 16 * 16, meta_bytes = lens_bytes + 2 * (size_t)(nb + 1) * 8;
-  size_t meta_pad = (meta_bytes + 255) / 256 * 256, split = packed ? 0 : (size_t)(3 * rows * HD) * 2;
-  void *meta = NULL;
-  int rc = upload_meta(b, cu, n_seq, nb, packed ? 3 * HD : HD, HD, meta_pad - meta_bytes + split + (size_t)p->ws_bytes,
-                       &meta);
-  if (rc) return rc;
-  char *base = meta;
-  uint16_t *q = (uint16_t *)qkv, *k = q + HD, *v = q + 2 * HD;
-  if (!packed) { /* contiguous q, k, v after the metadata */
-    uint16_t *sq = (uint16_t *)(base + meta_pad);
-    for (int i = 0; i < 3; i++)
-      if ((rc = cuda_copy_rows(sq + (int64_t)i * rows * HD, HD, (const uint16_t *)qkv + i * HD, 3 * HD, rows, HD,
-                               c->stream)))
-        return qvl_fail(b->err, rc, "cuda attention: q/k/v split failed");
-    q = sq, k = sq + rows * HD, v = sq + 2 * rows * HD;
-  }
-  void *ws = p->ws_bytes ? base + meta_pad + split : NULL;
-  void *lens = base, *oq = base + lens_bytes, *oo = base + lens_bytes + (size_t)(nb + 1) * 8;
+  if (dense && (a->dense = plan_get(b, n_seq, cu[1], heads, head_dim, 1, 1)) < 0) qvl_err_clear(b->err);
+  int64_t ws = c->plans[a->ragged].ws_bytes;
+  if (a->dense >= 0 && c->plans[a->dense].ws_bytes > ws) ws = c->plans[a->dense].ws_bytes;
+  int64_t HD = (int64_t)heads * head_dim;
+  a->lens_bytes = ((size_t)a->nb * 4 + 15) / 16 * 16;
+  a->ws_off = (a->lens_bytes + 2 * (size_t)(a->nb + 1) * 8 + 255) / 256 * 256;
+  a->split_off = (a->ws_off + (size_t)ws + 255) / 256 * 256;
+  size_t bytes = a->split_off + (a->packed ? 0 : (size_t)(3 * a->rows * HD) * 2);
+  int rc = b->alloc(b, &a->dev, bytes);
+  char *d = a->dev;
+  if (!rc) rc = cuda_sdpa_meta((int32_t *)d, (int64_t *)(d + a->lens_bytes), (int64_t *)(d + a->lens_bytes) + a->nb + 1,
+                               cu_dev, n_seq, a->nb, a->packed ? 3 * HD : HD, HD, c->stream)
+                    ? qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: metadata kernel launch failed")
+                    : QVL_OK;
+  return rc;
+}
+
+/* One execution of plan (a descriptor of p) on the prepared buffers. */
+static cudnnStatus_t run_plan(qvl_backend *b, const cuda_att *a, const sdpa_plan *p, cudnnBackendDescriptor_t plan,
+                              const void *q, const void *k, const void *v, void *out, float *scale) {
+  cuda_ctx *c = b->ctx;
+  char *d = a->dev;
+  void *ws = p->ws_bytes ? d + a->ws_off : NULL, *lens = d, *oq = d + a->lens_bytes;
+  void *oo = d + a->lens_bytes + (size_t)(a->nb + 1) * 8;
   int64_t uids[] = {U_Q, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO};
-  void *ptrs[] = {q, k, v, out, &scale, lens, lens, oq, oq, oq, oo};
+  void *ptrs[] = {(void *)q, (void *)k, (void *)v, out, scale, lens, lens, oq, oq, oq, oo};
+  int n_ptrs = p->dense ? 5 : 11; /* dense: no sequence lengths, no ragged offsets */
   cudnnBackendDescriptor_t vp;
-  DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp), "variant pack");
-  int n_ptrs = dense ? 5 : 11; /* dense: no sequence lengths, no ragged offsets */
-  cudnnStatus_t st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n_ptrs,
-                                              ptrs);
+  cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
+  if (st) return st;
+  st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n_ptrs, ptrs);
   if (!st) st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n_ptrs, uids);
   if (!st) st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
   if (!st) st = cudnnBackendFinalize(vp);
-  cuda_mark_begin(b, 1);
-  if (!st) st = cudnnBackendExecute(c->dnn, p->plan, vp);
-  cuda_mark_end(b);
+  if (!st) st = cudnnBackendExecute(c->dnn, plan, vp);
   cudnnBackendDestroyDescriptor(vp);
+  return st;
+}
+
+/* Times every candidate of p once (after one untimed run each) and keeps the fastest. */
+static int tune(qvl_backend *b, const cuda_att *a, sdpa_plan *p, const void *q, const void *k, const void *v,
+                void *out, float *scale) {
+  cuda_ctx *c = b->ctx;
+  const char *log = getenv("QVL_SDPA_LOG");
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  int best = -1;
+  float best_ms = 0;
+  for (int i = 0; i < p->n_cand; i++) {
+    float ms = 0;
+    cudnnStatus_t st = run_plan(b, a, p, p->cand[i], q, k, v, out, scale);
+    cudaEventRecord(e0, c->stream);
+    if (!st) st = run_plan(b, a, p, p->cand[i], q, k, v, out, scale);
+    cudaEventRecord(e1, c->stream);
+    cudaEventSynchronize(e1);
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (log && *log == '1')
+      fprintf(stderr, "qvl sdpa: %s b %d s %d h %d d %d: engine config %d of %d: %s %.3f ms\n",
+              p->dense ? "dense" : "ragged", p->b, p->s, p->heads, p->hd, i, p->n_cand, st ? "failed" : "ok", ms);
+    if (!st && (best < 0 || ms < best_ms)) best = i, best_ms = ms;
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  if (best < 0) return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: no engine configuration runs");
+  for (int i = 0; i < p->n_cand; i++)
+    if (i != best) cudnnBackendDestroyDescriptor(p->cand[i]);
+  p->plan = p->cand[best], p->ws_bytes = p->cand_ws[best], p->best_ms = best_ms, p->tuned = 1;
+  p->n_cand = 0;
+  return cuda_check(b, cudaGetLastError(), "attention tuning");
+}
+
+int cuda_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale) {
+  cuda_ctx *c = b->ctx;
+  cuda_att *a = (cuda_att *)att;
+  if (a->ragged < 0) return QVL_OK;
+  int64_t HD = (int64_t)a->heads * a->head_dim;
+  const uint16_t *q = qkv, *k = q + HD, *v = q + 2 * HD;
+  if (!a->packed) { /* contiguous q, k, v after the metadata */
+    uint16_t *sq = (uint16_t *)((char *)a->dev + a->split_off);
+    for (int i = 0; i < 3; i++)
+      if (cuda_copy_rows(sq + (int64_t)i * a->rows * HD, HD, (const uint16_t *)qkv + i * HD, 3 * HD, a->rows, HD,
+                         c->stream))
+        return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: q/k/v split failed");
+    q = sq, k = sq + a->rows * HD, v = sq + 2 * a->rows * HD;
+  }
+  enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(c->stream, &cap);
+  if (!a->decided && cap == cudaStreamCaptureStatusNone) { /* first eager run: tune, choose dense or ragged */
+    sdpa_plan *r = &c->plans[a->ragged], *dn = a->dense >= 0 ? &c->plans[a->dense] : NULL;
+    if (!r->tuned && tune(b, a, r, q, k, v, out, &scale)) return b->err->code;
+    if (dn && !dn->tuned && tune(b, a, dn, q, k, v, out, &scale)) return b->err->code;
+    a->use_dense = dn && dn->best_ms <= r->best_ms, a->decided = 1;
+  }
+  const sdpa_plan *p = &c->plans[a->use_dense ? a->dense : a->ragged];
+  cuda_mark_begin(b, 1);
+  cudnnStatus_t st = run_plan(b, a, p, p->plan, q, k, v, out, &scale);
+  cuda_mark_end(b);
   return st ? dnn_fail(b, st, "execute") : QVL_OK;
 }
 
