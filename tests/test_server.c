@@ -215,7 +215,9 @@ static int setup(void **state) {
                          .max_body = MAX_BODY,
                          .max_images = 2,
                          .media_dir = tu_path("tests/data/images"),
-                         .log = g.log};
+                         .log = g.log,
+                         .kv_tokens = 16384,
+                         .max_running = 1}; /* one runs, one waits: test_queue_and_cancel */
   char err[256];
   if (qvl_server_start(&g.s, g.e, g.t, &p, err, sizeof err)) fail_msg("%s", err);
   g.port = qvl_server_port(g.s);
@@ -361,6 +363,15 @@ static char *image_body(const char *url, const char *extra) {
   return b;
 }
 
+/* The value of one metric sample line ("name value"). */
+static double metric(const char *name) {
+  resp r = http(g.port, "GET", "/metrics", NULL);
+  char *p = strstr(r.body, name);
+  double v = p ? strtod(p + strlen(name), NULL) : -1;
+  free(r.body);
+  return v;
+}
+
 /* An image as a data: URL; per-request min/max pixels change its token count, in either spelling. */
 static void test_completion_image(void **state) {
   (void)state;
@@ -382,6 +393,9 @@ static void test_completion_image(void **state) {
   assert_string_equal(answer_of(o3), direct);
   assert_int_equal(jnum(o3, "usage", "prompt_tokens"), n_prompt);
   cJSON_Delete(o3), free(r3.body), free(b3), free(local);
+  /* the second time the same pixels came (a file this time): the encoder cache had them, the tower did not run */
+  assert_true(metric("\nqvl_encoder_cache_hits_total ") >= 1);
+  assert_true(metric("\nqvl_vision_images_total ") < metric("\nqvl_images_total "));
   const char *small[2] = {", \"min_pixels\": 1024, \"max_pixels\": 1024",
                           ", \"mm_processor_kwargs\": {\"min_pixels\": 1024, \"max_pixels\": 1024}"};
   for (int i = 0; i < 2; i++) {
@@ -497,15 +511,6 @@ static void test_stop_and_penalties(void **state) {
   cJSON_Delete(a), cJSON_Delete(b), free(r1.body), free(r2.body), free(direct);
 }
 
-/* The value of one metric sample line ("name value"). */
-static double metric(const char *name) {
-  resp r = http(g.port, "GET", "/metrics", NULL);
-  char *p = strstr(r.body, name);
-  double v = p ? strtod(p + strlen(name), NULL) : -1;
-  free(r.body);
-  return v;
-}
-
 /* Prometheus text format: "# HELP name ...", "# TYPE name kind", or "name{labels} value". */
 static void test_metrics(void **state) {
   (void)state;
@@ -549,6 +554,11 @@ static void test_metrics(void **state) {
   assert_true(metric("\nqvl_images_total ") >= 1);
   assert_true(metric("\nqvl_generation_tokens_per_second ") >= 0);
   assert_int_equal(metric("\nqvl_queue_capacity "), 1);
+  assert_true(metric("\nqvl_stage_seconds_count{stage=\"vision\"} ") >= 1);
+  assert_true(metric("\nqvl_steps_total ") >= 1 && metric("\nqvl_step_tokens_total ") >= metric("\nqvl_steps_total "));
+  assert_int_equal(metric("\nqvl_kv_cache_blocks_total "), 16384 / 16);
+  assert_int_equal(metric("\nqvl_kv_cache_blocks_used "), 0); /* nothing runs now: every block is back */
+  assert_true(metric("\nqvl_encoder_cache_entries ") >= 1);
   free(r.body);
 }
 
@@ -857,7 +867,7 @@ static void test_concurrent_clients(void **state) {
   qvl_engine *e = open_engine();
   qvl_tokenizer *t = open_tok();
   qvl_server *s = NULL;
-  qvl_server_params p = {.port = 0, .model = "tiny"};
+  qvl_server_params p = {.port = 0, .model = "tiny", .kv_tokens = 16384};
   char err[256];
   if (qvl_server_start(&s, e, t, &p, err, sizeof err)) fail_msg("%s", err);
   int n_prompt;

@@ -2,6 +2,7 @@
  * qvl batch, the same requests offline from a JSONL file (OpenAI's batch format).
  *   qvl serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]
  *             [--max-queue N] [--max-tokens N] [--max-images N] [--allowed-local-media-path DIR] [--quiet]
+ *             [--kv-cache-tokens N] [--max-running N] [--step-tokens N] [--encoder-cache-mb N]
  * Prints "qvl serve: listening on http://H:P" on stderr once it accepts requests (P is the real port when
  * --port 0 asks for any free one), then one line per request ("qvl serve: <request id> POST /v1/... 200 ...")
  * unless --quiet.
@@ -48,11 +49,22 @@ static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_
       o->p.media_dir = argv[++i];
     else if (!strcmp(a, "--quiet"))
       o->quiet = 1;
+    else if (!strcmp(a, "--kv-cache-tokens") && v)
+      o->p.kv_tokens = atoll(argv[++i]);
+    else if (!strcmp(a, "--max-running") && v)
+      o->p.max_running = atoi(argv[++i]);
+    else if (!strcmp(a, "--step-tokens") && v)
+      o->p.step_tokens = atoi(argv[++i]);
+    else if (!strcmp(a, "--encoder-cache-mb") && v)
+      o->p.encoder_cache_bytes = atoll(argv[++i]) > 0 ? atoll(argv[i]) << 20 : -1; /* 0: off */
     else if (*n_rest < 63)
       rest[(*n_rest)++] = argv[i];
   }
   if (o->p.port < 0 || o->p.port > 65535) return fprintf(stderr, "qvl serve: --port wants 0..65535\n"), 1;
-  if (o->p.max_queue < 0) return fprintf(stderr, "qvl: --max-queue / --concurrency wants N >= 1\n"), 1;
+  if (o->p.max_queue < 0 || o->p.max_running < 0 || o->p.step_tokens < 0 || o->p.kv_tokens < 0)
+    return fprintf(stderr, "qvl: --max-queue, --concurrency, --max-running, --step-tokens and --kv-cache-tokens want "
+                           "N >= 1\n"),
+           1;
   return 0;
 }
 
@@ -93,7 +105,7 @@ int cmd_serve(int argc, char **argv) {
   int n_rest = 0;
   app_opts o;
   if (split_args(&so, argc, argv, rest, &n_rest) || app_parse(&o, n_rest, rest)) return 2;
-  o.engine.load = QVL_LOAD_ALL;
+  o.engine.load = QVL_LOAD_ALL, o.engine.kv_cache_tokens = so.p.kv_tokens;
   if (!so.p.model) so.p.model = base_name(o.engine.model_dir);
   if (!so.quiet) so.p.log = stderr;
   /* SIGINT/SIGTERM are taken by sigwait below: blocked here, before any thread starts, so every thread inherits it */
@@ -144,7 +156,7 @@ int cmd_batch(int argc, char **argv) {
   const char *in_path = input_arg(rest, &n_rest);
   if (app_parse(&o, n_rest, rest)) return 2;
   if (!in_path) return fprintf(stderr, "qvl batch: needs the input file (IN.jsonl, or - for stdin)\n"), 2;
-  o.engine.load = QVL_LOAD_ALL;
+  o.engine.load = QVL_LOAD_ALL, o.engine.kv_cache_tokens = so.p.kv_tokens;
   if (!so.p.model) so.p.model = base_name(o.engine.model_dir);
   FILE *in = strcmp(in_path, "-") ? fopen(in_path, "rb") : stdin;
   FILE *out = o.out && strcmp(o.out, "-") ? fopen(o.out, "wb") : stdout;

@@ -141,32 +141,43 @@ static int blank(const char *t, size_t n) {
   return 1;
 }
 
-/* Reads, submits and answers every line; the window slots[] is a ring of in-flight requests. */
+/* Queues the prepared jobs not yet queued, all at once: the scheduler admits them into one step. */
+static void submit(batch *b, job **pending, int *n_pending) {
+  srv_enqueue_all(b->s, pending, *n_pending);
+  *n_pending = 0;
+}
+
+/* Reads, prepares and answers every line; the window slots[] is a ring of in-flight requests, queued in groups
+ * (when the oldest must be waited for, and at the end). */
 static int run(batch *b, FILE *in, char *err, size_t err_cap) {
-  int w = b->s->p.max_queue, head = 0, n_in = 0, rc = 0;
+  int w = b->s->p.max_queue, head = 0, n_in = 0, n_pending = 0, rc = 0;
   slot *slots = calloc((size_t)w, sizeof *slots);
+  job **pending = calloc((size_t)w, sizeof *pending);
   char *text = NULL;
   size_t cap = 0;
   int64_t no = 0;
-  if (!slots) return snprintf(err, err_cap, "out of memory"), -1;
+  if (!slots || !pending) return free(slots), free(pending), snprintf(err, err_cap, "out of memory"), -1;
   for (ssize_t len; !rc && (len = getline(&text, &cap, in)) >= 0;) {
     no++;
     if (blank(text, (size_t)len)) continue;
-    if (n_in == w) rc = finish(b, &slots[head]), head = (head + 1) % w, n_in--;
+    if (n_in == w) submit(b, pending, &n_pending), rc = finish(b, &slots[head]), head = (head + 1) % w, n_in--;
     slot *sl = &slots[(head + n_in++) % w];
     sl->no = no, b->st.lines++;
     if (!(sl->j = new_job(b->s, no))) {
       snprintf(err, err_cap, "out of memory"), rc = -1;
       break;
     }
-    if (parse_line(b, sl, text, (size_t)len) || srv_enqueue(b->s, sl->j, &sl->j->err))
+    if (parse_line(b, sl, text, (size_t)len) || srv_prepare_images(b->s, sl->j, &sl->j->err))
       sl->j->state = JOB_DONE, sl->j->refs = 1; /* answered with its error in its turn */
+    else
+      pending[n_pending++] = sl->j;
   }
   if (!rc && ferror(in)) snprintf(err, err_cap, "cannot read the input"), rc = -1;
+  submit(b, pending, &n_pending);
   for (; n_in; n_in--, head = (head + 1) % w)
     if (finish(b, &slots[head]) && !rc) snprintf(err, err_cap, "cannot write the output"), rc = -1;
   if (rc && !err[0]) snprintf(err, err_cap, "cannot write the output");
-  free(text), free(slots);
+  free(text), free(slots), free(pending);
   return rc;
 }
 
@@ -182,7 +193,10 @@ int qvl_batch_run(qvl_engine *e, qvl_tokenizer *t, const qvl_server_params *p, F
   b.t0 = b.t_shown = srv_now();
   int rc = run(&b, in, err, err_cap);
   if (!rc && fflush(out)) snprintf(err, err_cap, "cannot write the output"), rc = -1;
-  srv_fini(b.s);
+  srv_fini(b.s); /* the scheduler has stopped: its metrics are final */
+  b.st.steps = (int64_t)b.s->m.steps, b.st.step_tokens = (int64_t)b.s->m.step_tokens;
+  b.st.preemptions = (int64_t)b.s->m.preemptions, b.st.vision_images = (int64_t)b.s->m.vision_images;
+  b.st.encoder_cache_hits = (int64_t)b.s->m.enc.hits;
   free(b.s);
   b.st.seconds = srv_now() - b.t0;
   show_progress(&b, 1);

@@ -283,8 +283,8 @@ static enum MHD_Result chat_completions(qvl_server *s, struct MHD_Connection *c,
   snprintf(j->id, sizeof j->id, "%s", cn->rid);
   j->media_dir = s->media_dir[0] ? s->media_dir : NULL;
   if (srv_parse_request(j, cn->body ? cn->body : "", cn->len, s->model, s->p.max_images, s->p.max_tokens, &err) ||
-      srv_enqueue(s, j, &err)) {
-    srv_job_free(j);
+      srv_prepare_images(s, j, &err) || srv_enqueue(s, j, &err)) {
+    srv_job_destroy(j);
     return send_error(s, c, cn, &err);
   }
   const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -361,7 +361,7 @@ static void emit_one(char *b, size_t cap, size_t *n, const char *name, const cha
 }
 
 static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn) {
-  static const char *stages[N_STAGES] = {"preprocess", "prefill", "decode"};
+  static const char *stages[N_STAGES] = {"preprocess", "vision", "prefill", "decode"};
   enum { CAP = 1 << 15 };
   char *b = malloc(CAP);
   size_t n = 0;
@@ -392,6 +392,35 @@ static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn
            srv_rate_per_s(&m.gen_rate, now, up));
   emit_one(b, CAP, &n, "qvl_images_per_second", "gauge", "Images per second over the last 10 s.",
            srv_rate_per_s(&m.image_rate, now, up));
+  emit_one(b, CAP, &n, "qvl_vision_images_total", "counter", "Images through the vision tower (encoder cache misses).",
+           (double)m.vision_images);
+  emit_one(b, CAP, &n, "qvl_kv_cache_blocks_used", "gauge", "KV cache blocks held by running sequences.",
+           (double)m.kv_blocks_used);
+  emit_one(b, CAP, &n, "qvl_kv_cache_blocks_total", "gauge", "KV cache blocks (16 tokens each).",
+           (double)m.kv_blocks_total);
+  emit_one(b, CAP, &n, "qvl_kv_cache_usage_ratio", "gauge", "Used over total KV cache blocks.",
+           m.kv_blocks_total ? (double)m.kv_blocks_used / (double)m.kv_blocks_total : 0);
+  emit_one(b, CAP, &n, "qvl_preemptions_total", "counter", "Sequences whose blocks were freed for others (re-prefilled).",
+           (double)m.preemptions);
+  emit_one(b, CAP, &n, "qvl_steps_total", "counter", "Language-model steps (one batched forward each).",
+           (double)m.steps);
+  emit_one(b, CAP, &n, "qvl_step_tokens_total", "counter", "Tokens through those steps (prefill and decode).",
+           (double)m.step_tokens);
+  if (s->p.encoder_cache_bytes > 0) {
+    emit_one(b, CAP, &n, "qvl_encoder_cache_hits_total", "counter", "Images whose vision rows the cache held.",
+             (double)m.enc.hits);
+    emit_one(b, CAP, &n, "qvl_encoder_cache_misses_total", "counter", "Images the cache did not hold.",
+             (double)m.enc.misses);
+    emit_one(b, CAP, &n, "qvl_encoder_cache_evictions_total", "counter", "Entries evicted (least recently used).",
+             (double)m.enc.evictions);
+    emit_one(b, CAP, &n, "qvl_encoder_cache_bytes", "gauge", "Bytes of vision rows held.", (double)m.enc.bytes);
+    emit_one(b, CAP, &n, "qvl_encoder_cache_capacity_bytes", "gauge", "The cache's byte limit.",
+             (double)s->p.encoder_cache_bytes);
+    emit_one(b, CAP, &n, "qvl_encoder_cache_entries", "gauge", "Images held.", (double)m.enc.entries);
+    uint64_t looked = m.enc.hits + m.enc.misses;
+    emit_one(b, CAP, &n, "qvl_encoder_cache_hit_rate", "gauge", "Hits over lookups since the start (0 before any).",
+             looked ? (double)m.enc.hits / (double)looked : 0);
+  }
   emit_hist(b, CAP, &n, "qvl_time_to_first_token_seconds", "From queueing to the first generated token.", "", 1,
             &m.ttft);
   emit_hist(b, CAP, &n, "qvl_time_per_output_token_seconds", "Between consecutive tokens of one request.", "", 1,
@@ -402,7 +431,7 @@ static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn
     char label[32];
     snprintf(label, sizeof label, "stage=\"%s\"", stages[k]);
     emit_hist(b, CAP, &n, "qvl_stage_seconds",
-              "Per request: image preprocessing, prefill (vision tower and prompt, to the first token), decode.",
+              "Image preprocessing (per request), vision tower (per call), prefill (admission to the first token), decode.",
               label, k == 0, &m.stage[k]);
   }
   enum MHD_Result ok = send_buf(s, c, cn, 200, "text/plain; version=0.0.4", b, n < CAP ? n : CAP - 1);

@@ -1,11 +1,13 @@
 /* server.h - the OpenAI-compatible HTTP server behind `qvl serve` (docs/SERVING.md).
  *
- *   HTTP threads (libmicrohttpd, one per connection)      worker thread (owns engine + tokenizer)
- *     read body -> parse + validate JSON (request.c)  ->    queue (bounded; full: 503)
- *     wait for the first token / the end              <-    images -> chat encode -> qvl_generate_ids
- *     JSON or SSE out; a hung-up client cancels it          token callback appends text, signals
+ *   HTTP threads (libmicrohttpd, one per connection)        scheduler thread (owns engine, tokenizer, KV, caches)
+ *     read body -> parse + validate JSON (request.c)          admit: chat template, M-RoPE positions, sampler
+ *     decode + resize the images (worker.c)          ->       vision: encoder cache, else one tower call for all
+ *     queue (bounded; full: 503)                              step: decode tokens + prefill chunks, one lm_step
+ *     wait for the first token / the end             <-       sample, detokenize, stop strings, publish
+ *     JSON or SSE out; a hung-up client cancels it            (a cancelled sequence leaves at the next step)
  *
- * One request runs at a time in this slice; continuous batching replaces the worker loop later. */
+ * Continuous batching over a paged KV cache (sched.c); `qvl batch` (batch.c) submits through the same queue. */
 #ifndef QVL_SERVER_H
 #define QVL_SERVER_H
 
@@ -25,6 +27,10 @@ typedef struct qvl_server_params {
   int max_images;        /* images per request at most; 0 = 16 */
   int max_tokens;        /* default max_tokens when a request names none; 0 = 256 */
   const char *media_dir; /* image_url file://PATH allowed under this directory; NULL = none */
+  int64_t kv_tokens;     /* KV cache of all running sequences together, in tokens; 0 = 131072 */
+  int max_running;       /* sequences admitted at once (prefilling or decoding); 0 = 256 */
+  int step_tokens;       /* tokens of one step (decode tokens + prefill chunks); 0 = 8192 */
+  int64_t encoder_cache_bytes; /* vision rows kept by image hash, at most this many bytes; 0 = 1 GiB, < 0 = off */
   FILE *log;             /* one line per request (its id, route, status, tokens, seconds, error); NULL = none */
 } qvl_server_params;
 
@@ -36,11 +42,13 @@ int qvl_server_port(const qvl_server *s);
 /* Cancels what runs, answers what waits with 503, stops the threads. NULL is a no-op. */
 void qvl_server_stop(qvl_server *s);
 
-/* What a batch did: lines read, answered 200 or not, and the work of the ones that ran. */
+/* What a batch did: lines read, answered 200 or not, the work of the ones that ran, and how it was scheduled. */
 typedef struct qvl_batch_stats {
   int64_t lines, ok, failed;
   int64_t images, prompt_tokens, gen_tokens;
   double seconds;
+  /* the scheduler's counters (as /metrics names them) */
+  int64_t steps, step_tokens, preemptions, vision_images, encoder_cache_hits;
 } qvl_batch_stats;
 
 /* Offline jobs (`qvl batch`): the same request path as the server, without HTTP. Each line of in is an OpenAI

@@ -32,6 +32,7 @@ typedef struct job {
   uint8_t **image_bytes;
   int n_images;
   qvl_image_params ip;
+  qvl_image_batch *batch; /* the images preprocessed by the submitting thread; freed once the tower ran */
   const char **stop; /* stop strings (s.stop points here) */
   qvl_sampling s;
   int stream, include_usage;

@@ -4,6 +4,7 @@
 
 #include <limits.h>
 
+#include "runtime/enc_cache.h"
 #include "server/srv_int.h"
 
 #define SRV_N_CODES   8  /* 200 400 404 405 413 500 503 other */
@@ -22,16 +23,21 @@ typedef struct srv_rate {
   double n[SRV_RATE_SECS];
 } srv_rate;
 
-enum { STAGE_PREPROCESS, STAGE_PREFILL, STAGE_DECODE, N_STAGES };
+enum { STAGE_PREPROCESS, STAGE_VISION, STAGE_PREFILL, STAGE_DECODE, N_STAGES };
 
 typedef struct srv_metrics {
   uint64_t by_code[SRV_N_CODES];
   uint64_t prompt_tokens, gen_tokens, images;
+  uint64_t vision_images;     /* through the tower (encoder cache misses) */
+  uint64_t steps, step_tokens, preemptions;
+  int64_t kv_blocks_used, kv_blocks_total;
+  enc_cache_stats enc;        /* the scheduler's copy after each vision pass */
   srv_hist ttft;              /* queueing to the first token */
   srv_hist tpot;              /* between consecutive tokens of one request */
   srv_hist e2e;               /* queueing to the last token (requests the worker ran) */
   srv_hist queue;             /* queueing to the start of the work */
-  srv_hist stage[N_STAGES];   /* per request: image preprocessing, prefill (tower and prompt), decode */
+  srv_hist stage[N_STAGES];   /* image preprocessing (per request), the vision tower (per call), prefill (admission
+                               * to the first token), decode (first to last token) */
   srv_rate prompt_rate, gen_rate, image_rate;
 } srv_metrics;
 
@@ -53,14 +59,24 @@ struct qvl_server {
   job *head, *tail;
   int n_waiting, running, stopping;
   srv_metrics m;
+  struct sched *sc; /* the scheduler's own state (sched.c), touched by its thread only */
 };
 
 /* Everything but the listener: defaults, the media directory, metrics, the encoder cache, the worker thread.
  * srv_fini undoes it (stopping the worker when it runs); the caller owns s's memory. */
 int srv_init(qvl_server *s, qvl_engine *e, qvl_tokenizer *t, const qvl_server_params *p, char *err, size_t err_cap);
 void srv_fini(qvl_server *s);
-void *srv_worker_main(void *arg);
+/* sched.c: the scheduler's state (the KV pool from the engine, the encoder cache, buffers) and its thread. */
+int srv_sched_open(qvl_server *s, char *err, size_t err_cap);
+void srv_sched_close(qvl_server *s); /* NULL s->sc is a no-op */
+void *srv_sched_main(void *arg);
+/* The job's images decoded and resized on the calling (submitting) thread; 400 in err when one fails. */
+int srv_prepare_images(qvl_server *s, job *j, srv_error *err);
+void srv_job_destroy(job *j); /* srv_job_free and the preprocessed images */
 int srv_enqueue(qvl_server *s, job *j, srv_error *err);
+/* Queues n jobs at once (the scheduler admits them together); one that cannot be queued is DONE with its error and
+ * one reference (the caller's). */
+void srv_enqueue_all(qvl_server *s, job **js, int n);
 void srv_worker_stop(qvl_server *s);
 void srv_job_release(qvl_server *s, job *j);   /* under s->mu */
 void srv_observe(srv_hist *h, double seconds); /* under s->mu */

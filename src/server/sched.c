@@ -1,0 +1,567 @@
+/* sched.c - the scheduler: the one thread that owns the engine, the tokenizer, the KV pool and the caches.
+ *
+ *   queue (HTTP threads: parse, preprocess) -> admit: chat template, M-RoPE positions, sampler, detokenizer
+ *   -> vision: each image's rows from the encoder cache, the tower once over the admitted images it lacks
+ *   -> step: one token for every decoding sequence and prefill chunks of the others under the token budget, one
+ *      lm_step; blocks short: the newest sequence is preempted (its blocks freed, re-prefilled later)
+ *   -> sample, detokenize, stop strings, publish; finished, failed and cancelled sequences leave, freeing blocks.
+ *
+ * Continuous batching: a request joins the running batch at the next step and leaves it when it ends. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/mrope.h"
+#include "qvl_internal.h"
+#include "runtime/sampler.h"
+#include "server/srv_state.h"
+
+/* One admitted request. toks holds the prompt then the generated tokens; the KV cache holds toks[0, kv.len). */
+struct seq {
+  job *j;
+  int32_t *toks;
+  int n_ids, n_toks, made; /* prompt length; prompt + generated; generated */
+  int target;              /* prefill up to here before decoding: n_ids, or n_toks - 1 after a preemption */
+  int32_t *pos;            /* [3][n_ids] M-RoPE positions of the prompt */
+  int64_t delta;           /* generated token t is at position t + delta on all three axes */
+  int n_img;
+  int32_t *grid;      /* [n_img][3] */
+  qvl_vision_out vis; /* the images' rows, kept for re-prefills */
+  int vis_ready;
+  int64_t pads_done; /* image pad tokens in toks[0, kv.len) */
+  lm_seq kv;
+  qvl_sampler *sm;
+  float *logits; /* [vocab], host sampling */
+  int32_t next;  /* the device's argmax */
+  int device_pick;
+  qvl_detok *d;
+  qvl_stopper *stop;
+  int hit;
+  double t_prefill, t_first, t_last;
+};
+
+typedef struct step {
+  lm_chunk *c;      /* [max_running] */
+  struct seq **who; /* the chunk's sequence */
+  int *len;         /* its tokens */
+  int64_t *pads;    /* its image pads */
+  int32_t *pos;     /* [3][step_tokens + max_running] all chunks' positions */
+  const float **ds; /* [max_running][QVL_MAX_LIST] the chunks' DeepStack rows */
+  int n;
+} step;
+
+struct sched {
+  lm_model *lm;     /* the engine's, with the server's KV pool */
+  enc_cache *enc;   /* NULL when off */
+  struct seq **run; /* admitted, oldest first */
+  int n_run;
+  step st;
+};
+
+/* ---- publishing ------------------------------------------------------------------------------------ */
+
+static int append_text(job *j, const char *t, size_t n) { /* under s->mu */
+  if (j->len + n + 1 > j->cap) {
+    size_t cap = (j->len + n + 1) * 2;
+    char *p = realloc(j->text, cap);
+    if (!p) return -1;
+    j->text = p, j->cap = cap;
+  }
+  memcpy(j->text + j->len, t, n);
+  j->len += n;
+  j->text[j->len] = '\0';
+  return 0;
+}
+
+/* Status for an engine/tokenizer failure: the request's fault (400) or ours (500). */
+static int http_status(int rc) {
+  return rc == QVL_ERR_INVALID_ARG || rc == QVL_ERR_FORMAT || rc == QVL_ERR_LIMIT || rc == QVL_ERR_UNSUPPORTED ? 400
+                                                                                                               : 500;
+}
+
+static void fail_job(job *j, int rc, const char *msg) { /* under s->mu */
+  int st = http_status(rc);
+  srv_errorf(&j->err, st, st == 400 ? "invalid_request_error" : "server_error", NULL, qvl_status_name(rc), "%s", msg);
+}
+
+/* The job's end: DONE, its waiters woken, the scheduler's reference dropped. Under s->mu. */
+static void end_job(qvl_server *s, job *j) {
+  if (!j->err.status && !j->cancel && j->n_gen) srv_observe(&s->m.e2e, srv_now() - j->t_queued);
+  j->state = JOB_DONE;
+  pthread_cond_broadcast(&j->cv);
+  srv_job_release(s, j);
+}
+
+static void seq_free(qvl_server *s, struct seq *q) {
+  if (!q) return;
+  lm_seq_free(s->sc->lm, &q->kv);
+  qvl_sampler_close(q->sm);
+  qvl_detok_close(q->d);
+  qvl_stopper_close(q->stop);
+  qvl_vision_out_free(&q->vis);
+  free(q->toks), free(q->pos), free(q->grid), free(q->logits);
+  free(q);
+}
+
+/* Takes sequence i out of the running list (order kept: preemption picks the newest) and ends its job. */
+static void retire(qvl_server *s, int i) {
+  struct seq *q = s->sc->run[i];
+  memmove(s->sc->run + i, s->sc->run + i + 1, (size_t)(s->sc->n_run - i - 1) * sizeof *s->sc->run);
+  s->sc->n_run--;
+  pthread_mutex_lock(&s->mu);
+  s->running = s->sc->n_run;
+  end_job(s, q->j);
+  pthread_mutex_unlock(&s->mu);
+  seq_free(s, q);
+}
+
+/* The detokenizer's tail through the stop strings, then what they held back unless one matched; finish reason. */
+static void flush_text(qvl_server *s, struct seq *q) {
+  const char *piece = "", *tail = "", *held = "";
+  size_t n_piece = 0, len = 0, n_held = 0;
+  qvl_detok_flush(q->d, &piece, &n_piece);
+  if (!q->hit) qvl_stopper_push(q->stop, piece, n_piece, &tail, &len, &q->hit);
+  if (!q->hit) qvl_stopper_flush(q->stop, &held, &n_held);
+  int stopped = q->hit;
+  for (int i = 0; i < q->j->s.n_stop; i++) stopped |= q->toks[q->n_toks - 1] == q->j->s.stop_ids[i];
+  pthread_mutex_lock(&s->mu);
+  append_text(q->j, tail, len);
+  append_text(q->j, held, n_held);
+  q->j->finish = stopped ? "stop" : "length";
+  srv_observe(&s->m.stage[STAGE_DECODE], srv_now() - q->t_first);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* A new token for q: accepted, detokenized, published. Returns 1 when q is finished. */
+static int emit_token(qvl_server *s, struct seq *q, int32_t id) {
+  const char *piece = "", *text = "";
+  size_t n = 0, len = 0;
+  qvl_sampler_accept(q->sm, id);
+  q->toks[q->n_toks++] = id, q->made++;
+  qvl_detok_push(q->d, id, &piece, &n);
+  qvl_stopper_push(q->stop, piece, n, &text, &len, &q->hit);
+  int stop = q->hit || q->made == q->j->s.max_tokens;
+  for (int i = 0; i < q->j->s.n_stop; i++) stop |= id == q->j->s.stop_ids[i];
+  double now = srv_now();
+  pthread_mutex_lock(&s->mu);
+  job *j = q->j;
+  stop |= append_text(j, text, len) != 0;
+  if (j->n_gen++ == 0) {
+    j->started = 1, q->t_first = now;
+    srv_observe(&s->m.ttft, now - j->t_queued);
+    srv_observe(&s->m.stage[STAGE_PREFILL], now - q->t_prefill);
+  } else {
+    srv_observe(&s->m.tpot, now - q->t_last);
+  }
+  q->t_last = now;
+  s->m.gen_tokens++;
+  srv_count(&s->m.gen_rate, now, 1);
+  pthread_cond_broadcast(&j->cv);
+  pthread_mutex_unlock(&s->mu);
+  return stop;
+}
+
+/* ---- admission ---------------------------------------------------------------------------------------- */
+
+/* Chat template over the job's messages (grids from its preprocessed images), M-RoPE positions, the sampler and
+ * the text stream; refused here: a prompt over the context or over the whole KV pool. NULL with j->err set. */
+static struct seq *admit(qvl_server *s, job *j) {
+  const qvl_config *c = qvl_engine_config(s->e);
+  qvl_err *err = qvl_engine_err(s->e);
+  struct seq *q = calloc(1, sizeof *q);
+  const qvl_pixels *px = j->batch ? qvl_image_batch_pixels(j->batch) : NULL;
+  const int32_t *ids;
+  size_t n = 0;
+  int rc = q ? QVL_OK : QVL_ERR_NOMEM;
+  const char *msg = "out of memory";
+  if (!rc &&
+      (rc = qvl_chat_encode(
+           s->t, &(qvl_chat){.kind = s->tmpl, .messages = j->msgs, .n_messages = j->n_msgs, .add_generation_prompt = 1},
+           &ids, &n)))
+    msg = qvl_tokenizer_errmsg(s->t);
+  const qvl_sampling *sp = &j->s;
+  if (!rc && (int64_t)n + sp->max_tokens > c->text.max_position) {
+    rc = QVL_ERR_LIMIT;
+    snprintf(err->msg, sizeof err->msg, "generate: %zu prompt tokens + %d new exceed the context of %d", n,
+             sp->max_tokens, c->text.max_position);
+    msg = err->msg;
+  }
+  int64_t need = ((int64_t)n + sp->max_tokens + LM_BLOCK - 1) / LM_BLOCK;
+  if (!rc && need > lm_blocks_total(s->sc->lm)) {
+    rc = QVL_ERR_LIMIT;
+    snprintf(err->msg, sizeof err->msg,
+             "generate: %zu prompt tokens + %d new need %lld tokens of KV cache; this server has %lld "
+             "(qvl serve --kv-cache-tokens)",
+             n, sp->max_tokens, (long long)need * LM_BLOCK, (long long)lm_blocks_total(s->sc->lm) * LM_BLOCK);
+    msg = err->msg;
+  }
+  if (!rc) {
+    q->j = j, q->n_ids = (int)n, q->n_toks = (int)n, q->target = (int)n, q->n_img = px ? px->n_images : 0;
+    q->toks = malloc(((size_t)n + (size_t)sp->max_tokens) * sizeof *q->toks);
+    q->pos = malloc(n * 3 * sizeof *q->pos);
+    q->grid = malloc(((size_t)q->n_img + 1) * 3 * sizeof *q->grid);
+    q->logits = malloc((size_t)c->text.vocab * sizeof *q->logits);
+    if (!q->toks || !q->pos || !q->grid || !q->logits || lm_seq_init(&q->kv, (int)n + sp->max_tokens) ||
+        qvl_sampler_open(&q->sm, c->text.vocab, sp) || qvl_detok_open(&q->d, s->t, 1) ||
+        qvl_stopper_open(&q->stop, sp->stop, sp->n_stop_strings))
+      rc = QVL_ERR_NOMEM;
+  }
+  if (!rc) {
+    memcpy(q->toks, ids, n * sizeof *ids);
+    if (q->n_img) memcpy(q->grid, px->grid_thw, (size_t)q->n_img * 3 * sizeof *q->grid);
+    qvl_sampler_prompt(q->sm, q->toks, q->n_ids);
+    q->device_pick = sp->temperature <= 0 && (sp->repetition_penalty == 1 || sp->repetition_penalty == 0) &&
+                     sp->presence_penalty == 0 && sp->frequency_penalty == 0;
+    q->vis_ready = !q->n_img;
+    if ((rc = qvl_rope_index(q->pos, &q->delta, q->toks, q->n_ids, c, q->grid, q->n_img, NULL, err))) msg = err->msg;
+  }
+  pthread_mutex_lock(&s->mu);
+  if (rc) {
+    fail_job(j, rc, msg);
+  } else {
+    j->n_prompt = q->n_ids;
+    s->m.prompt_tokens += (uint64_t)q->n_ids, s->m.images += (uint64_t)q->n_img;
+    srv_count(&s->m.prompt_rate, srv_now(), q->n_ids);
+    srv_count(&s->m.image_rate, srv_now(), q->n_img);
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (rc) seq_free(s, q), q = NULL;
+  return q;
+}
+
+/* Moves queued jobs into the running list (up to max_running); cancelled ones end here. */
+static void admit_waiting(qvl_server *s) {
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    job *j = s->sc->n_run < s->p.max_running ? s->head : NULL;
+    if (j) {
+      s->head = j->next;
+      if (!s->head) s->tail = NULL;
+      s->n_waiting--;
+      j->state = JOB_RUNNING;
+      srv_observe(&s->m.queue, srv_now() - j->t_queued);
+      if (j->cancel) end_job(s, j), j = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!j) {
+      pthread_mutex_lock(&s->mu);
+      int more = s->head && s->sc->n_run < s->p.max_running;
+      pthread_mutex_unlock(&s->mu);
+      if (more) continue;
+      return;
+    }
+    struct seq *q = admit(s, j);
+    pthread_mutex_lock(&s->mu);
+    if (!q) end_job(s, j);
+    pthread_mutex_unlock(&s->mu);
+    if (!q) continue;
+    s->sc->run[s->sc->n_run++] = q;
+    q->t_prefill = srv_now();
+    pthread_mutex_lock(&s->mu);
+    s->running = s->sc->n_run;
+    pthread_mutex_unlock(&s->mu);
+  }
+}
+
+/* ---- vision ----------------------------------------------------------------------------------------------- */
+
+/* Rows per image at the merger's output. */
+static int64_t image_rows(const struct seq *q, int i, int m2) {
+  return (int64_t)q->grid[3 * i] * q->grid[3 * i + 1] * q->grid[3 * i + 2] / m2;
+}
+
+/* The rows of every image of the sequences that need them: from the encoder cache, else one tower call over all the
+ * missing images of as many sequences as fit VISION_PATCHES (at least one). Failures end the sequence's job. */
+enum { VISION_PATCHES = 65536 };
+
+static int alloc_vis(qvl_server *s, struct seq *q) {
+  const qvl_config *c = qvl_engine_config(s->e);
+  int m2 = c->vision.merge * c->vision.merge;
+  q->vis.n = 1 + c->vision.n_deepstack, q->vis.cols = c->vision.out_hidden, q->vis.rows = 0;
+  for (int i = 0; i < q->n_img; i++) q->vis.rows += image_rows(q, i, m2);
+  for (int k = 0; k < q->vis.n; k++)
+    if (!(q->vis.data[k] = malloc((size_t)(q->vis.rows * q->vis.cols) * sizeof(float)))) return QVL_ERR_NOMEM;
+  return QVL_OK;
+}
+
+/* Copies image i's rows from the cache into q->vis; 0 when the cache lacks them. */
+static int from_cache(qvl_server *s, struct seq *q, int i, int64_t first, int64_t rows) {
+  enc_entry en;
+  if (!s->sc->enc || !enc_cache_get(s->sc->enc, qvl_image_batch_hash(q->j->batch, i), &en) || en.rows != rows ||
+      en.cols != q->vis.cols || en.n_out != q->vis.n)
+    return 0;
+  for (int k = 0; k < q->vis.n; k++)
+    memcpy(q->vis.data[k] + first * q->vis.cols, en.data[k], (size_t)(rows * q->vis.cols) * sizeof(float));
+  return 1;
+}
+
+typedef struct miss {
+  struct seq *q;
+  int img;
+  int64_t first, rows, prow; /* vision rows at first in q->vis; pixel rows from prow in the batch */
+} miss;
+
+static void vision(qvl_server *s) {
+  const qvl_config *c = qvl_engine_config(s->e);
+  int m2 = c->vision.merge * c->vision.merge, n_miss = 0, n_seq = 0;
+  int64_t patches = 0, row_len = 0;
+  miss *ms = NULL;
+  struct seq **seqs = calloc((size_t)s->sc->n_run + 1, sizeof *seqs);
+  for (int r = 0; seqs && r < s->sc->n_run; r++) {
+    struct seq *q = s->sc->run[r];
+    if (q->vis_ready) continue;
+    int64_t p = 0, first = 0, prow = 0, np = qvl_image_batch_rows(q->j->batch, &row_len);
+    (void)np;
+    for (int i = 0; i < q->n_img; i++) p += (int64_t)q->grid[3 * i] * q->grid[3 * i + 1] * q->grid[3 * i + 2];
+    if (n_seq && patches + p > VISION_PATCHES) break;
+    if (!q->vis.data[0] && alloc_vis(s, q)) {
+      pthread_mutex_lock(&s->mu);
+      fail_job(q->j, QVL_ERR_NOMEM, "out of memory");
+      pthread_mutex_unlock(&s->mu);
+      continue;
+    }
+    seqs[n_seq++] = q;
+    miss *grown = realloc(ms, (size_t)(n_miss + q->n_img) * sizeof *ms);
+    if (!grown) break;
+    ms = grown;
+    for (int i = 0; i < q->n_img; i++) {
+      int64_t rows = image_rows(q, i, m2), np_i = rows * m2;
+      if (!from_cache(s, q, i, first, rows)) ms[n_miss++] = (miss){q, i, first, rows, prow}, patches += np_i;
+      first += rows, prow += np_i;
+    }
+  }
+  int rc = QVL_OK;
+  if (n_miss) {
+    int32_t *grid = malloc((size_t)n_miss * 3 * sizeof *grid);
+    float *pix = malloc((size_t)(patches * row_len) * sizeof *pix);
+    qvl_vision_out out = {0};
+    rc = grid && pix ? QVL_OK : QVL_ERR_NOMEM;
+    for (int k = 0, at = 0; !rc && k < n_miss; k++) {
+      const qvl_pixels *px = qvl_image_batch_pixels(ms[k].q->j->batch);
+      memcpy(grid + 3 * k, px->grid_thw + 3 * ms[k].img, 3 * sizeof *grid);
+      int64_t np = ms[k].rows * m2;
+      memcpy(pix + at * row_len, px->rows + ms[k].prow * row_len, (size_t)(np * row_len) * sizeof *pix);
+      at += (int)np;
+    }
+    double t0 = srv_now();
+    if (!rc) rc = qvl_engine_vision(s->e, grid, n_miss, pix, &out, NULL, NULL);
+    for (int k = 0, from = 0; !rc && k < n_miss; k++) {
+      struct seq *q = ms[k].q;
+      const float *src[1 + QVL_MAX_LIST];
+      for (int l = 0; l < q->vis.n; l++) {
+        src[l] = out.data[l] + (int64_t)from * q->vis.cols;
+        memcpy(q->vis.data[l] + ms[k].first * q->vis.cols, src[l], (size_t)(ms[k].rows * q->vis.cols) * sizeof(float));
+      }
+      if (s->sc->enc)
+        enc_cache_put(s->sc->enc, qvl_image_batch_hash(q->j->batch, ms[k].img), q->vis.n, ms[k].rows, q->vis.cols, src);
+      from += (int)ms[k].rows;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (!rc) srv_observe(&s->m.stage[STAGE_VISION], srv_now() - t0), s->m.vision_images += (uint64_t)n_miss;
+    pthread_mutex_unlock(&s->mu);
+    qvl_vision_out_free(&out);
+    free(grid), free(pix);
+  }
+  const char *msg = rc == QVL_ERR_NOMEM ? "out of memory" : qvl_errmsg(s->e);
+  pthread_mutex_lock(&s->mu);
+  for (int k = 0; k < n_seq; k++) {
+    struct seq *q = seqs[k];
+    if (rc && !q->j->err.status) fail_job(q->j, rc, msg);
+    q->vis_ready = !rc;
+  }
+  if (s->sc->enc) s->m.enc = enc_cache_get_stats(s->sc->enc);
+  pthread_mutex_unlock(&s->mu);
+  for (int k = 0; k < n_seq; k++) qvl_image_batch_free(seqs[k]->j->batch), seqs[k]->j->batch = NULL;
+  free(ms), free(seqs);
+}
+
+/* ---- the step ------------------------------------------------------------------------------------------- */
+
+/* Frees q's blocks and sends it back to prefill: the prompt and every generated token but the last are recomputed,
+ * then decoding goes on from the last (its logits were already used). */
+static void preempt(qvl_server *s, struct seq *q) {
+  lm_seq_free(s->sc->lm, &q->kv);
+  lm_seq_init(&q->kv, q->n_ids + q->j->s.max_tokens);
+  q->target = q->made ? q->n_toks - 1 : q->n_ids;
+  q->pads_done = 0;
+  pthread_mutex_lock(&s->mu);
+  s->m.preemptions++;
+  pthread_mutex_unlock(&s->mu);
+}
+
+static int is_pad(const qvl_config *c, int32_t id) {
+  return id == c->image_token_id || id == c->video_token_id;
+}
+
+/* Chunk i of the step: q's next len tokens from kv.len, their positions, the rows of their image pads; outputs
+ * (logits or the device's argmax) only when the chunk ends at q's last token (a re-prefill ends one short). */
+static void make_chunk(const qvl_config *c, step *st, int i, int32_t *pos3) {
+  struct seq *q = st->who[i];
+  lm_chunk *k = &st->c[i];
+  int n = st->len[i], at = q->kv.len;
+  memset(k, 0, sizeof *k);
+  k->seq = &q->kv, k->ids = q->toks + at, k->n = n, k->pos = pos3;
+  int64_t pads = 0;
+  for (int t = 0; t < n; t++) {
+    int g = at + t;
+    for (int a = 0; a < 3; a++) pos3[a * n + t] = g < q->n_ids ? q->pos[a * q->n_ids + g] : (int32_t)(g + q->delta);
+    pads += g < q->n_ids && is_pad(c, q->toks[g]);
+  }
+  st->pads[i] = pads;
+  if (pads) {
+    const float **ds = st->ds + (size_t)i * QVL_MAX_LIST;
+    k->vision = q->vis.data[0] + q->pads_done * q->vis.cols;
+    for (int l = 0; l + 1 < q->vis.n; l++) ds[l] = q->vis.data[1 + l] + q->pads_done * q->vis.cols;
+    k->deepstack = q->vis.n > 1 ? ds : NULL, k->n_deepstack = q->vis.n - 1;
+  }
+  if (at + n == q->n_toks) {
+    if (q->device_pick)
+      k->argmax = &q->next;
+    else
+      k->logits = q->logits;
+  }
+}
+
+/* Plans the step: every decoding sequence's token, then prefill chunks in admission order while the token budget
+ * and the free blocks last (whole blocks, older sequences first). Blocks short for the decodes alone: the newest
+ * sequence holding blocks is preempted and the plan starts over. */
+static void plan(qvl_server *s, step *st) {
+  const qvl_config *c = qvl_engine_config(s->e);
+  int rows;
+  for (;;) {
+    int free_blocks = lm_blocks_free(s->sc->lm), need = 0;
+    st->n = rows = 0;
+    for (int r = 0; r < s->sc->n_run; r++) {
+      struct seq *q = s->sc->run[r];
+      if (q->kv.len < q->target || q->j->err.status) continue; /* prefilling, or failed */
+      need += lm_seq_blocks_needed(&q->kv, 1);
+      st->who[st->n] = q, st->len[st->n++] = 1, rows++;
+    }
+    if (need > free_blocks) {
+      struct seq *victim = NULL;
+      for (int r = s->sc->n_run - 1; r >= 0 && !victim; r--)
+        if (s->sc->run[r]->kv.n_blocks) victim = s->sc->run[r];
+      preempt(s, victim);
+      continue;
+    }
+    for (int r = 0; r < s->sc->n_run && rows < s->p.step_tokens; r++) {
+      struct seq *q = s->sc->run[r];
+      if (q->kv.len >= q->target || !q->vis_ready || q->j->err.status) continue;
+      int n = q->target - q->kv.len;
+      if (n > s->p.step_tokens - rows) n = s->p.step_tokens - rows;
+      while (n > 0 && need + lm_seq_blocks_needed(&q->kv, n) > free_blocks)
+        n = n > LM_BLOCK ? (n - 1) / LM_BLOCK * LM_BLOCK : 0; /* fewer whole blocks */
+      if (n <= 0) break;
+      need += lm_seq_blocks_needed(&q->kv, n);
+      st->who[st->n] = q, st->len[st->n++] = n, rows += n;
+    }
+    break;
+  }
+  for (int i = 0, at = 0; i < st->n; at += 3 * st->len[i], i++) make_chunk(c, st, i, st->pos + at);
+}
+
+/* After a successful step: the cache grew; chunks with an output give their sequence its next token. */
+static void after_step(qvl_server *s, step *st) {
+  for (int i = 0; i < st->n; i++) {
+    struct seq *q = st->who[i];
+    q->pads_done += st->pads[i];
+    if (!st->c[i].argmax && !st->c[i].logits) continue;
+    int32_t id = st->c[i].argmax ? q->next : qvl_sampler_pick(q->sm, q->logits);
+    int cancel;
+    pthread_mutex_lock(&s->mu);
+    cancel = q->j->cancel || s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (emit_token(s, q, id) || cancel) q->target = -1; /* done: retired below */
+  }
+}
+
+/* One iteration: admissions, vision, one step; sequences that finished, failed or were cancelled leave. */
+static void iterate(qvl_server *s, step *st) {
+  admit_waiting(s);
+  vision(s);
+  for (int r = 0; r < s->sc->n_run;) { /* cancelled (the client left) or failed before the step */
+    struct seq *q = s->sc->run[r];
+    pthread_mutex_lock(&s->mu);
+    int gone = q->j->cancel || q->j->err.status;
+    pthread_mutex_unlock(&s->mu);
+    if (gone)
+      retire(s, r);
+    else
+      r++;
+  }
+  plan(s, st);
+  if (st->n) {
+    qvl_err err = {0};
+    int rc = lm_step(s->sc->lm, st->c, st->n, &err);
+    pthread_mutex_lock(&s->mu);
+    s->m.steps++;
+    for (int i = 0; i < st->n; i++) s->m.step_tokens += (uint64_t)st->len[i];
+    for (int i = 0; rc && i < st->n; i++) fail_job(st->who[i]->j, rc, err.msg);
+    pthread_mutex_unlock(&s->mu);
+    if (!rc) after_step(s, st);
+  }
+  for (int r = 0; r < s->sc->n_run;) {
+    struct seq *q = s->sc->run[r];
+    if (q->target == -1) flush_text(s, q);
+    if (q->target == -1 || q->j->err.status)
+      retire(s, r);
+    else
+      r++;
+  }
+  pthread_mutex_lock(&s->mu);
+  s->m.kv_blocks_used = lm_blocks_total(s->sc->lm) - lm_blocks_free(s->sc->lm);
+  pthread_mutex_unlock(&s->mu);
+}
+
+int srv_sched_open(qvl_server *s, char *err, size_t err_cap) {
+  struct sched *sc = s->sc = calloc(1, sizeof *sc);
+  int cap = s->p.max_running;
+  if (!sc) return snprintf(err, err_cap, "out of memory"), -1;
+  int64_t blocks = (s->p.kv_tokens + LM_BLOCK - 1) / LM_BLOCK;
+  if (qvl_engine_lm(s->e, blocks, &sc->lm))
+    return snprintf(err, err_cap, "KV cache of %lld tokens: %s", (long long)s->p.kv_tokens, qvl_errmsg(s->e)), -1;
+  if (s->p.encoder_cache_bytes > 0 && enc_cache_open(&sc->enc, s->p.encoder_cache_bytes))
+    return snprintf(err, err_cap, "out of memory"), -1;
+  sc->run = calloc((size_t)cap, sizeof *sc->run);
+  sc->st = (step){.c = calloc((size_t)cap, sizeof *sc->st.c),
+                  .who = calloc((size_t)cap, sizeof *sc->st.who),
+                  .len = calloc((size_t)cap, sizeof *sc->st.len),
+                  .pads = calloc((size_t)cap, sizeof *sc->st.pads),
+                  .pos = calloc(3 * ((size_t)s->p.step_tokens + (size_t)cap), sizeof *sc->st.pos),
+                  .ds = calloc((size_t)cap * QVL_MAX_LIST, sizeof *sc->st.ds)};
+  step *st = &sc->st;
+  if (!sc->run || !st->c || !st->who || !st->len || !st->pads || !st->pos || !st->ds)
+    return snprintf(err, err_cap, "out of memory"), -1;
+  s->m.kv_blocks_total = lm_blocks_total(sc->lm);
+  return 0;
+}
+
+void srv_sched_close(qvl_server *s) {
+  struct sched *sc = s->sc;
+  if (!sc) return;
+  enc_cache_close(sc->enc);
+  free(sc->run);
+  free(sc->st.c), free(sc->st.who), free(sc->st.len), free(sc->st.pads), free(sc->st.pos), free(sc->st.ds);
+  free(sc);
+  s->sc = NULL;
+}
+
+void *srv_sched_main(void *arg) {
+  qvl_server *s = arg;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    while (!s->head && !s->sc->n_run && !s->stopping) pthread_cond_wait(&s->cv, &s->mu);
+    int stop = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (stop) break;
+    iterate(s, &s->sc->st);
+  }
+  while (s->sc->n_run) { /* stopping: what runs ends with 503 */
+    pthread_mutex_lock(&s->mu);
+    srv_errorf(&s->sc->run[s->sc->n_run - 1]->j->err, 503, "server_error", NULL, "shutting_down",
+               "the server is shutting down");
+    pthread_mutex_unlock(&s->mu);
+    retire(s, s->sc->n_run - 1);
+  }
+  return NULL;
+}
