@@ -28,11 +28,14 @@ int cmd_export(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench_tok(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_pre(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench_lm(int argc, char **argv);
+int cmd_bench_attn(int argc, char **argv);
 int cmd_bench_e2e(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 
 #endif

@@ -183,8 +183,10 @@ static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, 
 
 int cmd_bench(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "tok")) return cmd_bench_tok(argc - 1, argv + 1);
+  if (argc >= 2 && !strcmp(argv[1], "pre")) return cmd_bench_pre(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "lm")) return cmd_bench_lm(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "e2e")) return cmd_bench_e2e(argc - 1, argv + 1);
+  if (argc >= 2 && !strcmp(argv[1], "attn-lm")) return cmd_bench_attn(argc - 1, argv + 1);
   if (argc < 2 || strcmp(argv[1], "vit")) {
     fprintf(stderr, "usage: qvl bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] "
                     "[--dump FILE] [--graphs auto|on|off] [--attn-only]\n");

@@ -199,6 +199,7 @@ static void cu_destroy(qvl_backend *b) {
     for (int i = 0; i < c->n_cache; i++) cudaFree(c->cache[i].p);
     free(c->live), free(c->cache);
     cudaFree(c->lt_ws);
+    cudaFree(c->attn_ws);
     cudaFree(c->scratch);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -262,6 +263,40 @@ static int cu_scatter_rows(qvl_backend *b, void *y, const void *x, const int32_t
   OTHER(b, cuda_scatter_rows(y, x, idx, n, row_elems, accumulate, STREAM(b)), "scatter_rows");
 }
 
+static int cu_qkv_to_cache(qvl_backend *b, void *q, void *kc, void *vc, const void *qkv, const void *q_norm,
+                           const void *k_norm, const float *cos, const float *sin, const int32_t *slot, int64_t rows,
+                           int heads, int kv_heads, int head_dim, float eps) {
+  cuda_mark_begin(b, 2);
+  int rc = cuda_qkv_to_cache(q, kc, vc, qkv, q_norm, k_norm, cos, sin, slot, rows, heads, kv_heads, head_dim, eps,
+                             STREAM(b));
+  cuda_mark_end(b);
+  if (rc == QVL_ERR_UNSUPPORTED || rc == QVL_ERR_LIMIT)
+    return qvl_fail(b->err, rc, "cuda qkv_to_cache: head_dim %d, %d heads over %d kv heads, %lld rows not supported",
+                    head_dim, heads, kv_heads, (long long)rows);
+  return launched(b, rc, "qkv_to_cache");
+}
+
+static int cu_attention_paged(qvl_backend *b, void *out, const void *q, const void *kc, const void *vc,
+                              const int32_t *cu_q, const int32_t *kv_len, const int32_t *table, int n_seq,
+                              int max_blocks, int block_size, int64_t q_rows, int max_q, int max_kv, int heads,
+                              int kv_heads, int head_dim, float scale) {
+  cuda_ctx *c = b->ctx;
+  cuda_mark_begin(b, 1);
+  int rc = cuda_attention_paged(out, q, kc, vc, cu_q, kv_len, table, n_seq, max_blocks, block_size, q_rows, max_q,
+                                max_kv, heads, kv_heads, head_dim, scale, c->attn_ws, CUDA_ATTN_WS, c->n_sm, c->stream);
+  cuda_mark_end(b);
+  if (rc == QVL_ERR_UNSUPPORTED || rc == QVL_ERR_LIMIT)
+    return qvl_fail(b->err, rc,
+                    "cuda attention_paged: head_dim %d (multiples of 8 up to 128), %d heads over %d kv heads, block "
+                    "size %d, %d sequences of up to %d queries not supported",
+                    head_dim, heads, kv_heads, block_size, n_seq, max_q);
+  return launched(b, rc, "attention_paged");
+}
+
+static int cu_argmax_rows(qvl_backend *b, int32_t *out, const void *x, int64_t rows, int n) {
+  OTHER(b, cuda_argmax_rows(out, x, rows, n, STREAM(b)), "argmax_rows");
+}
+
 static int cu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, int64_t n, int64_t row_elems) {
   OTHER(b, cuda_gather_rows(y, x, idx, n, row_elems, STREAM(b)), "gather_rows");
 }
@@ -285,6 +320,7 @@ static int cu_graph_end(qvl_backend *b, void **graph) {
   *graph = NULL;
   int rc = cuda_check(b, cudaStreamEndCapture(c->stream, &g), "graph capture end");
   if (!rc) rc = cuda_check(b, cudaGraphInstantiate(&x, g, 0), "graph instantiate");
+  if (rc) (void)cudaGetLastError(); /* a failed capture must not fail the next launch's check */
   if (g) cudaGraphDestroy(g);
   if (!rc) *graph = x;
   return rc;
@@ -308,8 +344,11 @@ static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
   if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess) snprintf(b->device, sizeof b->device, "%.95s", prop.name);
   if ((rc = cuda_check(b, cudaSetDevice(dev), "set device")) ||
       (rc = cuda_check(b, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "stream")) ||
-      (rc = cuda_check(b, cudaMalloc(&c->lt_ws, c->lt_ws_bytes), "cuBLASLt workspace")))
+      (rc = cuda_check(b, cudaMalloc(&c->lt_ws, c->lt_ws_bytes), "cuBLASLt workspace")) ||
+      (rc = cuda_check(b, cudaMalloc((void **)&c->attn_ws, CUDA_ATTN_WS), "attention workspace")) ||
+      (rc = cuda_check(b, cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, dev), "SM count")))
     return rc;
+  if (cuda_attention_paged_init()) return cuda_check(b, cudaGetLastError(), "attention kernel attributes");
   if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda: cublasLtCreate failed");
   cudnnStatus_t st = cudnnCreate(&c->dnn);
@@ -347,5 +386,6 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   b->scatter_rows = cu_scatter_rows;
   b->attention_prepare = cuda_attention_prepare, b->attention = cuda_attention;
   b->attention_free = cuda_attention_free, b->gather_rows = cu_gather_rows, b->add_bilinear = cu_add_bilinear;
+  b->qkv_to_cache = cu_qkv_to_cache, b->attention_paged = cu_attention_paged, b->argmax_rows = cu_argmax_rows;
   return QVL_OK;
 }

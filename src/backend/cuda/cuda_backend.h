@@ -14,7 +14,9 @@ typedef struct gemm_entry {
   int n, k, bias, epi;
   cublasLtMatmulDesc_t op;
   cublasLtMatrixLayout_t la, lb, lc;
-  cublasLtMatmulAlgo_t algo;
+  cublasLtMatmulAlgo_t algo;        /* the one that runs */
+  cublasLtMatmulAlgo_t cand[8];     /* the heuristic's candidates until tuned */
+  int n_cand, tuned;
 } gemm_entry;
 
 typedef struct sdpa_plan sdpa_plan; /* sdpa.c */
@@ -36,7 +38,12 @@ typedef struct cuda_ctx {
   struct cuda_mark { int cat; cudaEvent_t a, z; } *marks; /* QVL_PROFILE=1: one event pair per op */
   int n_marks, cap_marks, profiling;
   size_t scratch_bytes;
+  int n_sm;               /* streaming multiprocessors: how many attention splits fill the device */
+  float *attn_ws;         /* attention_paged split partials, CUDA_ATTN_WS bytes, allocated at creation so that
+                           * a graph capture never allocates */
 } cuda_ctx;
+
+enum { CUDA_ATTN_WS = 8 << 20 };
 
 int cuda_check(qvl_backend *b, cudaError_t e, const char *what);
 /* Profiling brackets around one op of category cat (0 GEMM, 1 attention, 2 other); no-ops unless profiling. */

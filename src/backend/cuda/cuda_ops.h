@@ -57,6 +57,23 @@ int cuda_scatter_rows(uint16_t *y, const uint16_t *x, const int32_t *idx, int64_
                       qvl_stream s);
 /* QVL_ERR_LIMIT when the keys do not fit the kernel's shared memory (~56k). */
 
+/* kv_cache.cu: backend.h qkv_to_cache (q/k RMSNorm, text rotary, k and v into their cache slots).
+ * QVL_ERR_UNSUPPORTED for an odd head_dim. */
+int cuda_qkv_to_cache(uint16_t *q, uint16_t *kc, uint16_t *vc, const uint16_t *qkv, const uint16_t *q_norm,
+                      const uint16_t *k_norm, const float *cos, const float *sin, const int32_t *slot, int64_t rows,
+                      int heads, int kv_heads, int head_dim, float eps, qvl_stream s);
+/* attn_paged.cu: backend.h attention_paged. ws (ws_bytes, device floats) holds split partials; the number of
+ * splits is lowered until they fit (none are needed with one). n_sm: the device's SM count.
+ * QVL_ERR_UNSUPPORTED unless head_dim is a multiple of 8 up to 128 and heads a multiple of kv_heads. */
+int cuda_attention_paged(uint16_t *out, const uint16_t *q, const uint16_t *kc, const uint16_t *vc,
+                         const int32_t *cu_q, const int32_t *kv_len, const int32_t *table, int n_seq, int max_blocks,
+                         int block_size, int64_t q_rows, int max_q, int max_kv, int heads, int kv_heads, int head_dim,
+                         float scale, float *ws, size_t ws_bytes, int n_sm, qvl_stream s);
+/* Once per process and device before the first cuda_attention_paged (kernel attributes). */
+int cuda_attention_paged_init(void);
+/* argmax.cu: out[r] = index of the largest of x[r][0..n) (lowest among equals; NaN counts as +inf). */
+int cuda_argmax_rows(int32_t *out, const uint16_t *x, int64_t rows, int n, qvl_stream s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,339 @@
+/* The paged KV cache ops of the CUDA backend (qkv_to_cache, attention_paged, argmax_rows) against the CPU
+ * backend's f32 versions on the same bf16-representable inputs, drawn fresh each run (QVL_TEST_SEED to replay):
+ * ragged batches, shuffled block tables, partial blocks, decode and chunked prefill, GQA ratios 1, 4 and 7,
+ * contexts up to 8k, head dims 128 (the published models), 16 (the tiny ones), 64 and 80; a CUDA graph captured
+ * once and replayed with other lengths. Attention and the rotary are bf16 on the GPU: relative L2 <= 1e-2;
+ * argmax exact. Skips, saying why, without a GPU. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+#include "core/half.h"
+#include "testutil.h"
+
+enum { BS = 16 }; /* the language model's block size */
+
+typedef struct env {
+  qvl_backend *cpu, *gpu;
+  qvl_err err;
+  uint64_t rng;
+} env;
+
+static env E;
+
+static float *rnd(size_t n, float lo, float hi) {
+  float *p = malloc((n ? n : 1) * sizeof(float));
+  tu_uniform(p, n, lo, hi, &E.rng);
+  for (size_t i = 0; i < n; i++) p[i] = qvl_bf16_to_f32(qvl_f32_to_bf16(p[i]));
+  return p;
+}
+
+static void *dev(const float *h, size_t n) {
+  void *d;
+  assert_int_equal(E.gpu->alloc(E.gpu, &d, (n ? n : 1) * 2), QVL_OK);
+  if (n) assert_int_equal(E.gpu->upload_f32(E.gpu, d, h, (int64_t)n), QVL_OK);
+  return d;
+}
+
+static void *dev_poisoned(size_t n) {
+  float *nan = malloc(n * sizeof(float));
+  tu_poison(nan, n);
+  void *d = dev(nan, n);
+  free(nan);
+  return d;
+}
+
+static void *dev_raw(const void *h, size_t bytes) {
+  void *d;
+  assert_int_equal(E.gpu->alloc(E.gpu, &d, bytes ? bytes : 4), QVL_OK);
+  if (bytes) assert_int_equal(E.gpu->upload(E.gpu, d, h, bytes), QVL_OK);
+  return d;
+}
+
+static uint32_t rnd_u32(void) {
+  E.rng = E.rng * 6364136223846793005ull + 1442695040888963407ull;
+  return (uint32_t)(E.rng >> 33);
+}
+
+static double compare(const char *what, const void *d, const float *ref, size_t n, double tol) {
+  float *got = malloc(n * sizeof(float));
+  assert_int_equal(E.gpu->download_f32(E.gpu, got, d, (int64_t)n), QVL_OK);
+  double rel = tu_rel_l2(got, ref, n);
+  printf("  %-58s rel_l2 %.2e  max_abs %.2e\n", what, rel, tu_max_abs_diff(got, ref, n));
+  if (!(rel <= tol)) fail_msg("%s: rel_l2 %.3e > %.1e", what, rel, tol);
+  free(got);
+  return rel;
+}
+
+/* ---- a paged batch --------------------------------------------------------------------------------------- */
+
+typedef struct batch {
+  int n_seq, max_blocks, max_q, max_kv, heads, kv_heads, hd;
+  int64_t q_rows, slots;
+  int32_t *cu_q, *kv_len, *table; /* host */
+  float *q, *kc, *vc;              /* host */
+  void *dq, *dkc, *dvc, *dcu, *dlen, *dtab;
+} batch;
+
+/* Sequences of n[s] new queries over kv[s] keys; every sequence's blocks are drawn from one shuffled pool with
+ * spare blocks in between, so no sequence's slots are contiguous. */
+static void batch_make(batch *b, const int *n, const int *kv, int n_seq, int heads, int kv_heads, int hd) {
+  memset(b, 0, sizeof *b);
+  b->n_seq = n_seq, b->heads = heads, b->kv_heads = kv_heads, b->hd = hd;
+  b->cu_q = calloc((size_t)n_seq + 1, sizeof(int32_t));
+  b->kv_len = calloc((size_t)n_seq, sizeof(int32_t));
+  for (int s = 0; s < n_seq; s++) {
+    b->cu_q[s + 1] = b->cu_q[s] + n[s];
+    b->kv_len[s] = kv[s];
+    if (n[s] > b->max_q) b->max_q = n[s];
+    if (kv[s] > b->max_kv) b->max_kv = kv[s];
+    if ((kv[s] + BS - 1) / BS > b->max_blocks) b->max_blocks = (kv[s] + BS - 1) / BS;
+  }
+  if (b->max_blocks == 0) b->max_blocks = 1;
+  b->q_rows = b->cu_q[n_seq];
+  int pool = n_seq * b->max_blocks + 7;
+  int32_t *perm = malloc((size_t)pool * sizeof(int32_t));
+  for (int i = 0; i < pool; i++) perm[i] = i;
+  for (int i = pool - 1; i > 0; i--) {
+    int j = (int)(rnd_u32() % (uint32_t)(i + 1)), t = perm[i];
+    perm[i] = perm[j], perm[j] = t;
+  }
+  b->table = malloc((size_t)n_seq * b->max_blocks * sizeof(int32_t));
+  for (int i = 0; i < n_seq * b->max_blocks; i++) b->table[i] = perm[i];
+  free(perm);
+  b->slots = (int64_t)pool * BS;
+  size_t nq = (size_t)b->q_rows * heads * hd, nkv = (size_t)b->slots * kv_heads * hd;
+  b->q = rnd(nq, -2, 2), b->kc = rnd(nkv, -2, 2), b->vc = rnd(nkv, -2, 2);
+  b->dq = dev(b->q, nq), b->dkc = dev(b->kc, nkv), b->dvc = dev(b->vc, nkv);
+  b->dcu = dev_raw(b->cu_q, (size_t)(n_seq + 1) * 4), b->dlen = dev_raw(b->kv_len, (size_t)n_seq * 4);
+  b->dtab = dev_raw(b->table, (size_t)n_seq * b->max_blocks * 4);
+}
+
+static void batch_free(batch *b) {
+  void *d[] = {b->dq, b->dkc, b->dvc, b->dcu, b->dlen, b->dtab};
+  for (int i = 0; i < 6; i++) E.gpu->free(E.gpu, d[i]);
+  free(b->cu_q), free(b->kv_len), free(b->table), free(b->q), free(b->kc), free(b->vc);
+}
+
+static float *cpu_attention(const batch *b, float scale) {
+  float *ref = malloc((size_t)b->q_rows * b->heads * b->hd * sizeof(float));
+  if (E.cpu->attention_paged(E.cpu, ref, b->q, b->kc, b->vc, b->cu_q, b->kv_len, b->table, b->n_seq, b->max_blocks, BS,
+                             b->q_rows, b->max_q, b->max_kv, b->heads, b->kv_heads, b->hd, scale))
+    fail_msg("cpu attention_paged: %s", E.err.msg);
+  return ref;
+}
+
+static void attention_case(const char *what, const int *n, const int *kv, int n_seq, int heads, int kv_heads, int hd) {
+  batch b;
+  batch_make(&b, n, kv, n_seq, heads, kv_heads, hd);
+  float scale = 1.0f / sqrtf((float)hd);
+  float *ref = cpu_attention(&b, scale);
+  size_t no = (size_t)b.q_rows * heads * hd;
+  void *dout = dev_poisoned(no);
+  if (E.gpu->attention_paged(E.gpu, dout, b.dq, b.dkc, b.dvc, b.dcu, b.dlen, b.dtab, n_seq, b.max_blocks, BS, b.q_rows,
+                             b.max_q, b.max_kv, heads, kv_heads, hd, scale))
+    fail_msg("cuda attention_paged: %s", E.err.msg);
+  char name[128];
+  snprintf(name, sizeof name, "%s, %d/%d heads, d%d (max_q %d, max_kv %d)", what, heads, kv_heads, hd, b.max_q,
+           b.max_kv);
+  compare(name, dout, ref, no, 1e-2);
+  E.gpu->free(E.gpu, dout);
+  free(ref);
+  batch_free(&b);
+}
+
+static void test_attention_decode(void **s) {
+  (void)s;
+  /* one new token per sequence; lengths around block and tile edges, up to 8k */
+  int kv[] = {1, 15, 16, 17, 63, 64, 65, 100, 1000, 4097, 8192, 333};
+  int ones[12] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  attention_case("decode x12", ones, kv, 12, 28, 4, 128); /* Qwen2.5-VL-7B */
+  attention_case("decode x12", ones, kv, 12, 32, 8, 128); /* Qwen3-VL-8B */
+  attention_case("decode x12", ones, kv, 12, 8, 8, 128);  /* no grouping */
+  attention_case("decode x1", ones, (int[]){8000}, 1, 28, 4, 128);
+  attention_case("decode x12 tiny", ones, kv, 12, 6, 2, 16);
+  attention_case("decode x12", ones, kv, 12, 14, 2, 64);
+  attention_case("decode x12", ones, kv, 12, 16, 4, 80);
+  int n64[64], kv64[64];
+  for (int i = 0; i < 64; i++) n64[i] = 1, kv64[i] = 1 + (int)(rnd_u32() % 2048);
+  attention_case("decode x64 random lengths", n64, kv64, 64, 28, 4, 128);
+}
+
+static void test_attention_prefill(void **s) {
+  (void)s;
+  /* whole prompts and chunks after cached tokens (kv = cached + n), ragged */
+  int n[] = {300, 1, 64, 65, 17, 128};
+  int kv[] = {300, 51, 1064, 72, 33, 128};
+  attention_case("prefill ragged x6", n, kv, 6, 28, 4, 128);
+  attention_case("prefill ragged x6", n, kv, 6, 32, 8, 128);
+  attention_case("prefill ragged x6", n, kv, 6, 4, 4, 128);
+  attention_case("prefill ragged x6 tiny", n, kv, 6, 6, 2, 16);
+  attention_case("prefill ragged x6", n, kv, 6, 14, 2, 64);
+  attention_case("prefill ragged x6", n, kv, 6, 16, 4, 80);
+  attention_case("chunk of 512 at 8k", (int[]){512}, (int[]){8192}, 1, 28, 4, 128);
+  attention_case("prefill 2k", (int[]){2048}, (int[]){2048}, 1, 8, 1, 128);
+  /* a few rows per sequence (speculative / short chunks): the decode kernel with several row chunks */
+  attention_case("3-5 rows", (int[]){3, 5, 1}, (int[]){700, 5, 90}, 3, 28, 4, 128);
+  attention_case("3-5 rows tiny", (int[]){3, 5, 1}, (int[]){700, 5, 90}, 3, 6, 2, 16);
+}
+
+/* One capture with fixed bounds, replayed with other lengths and tables written into the same buffers. */
+static void test_attention_graph(void **s) {
+  (void)s;
+  if (!E.gpu->graph_begin) skip();
+  const int heads = 28, kv_heads = 4, hd = 128, n_seq = 4, max_blocks = 4096 / BS;
+  float scale = 1.0f / sqrtf((float)hd);
+  /* the largest batch fixes every buffer; replays use fewer keys */
+  batch big;
+  int n[] = {1, 1, 1, 1}, kv0[] = {4096, 4096, 4096, 4096};
+  batch_make(&big, n, kv0, n_seq, heads, kv_heads, hd);
+  assert_int_equal(big.max_blocks, max_blocks);
+  size_t no = (size_t)n_seq * heads * hd;
+  void *dout = dev_poisoned(no);
+  void *graph = NULL;
+  assert_int_equal(E.gpu->graph_begin(E.gpu), QVL_OK);
+  int rc = E.gpu->attention_paged(E.gpu, dout, big.dq, big.dkc, big.dvc, big.dcu, big.dlen, big.dtab, n_seq, max_blocks,
+                                  BS, n_seq, 1, 4096, heads, kv_heads, hd, scale);
+  int rc2 = E.gpu->graph_end(E.gpu, &graph);
+  if (rc || rc2) fail_msg("capture: %s", E.err.msg);
+  int lens[][4] = {{4096, 1, 17, 4000}, {5, 300, 2049, 64}, {4096, 4096, 4096, 4096}};
+  for (int t = 0; t < 3; t++) {
+    memcpy(big.kv_len, lens[t], sizeof lens[t]);
+    for (int i = 0; i < n_seq * max_blocks; i++) { /* reshuffle the table */
+      int j = (int)(rnd_u32() % (uint32_t)(i + 1)), x = big.table[i];
+      big.table[i] = big.table[j], big.table[j] = x;
+    }
+    assert_int_equal(E.gpu->upload(E.gpu, big.dlen, big.kv_len, sizeof lens[t]), QVL_OK);
+    assert_int_equal(E.gpu->upload(E.gpu, big.dtab, big.table, (size_t)n_seq * max_blocks * 4), QVL_OK);
+    assert_int_equal(E.gpu->graph_launch(E.gpu, graph), QVL_OK);
+    float *ref = cpu_attention(&big, scale);
+    char name[96];
+    snprintf(name, sizeof name, "graph replay %d: kv %d %d %d %d", t, lens[t][0], lens[t][1], lens[t][2], lens[t][3]);
+    compare(name, dout, ref, no, 1e-2);
+    free(ref);
+  }
+  E.gpu->graph_free(E.gpu, graph);
+  E.gpu->free(E.gpu, dout);
+  batch_free(&big);
+}
+
+/* ---- qkv_to_cache -------------------------------------------------------------------------------------------- */
+
+static void qkv_case(int64_t rows, int heads, int kv_heads, int hd, int norm) {
+  int nh = heads + 2 * kv_heads;
+  int64_t slots = rows * 3 + 5;
+  size_t nx = (size_t)rows * nh * hd, nq = (size_t)rows * heads * hd, nkv = (size_t)slots * kv_heads * hd;
+  float *x = rnd(nx, -3, 3), *qn = rnd((size_t)hd, 0.5f, 1.5f), *kn = rnd((size_t)hd, 0.5f, 1.5f);
+  float *kc = rnd(nkv, -1, 1), *vc = rnd(nkv, -1, 1), *q = malloc(nq * sizeof(float));
+  float *ang = malloc((size_t)rows * hd * sizeof(float)), *cs = malloc((size_t)rows * hd * 4);
+  float *sn = malloc((size_t)rows * hd * 4);
+  tu_uniform(ang, (size_t)rows * hd, -60, 60, &E.rng);
+  for (int64_t j = 0; j < rows * hd; j++) cs[j] = cosf(ang[j]), sn[j] = sinf(ang[j]);
+  int32_t *slot = malloc((size_t)rows * sizeof(int32_t)), *used = calloc((size_t)slots, sizeof(int32_t));
+  for (int64_t r = 0; r < rows; r++) { /* distinct slots in random order */
+    int32_t v;
+    do v = (int32_t)(rnd_u32() % (uint32_t)slots);
+    while (used[v]);
+    used[v] = 1, slot[r] = v;
+  }
+  void *dx = dev(x, nx), *dqn = dev(qn, (size_t)hd), *dkn = dev(kn, (size_t)hd), *dkc = dev(kc, nkv), *dvc = dev(vc, nkv);
+  void *dq = dev_poisoned(nq), *dc = dev_raw(cs, (size_t)rows * hd * 4), *ds = dev_raw(sn, (size_t)rows * hd * 4);
+  void *dslot = dev_raw(slot, (size_t)rows * 4);
+  if (E.cpu->qkv_to_cache(E.cpu, q, kc, vc, x, norm ? qn : NULL, norm ? kn : NULL, cs, sn, slot, rows, heads, kv_heads,
+                          hd, 1e-6f))
+    fail_msg("cpu qkv_to_cache: %s", E.err.msg);
+  if (E.gpu->qkv_to_cache(E.gpu, dq, dkc, dvc, dx, norm ? dqn : NULL, norm ? dkn : NULL, dc, ds, dslot, rows, heads,
+                          kv_heads, hd, 1e-6f))
+    fail_msg("cuda qkv_to_cache: %s", E.err.msg);
+  char name[96];
+  snprintf(name, sizeof name, "qkv_to_cache q, %lld rows %d/%d d%d%s", (long long)rows, heads, kv_heads, hd,
+           norm ? " q/k norm" : "");
+  compare(name, dq, q, nq, 1e-2);
+  snprintf(name, sizeof name, "qkv_to_cache k pool (every slot)");
+  compare(name, dkc, kc, nkv, 1e-2);
+  snprintf(name, sizeof name, "qkv_to_cache v pool (every slot)");
+  compare(name, dvc, vc, nkv, 0);
+  void *d[] = {dx, dqn, dkn, dkc, dvc, dq, dc, ds, dslot};
+  for (int i = 0; i < 9; i++) E.gpu->free(E.gpu, d[i]);
+  free(x), free(qn), free(kn), free(kc), free(vc), free(q), free(ang), free(cs), free(sn), free(slot), free(used);
+}
+
+static void test_qkv_to_cache(void **s) {
+  (void)s;
+  qkv_case(77, 28, 4, 128, 0); /* Qwen2.5-VL */
+  qkv_case(77, 32, 8, 128, 1); /* Qwen3-VL */
+  qkv_case(1, 32, 8, 128, 1);  /* decode */
+  qkv_case(33, 6, 2, 16, 0);   /* tiny */
+  qkv_case(33, 6, 2, 16, 1);
+  qkv_case(19, 4, 2, 72, 1);   /* half not a multiple of 8: the scalar path */
+  qkv_case(19, 4, 1, 80, 1);
+}
+
+/* ---- argmax_rows --------------------------------------------------------------------------------------------- */
+
+static void argmax_case(int64_t rows, int n) {
+  /* bf16 values from a narrow range: many exact ties, so "lowest index among equals" is exercised */
+  float *x = rnd((size_t)rows * n, -4, 4);
+  for (int64_t r = 0; r < rows; r++) /* plant a tie for the top at two spots */
+    if (r % 2) x[r * n + n / 3] = x[r * n + n - 1] = 9.0f;
+  int32_t *ref = malloc((size_t)rows * sizeof(int32_t)), *got = malloc((size_t)rows * sizeof(int32_t));
+  void *dx = dev(x, (size_t)rows * n), *dout;
+  int32_t *poison = malloc((size_t)rows * sizeof(int32_t));
+  for (int64_t r = 0; r < rows; r++) poison[r] = -7;
+  dout = dev_raw(poison, (size_t)rows * 4);
+  assert_int_equal(E.cpu->argmax_rows(E.cpu, ref, x, rows, n), QVL_OK);
+  if (E.gpu->argmax_rows(E.gpu, dout, dx, rows, n)) fail_msg("cuda argmax_rows: %s", E.err.msg);
+  assert_int_equal(E.gpu->sync(E.gpu), QVL_OK);
+  assert_int_equal(cudaMemcpy(got, dout, (size_t)rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  int bad = 0;
+  for (int64_t r = 0; r < rows; r++)
+    if (got[r] != ref[r]) {
+      if (bad++ < 5) printf("    row %lld: cuda %d, cpu %d\n", (long long)r, got[r], ref[r]);
+    }
+  printf("  argmax_rows %lld x %d: %d of %lld rows differ\n", (long long)rows, n, bad, (long long)rows);
+  if (bad) fail_msg("argmax_rows %lld x %d: %d rows differ", (long long)rows, n, bad);
+  E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dout);
+  free(x), free(ref), free(got), free(poison);
+}
+
+static void test_argmax(void **s) {
+  (void)s;
+  argmax_case(64, 151936); /* Qwen3-VL vocabulary */
+  argmax_case(3, 152064);  /* Qwen2.5-VL-7B */
+  argmax_case(5, 1001);    /* unaligned rows: the scalar path */
+  argmax_case(1, 1);
+}
+
+static int setup(void **s) {
+  (void)s;
+  E.rng = tu_seed();
+  if (qvl_backend_cpu_create(&E.cpu, 0, &E.err)) return -1;
+  if (qvl_backend_cuda_create(&E.gpu, 0, &E.err)) {
+    fprintf(stderr, "cuda backend: %s\n", E.err.msg);
+    return -1;
+  }
+  E.cpu->err = E.gpu->err = &E.err;
+  return 0;
+}
+
+static int teardown(void **s) {
+  (void)s;
+  if (E.gpu) E.gpu->destroy(E.gpu);
+  if (E.cpu) E.cpu->destroy(E.cpu);
+  return 0;
+}
+
+int main(void) {
+  if (qvl_cuda_device_count() == 0) {
+    printf("test_gpu_attn: no CUDA device here; skipped\n");
+    return 0;
+  }
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_qkv_to_cache), cmocka_unit_test(test_attention_decode),
+                                     cmocka_unit_test(test_attention_prefill), cmocka_unit_test(test_attention_graph),
+                                     cmocka_unit_test(test_argmax)};
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
