@@ -42,8 +42,9 @@ struct lm_model {
   lm_ws ws, gws;              /* eager steps (grown on demand); graph steps (fixed once the first graph exists) */
   void *graph[N_BATCH_BUCKETS][N_CTX_BUCKETS];
   int graphs;                 /* replay decode steps */
-  void *stage;                /* host staging block */
+  void *stage;                /* host staging block (host_alloc: pinned on CUDA, so the upload is asynchronous) */
   int64_t stage_bytes;
+  int stage_busy;             /* an upload from the stage may still be in flight */
   float *host_logits, *vis_host; /* several chunks' logits; several chunks' vision rows, per level */
   int64_t host_logits_n, vis_host_n;
   int32_t *host_argmax, *row_of; /* argmax of each out row; per chunk: its first logits row, its argmax row */
@@ -166,7 +167,7 @@ int lm_open(lm_model **out, qvl_backend *b, const qvl_config *cfg, const qvl_wei
   *out = m;
   if (!m) return qvl_fail(err, QVL_ERR_NOMEM, "language model: out of memory");
   m->b = b, m->c = cfg, m->w = w, m->n_blocks = n_blocks;
-  if (!b->qkv_to_cache || !b->attention_paged || !b->argmax_rows || !b->download)
+  if (!b->qkv_to_cache || !b->attention_paged || !b->argmax_rows || !b->swiglu || !b->download)
     return qvl_fail(err, QVL_ERR_UNSUPPORTED, "language model: the %s backend lacks the paged KV cache ops", b->name);
   if (!w->embed || !w->lm_head || !w->lm) return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: weights not loaded");
   if (n_blocks < 1 || (int64_t)(n_blocks + 1) * LM_BLOCK > INT32_MAX)
@@ -197,7 +198,7 @@ void lm_close(lm_model *m) {
       if (m->graph[i][k]) b->graph_free(b, m->graph[i][k]);
   for (int l = 0; m->kc && m->vc && l < m->c->text.layers; l++) b->free(b, m->kc[l]), b->free(b, m->vc[l]);
   ws_free(b, &m->ws), ws_free(b, &m->gws);
-  free(m->stage);
+  if (m->stage) b->host_free(b, m->stage);
   free(m->kc), free(m->vc), free(m->refs), free(m->free_list);
   free(m->host_logits), free(m->vis_host), free(m->host_argmax), free(m->row_of);
   free(m);
@@ -231,14 +232,10 @@ static int mlp_block(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_la
   qvl_backend *b = m->b;
   int64_t n = p->rows;
   int H = t->hidden, I = t->intermediate, rc;
-  const void *up_w = (const char *)L->gate_up_w + (size_t)I * H * b->elem_bytes;
-  if ((rc = b->rmsnorm(b, ws->x, ws->h, L->post_norm_w, n, H, t->rms_eps))) return rc;
-  if (n == 1) /* one row: gate and up side by side from one GEMM */
-    rc = b->linear(b, ws->gu, ws->x, L->gate_up_w, NULL, n, 2 * I, H, QVL_EPI_NONE);
-  else if (!(rc = b->linear(b, ws->gu, ws->x, L->gate_up_w, NULL, n, I, H, QVL_EPI_NONE)))
-    rc = b->linear(b, (char *)ws->gu + (size_t)(n * I) * b->elem_bytes, ws->x, up_w, NULL, n, I, H, QVL_EPI_NONE);
-  if (!rc) rc = b->silu_mul(b, ws->mlp, ws->gu, (char *)ws->gu + (size_t)(n * I) * b->elem_bytes, n * I);
-  if (rc) return rc;
+  if ((rc = b->rmsnorm(b, ws->x, ws->h, L->post_norm_w, n, H, t->rms_eps)) ||
+      (rc = b->linear(b, ws->gu, ws->x, L->gate_up_w, NULL, n, 2 * I, H, QVL_EPI_NONE)) ||
+      (rc = b->swiglu(b, ws->mlp, ws->gu, n, I)))
+    return rc;
   return b->linear(b, ws->h, ws->mlp, L->down_w, NULL, n, H, I, QVL_EPI_RESIDUAL);
 }
 
@@ -480,18 +477,23 @@ int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   const float *vis[1 + QVL_MAX_LIST] = {0};
   lm_ws *ws = graph ? &m->gws : &m->ws;
   if (m->stage_bytes < p.in.total * 4) {
-    free(m->stage);
-    m->stage = malloc((size_t)p.in.total * 4);
-    m->stage_bytes = m->stage ? p.in.total * 4 : 0;
-    if (!m->stage) return qvl_fail(err, QVL_ERR_NOMEM, "language model: out of memory");
+    if ((rc = b->sync(b))) return qvl_fail(err, rc, "language model: %s", b->err->msg);
+    int64_t had = m->stage_bytes;
+    b->host_free(b, m->stage);
+    m->stage = NULL, m->stage_bytes = 0, m->stage_busy = 0;
+    int64_t bytes = p.in.total * 4 > had * 3 / 2 ? p.in.total * 4 : had * 3 / 2;
+    if ((rc = b->host_alloc(b, &m->stage, (size_t)bytes))) return qvl_fail(err, rc, "language model: %s", b->err->msg);
+    m->stage_bytes = bytes;
   }
   if ((rc = host_grow((void **)&m->row_of, &m->row_of_n, 2 * (int64_t)n_chunks, 4)) ||
       (rc = gather_vision(m, c, n_chunks, &p, vis)))
     return qvl_fail(err, QVL_ERR_NOMEM, "language model: out of memory");
+  if (m->stage_busy && (rc = b->sync(b))) return qvl_fail(err, rc, "language model: %s", b->err->msg);
   stage_step(m, c, n_chunks, &p, graph);
   if (graph) rc = graph_ws(m);
   else rc = ws_reserve(m, ws, p.rows, p.n_seq, (int64_t)p.n_seq * p.max_blocks, p.outs, p.n_vis);
   if (!rc) rc = b->upload(b, ws->in, m->stage, (size_t)p.in.total * 4);
+  m->stage_busy = !p.outs; /* the upload may read the stage until the next sync (collect's downloads) */
   if (!rc) rc = graph ? run_graph(m, &p) : forward(m, ws, &p, vis, m->c->vision.n_deepstack);
   if (!rc) rc = collect(m, c, n_chunks, &p, ws);
   if (rc) return b->err != err || !err->code ? qvl_fail(err, rc, "language model: %s", b->err->msg) : rc;
