@@ -1,6 +1,6 @@
 /* qvl batch (src/server/batch.c): OpenAI batch lines in, one answer line each out, in input order. The tiny Qwen3-VL
  * with the real vocabulary, dummy weights, CPU: greedy answers equal qvl_generate_ids run directly, every kind of bad
- * line is answered with an error and the lines after it still run. */
+ * line is answered with an error and the lines after it still run, and `qvl batch` as a command does the same. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,7 +148,35 @@ static void test_batch_in_process(void **state) {
   tu_rmtree(dir);
 }
 
+/* The command: the same output file, the summary on stderr, exit 0 although lines failed; a missing input is 1. */
+static void test_batch_command(void **state) {
+  (void)state;
+  qvl_tokenizer *t = tu_real_tokenizer();
+  if (!t) {
+    printf("  skipped: no tokenizer\n");
+    return;
+  }
+  qvl_tokenizer_close(t);
+  const char *dir = tu_tmpdir();
+  char in_path[600], out_path[600], args[2048], log[8192];
+  snprintf(in_path, sizeof in_path, "%s/in.jsonl", dir), snprintf(out_path, sizeof out_path, "%s/out.jsonl", dir);
+  write_input(in_path);
+  snprintf(args, sizeof args,
+           "batch '%s' -o '%s' --model " MODEL " --dummy --cpu --tokenizer .cache/tokenizer/tokenizer.json "
+           "--allowed-local-media-path tests/data/images --concurrency 4",
+           in_path, out_path);
+  int rc = tu_run_qvl(log, sizeof log, args);
+  printf("%s", log);
+  assert_int_equal(rc, 0);
+  tu_assert_msg_has(log, "9 lines (3 ok, 6 failed)", "images/s");
+  free(check_output(out_path));
+  snprintf(args, sizeof args, "batch '%s/missing.jsonl' --model " MODEL " --dummy --cpu", dir);
+  assert_int_equal(tu_run_qvl(log, sizeof log, args), 1);
+  tu_assert_msg_has(log, "cannot read", "missing.jsonl");
+  tu_rmtree(dir);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_in_process)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_in_process), cmocka_unit_test(test_batch_command)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,10 +31,13 @@ typedef struct req {
   double temperature; /* 0: greedy */
   double rep;         /* repetition_penalty (1: off) */
   char *want;         /* the answer of qvl_generate_ids alone */
+  const char *system; /* a system message first, or NULL */
+  int32_t *ids;       /* the prompt's ids (alone() fills them) */
+  int n_ids;
 } req;
 
-/* What qvl_generate_ids gives the request alone (the same seed as the batch line). */
-static char *alone(const req *r) {
+/* What qvl_generate_ids gives the request alone (the same seed as the batch line); r->ids gets its prompt. */
+static char *alone(req *r) {
   qvl_image_batch *batch = NULL;
   qvl_chat_part parts[2];
   memset(parts, 0, sizeof parts);
@@ -53,13 +56,18 @@ static char *alone(const req *r) {
     memcpy(parts[np++].grid_thw, qvl_image_batch_pixels(batch)->grid_thw, 3 * sizeof(int32_t));
   }
   parts[np].kind = QVL_PART_TEXT, parts[np++].text = r->text;
-  qvl_chat_message m = {.role = "user", .parts = parts, .n_parts = np};
-  qvl_chat chat = {.kind = QVL_CHAT_QWEN3_VL, .messages = &m, .n_messages = 1, .add_generation_prompt = 1};
+  qvl_chat_message m[2] = {{.role = "system", .content = r->system}, {.role = "user", .parts = parts, .n_parts = np}};
+  int sys = r->system != NULL;
+  qvl_chat chat = {
+      .kind = QVL_CHAT_QWEN3_VL, .messages = m + 1 - sys, .n_messages = 1 + sys, .add_generation_prompt = 1};
   const int32_t *ids;
   size_t n;
   assert_int_equal(qvl_chat_encode(g_tok, &chat, &ids, &n), QVL_OK);
   int32_t *copy = malloc(n * sizeof *copy);
   memcpy(copy, ids, n * sizeof *copy);
+  free(r->ids);
+  r->ids = malloc(n * sizeof *r->ids), r->n_ids = (int)n;
+  memcpy(r->ids, ids, n * sizeof *ids);
   qvl_sampling s = qvl_sampling_default();
   s.max_tokens = r->max_tokens, s.temperature = (float)r->temperature, s.seed = 7;
   s.repetition_penalty = (float)r->rep;
@@ -83,11 +91,13 @@ static char *input_of(const req *r, int n) {
     if (r[i].image)
       snprintf(img, sizeof img, "{\"type\": \"image_url\", \"image_url\": \"file://%s/%s\"}, ",
                tu_path("tests/data/images"), r[i].image);
+    char sys[1024] = "";
+    if (r[i].system) snprintf(sys, sizeof sys, "{\"role\": \"system\", \"content\": \"%s\"}, ", r[i].system);
     len += (size_t)snprintf(b + len, cap - len,
-                            "{\"custom_id\": \"r%d\", \"body\": {\"messages\": [{\"role\": \"user\", \"content\": [%s"
+                            "{\"custom_id\": \"r%d\", \"body\": {\"messages\": [%s{\"role\": \"user\", \"content\": [%s"
                             "{\"type\": \"text\", \"text\": \"%s\"}]}], \"max_tokens\": %d, \"temperature\": %g, "
                             "\"repetition_penalty\": %g, \"seed\": 7}}\n",
-                            i, img, r[i].text, r[i].max_tokens, r[i].temperature, r[i].rep);
+                            i, sys, img, r[i].text, r[i].max_tokens, r[i].temperature, r[i].rep);
   }
   return b;
 }
@@ -114,9 +124,11 @@ static qvl_batch_stats run_and_check(qvl_engine *e, qvl_server_params p, req *r,
     cJSON_Delete(o);
   }
   assert_int_equal(k, n);
-  printf("  %lld steps, %lld step tokens, %lld generated, %lld preemptions, %lld tower images, %lld cache hits\n",
-         (long long)st.steps, (long long)st.step_tokens, (long long)st.gen_tokens, (long long)st.preemptions,
-         (long long)st.vision_images, (long long)st.encoder_cache_hits);
+  printf(
+      "  %lld steps, %lld step tokens, %lld generated, %lld preemptions, %lld tower images, %lld encoder cache hits, "
+      "%lld prefix hit tokens\n",
+      (long long)st.steps, (long long)st.step_tokens, (long long)st.gen_tokens, (long long)st.preemptions,
+      (long long)st.vision_images, (long long)st.encoder_cache_hits, (long long)st.prefix_hit_tokens);
   free(in_text), free(out_text);
   return st;
 }
@@ -145,15 +157,15 @@ static int teardown(void **state) {
 static void test_batched_equals_alone(void **state) {
   (void)state;
   NEED_TOKENIZER();
-  req r[] = {{"Hello there", NULL, 12, 0, 1, NULL},
-             {"What is the capital of France? Answer briefly.", NULL, 9, 0, 1, NULL},
-             {"Describe it.", "jpeg_20x20.jpg", 7, 0, 1, NULL},
-             {"Count to ten", NULL, 12, 0.8, 1, NULL},
+  req r[] = {{"Hello there", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
+             {"What is the capital of France? Answer briefly.", NULL, 9, 0, 1, NULL, NULL, NULL, 0},
+             {"Describe it.", "jpeg_20x20.jpg", 7, 0, 1, NULL, NULL, NULL, 0},
+             {"Count to ten", NULL, 12, 0.8, 1, NULL, NULL, NULL, 0},
              {"A much longer prompt that goes on for a while, so that its prefill is longer than the others", NULL, 5,
-              0, 1, NULL},
-             {"Tags?", "png_1x1.png", 6, 0, 1, NULL},
-             {"Repeat after me: la la la", NULL, 10, 0, 1.5, NULL},
-             {"x", NULL, 1, 0, 1, NULL}};
+              0, 1, NULL, NULL, NULL, 0},
+             {"Tags?", "png_1x1.png", 6, 0, 1, NULL, NULL, NULL, 0},
+             {"Repeat after me: la la la", NULL, 10, 0, 1.5, NULL, NULL, NULL, 0},
+             {"x", NULL, 1, 0, 1, NULL, NULL, NULL, 0}};
   int n = (int)(sizeof r / sizeof r[0]);
   for (int i = 0; i < n; i++) r[i].want = alone(&r[i]);
   qvl_engine *e = open_engine(0);
@@ -163,7 +175,7 @@ static void test_batched_equals_alone(void **state) {
   assert_true(st.steps <= 14);           /* one prefill step, then one step per token of the longest answer */
   assert_true(st.gen_tokens > st.steps); /* so steps carried several sequences */
   assert_int_equal(st.vision_images, 2);
-  for (int i = 0; i < n; i++) free(r[i].want);
+  for (int i = 0; i < n; i++) free(r[i].want), free(r[i].ids);
   qvl_engine_close(e);
 }
 
@@ -174,13 +186,13 @@ static void test_preemption(void **state) {
   NEED_TOKENIZER();
   req r[6];
   static const char *texts[6] = {"Hello there", "Hi", "Good morning", "Tell me a story", "Why?", "Name a colour"};
-  for (int i = 0; i < 6; i++) r[i] = (req){texts[i], NULL, 60, 0, 1, NULL}, r[i].want = alone(&r[i]);
+  for (int i = 0; i < 6; i++) r[i] = (req){texts[i], NULL, 60, 0, 1, NULL, NULL, NULL, 0}, r[i].want = alone(&r[i]);
   qvl_engine *e = open_engine(160);
   qvl_server_params p = {.max_queue = 6, .kv_tokens = 160};
   qvl_batch_stats st = run_and_check(e, p, r, 6);
   assert_int_equal(st.ok, 6);
   assert_true(st.preemptions >= 1);
-  for (int i = 0; i < 6; i++) free(r[i].want);
+  for (int i = 0; i < 6; i++) free(r[i].want), free(r[i].ids);
   qvl_engine_close(e);
 }
 
@@ -189,10 +201,10 @@ static void test_preemption(void **state) {
 static void test_encoder_cache(void **state) {
   (void)state;
   NEED_TOKENIZER();
-  req r[4] = {{"What is it?", "jpeg_20x20.jpg", 5, 0, 1, NULL},
-              {"And now?", "jpeg_20x20.jpg", 5, 0, 1, NULL},
-              {"Colour?", "png_1x1.png", 5, 0, 1, NULL},
-              {"What is it?", "jpeg_20x20.jpg", 5, 0, 1, NULL}};
+  req r[4] = {{"What is it?", "jpeg_20x20.jpg", 5, 0, 1, NULL, NULL, NULL, 0},
+              {"And now?", "jpeg_20x20.jpg", 5, 0, 1, NULL, NULL, NULL, 0},
+              {"Colour?", "png_1x1.png", 5, 0, 1, NULL, NULL, NULL, 0},
+              {"What is it?", "jpeg_20x20.jpg", 5, 0, 1, NULL, NULL, NULL, 0}};
   for (int i = 0; i < 4; i++) r[i].want = alone(&r[i]);
   qvl_engine *e = open_engine(0);
   qvl_server_params p = {.max_queue = 1, .kv_tokens = 16384}; /* one at a time: each sees the cache of the last */
@@ -203,12 +215,85 @@ static void test_encoder_cache(void **state) {
   st = run_and_check(e, p, r, 4);
   assert_int_equal(st.vision_images, 4);
   assert_int_equal(st.encoder_cache_hits, 0);
-  for (int i = 0; i < 4; i++) free(r[i].want);
+  for (int i = 0; i < 4; i++) free(r[i].want), free(r[i].ids);
+  qvl_engine_close(e);
+}
+
+static int first_pad(const req *r) {
+  for (int t = 0; t < r->n_ids; t++)
+    if (r->ids[t] == 151655) return t; /* <|image_pad|> */
+  return -1;
+}
+
+static int first_difference(const req *a, const req *b) {
+  int t = 0;
+  while (t < a->n_ids && t < b->n_ids && a->ids[t] == b->ids[t]) t++;
+  return t;
+}
+
+/* The prefix cache with images, one request at a time after a shared system message:
+ *   r0 image A + question Q    nothing cached yet: no hit
+ *   r1 image B + question Q    the same token ids as r0 (pads are pads) but another image: only the blocks before the
+ *                              image's first pad are shared, never one that holds image KV
+ *   r2 image A + question Q'   the same image: the hit runs through the image up to the block where Q' departs from Q
+ *   r3 = r0 again              everything but the last block's tail
+ * The hit tokens are exactly those, and every answer equals the request alone (M-RoPE positions after the hit). */
+static void test_prefix_cache_images(void **state) {
+  (void)state;
+  NEED_TOKENIZER();
+  const char *sys =
+      "You are a careful assistant that looks at pictures and answers in a few words. Always name the main object "
+      "first, then its colour, then anything else that stands out in the picture, and nothing more than that.";
+  req r[4] = {
+      {"Describe the picture.", "jpeg_20x20.jpg", 6, 0, 1, NULL, sys, NULL, 0},
+      {"Describe the picture.", "png_1x1.png", 6, 0, 1, NULL, sys, NULL, 0},
+      {"Describe the picture in more detail, please, with colours.", "jpeg_20x20.jpg", 6, 0, 1, NULL, sys, NULL, 0},
+      {"Describe the picture.", "jpeg_20x20.jpg", 6, 0, 1, NULL, sys, NULL, 0}};
+  for (int i = 0; i < 4; i++) r[i].want = alone(&r[i]);
+  int pad = first_pad(&r[0]), diff = first_difference(&r[0], &r[2]);
+  assert_int_equal(first_difference(&r[0], &r[1]), r[0].n_ids); /* r0 and r1: identical ids */
+  assert_true(pad >= 2 * 16 && diff > pad + 64);
+  int64_t want = pad / 16 * 16 + diff / 16 * 16 + (r[0].n_ids - 1) / 16 * 16;
+  printf("  first pad at %d, r2 departs at %d, r0 has %d tokens: %lld hit tokens expected\n", pad, diff, r[0].n_ids,
+         (long long)want);
+  qvl_engine *e = open_engine(0);
+  qvl_server_params p = {.max_queue = 1, .kv_tokens = 16384};
+  qvl_batch_stats st = run_and_check(e, p, r, 4);
+  assert_int_equal(st.prefix_hit_tokens, want);
+  p.no_prefix_cache = 1; /* off: no hits, the same answers */
+  st = run_and_check(e, p, r, 4);
+  assert_int_equal(st.prefix_hit_tokens, 0);
+  for (int i = 0; i < 4; i++) free(r[i].want), free(r[i].ids);
+  qvl_engine_close(e);
+}
+
+/* A pool of 4 blocks (64 tokens) for one request at a time, each of 3 blocks with one full prompt block that the
+ * prefix cache keeps: from the third request on, blocks come back from the cache (least recently used first), and
+ * the last request, the same prompt as the one before it, still finds its block. Every answer is its own. */
+static void test_prefix_cache_reclaim(void **state) {
+  (void)state;
+  NEED_TOKENIZER();
+  static const char *texts[5] = {
+      "Write one line about the sea, the wind over it, and the boats going out early in the morning light.",
+      "Write one line about the mountains, the snow on them, and the people climbing up in the cold air.",
+      "Write one line about a city at night, its lights, its noise and the trains that never seem to stop.",
+      "Write one line about a forest after rain, its smell, its colours and the birds coming back out.",
+      "Write one line about a forest after rain, its smell, its colours and the birds coming back out."};
+  req r[5];
+  for (int i = 0; i < 5; i++) r[i] = (req){texts[i], NULL, 8, 0, 1, NULL, NULL, NULL, 0}, r[i].want = alone(&r[i]);
+  for (int i = 0; i < 5; i++) assert_true(r[i].n_ids > 16 && r[i].n_ids + 8 <= 48);
+  qvl_engine *e = open_engine(4 * 16);
+  qvl_server_params p = {.max_queue = 1, .kv_tokens = 4 * 16};
+  qvl_batch_stats st = run_and_check(e, p, r, 5);
+  assert_int_equal(st.ok, 5);
+  assert_int_equal(st.prefix_hit_tokens, 16);
+  for (int i = 0; i < 5; i++) free(r[i].want), free(r[i].ids);
   qvl_engine_close(e);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_batched_equals_alone), cmocka_unit_test(test_preemption),
-                                     cmocka_unit_test(test_encoder_cache)};
+                                     cmocka_unit_test(test_encoder_cache), cmocka_unit_test(test_prefix_cache_images),
+                                     cmocka_unit_test(test_prefix_cache_reclaim)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }

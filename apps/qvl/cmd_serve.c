@@ -2,7 +2,7 @@
  * qvl batch, the same requests offline from a JSONL file (OpenAI's batch format).
  *   qvl serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]
  *             [--max-queue N] [--max-tokens N] [--max-images N] [--allowed-local-media-path DIR] [--quiet]
- *             [--kv-cache-tokens N] [--max-running N] [--step-tokens N] [--encoder-cache-mb N]
+ *             [--kv-cache-tokens N] [--max-running N] [--step-tokens N] [--encoder-cache-mb N] [--no-prefix-cache]
  * Prints "qvl serve: listening on http://H:P" on stderr once it accepts requests (P is the real port when
  * --port 0 asks for any free one), then one line per request ("qvl serve: <request id> POST /v1/... 200 ...")
  * unless --quiet.
@@ -49,6 +49,8 @@ static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_
       o->p.media_dir = argv[++i];
     else if (!strcmp(a, "--quiet"))
       o->quiet = 1;
+    else if (!strcmp(a, "--no-prefix-cache"))
+      o->p.no_prefix_cache = 1;
     else if (!strcmp(a, "--kv-cache-tokens") && v)
       o->p.kv_tokens = atoll(argv[++i]);
     else if (!strcmp(a, "--max-running") && v)

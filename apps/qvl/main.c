@@ -24,6 +24,8 @@ static void usage(FILE *f) {
           "  bench lm --model DIR [--dummy] [--prompt N]... [--batch B,B,...] [--gen N] [--runs N] [--graphs on|off|both]\n"
           "                                               language model TTFT, TPOT and batched decode, JSON lines\n"
           "  bench e2e --model DIR [--dummy] [--image FILE | --synthetic HxW] [--question N] [--runs N]\n"
+          "  bench attn-lm [--batch N]... [--context N]... [--prefill N]... [--heads H] [--kv-heads G] [--head-dim D]\n"
+          "                                               the LM's paged attention alone (CUDA), one JSON line per case\n"
           "  tokenize (--model DIR | --tokenizer FILE) TEXT  token ids and pieces\n"
           "  preprocess --model DIR IMAGE... -o OUT.safetensors [--qwen-vl-utils] [--min-pixels N] [--max-pixels N]\n"
           "                                               pixel rows + grids as the HF image processor makes them\n"
@@ -35,6 +37,8 @@ static void usage(FILE *f) {
           "                                               last-position logits of a prompt (side-by-side checks)\n"
           "  serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]\n"
           "                                               OpenAI-compatible HTTP server (docs/SERVING.md)\n"
+          "  batch IN.jsonl [-o OUT.jsonl] --model DIR [--dummy] [--concurrency N] [--tokenizer FILE]\n"
+          "                                               OpenAI batch lines offline, answers in input order\n"
           "common options: --cpu | --cuda, --threads N\n");
 }
 
@@ -52,6 +56,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "run")) return cmd_run(argc - 1, argv + 1);
   if (!strcmp(argv[1], "logits")) return cmd_logits(argc - 1, argv + 1);
   if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "batch")) return cmd_batch(argc - 1, argv + 1);
   fprintf(stderr, "qvl: unknown command \"%s\"\n", argv[1]);
   usage(stderr);
   return 2;

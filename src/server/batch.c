@@ -196,7 +196,7 @@ int qvl_batch_run(qvl_engine *e, qvl_tokenizer *t, const qvl_server_params *p, F
   srv_fini(b.s); /* the scheduler has stopped: its metrics are final */
   b.st.steps = (int64_t)b.s->m.steps, b.st.step_tokens = (int64_t)b.s->m.step_tokens;
   b.st.preemptions = (int64_t)b.s->m.preemptions, b.st.vision_images = (int64_t)b.s->m.vision_images;
-  b.st.encoder_cache_hits = (int64_t)b.s->m.enc.hits;
+  b.st.encoder_cache_hits = (int64_t)b.s->m.enc.hits, b.st.prefix_hit_tokens = (int64_t)b.s->m.prefix_hit_tokens;
   free(b.s);
   b.st.seconds = srv_now() - b.t0;
   show_progress(&b, 1);

@@ -406,6 +406,16 @@ static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn
            (double)m.steps);
   emit_one(b, CAP, &n, "qvl_step_tokens_total", "counter", "Tokens through those steps (prefill and decode).",
            (double)m.step_tokens);
+  if (!s->p.no_prefix_cache) {
+    emit_one(b, CAP, &n, "qvl_prefix_cache_hit_tokens_total", "counter",
+             "Prompt tokens whose KV came from the prefix cache (whole blocks).", (double)m.prefix_hit_tokens);
+    emit_one(b, CAP, &n, "qvl_prefix_cache_query_tokens_total", "counter", "Prompt tokens looked up.",
+             (double)m.prefix_query_tokens);
+    emit_one(b, CAP, &n, "qvl_prefix_cache_blocks", "gauge", "KV blocks the prefix cache keeps.",
+             (double)m.prefix_blocks);
+    emit_one(b, CAP, &n, "qvl_prefix_cache_hit_rate", "gauge", "Hit tokens over looked-up tokens since the start.",
+             m.prefix_query_tokens ? (double)m.prefix_hit_tokens / (double)m.prefix_query_tokens : 0);
+  }
   if (s->p.encoder_cache_bytes > 0) {
     emit_one(b, CAP, &n, "qvl_encoder_cache_hits_total", "counter", "Images whose vision rows the cache held.",
              (double)m.enc.hits);

@@ -13,6 +13,7 @@
 
 #include "models/mrope.h"
 #include "qvl_internal.h"
+#include "runtime/prefix_cache.h"
 #include "runtime/sampler.h"
 #include "server/srv_state.h"
 
@@ -30,6 +31,8 @@ struct seq {
   int vis_ready;
   int64_t pads_done; /* image pad tokens in toks[0, kv.len) */
   lm_seq kv;
+  uint8_t (*keys)[PC_KEY_BYTES]; /* prefix cache keys of the prompt's full blocks */
+  int n_keys, n_cached;          /* those; the first n_cached are in the cache (shared or inserted) */
   qvl_sampler *sm;
   float *logits; /* [vocab], host sampling */
   int32_t next;  /* the device's argmax */
@@ -53,6 +56,7 @@ typedef struct step {
 struct sched {
   lm_model *lm;     /* the engine's, with the server's KV pool */
   enc_cache *enc;   /* NULL when off */
+  prefix_cache *pc; /* NULL when off */
   struct seq **run; /* admitted, oldest first */
   int n_run;
   step st;
@@ -99,7 +103,7 @@ static void seq_free(qvl_server *s, struct seq *q) {
   qvl_detok_close(q->d);
   qvl_stopper_close(q->stop);
   qvl_vision_out_free(&q->vis);
-  free(q->toks), free(q->pos), free(q->grid), free(q->logits);
+  free(q->toks), free(q->pos), free(q->grid), free(q->logits), free(q->keys);
   free(q);
 }
 
@@ -161,6 +165,52 @@ static int emit_token(qvl_server *s, struct seq *q, int32_t id) {
   return stop;
 }
 
+static int is_pad(const qvl_config *c, int32_t id) {
+  return id == c->image_token_id || id == c->video_token_id;
+}
+
+/* ---- prefix cache ------------------------------------------------------------------------------------------ */
+
+/* The keys of q's full prompt blocks, each image's hash folded in at its first pad (the k-th run of pads is image k).
+ */
+static int prefix_keys(qvl_server *s, struct seq *q) {
+  const qvl_config *c = qvl_engine_config(s->e);
+  q->n_keys = q->n_ids / LM_BLOCK;
+  const uint8_t **fold = calloc((size_t)q->n_ids + 1, sizeof *fold);
+  q->keys = malloc(((size_t)q->n_keys + 1) * sizeof *q->keys);
+  if (!fold || !q->keys) return free(fold), QVL_ERR_NOMEM;
+  for (int t = 0, k = 0; t < q->n_ids; t++)
+    if (is_pad(c, q->toks[t]) && (t == 0 || !is_pad(c, q->toks[t - 1])) && k < q->n_img)
+      fold[t] = qvl_image_batch_hash(q->j->batch, k++);
+  pc_keys(q->keys, q->toks, q->n_keys * LM_BLOCK, fold);
+  free(fold);
+  return QVL_OK;
+}
+
+/* An empty q starts on the longest cached run of its prompt blocks, short of its last token (whose logits it needs). */
+static void share_prefix(qvl_server *s, struct seq *q) {
+  const qvl_config *c = qvl_engine_config(s->e);
+  int max = (q->target - 1) / LM_BLOCK, k = 0;
+  if (max > q->n_keys) max = q->n_keys;
+  int32_t *blocks = max > 0 ? malloc((size_t)max * sizeof *blocks) : NULL;
+  if (blocks && (k = pc_lookup(s->sc->pc, (const uint8_t(*)[PC_KEY_BYTES])q->keys, max, blocks)) &&
+      lm_seq_share(s->sc->lm, &q->kv, blocks, k))
+    k = 0;
+  free(blocks);
+  q->n_cached = k;
+  for (int t = 0; t < q->kv.len; t++) q->pads_done += is_pad(c, q->toks[t]);
+  pthread_mutex_lock(&s->mu);
+  s->m.prefix_hit_tokens += (uint64_t)q->kv.len, s->m.prefix_query_tokens += (uint64_t)q->n_ids;
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* After a step: q's prompt blocks that became full go into the cache. */
+static void cache_blocks(qvl_server *s, struct seq *q) {
+  int full = (q->kv.len < q->n_ids ? q->kv.len : q->n_ids) / LM_BLOCK;
+  for (; q->n_cached < full && q->n_cached < q->n_keys; q->n_cached++)
+    if (pc_insert(s->sc->pc, q->keys[q->n_cached], q->kv.blocks[q->n_cached])) break;
+}
+
 /* ---- admission ---------------------------------------------------------------------------------------- */
 
 /* Chat template over the job's messages (grids from its preprocessed images), M-RoPE positions, the sampler and
@@ -215,6 +265,8 @@ static struct seq *admit(qvl_server *s, job *j) {
     q->vis_ready = !q->n_img;
     if ((rc = qvl_rope_index(q->pos, &q->delta, q->toks, q->n_ids, c, q->grid, q->n_img, NULL, err))) msg = err->msg;
   }
+  if (!rc && s->sc->pc && (rc = prefix_keys(s, q))) msg = "out of memory";
+  if (!rc && s->sc->pc) share_prefix(s, q);
   pthread_mutex_lock(&s->mu);
   if (rc) {
     fail_job(j, rc, msg);
@@ -383,14 +435,11 @@ static void preempt(qvl_server *s, struct seq *q) {
   lm_seq_free(s->sc->lm, &q->kv);
   lm_seq_init(&q->kv, q->n_ids + q->j->s.max_tokens);
   q->target = q->made ? q->n_toks - 1 : q->n_ids;
-  q->pads_done = 0;
+  q->pads_done = 0, q->n_cached = 0;
   pthread_mutex_lock(&s->mu);
   s->m.preemptions++;
   pthread_mutex_unlock(&s->mu);
-}
-
-static int is_pad(const qvl_config *c, int32_t id) {
-  return id == c->image_token_id || id == c->video_token_id;
+  if (s->sc->pc) share_prefix(s, q); /* its own blocks may have stayed in the cache */
 }
 
 /* Chunk i of the step: q's next len tokens from kv.len, their positions, the rows of their image pads; outputs
@@ -428,6 +477,17 @@ static void make_chunk(const qvl_config *c, step *st, int i, int32_t *pos3) {
 static void plan(qvl_server *s, step *st) {
   const qvl_config *c = qvl_engine_config(s->e);
   int rows;
+  if (s->sc->pc) { /* cached blocks no sequence reads come back first, as far as this step can use them */
+    int want = 0, left = s->p.step_tokens;
+    for (int r = 0; r < s->sc->n_run; r++) {
+      struct seq *q = s->sc->run[r];
+      int n = q->kv.len < q->target ? q->target - q->kv.len : 1;
+      if (q->kv.len < q->target && (!q->vis_ready || left <= 0)) continue;
+      if (n > left) n = left;
+      want += lm_seq_blocks_needed(&q->kv, n), left -= n;
+    }
+    pc_reclaim(s->sc->pc, want);
+  }
   for (;;) {
     int free_blocks = lm_blocks_free(s->sc->lm), need = 0;
     st->n = rows = 0;
@@ -465,6 +525,7 @@ static void after_step(qvl_server *s, step *st) {
   for (int i = 0; i < st->n; i++) {
     struct seq *q = st->who[i];
     q->pads_done += st->pads[i];
+    if (s->sc->pc) cache_blocks(s, q);
     if (!st->c[i].argmax && !st->c[i].logits) continue;
     int32_t id = st->c[i].argmax ? q->next : qvl_sampler_pick(q->sm, q->logits);
     int cancel;
@@ -510,6 +571,7 @@ static void iterate(qvl_server *s, step *st) {
   }
   pthread_mutex_lock(&s->mu);
   s->m.kv_blocks_used = lm_blocks_total(s->sc->lm) - lm_blocks_free(s->sc->lm);
+  s->m.prefix_blocks = pc_blocks(s->sc->pc);
   pthread_mutex_unlock(&s->mu);
 }
 
@@ -522,6 +584,7 @@ int srv_sched_open(qvl_server *s, char *err, size_t err_cap) {
     return snprintf(err, err_cap, "KV cache of %lld tokens: %s", (long long)s->p.kv_tokens, qvl_errmsg(s->e)), -1;
   if (s->p.encoder_cache_bytes > 0 && enc_cache_open(&sc->enc, s->p.encoder_cache_bytes))
     return snprintf(err, err_cap, "out of memory"), -1;
+  if (!s->p.no_prefix_cache && pc_open(&sc->pc, sc->lm)) return snprintf(err, err_cap, "out of memory"), -1;
   sc->run = calloc((size_t)cap, sizeof *sc->run);
   sc->st = (step){.c = calloc((size_t)cap, sizeof *sc->st.c),
                   .who = calloc((size_t)cap, sizeof *sc->st.who),
@@ -540,6 +603,7 @@ void srv_sched_close(qvl_server *s) {
   struct sched *sc = s->sc;
   if (!sc) return;
   enc_cache_close(sc->enc);
+  pc_close(sc->pc);
   free(sc->run);
   free(sc->st.c), free(sc->st.who), free(sc->st.len), free(sc->st.pads), free(sc->st.pos), free(sc->st.ds);
   free(sc);

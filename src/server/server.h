@@ -31,6 +31,7 @@ typedef struct qvl_server_params {
   int max_running;       /* sequences admitted at once (prefilling or decoding); 0 = 256 */
   int step_tokens;       /* tokens of one step (decode tokens + prefill chunks); 0 = 8192 */
   int64_t encoder_cache_bytes; /* vision rows kept by image hash, at most this many bytes; 0 = 1 GiB, < 0 = off */
+  int no_prefix_cache;   /* 1: prompts never start on KV blocks of earlier ones */
   FILE *log;             /* one line per request (its id, route, status, tokens, seconds, error); NULL = none */
 } qvl_server_params;
 
@@ -48,7 +49,7 @@ typedef struct qvl_batch_stats {
   int64_t images, prompt_tokens, gen_tokens;
   double seconds;
   /* the scheduler's counters (as /metrics names them) */
-  int64_t steps, step_tokens, preemptions, vision_images, encoder_cache_hits;
+  int64_t steps, step_tokens, preemptions, vision_images, encoder_cache_hits, prefix_hit_tokens;
 } qvl_batch_stats;
 
 /* Offline jobs (`qvl batch`): the same request path as the server, without HTTP. Each line of in is an OpenAI

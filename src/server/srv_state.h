@@ -30,7 +30,9 @@ typedef struct srv_metrics {
   uint64_t prompt_tokens, gen_tokens, images;
   uint64_t vision_images;     /* through the tower (encoder cache misses) */
   uint64_t steps, step_tokens, preemptions;
-  int64_t kv_blocks_used, kv_blocks_total;
+  int64_t kv_blocks_used, kv_blocks_total; /* used: held by sequences or the prefix cache */
+  uint64_t prefix_hit_tokens, prefix_query_tokens;
+  int64_t prefix_blocks;
   enc_cache_stats enc;        /* the scheduler's copy after each vision pass */
   srv_hist ttft;              /* queueing to the first token */
   srv_hist tpot;              /* between consecutive tokens of one request */
