@@ -197,12 +197,11 @@ static void fill_info(qvl_engine *e) {
   }
 }
 
-/* The vision tower's workspace for these limits (and Qwen2.5-VL's gate|up fusion, once). */
+/* The vision tower's workspace for these limits. */
 static int vision_open(qvl_engine *e, int64_t max_patches, int max_images) {
   vis_ws_close(e->ws);
   e->ws = NULL;
-  int rc = e->cfg.arch == QVL_ARCH_QWEN2_5_VL ? qwen2_5_vl_fuse(e->be, &e->cfg, &e->w, &e->err) : QVL_OK;
-  return rc ? rc : vis_ws_open(&e->ws, e->be, &e->cfg, e->w.vit_ffn, max_patches, max_images, &e->err);
+  return vis_ws_open(&e->ws, e->be, &e->cfg, e->w.vit_ffn, max_patches, max_images, &e->err);
 }
 
 int qvl_engine_vision_limits(qvl_engine *e, int64_t max_patches, int max_images, int graphs) {

@@ -1,5 +1,6 @@
 /* Engine: parameter counts of the published configs, checkpoint export -> load round trip (sharded),
- * checkpoint errors that name the file and tensor, and the NULL-safety of the public API. */
+ * checkpoint errors that name the file and tensor, the vision limits, repeated call shapes, and the NULL-safety
+ * of the public API. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 
 #include "io/safetensors.h"
 #include "qvl.h"
+#include "qvl_internal.h"
 #include "testutil.h"
 
 /* Published sizes (Hugging Face model cards, "Model size"), 3 significant digits. */
@@ -212,6 +214,36 @@ static void test_bad_requests(void **state) {
   qvl_engine_close(e);
 }
 
+/* The same shapes again, with another shape between: the cached index arrays and prepared attention of a shape
+ * give the features of a fresh call, on both towers. */
+static void test_repeated_shapes(void **state) {
+  (void)state;
+  const char *models[] = {"tests/data/tiny-qwen2_5_vl", "tests/data/tiny-qwen3_vl"};
+  static const int32_t ga[] = {1, 8, 12, 2, 4, 4}, gb[] = {1, 6, 10};
+  float *px = malloc((size_t)(128 * 1536) * sizeof(float));
+  uint64_t s = tu_seed();
+  tu_uniform(px, (size_t)(128 * 1536), -1.8f, 2.1f, &s);
+  for (int m = 0; m < 2; m++) {
+    qvl_engine *e = open_model(tu_path(models[m]), 1, QVL_LOAD_VISION, QVL_OK);
+    qvl_vision_out first, again;
+    const int32_t *grids[] = {ga, gb, ga, ga};
+    int counts[] = {2, 1, 2, 2};
+    for (int i = 0; i < 4; i++) {
+      qvl_vision_out *o = i ? &again : &first;
+      if (qvl_engine_vision(e, grids[i], counts[i], px, o, NULL, NULL)) fail_msg("%s", qvl_errmsg(e));
+      if (i >= 2) {
+        assert_int_equal(again.rows, first.rows);
+        for (int k = 0; k < first.n; k++)
+          assert_true(tu_max_abs_diff(again.data[k], first.data[k], (size_t)(first.rows * first.cols)) == 0);
+      }
+      if (i) qvl_vision_out_free(&again);
+    }
+    qvl_vision_out_free(&first);
+    qvl_engine_close(e);
+  }
+  free(px);
+}
+
 static void test_null_safety(void **state) {
   (void)state;
   qvl_engine_close(NULL);
@@ -237,7 +269,7 @@ int main(void) {
     cmocka_unit_test(test_param_counts),  cmocka_unit_test(test_export_roundtrip_sharded),
     cmocka_unit_test(test_missing_tensor), cmocka_unit_test(test_wrong_shape),
     cmocka_unit_test(test_no_checkpoint), cmocka_unit_test(test_bad_requests),
-    cmocka_unit_test(test_null_safety),
+    cmocka_unit_test(test_repeated_shapes), cmocka_unit_test(test_null_safety),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,9 +17,8 @@ typedef struct vit_layer {
   void *norm2_w, *norm2_b;  /* [D] */
   void *qkv_w, *qkv_b;      /* [3D, D], [3D]: q, k, v outputs, heads contiguous */
   void *proj_w, *proj_b;    /* [D, D], [D] */
-  void *fc1_w, *fc1_b;      /* Qwen2.5-VL gate_proj / Qwen3-VL linear_fc1: [F, D], [F]; Qwen2.5-VL after
-                             * qwen2_5_vl_fuse: gate|up [2F, D], [2F] */
-  void *up_w, *up_b;        /* Qwen2.5-VL up_proj: [F, D], [F]; NULL after qwen2_5_vl_fuse */
+  void *fc1_w, *fc1_b;      /* Qwen3-VL linear_fc1: [F, D], [F]; Qwen2.5-VL gate_proj and up_proj rows stacked
+                             * at load, one GEMM: [2F, D], [2F] */
   void *fc2_w, *fc2_b;      /* down_proj / linear_fc2: [D, F], [D] */
 } vit_layer;
 
@@ -61,7 +60,9 @@ typedef enum qvl_dim {
   X_TD, X_TF, X_VOCAB, X_QD, X_KVD, X_HD,
   /* The first dim of a tensor bound as a row block of a fused buffer: its rows (QD, KVD, KVD, TF, TF) at their
    * place in [q | k | v] (QD + 2 KVD rows) or [gate | up] (2 TF rows). */
-  X_FUSE_Q, X_FUSE_K, X_FUSE_V, X_FUSE_GATE, X_FUSE_UP
+  X_FUSE_Q, X_FUSE_K, X_FUSE_V, X_FUSE_GATE, X_FUSE_UP,
+  /* The same for the vision MLP (Qwen2.5-VL): gate and up rows (VF each, bound at vit_ffn) in [gate | up]. */
+  X_FUSE_VGATE, X_FUSE_VUP
 } qvl_dim;
 
 typedef enum qvl_scope { SCOPE_VISION, SCOPE_VIT_LAYER, SCOPE_DEEPSTACK, SCOPE_TEXT, SCOPE_LM_LAYER } qvl_scope;
@@ -135,8 +136,5 @@ int qwen2_5_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl
                       void *ud, qvl_err *err);
 int qwen3_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,
                     void *ud, qvl_err *err);
-/* After binding: each vision layer's gate and up (fc1_w/up_w, fc1_b/up_b) become one [2F, D] GEMM in fc1_w and
- * fc1_b (gate rows first); up_w and up_b are freed and set NULL. */
-int qwen2_5_vl_fuse(qvl_backend *b, const qvl_config *cfg, qvl_weights *w, qvl_err *err);
 
 #endif

@@ -3,7 +3,7 @@
  *   pixels [N, K=1176] -> patch embed (GEMM, no bias) [N, D=1280]
  *   -> window reorder (groups of 4 patches by window_index)
  *   -> depth x { h += proj(attn(rope(qkv(rmsnorm1(h))))) ; h += down(silu(gate(x)) * up(x)), x = rmsnorm2(h) }
- *      (gate and up bound as one [2F, D] GEMM after load: qwen2_5_vl_fuse)
+ *      (gate and up bound as one [2F, D] GEMM at load)
  *      attention over 8x8-patch windows (cu_window_seqlens), except fullatt_block_indexes (7, 15, 23, 31)
  *      over whole images / temporal slices (cu_seqlens)
  *   -> merger: rmsnorm(ln_q) per patch, view [N/4, 4D], fc 4D->4D, gelu(erf), fc 4D->O
@@ -30,10 +30,10 @@ static const qvl_tensor_rule RULES[] = {
   {SCOPE_VIT_LAYER, "visual.blocks.%d.attn.qkv.bias",           L(qkv_b),        {X_V3D}},
   {SCOPE_VIT_LAYER, "visual.blocks.%d.attn.proj.weight",        L(proj_w),       {X_VD, X_VD}},
   {SCOPE_VIT_LAYER, "visual.blocks.%d.attn.proj.bias",          L(proj_b),       {X_VD}},
-  {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.gate_proj.weight",    L(fc1_w),        {X_VF, X_VD}},
-  {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.gate_proj.bias",      L(fc1_b),        {X_VF}},
-  {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.up_proj.weight",      L(up_w),         {X_VF, X_VD}},
-  {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.up_proj.bias",        L(up_b),         {X_VF}},
+  {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.gate_proj.weight",    L(fc1_w),        {X_FUSE_VGATE, X_VD}},
+  {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.gate_proj.bias",      L(fc1_b),        {X_FUSE_VGATE}},
+  {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.up_proj.weight",      L(fc1_w),        {X_FUSE_VUP, X_VD}},
+  {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.up_proj.bias",        L(fc1_b),        {X_FUSE_VUP}},
   {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.down_proj.weight",    L(fc2_w),        {X_VD, X_VF}},
   {SCOPE_VIT_LAYER, "visual.blocks.%d.mlp.down_proj.bias",      L(fc2_b),        {X_VD}},
   {SCOPE_VISION,    "visual.merger.ln_q.weight",                M(norm_w),       {X_VD}},
@@ -69,36 +69,6 @@ static int is_fullatt(const qvl_vision_config *v, int layer) {
   return 0;
 }
 
-int qwen2_5_vl_fuse(qvl_backend *b, const qvl_config *cfg, qvl_weights *w, qvl_err *err) {
-  const qvl_vision_config *v = &cfg->vision;
-  int F = w->vit_ffn, D = v->hidden, rc = QVL_OK;
-  size_t e = b->elem_bytes;
-  int32_t *iota = malloc((size_t)F * sizeof(int32_t)), *dev = NULL;
-  if (!iota) return qvl_fail(err, QVL_ERR_NOMEM, "qwen2.5-vl: out of memory");
-  for (int i = 0; i < F; i++) iota[i] = i;
-  rc = b->alloc(b, (void **)&dev, (size_t)F * sizeof(int32_t));
-  if (!rc) rc = b->upload(b, dev, iota, (size_t)F * sizeof(int32_t));
-  for (int l = 0; !rc && l < v->depth; l++) {
-    vit_layer *L = &w->vit[l];
-    void *gw = NULL, *gb = NULL;
-    if (!L->up_w) continue;
-    if ((rc = b->alloc(b, &gw, (size_t)2 * F * D * e)) || (rc = b->alloc(b, &gb, (size_t)2 * F * e)) ||
-        (rc = b->gather_rows(b, gw, L->fc1_w, dev, F, D)) ||
-        (rc = b->gather_rows(b, (char *)gw + (size_t)F * D * e, L->up_w, dev, F, D)) ||
-        (rc = b->gather_rows(b, gb, L->fc1_b, dev, 1, F)) ||
-        (rc = b->gather_rows(b, (char *)gb + (size_t)F * e, L->up_b, dev, 1, F)) || (rc = b->sync(b))) {
-      b->free(b, gw), b->free(b, gb);
-      break;
-    }
-    b->free(b, L->fc1_w), b->free(b, L->fc1_b), b->free(b, L->up_w), b->free(b, L->up_b);
-    L->fc1_w = gw, L->fc1_b = gb, L->up_w = L->up_b = NULL;
-    b->trim(b);
-  }
-  b->free(b, dev);
-  free(iota);
-  return rc;
-}
-
 /* Host indices of a call (vision_run.h): rotary positions in window order, window order of merge groups and
  * its inverse, window and full-attention boundaries. */
 static int q25_index(vis_run *r, const int32_t *grid, int n) {
@@ -121,7 +91,7 @@ static int q25_index(vis_run *r, const int32_t *grid, int n) {
   return QVL_OK;
 }
 
-/* One block, pre-norm residual (spec §2.5); the MLP's gate and up are one GEMM (qwen2_5_vl_fuse). */
+/* One block, pre-norm residual (spec §2.5); the MLP's gate and up are one GEMM (rows stacked at load). */
 static int q25_block(vis_run *r, const vit_layer *L, const void *att) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;

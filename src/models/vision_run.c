@@ -44,7 +44,7 @@ int64_t vis_ws_bytes(const qvl_config *cfg, int ffn_width, size_t elem_bytes, in
 static void shape_clear(qvl_backend *b, vis_shape *s) {
   if (s->graph) b->graph_free(b, s->graph);
   for (int i = 0; i < 2; i++) b->attention_free(b, s->att[i]);
-  free(s->grid);
+  free(s->grid), free(s->ix);
   memset(s, 0, sizeof *s);
 }
 
@@ -208,18 +208,26 @@ int vis_run_tower(vis_ws *ws, const vis_arch *arch, const qvl_weights *w, const 
   if (!sh) return err->code;
   int graphs = b->graph_begin && !tap && !b->profile && sh->runs >= 0 &&
                (ws->graphs == 1 || (ws->graphs < 0 && rows <= GRAPH_ROWS));
-  if (!(graphs && sh->graph && ws->ix_of == sh)) { /* host index work, one upload */
+  if (ws->ix_of == sh && sh->ix) { /* the index area still holds this shape's arrays */
+    vis_run keep = r;
+    r = *sh->ix;
+    r.ws = keep.ws, r.b = keep.b, r.v = keep.v, r.err = keep.err;
+  } else { /* host index work, one upload */
     if ((rc = b->sync(b))) return rc; /* the staging area may still feed the previous call's upload */
     ws->ix_of = NULL;
     if ((rc = arch->index(&r, in->grid, in->n)) || (rc = b->upload(b, ws->ix, ws->ix_host, (size_t)r.ix_used * 4)))
       return rc;
+    if (!sh->ix && !(sh->ix = malloc(sizeof *sh->ix))) return qvl_fail(err, QVL_ERR_NOMEM, "vision: out of memory");
+    *sh->ix = r;
     ws->ix_of = sh;
     for (int i = 0; i < r.n_att; i++) {
       if (sh->att[i] && sh->n_seq[i] == r.n_seq[i]) continue;
       b->attention_free(b, sh->att[i]);
       sh->att[i] = NULL, sh->n_seq[i] = r.n_seq[i];
-      if ((rc = b->attention_prepare(b, &sh->att[i], r.cu[i], r.cu_dev[i], r.n_seq[i], v->heads, v->head_dim)))
+      if ((rc = b->attention_prepare(b, &sh->att[i], r.cu[i], r.cu_dev[i], r.n_seq[i], v->heads, v->head_dim))) {
+        ws->ix_of = NULL; /* prepared again by the next call */
         return rc;
+      }
     }
   }
   r.att = sh->att;

@@ -18,6 +18,7 @@ typedef struct vis_shape {
   void *graph;         /* backend graph or NULL */
   void *att[2];        /* prepared attention: [0] full, [1] windows (Qwen2.5-VL) */
   int n_seq[2];
+  struct vis_run *ix;  /* the index step's device pointers, valid while the plan's index area holds this shape */
 } vis_shape;
 
 /* Buffers for N = max_patches rows (G = N / merge^2 merged rows), element type of the backend:

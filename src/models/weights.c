@@ -29,6 +29,8 @@ static int64_t dim_value(const qvl_config *c, qvl_dim d) {
     case X_FUSE_V: return (int64_t)t->kv_heads * t->head_dim;
     case X_FUSE_GATE:
     case X_FUSE_UP: return t->intermediate;
+    case X_FUSE_VGATE:
+    case X_FUSE_VUP: return v->intermediate;
     case X_NONE: break;
   }
   return 0;
@@ -52,12 +54,14 @@ static char *scope_base(qvl_weights *w, qvl_scope s, int i) {
   }
 }
 
-/* A fused part's first row in its buffer and the buffer's rows; 0 and the tensor's own rows otherwise. */
-static void fuse_rows(const qvl_config *c, qvl_dim d, int64_t rows, int64_t *first, int64_t *total) {
+/* A fused part's first row in its buffer and the buffer's rows; 0 and the tensor's own rows otherwise. The vision
+ * MLP's parts are bound at vit_ffn rows each. */
+static void fuse_rows(const qvl_config *c, int64_t vit_ffn, qvl_dim d, int64_t rows, int64_t *first, int64_t *total) {
   int64_t qd = dim_value(c, X_FUSE_Q), kvd = dim_value(c, X_FUSE_K), ffn = dim_value(c, X_FUSE_GATE);
-  *first = d == X_FUSE_K ? qd : d == X_FUSE_V ? qd + kvd : d == X_FUSE_UP ? ffn : 0;
+  *first = d == X_FUSE_K ? qd : d == X_FUSE_V ? qd + kvd : d == X_FUSE_UP ? ffn : d == X_FUSE_VUP ? vit_ffn : 0;
   *total = d == X_FUSE_Q || d == X_FUSE_K || d == X_FUSE_V ? qd + 2 * kvd
            : d == X_FUSE_GATE || d == X_FUSE_UP        ? 2 * ffn
+           : d == X_FUSE_VGATE || d == X_FUSE_VUP      ? 2 * vit_ffn
                                                        : rows;
 }
 
@@ -67,14 +71,15 @@ static void make_spec(qvl_tensor_spec *s, const qvl_tensor_rule *r, const qvl_co
   s->numel = s->bound_numel = 1;
   for (int d = 0; d < 5 && r->shape[d] != X_NONE; d++) {
     s->shape[s->ndim] = dim_value(c, r->shape[d]);
-    s->bound_shape[s->ndim] = r->shape[d] == X_VF ? w->vit_ffn : s->shape[s->ndim];
+    int vf = r->shape[d] == X_VF || r->shape[d] == X_FUSE_VGATE || r->shape[d] == X_FUSE_VUP;
+    s->bound_shape[s->ndim] = vf ? w->vit_ffn : s->shape[s->ndim];
     s->numel *= s->shape[s->ndim];
     s->bound_numel *= s->bound_shape[s->ndim++];
   }
   s->part = (r->scope == SCOPE_TEXT || r->scope == SCOPE_LM_LAYER) ? PART_TEXT : PART_VISION;
   s->slot = (void **)(scope_base(w, r->scope, i) + r->offset);
   int64_t first, total, row = s->bound_numel / s->bound_shape[0];
-  fuse_rows(c, r->shape[0], s->bound_shape[0], &first, &total);
+  fuse_rows(c, w->vit_ffn, r->shape[0], s->bound_shape[0], &first, &total);
   s->slot_offset = first * row, s->slot_numel = total * row;
 }
 

@@ -1,7 +1,10 @@
 /* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in
  * the epilogue. Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T.
  * QVL_EPI_GELU_TANH uses the GELU(_BIAS) epilogue; QVL_EPI_RESIDUAL reads y as C with beta = 1.
- * The heuristic's first algorithm is cached per (m, n, k, bias, epilogue). */
+ * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms; the first call outside
+ * graph capture times each once on the real operands (a residual GEMM writes its timing runs to a temporary, not
+ * into y) and keeps the fastest. QVL_GEMM_TUNE=0 keeps the heuristic's first; QVL_GEMM_LOG=1 prints the times. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,12 +35,15 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   cublasLtMatmulPreferenceCreate(&pref);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_bytes,
                                        sizeof c->lt_ws_bytes);
-  cublasLtMatmulHeuristicResult_t h;
+  cublasLtMatmulHeuristicResult_t h[8];
   int found = 0;
-  st = cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->la, g->lb, g->lc, g->lc, pref, 1, &h, &found);
+  st = cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->la, g->lb, g->lc, g->lc, pref, 8, h, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st || !found) return lt_fail(b, st, "no cuBLASLt algorithm:", g->m, g->n, g->k);
-  g->algo = h.algo;
+  for (int i = 0; i < found; i++) g->cand[i] = h[i].algo;
+  g->n_cand = found, g->algo = h[0].algo;
+  const char *tune = getenv("QVL_GEMM_TUNE");
+  g->tuned = found == 1 || (tune && *tune == '0');
   return QVL_OK;
 }
 
@@ -61,6 +67,52 @@ static gemm_entry *gemm_find(qvl_backend *b, int64_t m, int n, int k, int bias, 
   return g;
 }
 
+/* Times each candidate once (after one untimed run) and keeps the fastest; a residual GEMM's runs go to a
+ * temporary D (C = y is only read). Host-synchronising, first call of a shape only. */
+static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const void *w, float beta) {
+  cuda_ctx *c = b->ctx;
+  const float one = 1.0f;
+  void *d = y;
+  size_t bytes = (size_t)g->m * (size_t)g->n * 2;
+  if (beta != 0.0f) {
+    if (cudaMalloc(&d, bytes) != cudaSuccess) { /* no room to tune: keep the heuristic's choice */
+      (void)cudaGetLastError();
+      g->tuned = 1;
+      return QVL_OK;
+    }
+    b->mem_held += (int64_t)bytes;
+    if (b->mem_held > b->mem_peak) b->mem_peak = b->mem_held;
+  }
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  const char *log = getenv("QVL_GEMM_LOG");
+  int best = 0;
+  float best_ms = -1;
+  for (int i = 0; i < g->n_cand; i++) {
+    float ms = 0;
+    cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, d, g->lc, &g->cand[i],
+                                       c->lt_ws, c->lt_ws_bytes, c->stream);
+    cudaEventRecord(e0, c->stream);
+    if (!st) st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, d, g->lc, &g->cand[i],
+                                 c->lt_ws, c->lt_ws_bytes, c->stream);
+    cudaEventRecord(e1, c->stream);
+    cudaEventSynchronize(e1);
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (log && *log == '1')
+      fprintf(stderr, "qvl gemm: [%lld x %d x %d] epi %d bias %d: algorithm %d of %d: %s %.3f ms (%.0f TFLOP/s)\n",
+              (long long)g->m, g->n, g->k, g->epi, g->bias, i, g->n_cand, st ? "failed" : "ok", ms,
+              2.0 * (double)g->m * g->n * g->k / (ms * 1e9));
+    if (!st && (best_ms < 0 || ms < best_ms)) best = i, best_ms = ms;
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  if (d != y) {
+    cudaFree(d);
+    b->mem_held -= (int64_t)bytes;
+  }
+  g->algo = g->cand[best], g->tuned = 1;
+  return cuda_check(b, cudaGetLastError(), "linear tuning");
+}
+
 int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
                 int epi) {
   cuda_ctx *c = b->ctx;
@@ -70,6 +122,11 @@ int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const voi
   if (!g) return b->err->code ? b->err->code : qvl_fail(b->err, QVL_ERR_NOMEM, "cuda linear: out of memory");
   if (bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
   const float one = 1.0f, beta = epi == QVL_EPI_RESIDUAL ? 1.0f : 0.0f;
+  if (!g->tuned) {
+    enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    cudaStreamIsCapturing(c->stream, &cap);
+    if (cap == cudaStreamCaptureStatusNone && tune(b, g, y, x, w, beta)) return b->err->code;
+  }
   cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, y, g->lc, &g->algo,
                                      c->lt_ws, c->lt_ws_bytes, c->stream);
   cuda_mark_end(b);

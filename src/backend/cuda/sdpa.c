@@ -10,7 +10,8 @@
  *
  * A plan keeps every engine configuration the heuristics return (mode A, then FALLBACK) that finalizes; the
  * first run of a prepared attention outside graph capture times each once on the real buffers and keeps the
- * fastest (and, where both exist, the faster of the dense and ragged plans). QVL_SDPA_LOG=1 prints the times.
+ * fastest (and, where both exist, the faster of the dense and ragged plans). QVL_SDPA_LOG=1 prints the times;
+ * QVL_SDPA_TUNE=0 takes the heuristics' first configuration and the dense plan where there is one, untimed.
  * attention_prepare does all host work; the device metadata (lengths, offsets) is derived on the device from
  * the uploaded boundaries (sdpa_meta.cu), so attention itself is one cudnnBackendExecute. */
 #include <stdbool.h>
@@ -263,11 +264,24 @@ static cudnnStatus_t run_plan(qvl_backend *b, const cuda_att *a, const sdpa_plan
   return st;
 }
 
-/* Times every candidate of p once (after one untimed run each) and keeps the fastest. */
+/* Keeps candidate best of p (the others are destroyed). */
+static void keep(sdpa_plan *p, int best, float best_ms) {
+  for (int i = 0; i < p->n_cand; i++)
+    if (i != best) cudnnBackendDestroyDescriptor(p->cand[i]);
+  p->plan = p->cand[best], p->ws_bytes = p->cand_ws[best], p->best_ms = best_ms, p->tuned = 1;
+  p->n_cand = 0;
+}
+
+/* Times every candidate of p once (after one untimed run each) and keeps the fastest. QVL_SDPA_TUNE=0: the
+ * heuristics' first, untimed. */
 static int tune(qvl_backend *b, const cuda_att *a, sdpa_plan *p, const void *q, const void *k, const void *v,
                 void *out, float *scale) {
   cuda_ctx *c = b->ctx;
-  const char *log = getenv("QVL_SDPA_LOG");
+  const char *log = getenv("QVL_SDPA_LOG"), *off = getenv("QVL_SDPA_TUNE");
+  if (off && *off == '0') {
+    keep(p, 0, 0);
+    return QVL_OK;
+  }
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0), cudaEventCreate(&e1);
   int best = -1;
@@ -287,10 +301,7 @@ static int tune(qvl_backend *b, const cuda_att *a, sdpa_plan *p, const void *q, 
   }
   cudaEventDestroy(e0), cudaEventDestroy(e1);
   if (best < 0) return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: no engine configuration runs");
-  for (int i = 0; i < p->n_cand; i++)
-    if (i != best) cudnnBackendDestroyDescriptor(p->cand[i]);
-  p->plan = p->cand[best], p->ws_bytes = p->cand_ws[best], p->best_ms = best_ms, p->tuned = 1;
-  p->n_cand = 0;
+  keep(p, best, best_ms);
   return cuda_check(b, cudaGetLastError(), "attention tuning");
 }
 
