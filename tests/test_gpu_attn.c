@@ -75,7 +75,7 @@ typedef struct batch {
   int n_seq, max_blocks, max_q, max_kv, heads, kv_heads, hd;
   int64_t q_rows, slots;
   int32_t *cu_q, *kv_len, *table; /* host */
-  float *q, *kc, *vc;              /* host */
+  float *q, *kc, *vc;             /* host */
   void *dq, *dkc, *dvc, *dcu, *dlen, *dtab;
 } batch;
 
@@ -240,7 +240,8 @@ static void qkv_case(int64_t rows, int heads, int kv_heads, int hd, int norm) {
     while (used[v]);
     used[v] = 1, slot[r] = v;
   }
-  void *dx = dev(x, nx), *dqn = dev(qn, (size_t)hd), *dkn = dev(kn, (size_t)hd), *dkc = dev(kc, nkv), *dvc = dev(vc, nkv);
+  void *dx = dev(x, nx), *dqn = dev(qn, (size_t)hd), *dkn = dev(kn, (size_t)hd), *dkc = dev(kc, nkv),
+       *dvc = dev(vc, nkv);
   void *dq = dev_poisoned(nq), *dc = dev_raw(cs, (size_t)rows * hd * 4), *ds = dev_raw(sn, (size_t)rows * hd * 4);
   void *dslot = dev_raw(slot, (size_t)rows * 4);
   if (E.cpu->qkv_to_cache(E.cpu, q, kc, vc, x, norm ? qn : NULL, norm ? kn : NULL, cs, sn, slot, rows, heads, kv_heads,
@@ -269,7 +270,7 @@ static void test_qkv_to_cache(void **s) {
   qkv_case(1, 32, 8, 128, 1);  /* decode */
   qkv_case(33, 6, 2, 16, 0);   /* tiny */
   qkv_case(33, 6, 2, 16, 1);
-  qkv_case(19, 4, 2, 72, 1);   /* half not a multiple of 8: the scalar path */
+  qkv_case(19, 4, 2, 72, 1); /* half not a multiple of 8: the scalar path */
   qkv_case(19, 4, 1, 80, 1);
 }
 

@@ -72,19 +72,21 @@ static int run_case(qvl_backend *b, const attn_opts *o, int n_seq, int n_q, int 
   }
   if (!rc) {
     double med = app_median(ms, o->iters);
-    printf("{\"bench\": \"attn_lm\", \"device\": \"%s\", \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, ", b->device,
-           o->heads, o->kv_heads, o->hd);
+    printf("{\"bench\": \"attn_lm\", \"device\": \"%s\", \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, ",
+           b->device, o->heads, o->kv_heads, o->hd);
     if (n_q == 1) {
       double bytes = 2.0 * n_seq * kv * o->kv_heads * o->hd * 2;
-      printf("\"mode\": \"decode\", \"batch\": %d, \"context\": %d, \"median_us\": %.2f, \"kv_bytes\": %.0f, "
-             "\"kv_gb_per_s\": %.0f, \"iters\": %d}\n",
-             n_seq, kv, med * 1e3, bytes, bytes / (med * 1e-3) / 1e9, o->iters);
+      printf(
+          "\"mode\": \"decode\", \"batch\": %d, \"context\": %d, \"median_us\": %.2f, \"kv_bytes\": %.0f, "
+          "\"kv_gb_per_s\": %.0f, \"iters\": %d}\n",
+          n_seq, kv, med * 1e3, bytes, bytes / (med * 1e-3) / 1e9, o->iters);
     } else {
       double pairs = (double)n_seq * n_q * (2.0 * kv - n_q + 1) / 2; /* query i sees kv - n_q + i + 1 keys */
       double flops = 4.0 * o->hd * o->heads * pairs;
-      printf("\"mode\": \"prefill\", \"sequences\": %d, \"tokens\": %d, \"context\": %d, \"median_ms\": %.3f, "
-             "\"causal_tflops\": %.1f, \"iters\": %d}\n",
-             n_seq, n_q, kv, med, flops / (med * 1e-3) / 1e12, o->iters);
+      printf(
+          "\"mode\": \"prefill\", \"sequences\": %d, \"tokens\": %d, \"context\": %d, \"median_ms\": %.3f, "
+          "\"causal_tflops\": %.1f, \"iters\": %d}\n",
+          n_seq, n_q, kv, med, flops / (med * 1e-3) / 1e12, o->iters);
     }
     fflush(stdout);
   }
@@ -100,15 +102,24 @@ int cmd_bench_attn(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int has = i + 1 < argc;
-    if (!strcmp(a, "--heads") && has) o.heads = atoi(argv[++i]);
-    else if (!strcmp(a, "--kv-heads") && has) o.kv_heads = atoi(argv[++i]);
-    else if (!strcmp(a, "--head-dim") && has) o.hd = atoi(argv[++i]);
-    else if (!strcmp(a, "--iters") && has) o.iters = atoi(argv[++i]);
-    else if (!strcmp(a, "--warmup") && has) o.warmup = atoi(argv[++i]);
-    else if (!strcmp(a, "--batch") && has && n_batch < 8) batch[n_batch++] = atoi(argv[++i]);
-    else if (!strcmp(a, "--context") && has && n_ctx < 8) ctx[n_ctx++] = atoi(argv[++i]);
-    else if (!strcmp(a, "--prefill") && has && n_pre < 8) pre[n_pre++] = atoi(argv[++i]);
-    else return fprintf(stderr, "qvl bench attn-lm: unknown option %s\n", a), 2;
+    if (!strcmp(a, "--heads") && has)
+      o.heads = atoi(argv[++i]);
+    else if (!strcmp(a, "--kv-heads") && has)
+      o.kv_heads = atoi(argv[++i]);
+    else if (!strcmp(a, "--head-dim") && has)
+      o.hd = atoi(argv[++i]);
+    else if (!strcmp(a, "--iters") && has)
+      o.iters = atoi(argv[++i]);
+    else if (!strcmp(a, "--warmup") && has)
+      o.warmup = atoi(argv[++i]);
+    else if (!strcmp(a, "--batch") && has && n_batch < 8)
+      batch[n_batch++] = atoi(argv[++i]);
+    else if (!strcmp(a, "--context") && has && n_ctx < 8)
+      ctx[n_ctx++] = atoi(argv[++i]);
+    else if (!strcmp(a, "--prefill") && has && n_pre < 8)
+      pre[n_pre++] = atoi(argv[++i]);
+    else
+      return fprintf(stderr, "qvl bench attn-lm: unknown option %s\n", a), 2;
   }
   int db[] = {1, 8, 64}, dc[] = {1024, 4096, 16384}, dp[] = {1024, 8192};
   if (!n_batch && !n_ctx && !n_pre) memcpy(pre, dp, sizeof dp), n_pre = 2; /* the default sweep */
@@ -117,8 +128,9 @@ int cmd_bench_attn(int argc, char **argv) {
     if (!n_ctx) memcpy(ctx, dc, sizeof dc), n_ctx = 3;
   }
   if (o.heads < 1 || o.kv_heads < 1 || o.heads % o.kv_heads || o.iters < 1 || o.warmup < 0)
-    return fprintf(stderr, "usage: qvl bench attn-lm [--batch N]... [--context N]... [--prefill N]... [--heads H] "
-                           "[--kv-heads G] [--head-dim D] [--iters N] [--warmup N]\n"),
+    return fprintf(stderr,
+                   "usage: qvl bench attn-lm [--batch N]... [--context N]... [--prefill N]... [--heads H] "
+                   "[--kv-heads G] [--head-dim D] [--iters N] [--warmup N]\n"),
            2;
   setenv("QVL_PROFILE", "1", 1); /* the backend's per-op CUDA events */
   qvl_err err = {0};

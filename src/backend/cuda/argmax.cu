@@ -14,7 +14,9 @@ static __device__ __forceinline__ void better(float &v, int &i, float v2, int i2
   if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
 }
 
-static __device__ __forceinline__ float key(float v) { return v != v ? INFINITY : v; }
+static __device__ __forceinline__ float key(float v) {
+  return v != v ? INFINITY : v;
+}
 
 template <bool VEC>
 __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_rows_kernel(int32_t *out, const __nv_bfloat16 *x, int n) {

@@ -29,20 +29,24 @@ typedef __nv_bfloat16 bf16;
 
 namespace {
 
-constexpr int KT = 64;           /* keys per tile */
-constexpr int NT = 128;          /* threads per CTA: 4 warps */
-constexpr int QT = 64;           /* prefill query rows per CTA */
-constexpr int DR = 16;           /* decode rows per CTA (one mma M) */
+constexpr int KT = 64;  /* keys per tile */
+constexpr int NT = 128; /* threads per CTA: 4 warps */
+constexpr int QT = 64;  /* prefill query rows per CTA */
+constexpr int DR = 16;  /* decode rows per CTA (one mma M) */
 constexpr int MAX_SPLITS = 128;
 constexpr int PREFILL_MIN_Q = 16;
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
 
 /* 16 bytes global -> shared, zero-filled when !valid (src is then not read). */
 __device__ __forceinline__ void cp16(void *dst, const void *src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 template <int N>
 __device__ __forceinline__ void cp_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -61,10 +65,11 @@ __device__ __forceinline__ void ldsm4t(uint32_t r[4], const void *p) {
 
 /* c[16x8] += a[16x16] b[16x8], bf16 in, f32 accumulate. */
 __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ uint32_t pack(float lo, float hi) {
@@ -86,8 +91,8 @@ __device__ __forceinline__ int64_t slot_of(const int32_t *tab, int bs, int t) {
 /* K and V rows of keys [k0, k0 + KT) of kv head g into two swizzled tiles; keys >= k_end and dims >= hd are zeros
  * (a zero V row times a zero probability stays zero, where stale memory could hold a NaN). */
 template <int D>
-__device__ __forceinline__ void load_kv(bf16 *sk, bf16 *sv, const bf16 *kc, const bf16 *vc, const int32_t *tab,
-                                        int bs, int k0, int k_end, int kv_heads, int g, int hd) {
+__device__ __forceinline__ void load_kv(bf16 *sk, bf16 *sv, const bf16 *kc, const bf16 *vc, const int32_t *tab, int bs,
+                                        int k0, int k_end, int kv_heads, int g, int hd) {
   constexpr int CH = D / 8;
   for (int i = threadIdx.x; i < KT * CH; i += NT) {
     int r = i / CH, c = i % CH, t = k0 + r;
@@ -157,17 +162,18 @@ __device__ __forceinline__ void qk16(float (&s0)[4], float (&s1)[4], const uint3
 template <int D>
 __device__ __forceinline__ void load_q_frags(uint32_t (&qf)[D / 16][4], bf16 *sq, int qrow, int lane) {
 #pragma unroll
-  for (int c = 0; c < D / 16; c++) ldsm4(qf[c], sw<D>(sq, qrow + (lane & 7) + 8 * ((lane >> 3) & 1), c * 16 + 8 * (lane >> 4)));
+  for (int c = 0; c < D / 16; c++)
+    ldsm4(qf[c], sw<D>(sq, qrow + (lane & 7) + 8 * ((lane >> 3) & 1), c * 16 + 8 * (lane >> 4)));
 }
 
 /* ---- prefill ------------------------------------------------------------------------------------------------- */
 
 /* grid (q tiles, heads, n_seq); the last q tiles (the most keys) are launched first. */
 template <int D>
-__global__ void __launch_bounds__(NT) attn_prefill_kernel(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
-                                                          const int32_t *cu_q, const int32_t *kv_len,
-                                                          const int32_t *table, int max_blocks, int bs, int heads,
-                                                          int kv_heads, int hd, float scale_log2) {
+__global__ void __launch_bounds__(NT)
+    attn_prefill_kernel(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, const int32_t *cu_q,
+                        const int32_t *kv_len, const int32_t *table, int max_blocks, int bs, int heads, int kv_heads,
+                        int hd, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16 *sq = (bf16 *)smem, *sk = sq + QT * D, *sv = sk + 2 * KT * D; /* sk, sv: two stages each */
   int s = blockIdx.z, h = blockIdx.y, g = h / (heads / kv_heads);
@@ -241,11 +247,10 @@ __global__ void __launch_bounds__(NT) attn_prefill_kernel(bf16 *out, const bf16 
  * so a replay with lengths far below max_kv still spreads over every split. With one split o goes to out;
  * otherwise partial (o unnormalised, m in the log2 domain, l) to ws_o [row][head][split][hd], ws_ml [..][2]. */
 template <int D>
-__global__ void __launch_bounds__(NT) attn_decode_kernel(bf16 *out, float *ws_o, float *ws_ml, const bf16 *q,
-                                                         const bf16 *kc, const bf16 *vc, const int32_t *cu_q,
-                                                         const int32_t *kv_len, const int32_t *table, int max_blocks,
-                                                         int bs, int heads, int kv_heads, int hd, int n_split,
-                                                         float scale_log2) {
+__global__ void __launch_bounds__(NT)
+    attn_decode_kernel(bf16 *out, float *ws_o, float *ws_ml, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                       const int32_t *cu_q, const int32_t *kv_len, const int32_t *table, int max_blocks, int bs,
+                       int heads, int kv_heads, int hd, int n_split, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16 *sq = (bf16 *)smem, *sk = sq + DR * D, *sv = sk + 2 * KT * D;
   int s = blockIdx.z, g = blockIdx.y, r = heads / kv_heads;
@@ -337,35 +342,55 @@ __global__ void __launch_bounds__(NT) attn_decode_kernel(bf16 *out, float *ws_o,
   }
 }
 
-/* One warp per (q row, head): out = sum_x 2^(m_x - M) o_x / sum_x 2^(m_x - M) l_x. */
-__global__ void attn_combine_kernel(bf16 *out, const float *ws_o, const float *ws_ml, int64_t rows_heads, int hd,
-                                    int n_split) {
-  __shared__ float wts[4][MAX_SPLITS];
-  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  int64_t at = (int64_t)blockIdx.x * 4 + warp;
-  if (at >= rows_heads) return;
+/* One CTA per (q row, head): out = sum_x 2^(m_x - M) o_x / sum_x 2^(m_x - M) l_x. The threads form groups of
+ * head_dim / 4 (4 dims each, float4 loads), the groups take every splits-th partial, then add up in shared memory. */
+__global__ void __launch_bounds__(NT)
+    attn_combine_kernel(bf16 *out, const float *ws_o, const float *ws_ml, int hd, int n_split) {
+  __shared__ float wts[MAX_SPLITS], red[NT * 4], stat[2][NT / 32];
+  int64_t at = blockIdx.x;
   const float *ml = ws_ml + at * n_split * 2;
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float mm = -INFINITY;
-  for (int x = lane; x < n_split; x += 32) mm = fmaxf(mm, ml[2 * x]);
+  for (int x = threadIdx.x; x < n_split; x += NT) mm = fmaxf(mm, ml[2 * x]);
   for (int o = 16; o; o >>= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, o));
+  if (lane == 0) stat[0][warp] = mm;
+  __syncthreads();
+  for (int w = 0; w < NT / 32; w++) mm = fmaxf(mm, stat[0][w]);
   float ref = mm == -INFINITY ? 0.f : mm, ls = 0.f;
-  for (int x = lane; x < n_split; x += 32) {
+  for (int x = threadIdx.x; x < n_split; x += NT) {
     float f = exp2f(ml[2 * x] - ref);
-    wts[warp][x] = f;
+    wts[x] = f;
     ls += f * ml[2 * x + 1];
   }
   for (int o = 16; o; o >>= 1) ls += __shfl_xor_sync(0xffffffffu, ls, o);
-  __syncwarp();
+  if (lane == 0) stat[1][warp] = ls;
+  __syncthreads();
+  ls = 0.f;
+  for (int w = 0; w < NT / 32; w++) ls += stat[1][w];
+  int per = hd / 4, groups = NT / per, grp = threadIdx.x / per, d = 4 * (threadIdx.x % per);
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (grp < groups)
+    for (int x = grp; x < n_split; x += groups) {
+      float4 v = *(const float4 *)(ws_o + (at * n_split + x) * hd + d);
+      float f = wts[x];
+      acc.x += f * v.x, acc.y += f * v.y, acc.z += f * v.z, acc.w += f * v.w;
+    }
+  if (grp < groups) *(float4 *)(red + grp * hd + d) = acc;
+  __syncthreads();
   float inv = ls > 0.f ? 1.f / ls : 0.f;
-  for (int d = lane; d < hd; d += 32) {
-    float os = 0.f;
-    for (int x = 0; x < n_split; x++) os += wts[warp][x] * ws_o[(at * n_split + x) * hd + d];
-    out[at * hd + d] = __float2bfloat16(os * inv);
+  for (int e = threadIdx.x; e < hd; e += NT) {
+    float sum = 0.f;
+    for (int g = 0; g < groups; g++) sum += red[g * hd + e];
+    out[at * hd + e] = __float2bfloat16(sum * inv);
   }
 }
 
-size_t prefill_smem(int d) { return (size_t)(QT + 4 * KT) * d * sizeof(bf16); }
-size_t decode_smem(int d) { return (size_t)(DR + 4 * KT) * d * sizeof(bf16); }
+size_t prefill_smem(int d) {
+  return (size_t)(QT + 4 * KT) * d * sizeof(bf16);
+}
+size_t decode_smem(int d) {
+  return (size_t)(DR + 4 * KT) * d * sizeof(bf16);
+}
 
 template <int D>
 int launch(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, const int32_t *cu_q, const int32_t *kv_len,
@@ -376,8 +401,8 @@ int launch(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, const int32
   if (max_q >= PREFILL_MIN_Q) {
     size_t shm = prefill_smem(D);
     dim3 grid((unsigned)((max_q + QT - 1) / QT), (unsigned)heads, (unsigned)n_seq);
-    attn_prefill_kernel<D><<<grid, NT, shm, s>>>(out, q, kc, vc, cu_q, kv_len, table, max_blocks, bs, heads, kv_heads,
-                                                 hd, scale_log2);
+    attn_prefill_kernel<D>
+        <<<grid, NT, shm, s>>>(out, q, kc, vc, cu_q, kv_len, table, max_blocks, bs, heads, kv_heads, hd, scale_log2);
     return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
   }
   int64_t chunks = ((int64_t)max_q * r + DR - 1) / DR, ctas = chunks * kv_heads * n_seq;
@@ -394,25 +419,23 @@ int launch(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, const int32
   attn_decode_kernel<D><<<grid, NT, shm, s>>>(out, ws_o, ws_ml, q, kc, vc, cu_q, kv_len, table, max_blocks, bs, heads,
                                               kv_heads, hd, n_split, scale_log2);
   if (n_split > 1) {
-    int64_t rh = q_rows * heads;
-    attn_combine_kernel<<<(unsigned)((rh + 3) / 4), NT, 0, s>>>(out, ws_o, ws_ml, rh, hd, n_split);
+    attn_combine_kernel<<<(unsigned)(q_rows * heads), NT, 0, s>>>(out, ws_o, ws_ml, hd, n_split);
   }
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
-} // namespace
+}  // namespace
 
 /* The kernels want more than the default 48 KB of shared memory; set once at backend creation, outside any
  * graph capture. */
 extern "C" int cuda_attention_paged_init(void) {
-  int bad = cudaFuncSetAttribute(attn_prefill_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)prefill_smem(64)) ||
-            cudaFuncSetAttribute(attn_prefill_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)prefill_smem(128)) ||
-            cudaFuncSetAttribute(attn_decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)decode_smem(64)) ||
-            cudaFuncSetAttribute(attn_decode_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)decode_smem(128));
+  int bad =
+      cudaFuncSetAttribute(attn_prefill_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           (int)prefill_smem(64)) ||
+      cudaFuncSetAttribute(attn_prefill_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           (int)prefill_smem(128)) ||
+      cudaFuncSetAttribute(attn_decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)decode_smem(64)) ||
+      cudaFuncSetAttribute(attn_decode_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)decode_smem(128));
   return bad ? QVL_ERR_DEVICE : QVL_OK;
 }
 

@@ -109,9 +109,11 @@ extern "C" int cuda_qkv_to_cache(uint16_t *q, uint16_t *kc, uint16_t *vc, const 
   const bf16 *qn = (const bf16 *)q_norm, *kn = (const bf16 *)k_norm;
   if (v == 8)
     qkv_to_cache_kernel<8><<<(unsigned)blocks, 256, 0, s>>>((bf16 *)q, (bf16 *)kc, (bf16 *)vc, (const bf16 *)qkv, qn,
-                                                            kn, cos, sin, slot, rows, heads, kv_heads, head_dim, G, eps);
+                                                            kn, cos, sin, slot, rows, heads, kv_heads, head_dim, G,
+                                                            eps);
   else
     qkv_to_cache_kernel<1><<<(unsigned)blocks, 256, 0, s>>>((bf16 *)q, (bf16 *)kc, (bf16 *)vc, (const bf16 *)qkv, qn,
-                                                            kn, cos, sin, slot, rows, heads, kv_heads, head_dim, G, eps);
+                                                            kn, cos, sin, slot, rows, heads, kv_heads, head_dim, G,
+                                                            eps);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
