@@ -5,9 +5,10 @@
  * bounds (n_seq, max_q, max_kv), so a captured step replays with other lengths. Blocks past a sequence's rows or
  * keys exit at once.
  *
- *   prefill (max_q >= PREFILL_MIN_Q): FA2 structure. A CTA of 4 warps owns 64 query rows of one head (16 per
- *     warp); K/V tiles of 64 keys are gathered through the block table into shared memory (cp.async, two stages,
- *     XOR-swizzled rows for conflict-free ldmatrix); causal masking only on the tiles that cross the diagonal.
+ *   prefill (max_q >= PREFILL_MIN_Q): FA2 structure. A CTA of 4 warps owns 64 rows (16 per warp) of (query, q
+ *     head) pairs of one kv head's group, so each K/V tile serves every head of the group. K/V tiles of 64 keys
+ *     are gathered through the block table into shared memory (cp.async, two stages, XOR-swizzled rows for
+ *     conflict-free ldmatrix); causal masking only on the tiles that cross a warp's diagonal.
  *   decode (fewer rows): flash-decoding for GQA. A CTA owns (sequence, kv head, split of the keys) and 16 "rows"
  *     = the group's q heads x the sequence's queries, so each K/V tile is read once for the whole group; its 4
  *     warps take 16 keys of each 64-key tile, then merge through shared memory. With several splits each CTA
@@ -168,7 +169,9 @@ __device__ __forceinline__ void load_q_frags(uint32_t (&qf)[D / 16][4], bf16 *sq
 
 /* ---- prefill ------------------------------------------------------------------------------------------------- */
 
-/* grid (q tiles, heads, n_seq); the last q tiles (the most keys) are launched first. */
+/* grid (row tiles, kv_heads, n_seq). Row t of a sequence's n x r (query, group head) pairs is query t / r at head
+ * g*r + t % r, so a CTA's 64 rows span the group's heads and each K/V tile is read once for all of them. The last
+ * row tiles (the most keys) are launched first. */
 template <int D>
 __global__ void __launch_bounds__(NT)
     attn_prefill_kernel(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, const int32_t *cu_q,
@@ -176,22 +179,23 @@ __global__ void __launch_bounds__(NT)
                         int hd, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16 *sq = (bf16 *)smem, *sk = sq + QT * D, *sv = sk + 2 * KT * D; /* sk, sv: two stages each */
-  int s = blockIdx.z, h = blockIdx.y, g = h / (heads / kv_heads);
-  int q0 = (gridDim.x - 1 - blockIdx.x) * QT;
-  int row0 = cu_q[s], n = cu_q[s + 1] - row0, L = kv_len[s];
-  if (q0 >= n) return;
+  int s = blockIdx.z, g = blockIdx.y, r = heads / kv_heads;
+  int t0 = (gridDim.x - 1 - blockIdx.x) * QT;
+  int row0 = cu_q[s], n = cu_q[s + 1] - row0, L = kv_len[s], rows = n * r;
+  if (t0 >= rows) return;
   const int32_t *tab = table + (int64_t)s * max_blocks;
   int first = L - n; /* position of query 0 */
-  int last = first + min(q0 + QT, n) - 1, n_tiles = (last + KT) / KT;
+  int last = first + (min(t0 + QT, rows) - 1) / r, n_tiles = (last + KT) / KT;
   for (int i = threadIdx.x; i < QT * (D / 8); i += NT) {
-    int r = i / (D / 8), c = i % (D / 8);
-    bool ok = q0 + r < n && c * 8 < hd;
-    cp16(sw<D>(sq, r, c * 8), q + (ok ? ((int64_t)(row0 + q0 + r) * heads + h) * hd + c * 8 : 0), ok);
+    int row = i / (D / 8), c = i % (D / 8), t = t0 + row;
+    bool ok = t < rows && c * 8 < hd;
+    cp16(sw<D>(sq, row, c * 8), q + (ok ? ((int64_t)(row0 + t / r) * heads + g * r + t % r) * hd + c * 8 : 0), ok);
   }
   load_kv<D>(sk, sv, kc, vc, tab, bs, 0, last + 1, kv_heads, g, hd);
   cp_commit();
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  int pos[2] = {first + q0 + warp * 16 + lane / 4, first + q0 + warp * 16 + lane / 4 + 8};
+  int wt = t0 + warp * 16, least = first + wt / r; /* the warp's first row and its position */
+  int pos[2] = {first + (wt + lane / 4) / r, first + (wt + lane / 4 + 8) / r};
   float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
   for (int d = 0; d < D / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
@@ -212,7 +216,7 @@ __global__ void __launch_bounds__(NT)
 #pragma unroll
     for (int nb = 0; nb < KT / 8; nb += 2) qk16<D>(sc[nb], sc[nb + 1], qf, tk, nb * 8, lane);
     int k0 = j * KT;
-    bool diag = k0 + KT - 1 > first + q0;
+    bool diag = k0 + KT - 1 > least; /* the tile crosses the warp's diagonal */
 #pragma unroll
     for (int nb = 0; nb < KT / 8; nb++)
 #pragma unroll
@@ -230,10 +234,10 @@ __global__ void __launch_bounds__(NT)
     float sum = l[hh];
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    int i = q0 + warp * 16 + lane / 4 + 8 * hh;
-    if (i >= n) continue;
+    int t = wt + lane / 4 + 8 * hh;
+    if (t >= rows) continue;
     float inv = sum > 0.f ? 1.f / sum : 0.f;
-    bf16 *dst = out + ((int64_t)(row0 + i) * heads + h) * hd + 2 * (lane % 4);
+    bf16 *dst = out + ((int64_t)(row0 + t / r) * heads + g * r + t % r) * hd + 2 * (lane % 4);
 #pragma unroll
     for (int d = 0; d < D / 8; d++)
       if (d * 8 < hd) *(uint32_t *)(dst + d * 8) = pack(o[d][2 * hh] * inv, o[d][2 * hh + 1] * inv);
@@ -400,7 +404,7 @@ int launch(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, const int32
   int r = heads / kv_heads;
   if (max_q >= PREFILL_MIN_Q) {
     size_t shm = prefill_smem(D);
-    dim3 grid((unsigned)((max_q + QT - 1) / QT), (unsigned)heads, (unsigned)n_seq);
+    dim3 grid((unsigned)(((int64_t)max_q * r + QT - 1) / QT), (unsigned)kv_heads, (unsigned)n_seq);
     attn_prefill_kernel<D>
         <<<grid, NT, shm, s>>>(out, q, kc, vc, cu_q, kv_len, table, max_blocks, bs, heads, kv_heads, hd, scale_log2);
     return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
