@@ -54,7 +54,11 @@ def main():
     data = [open(jpegs[i % len(jpegs)], "rb").read() for i in range(a.requests)]
     cfg = transformers.AutoConfig.from_pretrained(a.model)
     cls = getattr(transformers, cfg.architectures[0])
-    model = cls.from_pretrained(a.model, dtype=torch.bfloat16, attn_implementation="sdpa", device_map="cuda").eval()
+    try:
+        model = cls.from_pretrained(a.model, dtype=torch.bfloat16, attn_implementation="sdpa", device_map="cuda")
+    except (ImportError, ValueError):  # device_map wants accelerate in some versions: load, then move
+        model = cls.from_pretrained(a.model, dtype=torch.bfloat16, attn_implementation="sdpa").to("cuda")
+    model.eval()
     proc = transformers.AutoImageProcessor.from_pretrained(a.model, use_fast=a.fast)
     tok = transformers.PreTrainedTokenizerFast(tokenizer_file=a.tokenizer)
     merge = cfg.vision_config.spatial_merge_size

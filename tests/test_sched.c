@@ -2,136 +2,7 @@
  * every request the greedy tokens it gets alone (qvl_generate_ids on another engine), with images, with host
  * sampling mixed in, under KV preemption, and with the encoder cache (a repeated image skips the tower).
  * The tiny Qwen3-VL with the real vocabulary, dummy weights, CPU backend. */
-#include <cjson/cJSON.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "server/server.h"
-#include "testutil.h"
-
-#define MODEL "tests/data/tiny-qwen3_vl-vocab"
-
-static qvl_tokenizer *g_tok;
-static qvl_engine *g_direct;
-
-static qvl_engine *open_engine(int64_t kv_tokens) {
-  qvl_engine_params p = qvl_engine_default_params();
-  p.model_dir = tu_path(MODEL), p.dummy = 1, p.backend = QVL_BACKEND_CPU, p.load = QVL_LOAD_ALL;
-  p.kv_cache_tokens = kv_tokens;
-  qvl_engine *e = NULL;
-  if (qvl_engine_open(&e, &p)) fail_msg("%s", qvl_errmsg(e));
-  return e;
-}
-
-/* One request of a test: a text, an optional image file, and the sampling. */
-typedef struct req {
-  const char *text, *image; /* image: a file under tests/data/images, or NULL */
-  int max_tokens;
-  double temperature; /* 0: greedy */
-  double rep;         /* repetition_penalty (1: off) */
-  char *want;         /* the answer of qvl_generate_ids alone */
-  const char *system; /* a system message first, or NULL */
-  int32_t *ids;       /* the prompt's ids (alone() fills them) */
-  int n_ids;
-} req;
-
-/* What qvl_generate_ids gives the request alone (the same seed as the batch line); r->ids gets its prompt. */
-static char *alone(req *r) {
-  qvl_image_batch *batch = NULL;
-  qvl_chat_part parts[2];
-  memset(parts, 0, sizeof parts);
-  int np = 0;
-  if (r->image) {
-    char path[256];
-    snprintf(path, sizeof path, "tests/data/images/%s", r->image);
-    FILE *f = fopen(tu_path(path), "rb");
-    if (!f) fail_msg("cannot read %s", path);
-    static uint8_t buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    qvl_image im = {.data = buf, .size = n};
-    if (qvl_preprocess_images(g_direct, &im, 1, NULL, &batch)) fail_msg("%s", qvl_errmsg(g_direct));
-    parts[np].kind = QVL_PART_IMAGE;
-    memcpy(parts[np++].grid_thw, qvl_image_batch_pixels(batch)->grid_thw, 3 * sizeof(int32_t));
-  }
-  parts[np].kind = QVL_PART_TEXT, parts[np++].text = r->text;
-  qvl_chat_message m[2] = {{.role = "system", .content = r->system}, {.role = "user", .parts = parts, .n_parts = np}};
-  int sys = r->system != NULL;
-  qvl_chat chat = {
-      .kind = QVL_CHAT_QWEN3_VL, .messages = m + 1 - sys, .n_messages = 1 + sys, .add_generation_prompt = 1};
-  const int32_t *ids;
-  size_t n;
-  assert_int_equal(qvl_chat_encode(g_tok, &chat, &ids, &n), QVL_OK);
-  int32_t *copy = malloc(n * sizeof *copy);
-  memcpy(copy, ids, n * sizeof *copy);
-  free(r->ids);
-  r->ids = malloc(n * sizeof *r->ids), r->n_ids = (int)n;
-  memcpy(r->ids, ids, n * sizeof *ids);
-  qvl_sampling s = qvl_sampling_default();
-  s.max_tokens = r->max_tokens, s.temperature = (float)r->temperature, s.seed = 7;
-  s.repetition_penalty = (float)r->rep;
-  s.n_stop = qvl_tokenizer_stop_ids(g_tok, &s.stop_ids);
-  tu_tokens out = {0};
-  if (qvl_generate_ids(g_direct, copy, (int)n, batch ? qvl_image_batch_pixels(batch) : NULL, &s, tu_collect, &out))
-    fail_msg("%s", qvl_errmsg(g_direct));
-  const char *txt;
-  assert_int_equal(qvl_tokenizer_decode(g_tok, out.ids, (size_t)out.n, 1, &txt, NULL), QVL_OK);
-  free(copy);
-  qvl_image_batch_free(batch);
-  return strdup(txt);
-}
-
-/* The batch input for the requests: line i has custom_id "r<i>". */
-static char *input_of(const req *r, int n) {
-  size_t cap = 4096 * (size_t)n, len = 0;
-  char *b = malloc(cap);
-  for (int i = 0; i < n; i++) {
-    char img[512] = "";
-    if (r[i].image)
-      snprintf(img, sizeof img, "{\"type\": \"image_url\", \"image_url\": \"file://%s/%s\"}, ",
-               tu_path("tests/data/images"), r[i].image);
-    char sys[1024] = "";
-    if (r[i].system) snprintf(sys, sizeof sys, "{\"role\": \"system\", \"content\": \"%s\"}, ", r[i].system);
-    len += (size_t)snprintf(b + len, cap - len,
-                            "{\"custom_id\": \"r%d\", \"body\": {\"messages\": [%s{\"role\": \"user\", \"content\": [%s"
-                            "{\"type\": \"text\", \"text\": \"%s\"}]}], \"max_tokens\": %d, \"temperature\": %g, "
-                            "\"repetition_penalty\": %g, \"seed\": 7}}\n",
-                            i, sys, img, r[i].text, r[i].max_tokens, r[i].temperature, r[i].rep);
-  }
-  return b;
-}
-
-/* Runs the requests as one batch on engine e (server params p) and checks each answer against its `want`. */
-static qvl_batch_stats run_and_check(qvl_engine *e, qvl_server_params p, req *r, int n) {
-  char *in_text = input_of(r, n), *out_text = NULL, err[256];
-  size_t out_len = 0;
-  FILE *in = fmemopen(in_text, strlen(in_text), "r"), *out = open_memstream(&out_text, &out_len);
-  qvl_batch_stats st;
-  p.media_dir = tu_path("tests/data/images");
-  assert_int_equal(qvl_batch_run(e, g_tok, &p, in, out, NULL, &st, err, sizeof err), 0);
-  fclose(in), fclose(out);
-  int k = 0;
-  char *save = NULL;
-  for (char *line = strtok_r(out_text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), k++) {
-    cJSON *o = cJSON_Parse(line);
-    const cJSON *body = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "response"), "body");
-    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(body, "choices"), 0);
-    const cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "message"), "content");
-    if (!cJSON_IsString(content)) fail_msg("line %d has no answer: %s", k, line);
-    printf("  r%d %s\"%s\"\n", k, strcmp(content->valuestring, r[k].want) ? "DIFFERS " : "", content->valuestring);
-    assert_string_equal(content->valuestring, r[k].want);
-    cJSON_Delete(o);
-  }
-  assert_int_equal(k, n);
-  printf(
-      "  %lld steps, %lld step tokens, %lld generated, %lld preemptions, %lld tower images, %lld encoder cache hits, "
-      "%lld prefix hit tokens\n",
-      (long long)st.steps, (long long)st.step_tokens, (long long)st.gen_tokens, (long long)st.preemptions,
-      (long long)st.vision_images, (long long)st.encoder_cache_hits, (long long)st.prefix_hit_tokens);
-  free(in_text), free(out_text);
-  return st;
-}
+#include "batch_util.h"
 
 static int setup(void **state) {
   (void)state;
@@ -170,7 +41,7 @@ static void test_batched_equals_alone(void **state) {
   for (int i = 0; i < n; i++) r[i].want = alone(&r[i]);
   qvl_engine *e = open_engine(0);
   qvl_server_params p = {.max_queue = 8, .kv_tokens = 16384};
-  qvl_batch_stats st = run_and_check(e, p, r, n);
+  qvl_batch_stats st = run_batch(e, p, r, n, 1);
   assert_int_equal(st.ok, n);
   assert_true(st.steps <= 14);           /* one prefill step, then one step per token of the longest answer */
   assert_true(st.gen_tokens > st.steps); /* so steps carried several sequences */
@@ -189,7 +60,7 @@ static void test_preemption(void **state) {
   for (int i = 0; i < 6; i++) r[i] = (req){texts[i], NULL, 60, 0, 1, NULL, NULL, NULL, 0}, r[i].want = alone(&r[i]);
   qvl_engine *e = open_engine(160);
   qvl_server_params p = {.max_queue = 6, .kv_tokens = 160};
-  qvl_batch_stats st = run_and_check(e, p, r, 6);
+  qvl_batch_stats st = run_batch(e, p, r, 6, 1);
   assert_int_equal(st.ok, 6);
   assert_true(st.preemptions >= 1);
   for (int i = 0; i < 6; i++) free(r[i].want), free(r[i].ids);
@@ -208,11 +79,11 @@ static void test_encoder_cache(void **state) {
   for (int i = 0; i < 4; i++) r[i].want = alone(&r[i]);
   qvl_engine *e = open_engine(0);
   qvl_server_params p = {.max_queue = 1, .kv_tokens = 16384}; /* one at a time: each sees the cache of the last */
-  qvl_batch_stats st = run_and_check(e, p, r, 4);
+  qvl_batch_stats st = run_batch(e, p, r, 4, 1);
   assert_int_equal(st.vision_images, 2);
   assert_int_equal(st.encoder_cache_hits, 2);
   p.encoder_cache_bytes = -1;
-  st = run_and_check(e, p, r, 4);
+  st = run_batch(e, p, r, 4, 1);
   assert_int_equal(st.vision_images, 4);
   assert_int_equal(st.encoder_cache_hits, 0);
   for (int i = 0; i < 4; i++) free(r[i].want), free(r[i].ids);
@@ -258,10 +129,10 @@ static void test_prefix_cache_images(void **state) {
          (long long)want);
   qvl_engine *e = open_engine(0);
   qvl_server_params p = {.max_queue = 1, .kv_tokens = 16384};
-  qvl_batch_stats st = run_and_check(e, p, r, 4);
+  qvl_batch_stats st = run_batch(e, p, r, 4, 1);
   assert_int_equal(st.prefix_hit_tokens, want);
   p.no_prefix_cache = 1; /* off: no hits, the same answers */
-  st = run_and_check(e, p, r, 4);
+  st = run_batch(e, p, r, 4, 1);
   assert_int_equal(st.prefix_hit_tokens, 0);
   for (int i = 0; i < 4; i++) free(r[i].want), free(r[i].ids);
   qvl_engine_close(e);
@@ -284,7 +155,7 @@ static void test_prefix_cache_reclaim(void **state) {
   for (int i = 0; i < 5; i++) assert_true(r[i].n_ids > 16 && r[i].n_ids + 8 <= 48);
   qvl_engine *e = open_engine(4 * 16);
   qvl_server_params p = {.max_queue = 1, .kv_tokens = 4 * 16};
-  qvl_batch_stats st = run_and_check(e, p, r, 5);
+  qvl_batch_stats st = run_batch(e, p, r, 5, 1);
   assert_int_equal(st.ok, 5);
   assert_int_equal(st.prefix_hit_tokens, 16);
   for (int i = 0; i < 5; i++) free(r[i].want), free(r[i].ids);

@@ -324,7 +324,7 @@ static int64_t image_rows(const struct seq *q, int i, int m2) {
 
 /* The rows of every image of the sequences that need them: from the encoder cache, else one tower call over all the
  * missing images of as many sequences as fit VISION_PATCHES (at least one). Failures end the sequence's job. */
-enum { VISION_PATCHES = 65536 };
+enum { VISION_PATCHES = 65536, VISION_IMAGES = 128 }; /* within the engine's plan: 262144 patches, 256 images */
 
 static int alloc_vis(qvl_server *s, struct seq *q) {
   const qvl_config *c = qvl_engine_config(s->e);
@@ -365,7 +365,7 @@ static void vision(qvl_server *s) {
     int64_t p = 0, first = 0, prow = 0, np = qvl_image_batch_rows(q->j->batch, &row_len);
     (void)np;
     for (int i = 0; i < q->n_img; i++) p += (int64_t)q->grid[3 * i] * q->grid[3 * i + 1] * q->grid[3 * i + 2];
-    if (n_seq && patches + p > VISION_PATCHES) break;
+    if (n_seq && (patches + p > VISION_PATCHES || n_miss + q->n_img > VISION_IMAGES)) break;
     if (!q->vis.data[0] && alloc_vis(s, q)) {
       pthread_mutex_lock(&s->mu);
       fail_job(q->j, QVL_ERR_NOMEM, "out of memory");
