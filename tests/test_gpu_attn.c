@@ -80,7 +80,8 @@ typedef struct batch {
 } batch;
 
 /* Sequences of n[s] new queries over kv[s] keys; every sequence's blocks are drawn from one shuffled pool with
- * spare blocks in between, so no sequence's slots are contiguous. */
+ * spare blocks in it, so no sequence's slots are contiguous. Table entries past a sequence's blocks are -1: a
+ * kernel that read one would fault rather than pass. */
 static void batch_make(batch *b, const int *n, const int *kv, int n_seq, int heads, int kv_heads, int hd) {
   memset(b, 0, sizeof *b);
   b->n_seq = n_seq, b->heads = heads, b->kv_heads = kv_heads, b->hd = hd;
@@ -95,7 +96,8 @@ static void batch_make(batch *b, const int *n, const int *kv, int n_seq, int hea
   }
   if (b->max_blocks == 0) b->max_blocks = 1;
   b->q_rows = b->cu_q[n_seq];
-  int pool = n_seq * b->max_blocks + 7;
+  int pool = 7;
+  for (int s = 0; s < n_seq; s++) pool += (kv[s] + BS - 1) / BS;
   int32_t *perm = malloc((size_t)pool * sizeof(int32_t));
   for (int i = 0; i < pool; i++) perm[i] = i;
   for (int i = pool - 1; i > 0; i--) {
@@ -103,7 +105,9 @@ static void batch_make(batch *b, const int *n, const int *kv, int n_seq, int hea
     perm[i] = perm[j], perm[j] = t;
   }
   b->table = malloc((size_t)n_seq * b->max_blocks * sizeof(int32_t));
-  for (int i = 0; i < n_seq * b->max_blocks; i++) b->table[i] = perm[i];
+  for (int s = 0, next = 0; s < n_seq; s++)
+    for (int i = 0; i < b->max_blocks; i++)
+      b->table[s * b->max_blocks + i] = i < (kv[s] + BS - 1) / BS ? perm[next++] : -1;
   free(perm);
   b->slots = (int64_t)pool * BS;
   size_t nq = (size_t)b->q_rows * heads * hd, nkv = (size_t)b->slots * kv_heads * hd;
