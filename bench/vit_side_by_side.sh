@@ -8,13 +8,16 @@ q=build-gpu/qvl
 run() { # model, timing cases, agreement cases
   local m=$1 name; name=$(basename "$m")
   $q bench vit --model "$m" --dummy $2 --iters 20 | tee "$out/qvl_$name.jsonl"
-  QVL_PROFILE=1 $q bench vit --model "$m" --dummy $2 --iters 5 | tee "$out/qvl_${name}_profile.jsonl"
+  QVL_PROFILE=2 $q bench vit --model "$m" --dummy $2 --iters 5 2> "$out/qvl_${name}_profile_ops.txt" |
+    tee "$out/qvl_${name}_profile.jsonl"
   $q bench vit --model "$m" --dummy $3 --iters 1 --warmup 0 --dump "$out/qvl_$name.dump.safetensors" > /dev/null
   python3 bench/hf_vit.py --model "$m" --time ${2//--images /} --agree ${3//--images /} \
     --qvl-json "$out/qvl_$name.jsonl" --qvl-dump "$out/qvl_$name.dump.safetensors" | tee "$out/hf_$name.jsonl"
   rm -f "$out/qvl_$name.dump.safetensors"
   # graph replay on and off (the default replays calls of up to 16,384 patches), the attention op alone
-  for g in on off; do $q bench vit --model "$m" --dummy $2 --iters 20 --graphs $g | tee "$out/qvl_${name}_graphs_$g.jsonl"; done
+  for g in on off; do
+    $q bench vit --model "$m" --dummy $2 --iters 20 --graphs $g | tee "$out/qvl_${name}_graphs_$g.jsonl"
+  done
   QVL_SDPA_LOG=1 $q bench vit --model "$m" --dummy $2 --iters 10 --attn-only 2> "$out/qvl_${name}_sdpa.log" |
     tee "$out/qvl_${name}_attn.jsonl"
 }

@@ -5,10 +5,12 @@
  * measured H100 bf16 dense peak (790 TFLOP/s, ../shared/research/kernels.md), peak device memory.
  * --dump FILE writes each case's features (safetensors) for bench/hf_vit.py to compare. With QVL_PROFILE=1 the
  * line also carries the device time per run spent in GEMMs, attention and everything else (event pairs around
- * every op; they perturb the total slightly, so time without it). Each case first re-plans the tower's device
- * memory for exactly its size (peak_mem_gib counts from there: weights, that plan, the pixel rows; plan_gib is
- * the plan alone). --graphs auto|on|off: CUDA-graph replay of the forward where it pays (calls of up to 16,384
- * patches; the default), always, or never. --attn-only times the attention op alone on each case's sequences. */
+ * every op; they perturb the total slightly, so time without it); QVL_PROFILE=2 also prints device time per op
+ * name and shape on stderr at each profile call (the second block of a case covers its --iters runs). Each case
+ * first re-plans the tower's device memory for exactly its size (peak_mem_gib counts from there: weights, that
+ * plan, the pixel rows; plan_gib is the plan alone). --graphs auto|on|off: CUDA-graph replay of the forward
+ * where it pays (calls of up to 16,384 patches; the default), always, or never. --attn-only times the attention
+ * op alone on each case's sequences. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -76,7 +76,8 @@ int vis_ws_open(vis_ws **out, qvl_backend *b, const qvl_config *cfg, int ffn_wid
   size_t e = b->elem_bytes;
   struct { void **p; int64_t bytes; } want[] = {
     {&ws->h, N * D * (int64_t)e}, {&ws->x, N * D * (int64_t)e}, {&ws->a, N * ws->wa * (int64_t)e},
-    {&ws->u, N * ws->wu * (int64_t)e}, {(void **)&ws->cos, N * v->head_dim * 4}, {(void **)&ws->sin, N * v->head_dim * 4},
+    {&ws->u, N * ws->wu * (int64_t)e}, {(void **)&ws->cos, N * v->head_dim * 4},
+    {(void **)&ws->sin, N * v->head_dim * 4},
     {(void **)&ws->ix, ws->ix_words * 4}};
   int rc = QVL_OK;
   for (size_t i = 0; !rc && i < sizeof want / sizeof want[0]; i++)

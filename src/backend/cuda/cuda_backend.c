@@ -1,6 +1,7 @@
 /* cuda_backend.c - the bf16 CUDA backend: memory, conversions and the op table. Kernels live one family per
  * .cu file (cuda_ops.h); GEMMs in gemm.c (cuBLASLt); attention in sdpa.c (cuDNN). Every op is queued on one
  * stream; the host synchronises only in downloads and allocations. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,39 @@ void cuda_mark_begin(qvl_backend *b, int cat) {
     c->marks = m, c->cap_marks = cap;
   }
   c->marks[c->n_marks].cat = cat;
+  snprintf(c->marks[c->n_marks].name, sizeof c->marks[c->n_marks].name, "%s",
+           cat == 0 ? "gemm" : cat == 1 ? "attention" : "other");
   cudaEventRecord(c->marks[c->n_marks].a, c->stream);
+}
+
+void cuda_mark_label(qvl_backend *b, const char *fmt, ...) {
+  cuda_ctx *c = b->ctx;
+  if (!c->profiling || c->n_marks >= c->cap_marks) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->marks[c->n_marks].name, sizeof c->marks[c->n_marks].name, fmt, ap);
+  va_end(ap);
+}
+
+/* QVL_PROFILE=2: device time per op name since the last profile call, largest first, on stderr. */
+static void profile_table(const cuda_ctx *c, const float *t) {
+  struct row { const char *name; int calls; double ms; } rows[128];
+  int n = 0;
+  for (int i = 0; i < c->n_marks; i++) {
+    int j = 0;
+    while (j < n && strcmp(rows[j].name, c->marks[i].name)) j++;
+    if (j == n && n == 128) continue;
+    if (j == n) rows[n++] = (struct row){c->marks[i].name, 0, 0};
+    rows[j].calls++, rows[j].ms += t[i];
+  }
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && rows[j].ms > rows[j - 1].ms; j--) {
+      struct row r = rows[j];
+      rows[j] = rows[j - 1], rows[j - 1] = r;
+    }
+  fprintf(stderr, "qvl profile: %d ops since the last profile call\n", c->n_marks);
+  for (int i = 0; i < n; i++)
+    fprintf(stderr, "qvl profile: %-40s %7d calls %10.3f ms\n", rows[i].name, rows[i].calls, rows[i].ms);
 }
 
 void cuda_mark_end(qvl_backend *b) {
@@ -36,11 +69,13 @@ static int cu_profile(qvl_backend *b, double ms[3]) {
   cuda_ctx *c = b->ctx;
   ms[0] = ms[1] = ms[2] = 0;
   int rc = cuda_check(b, cudaStreamSynchronize(c->stream), "profile");
-  for (int i = 0; !rc && i < c->n_marks; i++) {
-    float t = 0;
-    cudaEventElapsedTime(&t, c->marks[i].a, c->marks[i].z);
-    ms[c->marks[i].cat] += t;
+  float *t = calloc((size_t)c->n_marks + 1, sizeof(float));
+  for (int i = 0; !rc && t && i < c->n_marks; i++) {
+    cudaEventElapsedTime(&t[i], c->marks[i].a, c->marks[i].z);
+    ms[c->marks[i].cat] += t[i];
   }
+  if (!rc && t && c->profiling == 2) profile_table(c, t);
+  free(t);
   c->n_marks = 0;
   return rc;
 }
@@ -121,7 +156,7 @@ static void cu_free(qvl_backend *b, void *p) {
 
 /* Conversions go through a fixed f32 staging chunk in device memory, reused in stream order (each copy into it
  * queues behind the kernel that read the previous chunk), so a 2 GB tensor needs no 2 GB of scratch. */
-enum { CONVERT_CHUNK = 4 << 20 }; /* floats */
+enum { CONVERT_CHUNK = 1 << 20 }; /* floats: 4 MB */
 
 static int cu_upload_f32(qvl_backend *b, void *dst, const float *src, int64_t n) {
   cuda_ctx *c = b->ctx;
@@ -214,6 +249,7 @@ static void cu_destroy(qvl_backend *b) {
 #define OTHER(b, call, op)         \
   do {                             \
     cuda_mark_begin(b, 2);         \
+    cuda_mark_label(b, "%s", op);  \
     int rc_ = (call);              \
     cuda_mark_end(b);              \
     return launched(b, rc_, op);   \
@@ -378,7 +414,7 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   b->graph_begin = cu_graph_begin, b->graph_end = cu_graph_end, b->graph_launch = cu_graph_launch;
   b->graph_free = cu_graph_free;
   const char *prof = getenv("QVL_PROFILE");
-  c->profiling = prof && *prof == '1';
+  c->profiling = prof && (*prof == '1' || *prof == '2') ? *prof - '0' : 0;
   if (c->profiling) b->profile = cu_profile;
   b->linear = cuda_linear, b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
   b->silu_mul = cu_silu_mul, b->swiglu = cu_swiglu, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh;

@@ -35,7 +35,7 @@ typedef struct cuda_ctx {
   struct cuda_block { void *p; size_t bytes; } *live, *cache; /* allocated; freed and kept for reuse */
   int n_live, cap_live, n_cache, cap_cache;
   void *scratch;          /* f32 staging of the conversions (upload_f32, download_f32) */
-  struct cuda_mark { int cat; cudaEvent_t a, z; } *marks; /* QVL_PROFILE=1: one event pair per op */
+  struct cuda_mark { int cat; char name[40]; cudaEvent_t a, z; } *marks; /* QVL_PROFILE: event pair per op */
   int n_marks, cap_marks, profiling;
   size_t scratch_bytes;
   int n_sm;               /* streaming multiprocessors: how many attention splits fill the device */
@@ -49,6 +49,8 @@ int cuda_check(qvl_backend *b, cudaError_t e, const char *what);
 /* Profiling brackets around one op of category cat (0 GEMM, 1 attention, 2 other); no-ops unless profiling. */
 void cuda_mark_begin(qvl_backend *b, int cat);
 void cuda_mark_end(qvl_backend *b);
+/* Names the op opened by cuda_mark_begin, for QVL_PROFILE=2's per-op table (printf format). */
+void cuda_mark_label(qvl_backend *b, const char *fmt, ...);
 /* Grows ctx->scratch to at least bytes (synchronising the stream first). */
 int cuda_scratch(qvl_backend *b, size_t bytes);
 

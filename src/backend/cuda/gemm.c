@@ -119,6 +119,8 @@ int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const voi
   if (m == 0) return QVL_OK;
   gemm_entry *g = gemm_find(b, m, n, k, bias != NULL, epi);
   cuda_mark_begin(b, 0);
+  cuda_mark_label(b, "linear n %d k %d%s%s", n, k, bias ? " bias" : "",
+                  epi == QVL_EPI_GELU_TANH ? " gelu" : epi == QVL_EPI_RESIDUAL ? " residual" : "");
   if (!g) return b->err->code ? b->err->code : qvl_fail(b->err, QVL_ERR_NOMEM, "cuda linear: out of memory");
   if (bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
   const float one = 1.0f, beta = epi == QVL_EPI_RESIDUAL ? 1.0f : 0.0f;

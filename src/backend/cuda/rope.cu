@@ -31,6 +31,35 @@ __global__ void rope_qk_kernel(__nv_bfloat16 *qkv, const float *cos, const float
   }
 }
 
+/* The V = 4 case with 8-byte loads and stores of q/k and 16-byte loads of the tables (every offset a multiple of
+ * 4 elements: head_dim % 8 == 0 and aligned buffers, checked by the launcher). Same arithmetic as above. */
+__global__ void rope_qk4v_kernel(__nv_bfloat16 *qkv, const float *cos, const float *sin, int64_t rows, int heads,
+                                 int head_dim) {
+  int half = head_dim / 2, groups = half / 4;
+  int64_t per_row = 2 * (int64_t)heads * groups, n = rows * per_row;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / per_row;
+    int rem = (int)(i % per_row), hh = rem / groups, d0 = (rem % groups) * 4;
+    __nv_bfloat16 *x = qkv + r * 3 * heads * head_dim + (int64_t)hh * head_dim + d0;
+    const float *c = cos + r * head_dim + d0, *s = sin + r * head_dim + d0;
+    uint2 lo = *(const uint2 *)x, hi = *(const uint2 *)(x + half), olo, ohi;
+    float4 cl = *(const float4 *)c, ch = *(const float4 *)(c + half), sl = *(const float4 *)s,
+           sh = *(const float4 *)(s + half);
+    const __nv_bfloat16 *a = (const __nv_bfloat16 *)&lo, *b = (const __nv_bfloat16 *)&hi;
+    __nv_bfloat16 *oa = (__nv_bfloat16 *)&olo, *ob = (__nv_bfloat16 *)&ohi;
+    const float cls[4] = {cl.x, cl.y, cl.z, cl.w}, chs[4] = {ch.x, ch.y, ch.z, ch.w};
+    const float sls[4] = {sl.x, sl.y, sl.z, sl.w}, shs[4] = {sh.x, sh.y, sh.z, sh.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      float av = __bfloat162float(a[k]), bv = __bfloat162float(b[k]);
+      oa[k] = __float2bfloat16(av * cls[k] - bv * sls[k]);
+      ob[k] = __float2bfloat16(bv * chs[k] + av * shs[k]);
+    }
+    *(uint2 *)x = olo;
+    *(uint2 *)(x + half) = ohi;
+  }
+}
+
 extern "C" int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
                             qvl_stream s) {
   int half = head_dim / 2, v = half % 4 == 0 ? 4 : half % 2 == 0 ? 2 : 1;
@@ -38,7 +67,9 @@ extern "C" int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, i
   if (n == 0) return QVL_OK;
   unsigned blocks = (unsigned)((n + 255) / 256 > 262140 ? 262140 : (n + 255) / 256);
   __nv_bfloat16 *q = (__nv_bfloat16 *)qkv;
-  if (v == 4) rope_qk_kernel<4><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
+  int aligned = head_dim % 8 == 0 && !((uintptr_t)qkv % 8) && !((uintptr_t)cos % 16) && !((uintptr_t)sin % 16);
+  if (v == 4 && aligned) rope_qk4v_kernel<<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
+  else if (v == 4) rope_qk_kernel<4><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
   else if (v == 2) rope_qk_kernel<2><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
   else rope_qk_kernel<1><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;

@@ -329,6 +329,7 @@ int cuda_attention(qvl_backend *b, void *out, const void *qkv, const void *att, 
   }
   const sdpa_plan *p = &c->plans[a->use_dense ? a->dense : a->ragged];
   cuda_mark_begin(b, 1);
+  cuda_mark_label(b, "attention %s s %d d %d", p->dense ? "dense" : "ragged", p->s, p->hd);
   cudnnStatus_t st = run_plan(b, a, p, p->plan, q, k, v, out, &scale);
   cuda_mark_end(b);
   return st ? dnn_fail(b, st, "execute") : QVL_OK;
