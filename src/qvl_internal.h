@@ -12,7 +12,10 @@ const qvl_config *qvl_engine_config(const qvl_engine *e);
 qvl_backend *qvl_engine_backend(qvl_engine *e);
 const qvl_preproc_config *qvl_engine_preproc(const qvl_engine *e);
 qvl_err *qvl_engine_err(qvl_engine *e); /* where the engine's public functions record failures */
-/* The vision tower with an optional tap on intermediates (models/model.h). */
+/* The engine's GPU image pipeline (image/gpu.h), opened on first use and closed with the engine; NULL with the
+ * engine's error set when it has no CUDA backend or the pipeline cannot start. */
+struct img_gpu *qvl_engine_img_gpu(qvl_engine *e);
+/* The vision tower with an optional tap on intermediates (models/model.h); host f32 pixel rows. */
 int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
                       qvl_tap_fn tap, void *ud);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/mrope.h"
 #include "qvl_internal.h"
 #include "testutil.h"
 
@@ -166,6 +167,67 @@ static void test_chunks_and_prefix(void **state) {
   }
 }
 
+/* A prompt with an image (24 pads) prefilled in chunks whose boundaries cut the pad run: each chunk gets the vision
+ * (and DeepStack) rows of its own pads; the logits equal one whole prefill's. */
+static void test_chunks_through_an_image(void **state) {
+  (void)state;
+  enum { N = 40, AT = 5, PADS = 24 };
+  uint64_t rng = tu_seed();
+  for (int mi = 0; mi < 2; mi++) {
+    qvl_engine *e = tu_open_dummy(MODELS[mi], QVL_BACKEND_CPU, QVL_LOAD_ALL);
+    const qvl_config *cfg = qvl_engine_config(e);
+    qvl_err *err = qvl_engine_err(e);
+    qvl_model_info info;
+    assert_int_equal(qvl_engine_info(e, &info), QVL_OK);
+    int V = cfg->text.vocab, H = cfg->text.hidden;
+    image im;
+    make_image(&im, &info, &rng);
+    im.grid[1] = 8; /* (1, 8, 12) patches: 24 merged rows */
+    im.grid[2] = 12;
+    free(im.rows);
+    int64_t row = 3LL * info.temporal_patch_size * info.patch_size * info.patch_size;
+    im.rows = malloc((size_t)(96 * row) * sizeof(float));
+    tu_uniform(im.rows, (size_t)(96 * row), -1, 1, &rng);
+    qvl_vision_out vis = {0};
+    if (qvl_engine_vision(e, im.grid, 1, im.rows, &vis, NULL, NULL)) fail_msg("%s", qvl_errmsg(e));
+    assert_int_equal(vis.rows, PADS);
+    int32_t ids[N], pos[3 * N];
+    int64_t delta;
+    prompt_ids(ids, N, 4);
+    for (int j = 0; j < PADS; j++) ids[AT + j] = cfg->image_token_id;
+    if (qvl_rope_index(pos, &delta, ids, N, cfg, im.grid, 1, NULL, err)) fail_msg("%s", err->msg);
+    lm_model *m;
+    if (qvl_engine_lm(e, 64, &m)) fail_msg("%s", qvl_errmsg(e));
+    float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
+    lm_seq a, b;
+    assert_int_equal(lm_seq_init(&a, N), QVL_OK);
+    assert_int_equal(lm_seq_init(&b, N), QVL_OK);
+    lm_chunk whole = {.seq = &a, .ids = ids, .n = N, .pos = pos, .vision = vis.data[0],
+                      .deepstack = (const float *const *)vis.data + 1, .n_deepstack = vis.n - 1, .logits = ref,
+                      .all_logits = 1};
+    if (lm_step(m, &whole, 1, err)) fail_msg("%s", err->msg);
+    static const int cut[] = {0, 9, 10, 21, 33, N}; /* pads at 5 .. 28 */
+    tu_poison(got, (size_t)N * V);
+    for (int k = 0; k + 1 < (int)(sizeof cut / sizeof cut[0]); k++) {
+      int from = cut[k], n = cut[k + 1] - cut[k], first_pad = 0, pads = 0;
+      for (int j = 0; j < from; j++) first_pad += ids[j] == cfg->image_token_id;
+      for (int j = from; j < from + n; j++) pads += ids[j] == cfg->image_token_id;
+      int32_t cp[3 * N];
+      for (int ax = 0; ax < 3; ax++) memcpy(cp + ax * n, pos + ax * N + from, (size_t)n * sizeof(int32_t));
+      const float *ds[QVL_MAX_LIST];
+      for (int l = 1; l < vis.n; l++) ds[l - 1] = vis.data[l] + (size_t)first_pad * H;
+      lm_chunk c = {.seq = &b, .ids = ids + from, .n = n, .pos = cp, .logits = got + (size_t)from * V, .all_logits = 1};
+      if (pads) c.vision = vis.data[0] + (size_t)first_pad * H, c.deepstack = ds, c.n_deepstack = vis.n - 1;
+      if (lm_step(m, &c, 1, err)) fail_msg("%s", err->msg);
+    }
+    check_rows(mi ? "qwen3_vl chunks cutting an image" : "qwen2_5_vl chunks cutting an image", got, ref, (size_t)N * V);
+    lm_seq_free(m, &a), lm_seq_free(m, &b);
+    qvl_vision_out_free(&vis);
+    free(ref), free(got), free(im.rows);
+    qvl_engine_close(e);
+  }
+}
+
 /* ---- refusals ---------------------------------------------------------------------------------------------- */
 
 static void test_refusals(void **state) {
@@ -227,6 +289,7 @@ static void test_refusals(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_matches_single), cmocka_unit_test(test_chunks_and_prefix),
+                                     cmocka_unit_test(test_chunks_through_an_image),
                                      cmocka_unit_test(test_refusals)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
