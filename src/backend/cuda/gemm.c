@@ -1,14 +1,18 @@
 /* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in
  * the epilogue. Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T.
  * QVL_EPI_GELU_TANH uses the GELU(_BIAS) epilogue; QVL_EPI_RESIDUAL reads y as C with beta = 1.
- * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms; the first call outside
- * graph capture times each once on the real operands (a residual GEMM writes its timing runs to a temporary, not
- * into y) and keeps the fastest. QVL_GEMM_TUNE=0 keeps the heuristic's first; QVL_GEMM_LOG=1 prints the times. */
+ * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms; for m >= 1024 rows the
+ * first call times each once on the real operands (a residual GEMM writes its timing runs to a temporary, not
+ * into y) and keeps the fastest. Smaller GEMMs (decode steps) and shapes first seen inside a graph capture keep
+ * the heuristic's first, so a shape never runs two algorithms. QVL_GEMM_TUNE=0 keeps the
+ * heuristic's first everywhere; QVL_GEMM_LOG=1 prints the times. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cuda/cuda_backend.h"
+
+enum { TUNE_MIN_ROWS = 1024 };
 
 static int lt_fail(qvl_backend *b, cublasStatus_t st, const char *what, int64_t m, int n, int k) {
   return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda linear [%lld x %d] = [%lld x %d] [%d x %d]^T: %s failed (%d)",
@@ -43,7 +47,7 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   for (int i = 0; i < found; i++) g->cand[i] = h[i].algo;
   g->n_cand = found, g->algo = h[0].algo;
   const char *tune = getenv("QVL_GEMM_TUNE");
-  g->tuned = found == 1 || (tune && *tune == '0');
+  g->tuned = found == 1 || g->m < TUNE_MIN_ROWS || (tune && *tune == '0');
   return QVL_OK;
 }
 
@@ -127,7 +131,8 @@ int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const voi
   if (!g->tuned) {
     enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     cudaStreamIsCapturing(c->stream, &cap);
-    if (cap == cudaStreamCaptureStatusNone && tune(b, g, y, x, w, beta)) return b->err->code;
+    if (cap != cudaStreamCaptureStatusNone) g->tuned = 1; /* first seen in a graph: keep what it recorded */
+    else if (tune(b, g, y, x, w, beta)) return b->err->code;
   }
   cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, y, g->lc, &g->algo,
                                      c->lt_ws, c->lt_ws_bytes, c->stream);
