@@ -111,7 +111,9 @@ typedef struct qvl_features qvl_features;
 typedef struct qvl_pixels {
   int n_images;
   const int32_t *grid_thw; /* [n_images][3] (t, h, w) in patches; h and w multiples of the merge size */
-  const float *rows;       /* [sum t*h*w][3*T*P*P], borrowed for the call */
+  const float *rows;       /* [sum t*h*w][3*T*P*P] host f32, borrowed for the call; or NULL and */
+  const void *dev_rows;    /* the same rows as bf16 in the engine's GPU memory: what qvl_preprocess_images gives on
+                              a CUDA engine (only that engine's batches; never set by hand) */
 } qvl_pixels;
 
 /* Runs the vision tower. *out is owned by the caller (qvl_features_free). */
@@ -152,6 +154,8 @@ typedef struct qvl_image_params {
   int64_t max_input_pixels;      /* decode limit on width*height, checked on the header before any pixel is
                                     decoded; 0 = 178956970 (Pillow's DecompressionBombError limit); < 0 = none */
   int n_threads;                 /* images decoded in parallel; 0 = OpenMP's default */
+  int host_rows;                 /* 1: the CPU path's host f32 rows even on a CUDA engine (qvl_pixels.rows);
+                                    0: a CUDA engine runs the GPU path (nvJPEG + kernels) into qvl_pixels.dev_rows */
 } qvl_image_params;
 
 qvl_image_params qvl_image_default_params(void);
@@ -161,8 +165,10 @@ qvl_image_params qvl_image_default_params(void);
 typedef struct qvl_image_batch qvl_image_batch;
 
 /* Preprocesses n images for e's model (its preprocessor_config.json). p may be NULL for the defaults.
- * *out is owned by the caller (qvl_image_batch_free). Errors name the image ("image 3: ...") and leave
- * *out NULL; nothing is returned for the other images. */
+ * On a CUDA engine the rows are made on the GPU and stay there (qvl_pixels.dev_rows, bf16 = the CPU path's f32
+ * rows rounded; JPEGs decoded by nvJPEG, docs/IMAGES.md), unless p->host_rows. *out is owned by the caller
+ * (qvl_image_batch_free, before qvl_engine_close when it holds GPU rows). Errors name the image ("image 3: ...")
+ * and leave *out NULL; nothing is returned for the other images. */
 int qvl_preprocess_images(qvl_engine *e, const qvl_image *images, int n, const qvl_image_params *p,
                           qvl_image_batch **out);
 
@@ -171,7 +177,9 @@ const qvl_pixels *qvl_image_batch_pixels(const qvl_image_batch *b);
 /* Total rows and row length (3*T*P*P). */
 int64_t qvl_image_batch_rows(const qvl_image_batch *b, int64_t *row_len);
 /* A BLAKE2b-128 digest of image i's resized RGB pixels and grid: equal digests, equal pixel rows (for one
- * model). QVL_IMAGE_HASH_BYTES bytes owned by b; NULL when i is out of range. */
+ * model), whichever path made them. QVL_IMAGE_HASH_BYTES bytes owned by b; NULL when i is out of range (or,
+ * for GPU rows, when the device copy fails). GPU rows: computed on the first call for i (one download of the
+ * resized pixels), so call it from the thread that uses the engine. */
 const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i);
 void qvl_image_batch_free(qvl_image_batch *b); /* NULL is a no-op */
 

@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "core/half.h"
 #include "core/rng.h"
+#include "image/gpu.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/lm.h"
@@ -36,6 +37,7 @@ struct qvl_engine {
   char weights_desc[16];
   vis_ws *ws;             /* the vision tower's device memory, planned at open (models/vision_run.h) */
   lm_model *lm;           /* the language model and its KV pool, opened by the first generation */
+  img_gpu *img;           /* the GPU image pipeline, opened by the first qvl_preprocess_images on CUDA */
 };
 
 struct qvl_features {
@@ -252,6 +254,9 @@ int qvl_engine_open(qvl_engine **out, const qvl_engine_params *p) {
 
 void qvl_engine_close(qvl_engine *e) {
   if (!e) return;
+#ifdef QVL_HAVE_CUDA
+  img_gpu_close(e->img);
+#endif
   lm_close(e->lm);
   for (int i = 0; e->be && i < e->n_specs; i++)
     if (*e->specs[i].slot && !e->specs[i].slot_offset) e->be->free(e->be, *e->specs[i].slot); /* fused: once */
@@ -353,6 +358,17 @@ const qvl_preproc_config *qvl_engine_preproc(const qvl_engine *e) { return &e->p
 
 qvl_err *qvl_engine_err(qvl_engine *e) { return &e->err; }
 
+img_gpu *qvl_engine_img_gpu(qvl_engine *e) {
+#ifdef QVL_HAVE_CUDA
+  if (!e->img && e->be && !strcmp(e->be->name, "cuda")) img_gpu_open(&e->img, e->be, &e->err);
+  else if (!e->img) qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "GPU preprocessing needs an engine on the CUDA backend");
+  return e->img;
+#else
+  qvl_fail(&e->err, QVL_ERR_UNSUPPORTED, "GPU preprocessing: this qvl was built without CUDA");
+  return NULL;
+#endif
+}
+
 int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud) {
   qvl_err_clear(&e->err);
   if (!e->w.patch_w) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: the vision tower is not loaded");
@@ -365,6 +381,19 @@ int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float
                       qvl_tap_fn tap, void *ud) {
   vis_input in = {grid, n_img, pixels, NULL, 0};
   return qvl_engine_vision_input(e, &in, out, tap, ud);
+}
+
+/* The tower on a qvl_pixels' rows: host f32, or the GPU preprocessing's bf16 rows already on this engine's device. */
+static int vision_pixels(qvl_engine *e, const int32_t *grid, int n_img, const float *rows, const void *dev_rows,
+                         qvl_vision_out *out) {
+  if (dev_rows && (!e->be || e->be->elem_bytes != 2 || strcmp(e->be->name, "cuda"))) {
+    qvl_err_clear(&e->err);
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG,
+                    "encode: the pixel rows are in GPU memory (qvl_pixels.dev_rows); only the CUDA engine that "
+                    "preprocessed them can read them");
+  }
+  vis_input in = {grid, n_img, dev_rows ? NULL : rows, dev_rows, 0};
+  return qvl_engine_vision_input(e, &in, out, NULL, NULL);
 }
 
 /* ---- language model -------------------------------------------------------------------------------- */
@@ -403,7 +432,8 @@ typedef struct gen_seq {
   int n_ids;
   const int32_t *grid;          /* [n_img][3] */
   int n_img;
-  const float *pixels;          /* the images' pixel rows for the tower, or */
+  const float *pixels;          /* the images' pixel rows for the tower (host), */
+  const void *dev_pixels;       /* or on the device (GPU preprocessing), or */
   const qvl_vision_out *given;  /* its outputs from an earlier call */
   const qvl_sampling *s;
   qvl_vision_out vis;           /* the tower's outputs (prefill only) */
@@ -506,7 +536,7 @@ static int gen_run(qvl_engine *e, gen_seq *g, int n, gen_cb cb, void *ud) {
     int k = 0, rows = 0;
     for (; i < n && (k == 0 || rows + g[i].n_ids <= PREFILL_ROWS); i++, k++) {
       if (g[i].n_img && !g[i].given &&
-          (rc = qvl_engine_vision(e, g[i].grid, g[i].n_img, g[i].pixels, &g[i].vis, NULL, NULL)))
+          (rc = vision_pixels(e, g[i].grid, g[i].n_img, g[i].pixels, g[i].dev_pixels, &g[i].vis)))
         break;
       gen_chunk(&g[i], &c[k], pos3[k]), who[k] = i, rows += g[i].n_ids;
     }
@@ -572,7 +602,7 @@ int qvl_generate_ids(qvl_engine *e, const int32_t *ids, int n_ids, const qvl_pix
   if (!e || !ids || !s) return QVL_ERR_INVALID_ARG;
   qvl_err_clear(&e->err);
   gen_seq g = {.ids = ids, .n_ids = n_ids, .s = s};
-  if (images) g.grid = images->grid_thw, g.n_img = images->n_images, g.pixels = images->rows;
+  if (images) g.grid = images->grid_thw, g.n_img = images->n_images, g.pixels = images->rows, g.dev_pixels = images->dev_rows;
   one_cb o = {cb, ud};
   return gen_run(e, &g, 1, call_one, &o);
 }
@@ -584,7 +614,8 @@ int qvl_generate_batch(qvl_engine *e, const qvl_request *r, int n, qvl_batch_cb 
   if (!g) return qvl_fail(&e->err, QVL_ERR_NOMEM, "generate: out of memory");
   for (int i = 0; i < n; i++) {
     g[i].ids = r[i].ids, g[i].n_ids = r[i].ids ? r[i].n_ids : 0, g[i].s = &r[i].sampling;
-    if (r[i].images) g[i].grid = r[i].images->grid_thw, g[i].n_img = r[i].images->n_images, g[i].pixels = r[i].images->rows;
+    const qvl_pixels *px = r[i].images;
+    if (px) g[i].grid = px->grid_thw, g[i].n_img = px->n_images, g[i].pixels = px->rows, g[i].dev_pixels = px->dev_rows;
   }
   int rc = n ? gen_run(e, g, n, cb, ud) : QVL_OK;
   free(g);
@@ -594,10 +625,10 @@ int qvl_generate_batch(qvl_engine *e, const qvl_request *r, int n, qvl_batch_cb 
 int qvl_encode_pixels(qvl_engine *e, const qvl_pixels *px, qvl_features **out) {
   if (!out) return QVL_ERR_INVALID_ARG;
   *out = NULL;
-  if (!e || !px || !px->grid_thw || !px->rows) return QVL_ERR_INVALID_ARG;
+  if (!e || !px || !px->grid_thw || (!px->rows && !px->dev_rows)) return QVL_ERR_INVALID_ARG;
   qvl_features *f = calloc(1, sizeof *f);
   if (!f) return qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
-  int rc = qvl_engine_vision(e, px->grid_thw, px->n_images, px->rows, &f->out, NULL, NULL);
+  int rc = vision_pixels(e, px->grid_thw, px->n_images, px->rows, px->dev_rows, &f->out);
   if (rc) {
     qvl_features_free(f);
     return rc;

@@ -61,7 +61,7 @@ static float *encode(qvl_engine *e, int64_t *n) {
   float *px = malloc((size_t)(rows * k) * sizeof(float));
   uint64_t s = tu_seed();
   tu_uniform(px, (size_t)(rows * k), -1.8f, 2.1f, &s);
-  qvl_pixels in = {2, grid, px};
+  qvl_pixels in = {2, grid, px, NULL};
   qvl_features *f = NULL;
   if (qvl_encode_pixels(e, &in, &f)) fail_msg("%s", qvl_errmsg(e));
   int64_t r, c;
@@ -175,7 +175,7 @@ static void test_bad_requests(void **state) {
   float px[4 * 1176] = {0.5f};
   int32_t odd[] = {1, 3, 4}, zero[] = {1, 0, 4};
   qvl_features *f = (qvl_features *)1;
-  qvl_pixels in = {1, odd, px};
+  qvl_pixels in = {1, odd, px, NULL};
   assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_INVALID_ARG);
   assert_null(f);
   tu_assert_msg_has(qvl_errmsg(e), "multiples of 2", NULL);
@@ -188,14 +188,14 @@ static void test_bad_requests(void **state) {
   qvl_engine_params p = qvl_engine_default_params();
   p.model_dir = tu_path("tests/data/tiny-qwen2_5_vl"), p.dummy = 1, p.backend = QVL_BACKEND_CPU, p.max_patches = 512;
   assert_int_equal(qvl_engine_open(&e, &p), QVL_OK);
-  in = (qvl_pixels){1, (const int32_t[]){1, 24, 24}, px};
+  in = (qvl_pixels){1, (const int32_t[]){1, 24, 24}, px, NULL};
   assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_LIMIT);
   tu_assert_msg_has(qvl_errmsg(e), "576 patches", "limit of 512");
   qvl_engine_close(e);
   p.max_patches = 4096, p.max_images = 2;
   assert_int_equal(qvl_engine_open(&e, &p), QVL_OK);
   float *px2 = calloc(8 * 1176, sizeof(float)); /* two images of 2 x 2 patches */
-  in = (qvl_pixels){3, (const int32_t[]){1, 2, 2, 1, 2, 2, 1, 2, 2}, px2};
+  in = (qvl_pixels){3, (const int32_t[]){1, 2, 2, 1, 2, 2, 1, 2, 2}, px2, NULL};
   assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_LIMIT);
   tu_assert_msg_has(qvl_errmsg(e), "3 images", "at most 2");
   in.n_images = 2; /* within both limits */
@@ -208,7 +208,7 @@ static void test_bad_requests(void **state) {
   tu_assert_msg_has(qvl_errmsg(e), "max_images", NULL);
   qvl_engine_close(e);
   e = open_model(tu_path("tests/data/tiny-qwen2_5_vl"), 1, QVL_LOAD_NONE, QVL_OK);
-  in = (qvl_pixels){1, (const int32_t[]){1, 2, 2}, px};
+  in = (qvl_pixels){1, (const int32_t[]){1, 2, 2}, px, NULL};
   assert_int_equal(qvl_encode_pixels(e, &in, &f), QVL_ERR_INVALID_ARG);
   tu_assert_msg_has(qvl_errmsg(e), "not loaded", NULL);
   qvl_engine_close(e);

@@ -4,7 +4,9 @@
  *     processor settings and every resample case (both passes, one, none);
  *   - the fixtures through the whole pipeline: JPEGs by nvJPEG (mean and max |delta| vs libjpeg-turbo printed and
  *     bounded), everything else by the CPU decoder, whose rows must then be exact;
- *   - fallbacks: progressive, CMYK, PNG, WebP decode; corrupt and truncated bytes give a clear error.
+ *   - fallbacks: progressive, CMYK, PNG, WebP decode; corrupt and truncated bytes give a clear error;
+ *   - the engine: qvl_preprocess_images on CUDA gives device rows and the CPU path's hashes, which the tower and
+ *     qvl_generate_ids read as they read host rows.
  * Skips, saying why, without a GPU. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -122,6 +124,9 @@ static int64_t compare_rows(const qvl_preproc_config *pc, const qvl_image *im, i
       printf("  %s: first difference at element %zu (row %zu): %#06x, bf16(CPU) %#06x\n", what, i,
              i / (size_t)cpu->row_len, got[i], qvl_f32_to_bf16(cpu->rows[i]));
   free(got);
+  for (int i = 0; i < n; i++) /* the GPU path's digest is over its resized RGB: equal to the CPU path's here */
+    if (!bad && memcmp(qvl_image_batch_hash(cpu, i), qvl_image_batch_hash(gpu, i), QVL_IMAGE_HASH_BYTES))
+      fail_msg("%s: image %d: equal rows but the hashes differ", what, i);
   qvl_image_batch_free(cpu), qvl_image_batch_free(gpu);
   return bad;
 }
@@ -243,6 +248,69 @@ static void test_bad_input(void **state) {
   free(bad), free(data);
 }
 
+/* qvl_preprocess_images on a CUDA engine: device rows (and no host rows) equal to the CPU path's (host_rows) rounded,
+ * equal hashes where the rows are equal; the tower and a greedy generation read the device rows as the host ones. */
+static void test_engine_rows(void **state) {
+  (void)state;
+  qvl_engine_params ep = qvl_engine_default_params();
+  ep.model_dir = tu_path("tests/data/tiny-qwen2_5_vl"), ep.dummy = 1, ep.backend = QVL_BACKEND_CUDA;
+  ep.load = QVL_LOAD_ALL;
+  qvl_engine *e = NULL;
+  if (qvl_engine_open(&e, &ep)) fail_msg("%s", qvl_errmsg(e));
+  size_t n_png, n_jpg;
+  char *png = slurp("png_rgb16_200x150.png", &n_png), *jpg = slurp("jpeg_420_640x480.jpg", &n_jpg);
+  qvl_image im[2] = {{.data = png, .size = n_png}, {.data = jpg, .size = n_jpg}};
+  qvl_image_params hp = qvl_image_default_params();
+  hp.host_rows = 1;
+  qvl_image_batch *gb = NULL, *hb = NULL;
+  if (qvl_preprocess_images(e, im, 2, NULL, &gb) || qvl_preprocess_images(e, im, 2, &hp, &hb))
+    fail_msg("%s", qvl_errmsg(e));
+  const qvl_pixels *gp = qvl_image_batch_pixels(gb), *hx = qvl_image_batch_pixels(hb);
+  assert_non_null(gp->dev_rows), assert_null(gp->rows);
+  assert_non_null(hx->rows), assert_null(hx->dev_rows);
+  assert_memory_equal(gp->grid_thw, hx->grid_thw, 6 * sizeof(int32_t));
+  int64_t len, rows = qvl_image_batch_rows(gb, &len), first = (int64_t)gp->grid_thw[1] * gp->grid_thw[2];
+  uint16_t *got = malloc((size_t)(rows * len) * 2);
+  assert_int_equal(cudaMemcpy(got, gp->dev_rows, (size_t)(rows * len) * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  int64_t bad[2] = {0, 0};
+  for (int64_t i = 0; i < rows * len; i++) bad[i >= first * len] += got[i] != qvl_f32_to_bf16(hx->rows[i]);
+  int same_hash[2];
+  for (int i = 0; i < 2; i++)
+    same_hash[i] = !memcmp(qvl_image_batch_hash(gb, i), qvl_image_batch_hash(hb, i), QVL_IMAGE_HASH_BYTES);
+  printf("engine: PNG %lld elements differ, hash %s; JPEG (nvJPEG) %lld differ, hash %s\n", (long long)bad[0],
+         same_hash[0] ? "equal" : "DIFFERENT", (long long)bad[1], same_hash[1] ? "equal" : "different");
+  assert_int_equal(bad[0], 0);
+  assert_true(same_hash[0]);
+  assert_int_equal(same_hash[1], bad[1] == 0);
+  /* the tower on the PNG's rows both ways */
+  qvl_pixels one_g = {1, gp->grid_thw, NULL, gp->dev_rows}, one_h = {1, hx->grid_thw, hx->rows, NULL};
+  qvl_features *fg = NULL, *fh = NULL;
+  if (qvl_encode_pixels(e, &one_g, &fg) || qvl_encode_pixels(e, &one_h, &fh)) fail_msg("%s", qvl_errmsg(e));
+  int64_t fr, fc;
+  const float *a = qvl_features_data(fg, 0, &fr, &fc), *b = qvl_features_data(fh, 0, NULL, NULL);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < fr * fc; i++) num += (a[i] - b[i]) * (double)(a[i] - b[i]), den += (double)b[i] * b[i];
+  printf("engine: features from device rows vs host rows: rel_l2 %.3g\n", sqrt(num / (den > 0 ? den : 1)));
+  assert_true(sqrt(num / (den > 0 ? den : 1)) < 1e-3);
+  qvl_features_free(fg), qvl_features_free(fh);
+  /* a greedy generation over the PNG */
+  int32_t ids[600], n = 0, pads = gp->grid_thw[1] * gp->grid_thw[2] / 4;
+  assert_true(pads + 8 <= 600);
+  ids[n++] = 5, ids[n++] = 6, ids[n++] = 1010;
+  for (int i = 0; i < pads; i++) ids[n++] = 1012;
+  ids[n++] = 1011, ids[n++] = 7, ids[n++] = 8;
+  qvl_sampling s = qvl_sampling_default();
+  s.max_tokens = 8;
+  tu_tokens tg = {0}, th = {0};
+  if (qvl_generate_ids(e, ids, n, &one_g, &s, tu_collect, &tg) || qvl_generate_ids(e, ids, n, &one_h, &s, tu_collect, &th))
+    fail_msg("%s", qvl_errmsg(e));
+  assert_int_equal(tg.n, th.n);
+  assert_memory_equal(tg.ids, th.ids, sizeof(int32_t) * (size_t)tg.n);
+  free(got), free(png), free(jpg);
+  qvl_image_batch_free(gb), qvl_image_batch_free(hb);
+  qvl_engine_close(e);
+}
+
 static int setup(void **state) {
   (void)state;
   qvl_err err = {0};
@@ -274,6 +342,7 @@ int main(void) {
       cmocka_unit_test(test_rows_exact),
       cmocka_unit_test(test_fixtures),
       cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_engine_rows),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -57,7 +57,7 @@ static void test_fixture(void **state) {
   tu_tokens got = {0};
   qvl_sampling s = qvl_sampling_default();
   s.max_tokens = (int)n_gen;
-  qvl_pixels img = {n_img, grid, px};
+  qvl_pixels img = {n_img, grid, px, NULL};
   if (qvl_generate_ids(e, ids, (int)n, n_img ? &img : NULL, &s, tu_collect, &got)) fail_msg("%s", qvl_errmsg(e));
   int same = 0;
   while (same < got.n && got.ids[same] == gen[same]) same++;

@@ -74,7 +74,7 @@ static void test_fixture(void **state) {
   tu_tokens got = {0};
   qvl_sampling sp = qvl_sampling_default();
   sp.max_tokens = (int)n_gen;
-  qvl_pixels img = {n_img, grid, px};
+  qvl_pixels img = {n_img, grid, px, NULL};
   if (qvl_generate_ids(e, ids, (int)n, n_img ? &img : NULL, &sp, tu_collect, &got)) fail_msg("%s", qvl_errmsg(e));
   assert_int_equal(got.n, n_gen);
   for (int64_t s = 0; s < n_gen; s++)

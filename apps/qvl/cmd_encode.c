@@ -99,7 +99,7 @@ int cmd_encode(int argc, char **argv) {
   int rc = o.pixels ? read_pixels(&in, o.pixels, k) : synth_pixels(&in, &o, k);
   qvl_features *f = NULL;
   if (!rc) {
-    qvl_pixels px = {in.n, in.grid, in.rows};
+    qvl_pixels px = {in.n, in.grid, in.rows, NULL};
     rc = qvl_encode_pixels(e, &px, &f);
     if (rc) fprintf(stderr, "qvl encode: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
   }

@@ -36,10 +36,11 @@ struct qvl_backend *img_gpu_backend(const img_gpu *g);
 int img_gpu_engines(const img_gpu *g);
 const img_gpu_stats *img_gpu_last(const img_gpu *g);
 
-/* Rows of n planned jobs (img_job: sizes, bytes, row0) into rows (device bf16 [sum][row_len]); threads decode the
- * CPU-path images. Returns after the rows are written. */
-int img_gpu_run(img_gpu *g, void *rows, img_job *jobs, const qvl_image *imgs, int n, const qvl_preproc_config *pc,
-                const qvl_image_params *p, int threads, qvl_err *err);
+/* Rows of n planned jobs (img_job: sizes, bytes, row0, rgb0) into rows (device bf16 [sum][row_len]) and each
+ * image's resized RGB8 into rgb + rgb0 (device; what the hash is over); threads decode the CPU-path images. Returns
+ * after the rows are written. */
+int img_gpu_run(img_gpu *g, void *rows, uint8_t *rgb, img_job *jobs, const qvl_image *imgs, int n,
+                const qvl_preproc_config *pc, const qvl_image_params *p, int threads, qvl_err *err);
 
 /* One encoded image decoded the way img_gpu_run decodes it, brought back as RGB8 (out->px malloc'd): for measuring
  * nvJPEG against libjpeg-turbo. *path: 2 hardware, 1 hybrid, 0 CPU. */

@@ -267,8 +267,8 @@ static int upload_lut(img_gpu *g, const qvl_preproc_config *pc, qvl_err *err) {
   return QVL_OK;
 }
 
-/* g->src (j->w x j->h RGB) -> resample -> bf16 rows of image j. */
-static int finish(img_gpu *g, uint16_t *rows, int64_t row_len, const img_job *j, const coef_at *a,
+/* g->src (j->w x j->h RGB) -> resample -> bf16 rows of image j, and its resized RGB into rgb (for the hash). */
+static int finish(img_gpu *g, uint16_t *rows, uint8_t *rgb, int64_t row_len, const img_job *j, const coef_at *a,
                   const qvl_preproc_config *pc, qvl_err *err) {
   const int32_t *cb = g->coef.p;
   const uint8_t *src = g->src.p, *out = src;
@@ -290,6 +290,8 @@ static int finish(img_gpu *g, uint16_t *rows, int64_t row_len, const img_job *j,
   }
   if (!rc) rc = img_cuda_patchify(rows + j->row0 * row_len, out, g->lut.p, j->rw, j->rh, pc->patch, pc->temporal_patch,
                                   pc->merge, g->s);
+  if (!rc && cudaMemcpyAsync(rgb + j->rgb0, out, (size_t)j->rw * j->rh * 3, cudaMemcpyDeviceToDevice, g->s))
+    rc = QVL_ERR_DEVICE;
   return rc == QVL_ERR_DEVICE ? qvl_fail(err, rc, "%s: GPU resample/patchify launch failed", j->what) : rc;
 }
 
@@ -314,6 +316,7 @@ typedef struct run_state {
   img_rgb *host;  /* CPU-decoded images */
   coef_at *at;
   uint16_t *rows;
+  uint8_t *rgb;
   int64_t row_len;
   const qvl_preproc_config *pc;
 } run_state;
@@ -324,7 +327,7 @@ static int via_cpu(run_state *r, int i, qvl_err *err) {
   if (j->bytes && !r->host[i].px && cpu_decode(&r->host[i], j, r->p))
     return qvl_fail(err, j->err.code, "%s", j->err.msg);
   int rc = upload_cpu(r->g, j, &r->imgs[i], &r->host[i], err);
-  if (!rc) rc = finish(r->g, r->rows, r->row_len, j, &r->at[i], r->pc, err);
+  if (!rc) rc = finish(r->g, r->rows, r->rgb, r->row_len, j, &r->at[i], r->pc, err);
   return rc;
 }
 
@@ -359,7 +362,7 @@ static int chunk(run_state *r, int i0, int i1, qvl_err *err) {
         img_nvjpeg_decode_hybrid(g->nvj, j->bytes, j->len, &r->lay[i], (img_stream)g->s, msg, sizeof msg))
       r->kind[i] = D_CPU; /* the CPU decoder decodes it or says what is wrong with it */
     if (r->kind[i] == D_CPU) rc = via_cpu(r, i, err);
-    else if (!(rc = planes_to_src(g, j, &r->lay[i], err))) rc = finish(g, r->rows, r->row_len, j, &r->at[i], r->pc, err);
+    else if (!(rc = planes_to_src(g, j, &r->lay[i], err))) rc = finish(g, r->rows, r->rgb, r->row_len, j, &r->at[i], r->pc, err);
   }
   return rc;
 }
@@ -400,10 +403,10 @@ static int run_all(run_state *r, int n, int threads, qvl_err *err) {
   return rc;
 }
 
-int img_gpu_run(img_gpu *g, void *rows, img_job *jobs, const qvl_image *imgs, int n, const qvl_preproc_config *pc,
-                const qvl_image_params *p, int threads, qvl_err *err) {
+int img_gpu_run(img_gpu *g, void *rows, uint8_t *rgb, img_job *jobs, const qvl_image *imgs, int n,
+                const qvl_preproc_config *pc, const qvl_image_params *p, int threads, qvl_err *err) {
   run_state r = {g, jobs, imgs, p, calloc((size_t)n, sizeof(int)), calloc((size_t)n, sizeof(img_planes)),
-                 calloc((size_t)n, sizeof(img_rgb)), calloc((size_t)n, sizeof(coef_at)), rows,
+                 calloc((size_t)n, sizeof(img_rgb)), calloc((size_t)n, sizeof(coef_at)), rows, rgb,
                  3LL * pc->temporal_patch * pc->patch * pc->patch, pc};
   memset(&g->last, 0, sizeof g->last);
   int rc = r.kind && r.lay && r.host && r.at ? run_all(&r, n, threads, err)

@@ -108,9 +108,13 @@ struct qvl_image_batch {
   int32_t *grid;     /* [n][3] */
   float *rows;       /* [n_rows][row_len], the CPU path's; NULL when the rows are on the device */
   void *dev_rows;    /* bf16 [n_rows][row_len] on be, the GPU path's (gpu.h) */
+  uint8_t *dev_rgb;  /* the GPU path's resized RGB8 of every image on be (image i at rgb_at[i]), for the hash */
+  int64_t *rgb_at;
   struct qvl_backend *be;
   int64_t n_rows, row_len;
+  int patch;
   uint8_t (*hash)[QVL_IMAGE_HASH_BYTES];
+  uint8_t *hashed;   /* GPU path: hash[i] is computed (on its first request) */
 };
 
 /* One image's plan (phase 1, no pixel decoded): its encoded bytes and the sizes, shared by both pipelines. */
@@ -121,6 +125,7 @@ typedef struct img_job {
   img_format format;
   int w, h, rw, rh;     /* source and resized size */
   int64_t row0;         /* first row of this image */
+  int64_t rgb0;         /* GPU path: byte offset of its resized RGB in the batch's dev_rgb */
   char what[32];
   qvl_err err;
 } img_job;

@@ -125,7 +125,7 @@ static int alloc_batch(qvl_image_batch **out, img_job *jobs, int n, const qvl_pr
   qvl_image_batch *b = *out = calloc(1, sizeof *b);
   int P = pc->patch;
   if (!b) return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory");
-  b->row_len = 3LL * pc->temporal_patch * P * P;
+  b->row_len = 3LL * pc->temporal_patch * P * P, b->patch = P;
   b->grid = malloc(sizeof(int32_t) * 3 * (size_t)n);
   b->hash = calloc((size_t)n, sizeof *b->hash);
   for (int i = 0; b->grid && i < n; i++) {
@@ -137,18 +137,24 @@ static int alloc_batch(qvl_image_batch **out, img_job *jobs, int n, const qvl_pr
   size_t elems = fits ? (size_t)(b->n_rows * b->row_len) : 0;
 #ifdef QVL_HAVE_CUDA
   if (g && fits) {
+    int64_t rgb = 0;
     b->be = img_gpu_backend(g);
+    b->rgb_at = malloc(sizeof(int64_t) * (size_t)n);
+    b->hashed = calloc((size_t)n, 1);
+    if (!b->rgb_at || !b->hashed) return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory");
+    for (int i = 0; i < n; i++) jobs[i].rgb0 = b->rgb_at[i] = rgb, rgb += (int64_t)jobs[i].rw * jobs[i].rh * 3;
     if (b->be->alloc(b->be, &b->dev_rows, elems * 2)) b->dev_rows = NULL;
-    if (!b->dev_rows)
+    if (b->dev_rows && b->be->alloc(b->be, (void **)&b->dev_rgb, (size_t)rgb)) b->dev_rgb = NULL;
+    if (!b->dev_rows || !b->dev_rgb)
       return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of device memory for %lld pixel rows", (long long)b->n_rows);
-    b->px = (qvl_pixels){n, b->grid, NULL};
+    b->px = (qvl_pixels){n, b->grid, NULL, b->dev_rows};
     return QVL_OK;
   }
 #endif
   b->rows = fits && !g ? malloc(elems * sizeof(float)) : NULL;
   if (!b->rows)
     return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory for %lld pixel rows", (long long)b->n_rows);
-  b->px = (qvl_pixels){n, b->grid, b->rows};
+  b->px = (qvl_pixels){n, b->grid, b->rows, NULL};
   return QVL_OK;
 }
 
@@ -164,25 +170,6 @@ static int run_cpu(qvl_image_batch *b, img_job *jobs, const qvl_image *imgs, int
   }
   return first_error(jobs, n, err);
 }
-
-#ifdef QVL_HAVE_CUDA
-/* The GPU path's hash: its rows come from the encoded bytes (or the raw RGB) by a deterministic pipeline, so a digest
- * of those, the grid, the resized size and the semantics names the rows; tagged apart from the CPU path's digest,
- * whose rows differ by nvJPEG's IDCT. No pixel comes back from the device for it. */
-static void hash_source(uint8_t *out, const img_job *j, const qvl_image *im, const int32_t grid[3], int semantics) {
-  qvl_blake2b s;
-  uint8_t head[48] = "qvl-image-gpu-v1";
-  uint32_t v[6] = {(uint32_t)grid[0], (uint32_t)grid[1], (uint32_t)grid[2], (uint32_t)j->rw, (uint32_t)j->rh,
-                   (uint32_t)semantics};
-  for (int i = 0; i < 6; i++)
-    for (int b = 0; b < 4; b++) head[16 + 4 * i + b] = (uint8_t)(v[i] >> (8 * b)); /* little endian */
-  qvl_blake2b_init(&s, QVL_IMAGE_HASH_BYTES);
-  qvl_blake2b_update(&s, head, sizeof head);
-  if (j->bytes) qvl_blake2b_update(&s, j->bytes, j->len);
-  else qvl_blake2b_update(&s, im->rgb, (size_t)j->w * j->h * 3);
-  qvl_blake2b_final(&s, out);
-}
-#endif
 
 int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
                       const qvl_image_params *p, qvl_err *err) {
@@ -204,8 +191,7 @@ int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_confi
   if (!rc) rc = alloc_batch(out, jobs, n, pc, g, err);
 #ifdef QVL_HAVE_CUDA
   if (!rc && g) {
-    rc = img_gpu_run(g, (*out)->dev_rows, jobs, imgs, n, pc, p, threads, err);
-    for (int i = 0; !rc && i < n; i++) hash_source((*out)->hash[i], &jobs[i], &imgs[i], (*out)->grid + 3 * i, p->semantics);
+    rc = img_gpu_run(g, (*out)->dev_rows, (*out)->dev_rgb, jobs, imgs, n, pc, p, threads, err);
   } else
 #endif
   if (!rc) {
@@ -241,7 +227,12 @@ int qvl_preprocess_images(qvl_engine *e, const qvl_image *images, int n, const q
         err, QVL_ERR_FORMAT,
         "preprocessor_config.json (patch %d, temporal %d, merge %d) disagrees with config.json (%d, %d, %d)", pc->patch,
         pc->temporal_patch, pc->merge, v->patch, v->temporal_patch, v->merge);
-  return img_preprocess(out, pc, images, n, p, err);
+  img_gpu *g = NULL;
+#ifdef QVL_HAVE_CUDA
+  qvl_backend *be = qvl_engine_backend(e);
+  if (be && !strcmp(be->name, "cuda") && !(p && p->host_rows) && !(g = qvl_engine_img_gpu(e))) return err->code;
+#endif
+  return img_preprocess_on(out, g, pc, images, n, p, err);
 }
 
 int qvl_image_grid(qvl_engine *e, const qvl_image *image, const qvl_image_params *p, int32_t grid_thw[3]) {
@@ -268,13 +259,27 @@ int64_t qvl_image_batch_rows(const qvl_image_batch *b, int64_t *row_len) {
   return b ? b->n_rows : 0;
 }
 
+/* The GPU path's digest of image i: its resized RGB brought back once, hashed as the CPU path hashes it. */
+static int hash_device(qvl_image_batch *b, int i) {
+  const int32_t *g = b->grid + 3 * i;
+  int w = g[2] * b->patch, h = g[1] * b->patch;
+  uint8_t *rgb = malloc((size_t)w * h * 3);
+  int rc = rgb ? b->be->download(b->be, rgb, b->dev_rgb + b->rgb_at[i], (size_t)w * h * 3) : QVL_ERR_NOMEM;
+  if (!rc) hash_image(b->hash[i], rgb, w, h, g), b->hashed[i] = 1;
+  free(rgb);
+  return rc;
+}
+
 const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i) {
-  return b && i >= 0 && i < b->px.n_images ? b->hash[i] : NULL;
+  if (!b || i < 0 || i >= b->px.n_images) return NULL;
+  if (b->hashed && !b->hashed[i] && hash_device((qvl_image_batch *)b, i)) return NULL;
+  return b->hash[i];
 }
 
 void qvl_image_batch_free(qvl_image_batch *b) {
   if (!b) return;
   if (b->dev_rows) b->be->free(b->be, b->dev_rows);
-  free(b->grid), free(b->rows), free(b->hash);
+  if (b->dev_rgb) b->be->free(b->be, b->dev_rgb);
+  free(b->grid), free(b->rows), free(b->hash), free(b->rgb_at), free(b->hashed);
   free(b);
 }
