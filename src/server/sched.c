@@ -107,16 +107,23 @@ static void seq_free(qvl_server *s, struct seq *q) {
   free(q);
 }
 
+static void kv_metrics(qvl_server *s) { /* under s->mu */
+  s->m.kv_blocks_used = lm_blocks_total(s->sc->lm) - lm_blocks_free(s->sc->lm);
+  s->m.prefix_blocks = pc_blocks(s->sc->pc);
+}
+
 /* Takes sequence i out of the running list (order kept: preemption picks the newest) and ends its job. */
 static void retire(qvl_server *s, int i) {
   struct seq *q = s->sc->run[i];
+  job *j = q->j;
   memmove(s->sc->run + i, s->sc->run + i + 1, (size_t)(s->sc->n_run - i - 1) * sizeof *s->sc->run);
   s->sc->n_run--;
+  seq_free(s, q); /* its blocks back first: /metrics never shows a request gone and its blocks still held */
   pthread_mutex_lock(&s->mu);
   s->running = s->sc->n_run;
-  end_job(s, q->j);
+  kv_metrics(s);
+  end_job(s, j);
   pthread_mutex_unlock(&s->mu);
-  seq_free(s, q);
 }
 
 /* The detokenizer's tail through the stop strings, then what they held back unless one matched; finish reason. */
@@ -570,8 +577,7 @@ static void iterate(qvl_server *s, step *st) {
       r++;
   }
   pthread_mutex_lock(&s->mu);
-  s->m.kv_blocks_used = lm_blocks_total(s->sc->lm) - lm_blocks_free(s->sc->lm);
-  s->m.prefix_blocks = pc_blocks(s->sc->pc);
+  kv_metrics(s);
   pthread_mutex_unlock(&s->mu);
 }
 
