@@ -27,7 +27,7 @@ typedef struct lm_plan {
 /* Device buffers of a step, kept between steps; capacities in rows / sequences / table entries. */
 typedef struct lm_ws {
   int64_t rows, seqs, table, outs, vis;
-  void *h, *x, *qkv, *q, *att, *gu, *mlp, *logits, *vis_rows, *in;
+  void *h, *x, *qkv, *q, *att, *gu, *mlp, *logits, *vis_rows, *in; /* mlp also takes the lm_head rows */
   int32_t *argmax;
 } lm_ws;
 
@@ -129,6 +129,7 @@ static int ws_reserve(lm_model *m, lm_ws *ws, int64_t rows, int64_t seqs, int64_
              .outs = GROW(outs, outs), .vis = GROW(vis, vis)};
 #undef GROW
   ws_free(m->b, ws);
+  if (m->b->trim) m->b->trim(m->b); /* the smaller buffers are not kept for reuse */
   const qvl_text_config *t = &m->c->text;
   qvl_backend *b = m->b;
   size_t e = b->elem_bytes;
@@ -139,7 +140,8 @@ static int ws_reserve(lm_model *m, lm_ws *ws, int64_t rows, int64_t seqs, int64_
   if ((rc = b->alloc(b, &w.h, (size_t)(w.rows * H) * e)) || (rc = b->alloc(b, &w.x, (size_t)(rows_x * H) * e)) ||
       (rc = b->alloc(b, &w.qkv, (size_t)(w.rows * (qd + 2 * kvd)) * e)) ||
       (rc = b->alloc(b, &w.q, (size_t)(w.rows * qd) * e)) || (rc = b->alloc(b, &w.att, (size_t)(w.rows * qd) * e)) ||
-      (rc = b->alloc(b, &w.gu, (size_t)(w.rows * 2 * I) * e)) || (rc = b->alloc(b, &w.mlp, (size_t)(w.rows * I) * e)) ||
+      (rc = b->alloc(b, &w.gu, (size_t)(w.rows * 2 * I) * e)) ||
+      (rc = b->alloc(b, &w.mlp, (size_t)(w.rows * I > w.outs * H ? w.rows * I : w.outs * H) * e)) ||
       (rc = b->alloc(b, &w.logits, (size_t)(w.outs * t->vocab) * e)) ||
       (rc = b->alloc(b, &w.vis_rows, (size_t)((w.vis ? w.vis : 1) * H) * e)) ||
       (rc = b->alloc(b, &w.in, (size_t)L.total * 4)) || (rc = b->alloc(b, (void **)&w.argmax, (size_t)w.outs * 4))) {
