@@ -39,7 +39,8 @@ static void usage(FILE *f) {
           "                                               OpenAI-compatible HTTP server (docs/SERVING.md)\n"
           "  batch IN.jsonl [-o OUT.jsonl] --model DIR [--dummy] [--concurrency N] [--tokenizer FILE]\n"
           "                                               OpenAI batch lines offline, answers in input order\n"
-          "common options: --cpu | --cuda, --threads N\n");
+          "common options: --cpu | --cuda, --threads N, --max-patches N (patches per vision call; the tower's\n"
+          "device memory is planned from it at open, default 262144)\n");
 }
 
 int main(int argc, char **argv) {

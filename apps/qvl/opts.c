@@ -23,7 +23,7 @@ int app_parse(app_opts *o, int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     int takes = !strcmp(a, "--model") || !strcmp(a, "-o") || !strcmp(a, "--pixels") || !strcmp(a, "--grid") ||
-                !strcmp(a, "--threads") || !strcmp(a, "--shard-gb");
+                !strcmp(a, "--threads") || !strcmp(a, "--shard-gb") || !strcmp(a, "--max-patches");
     if (takes && !v) {
       fprintf(stderr, "qvl: %s needs a value\n", a);
       return 1;
@@ -34,6 +34,7 @@ int app_parse(app_opts *o, int argc, char **argv) {
     else if (!strcmp(a, "--grid")) { if (parse_grid(o, v)) return 1; }
     else if (!strcmp(a, "--threads")) o->engine.n_threads = atoi(v);
     else if (!strcmp(a, "--shard-gb")) o->shard_gb = atof(v);
+    else if (!strcmp(a, "--max-patches")) o->engine.max_patches = atoll(v); /* sizes the vision plan */
     else if (!strcmp(a, "--dummy")) o->engine.dummy = 1;
     else if (!strcmp(a, "--cpu")) o->engine.backend = QVL_BACKEND_CPU;
     else if (!strcmp(a, "--cuda")) o->engine.backend = QVL_BACKEND_CUDA;
