@@ -416,7 +416,10 @@ static int engine_lm(qvl_engine *e, int64_t blocks) {
     return qvl_fail(&e->err, QVL_ERR_LIMIT, "generate: %lld KV blocks are more than one pool holds", (long long)want);
   lm_close(e->lm);
   e->lm = NULL;
-  return lm_open(&e->lm, e->be, &e->cfg, &e->w, (int)want, &e->err);
+  if (e->be->trim) e->be->trim(e->be); /* the old pool's memory back to the device before the larger one */
+  int rc = lm_open(&e->lm, e->be, &e->cfg, &e->w, (int)want, &e->err);
+  if (rc) lm_close(e->lm), e->lm = NULL; /* the next call tries again */
+  return rc;
 }
 
 int qvl_engine_lm(qvl_engine *e, int64_t min_blocks, lm_model **out) {
