@@ -84,6 +84,12 @@ static void test_linear(void **s) {
   linear_case(999, 4352, 1152, 1, QVL_EPI_GELU_TANH); /* Qwen3-VL fc1, padded width */
   linear_case(999, 1152, 4352, 1, QVL_EPI_RESIDUAL);
   linear_case(64, 1280, 1280, 1, QVL_EPI_RESIDUAL);
+  /* m >= 1024: the first call of a shape times the candidate algorithms (a residual one into a temporary, so y
+   * keeps its residual); the second runs the one kept */
+  for (int i = 0; i < 2; i++) {
+    linear_case(2048, 1152, 4352, 1, QVL_EPI_RESIDUAL);
+    linear_case(1536, 4352, 1152, 1, QVL_EPI_GELU_TANH);
+  }
 }
 
 static void test_norms(void **s) {
