@@ -72,7 +72,9 @@ static void ycc_case(int w, int h, int n, const int *hs, const int *vs) {
   img_ycc_to_rgb(ref, &im);
   assert_int_equal(cudaMalloc((void **)&d, bytes), cudaSuccess);
   assert_int_equal(cudaMemset(d, 0xa5, bytes), cudaSuccess); /* poison */
-  assert_int_equal(img_cuda_ycc(d, &dim, NULL), QVL_OK);
+  img_desc desc = {.lay = dim, .w = w, .h = h, .rw = w, .rh = h}, *ddesc = to_dev(&desc, sizeof desc);
+  assert_int_equal(img_cuda_colour(d, ddesc, 1, h, NULL), QVL_OK);
+  cudaFree(ddesc);
   assert_int_equal(cudaMemcpy(got, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
   for (size_t i = 0; i < bytes; i++)
     if (got[i] != ref[i])
@@ -211,6 +213,34 @@ static void test_fixtures(void **state) {
   }
   printf("nvJPEG vs libjpeg-turbo over the fixtures: worst mean %.4f, worst max %d (targets 0.5 and 4)\n", worst_mean,
          worst_max);
+  /* all of them in one run (one hardware batch, one launch per kernel) == each alone */
+  enum { NF = sizeof files / sizeof *files };
+  qvl_image all[NF];
+  char *bytes[NF];
+  for (int f = 0; f < NF; f++) {
+    size_t len;
+    bytes[f] = slurp(files[f], &len);
+    all[f] = (qvl_image){.data = bytes[f], .size = len};
+  }
+  qvl_err err = {0};
+  qvl_image_batch *b = NULL;
+  if (img_preprocess_on(&b, E.g, &E.pc[1], all, NF, NULL, &err)) fail_msg("batch: %s", err.msg);
+  size_t elems = (size_t)(b->n_rows * b->row_len);
+  uint16_t *whole = malloc(elems * 2);
+  assert_int_equal(cudaMemcpy(whole, b->dev_rows, elems * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int f = 0, row = 0; f < NF; f++) {
+    qvl_image_batch *one = NULL;
+    if (img_preprocess_on(&one, E.g, &E.pc[1], &all[f], 1, NULL, &err)) fail_msg("%s: %s", files[f], err.msg);
+    size_t ne = (size_t)(one->n_rows * one->row_len);
+    uint16_t *got = malloc(ne * 2);
+    assert_int_equal(cudaMemcpy(got, one->dev_rows, ne * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    if (memcmp(got, whole + (size_t)row * b->row_len, ne * 2)) fail_msg("%s: rows in a batch differ from alone", files[f]);
+    assert_memory_equal(qvl_image_batch_hash(one, 0), qvl_image_batch_hash(b, f), QVL_IMAGE_HASH_BYTES);
+    row += (int)one->n_rows;
+    free(got), qvl_image_batch_free(one), free(bytes[f]);
+  }
+  printf("the %d fixtures in one run: rows and hashes equal to each alone\n", NF);
+  free(whole), qvl_image_batch_free(b);
   const img_gpu_stats *st = img_gpu_last(E.g);
   printf("last batch: %d hardware, %d hybrid, %d cpu\n", st->hardware, st->hybrid, st->cpu);
 }

@@ -3,6 +3,9 @@
  * quality-90 4:2:0 JPEGs with TurboJPEG in memory, then times
  *   - the GPU path (CUDA builds): bytes -> bf16 rows in device memory (nvJPEG + qvl's kernels), CUDA events on the
  *     pipeline's stream and the wall clock around the whole call, median over --iters after --warmup;
+ *     then one more run with CUDA events between the phases ("gpu_phases": host routing, CPU decodes, setup,
+ *     submission, the final wait; device time of decode, colour, horizontal resample, vertical resample + rows;
+ *     "outside_run_ms": planning, row allocation and the rest of the call around the pipeline);
  *   - the CPU path: bytes -> f32 rows in host memory, on 1 thread and on --threads (default: all), median over
  *     fewer runs (it is slow).
  * The model directory supplies config.json and preprocessor_config.json (no weights are read). --write-jpegs DIR
@@ -120,9 +123,9 @@ out:
 }
 
 #ifdef QVL_HAVE_CUDA
-/* GPU path: medians of event and wall time; decoders of the last run. */
+/* GPU path: medians of event and wall time; then one run with phase events (img_gpu_last: decoders and phases). */
 static int time_gpu(img_gpu *g, const qvl_preproc_config *pc, const jpegs *j, int iters, int warmup, double *ev_ms,
-                    double *wall_ms, qvl_err *err) {
+                    double *wall_ms, double *phase_wall, qvl_err *err) {
   double *ev = calloc((size_t)iters, sizeof *ev), *wall = calloc((size_t)iters, sizeof *wall);
   cudaEvent_t a, z;
   cudaEventCreate(&a), cudaEventCreate(&z);
@@ -142,6 +145,15 @@ static int time_gpu(img_gpu *g, const qvl_preproc_config *pc, const jpegs *j, in
     qvl_image_batch_free(b);
   }
   if (!rc) *ev_ms = app_median(ev, iters), *wall_ms = app_median(wall, iters);
+  if (!rc) { /* one more run with events between the phases (kept out of the medians) */
+    qvl_image_batch *b = NULL;
+    img_gpu_set_timing(g, 1);
+    double t0 = app_now_ms();
+    rc = img_preprocess_on(&b, g, pc, j->im, j->n, NULL, err);
+    *phase_wall = app_now_ms() - t0;
+    img_gpu_set_timing(g, 0);
+    qvl_image_batch_free(b);
+  }
   cudaEventDestroy(a), cudaEventDestroy(z);
   free(ev), free(wall);
   return rc;
@@ -198,12 +210,23 @@ int cmd_bench_pre(int argc, char **argv) {
     jpegs j = {0};
     if (make_jpegs(&j, &cases[c])) rc = 1, fprintf(stderr, "qvl bench pre: JPEG encoding failed\n");
     if (!rc && jpeg_dir) rc = write_jpegs(jpeg_dir, &cases[c], &j);
-    double ev = -1, wall = -1, cpu1 = -1, cpun = -1;
+    double ev = -1, wall = -1, cpu1 = -1, cpun = -1, phase_wall = 0;
     int hw = 0, hy = 0, cp = 0, engines = 0;
+    char phases[640] = "{}";
 #ifdef QVL_HAVE_CUDA
-    if (!rc && g && (rc = time_gpu(g, &pc, &j, iters, warmup, &ev, &wall, &err)))
+    if (!rc && g && (rc = time_gpu(g, &pc, &j, iters, warmup, &ev, &wall, &phase_wall, &err)))
       fprintf(stderr, "qvl bench pre: GPU: %s\n", err.msg);
-    if (g) hw = img_gpu_last(g)->hardware, hy = img_gpu_last(g)->hybrid, cp = img_gpu_last(g)->cpu;
+    if (g) {
+      const img_gpu_stats *st = img_gpu_last(g);
+      hw = st->hardware, hy = st->hybrid, cp = st->cpu;
+      snprintf(phases, sizeof phases,
+               "{\"wall_ms\": %.3f, \"outside_run_ms\": %.3f, \"route_ms\": %.3f, \"cpu_decode_ms\": %.3f, "
+               "\"setup_ms\": %.3f, \"submit_ms\": %.3f, \"wait_ms\": %.3f, \"run_ms\": %.3f, \"chunks\": %d, "
+               "\"dev_decode_ms\": %.3f, \"dev_colour_ms\": %.3f, \"dev_resample_h_ms\": %.3f, "
+               "\"dev_resample_v_rows_ms\": %.3f}",
+               phase_wall, phase_wall - st->total_ms, st->route_ms, st->cpu_decode_ms, st->setup_ms, st->submit_ms,
+               st->wait_ms, st->total_ms, st->chunks, st->decode_ms, st->colour_ms, st->resample_ms, st->rows_ms);
+    }
     engines = g ? img_gpu_engines(g) : 0;
 #endif
     if (!rc && cpu_iters) {
@@ -216,10 +239,11 @@ int cmd_bench_pre(int argc, char **argv) {
       printf("{\"bench\": \"pre\", \"arch\": \"%s\", \"device\": \"%s\", \"images\": \"%dx%dx%d\", \"jpeg_kb_mean\": %.1f, "
              "\"gpu_ms\": %.3f, \"gpu_wall_ms\": %.3f, \"gpu_img_per_s\": %.1f, \"decoders\": {\"hardware\": %d, "
              "\"hybrid\": %d, \"cpu\": %d}, \"nvjpg_engines\": %d, \"cpu_1t_ms\": %.2f, \"cpu_1t_img_per_s\": %.2f, "
-             "\"cpu_threads\": %d, \"cpu_ms\": %.2f, \"cpu_img_per_s\": %.2f, \"iters\": %d, \"cpu_iters\": %d}\n",
+             "\"cpu_threads\": %d, \"cpu_ms\": %.2f, \"cpu_img_per_s\": %.2f, \"iters\": %d, \"cpu_iters\": %d, "
+             "\"gpu_phases\": %s}\n",
              cfg.arch_name, device, k->n, k->h, k->w, j.mean_kb, ev, wall, ev > 0 ? k->n * 1000.0 / ev : 0.0, hw, hy,
              cp, engines, cpu1, cpu1 > 0 ? k->n * 1000.0 / cpu1 : 0.0, threads, cpun,
-             cpun > 0 ? k->n * 1000.0 / cpun : 0.0, iters, cpu_iters);
+             cpun > 0 ? k->n * 1000.0 / cpun : 0.0, iters, cpu_iters, phases);
       fflush(stdout);
     }
     free_jpegs(&j);

@@ -4,7 +4,9 @@
  *   JPEG (YCbCr 4:4:4/4:2:2/4:2:0/4:4:0, grayscale; baseline) ─► nvJPEG hardware batch ─┐
  *   JPEG (progressive, 4:1:1, or no NVJPG engine)            ─► nvJPEG GPU-hybrid ─────┼─► planes ─► ycc.cu ─┐
  *   JPEG nvJPEG cannot take (CMYK, RGB, truncated), PNG, WebP ─► CPU decode, upload ───────────────────────────┼─► RGB
- *   RGB ─► resample.cu (Pillow BICUBIC, host coefficients) ─► patchify.cu (host f32 table -> bf16) ─► rows
+ *   RGB ─► resample.cu (Pillow BICUBIC horizontal pass, host coefficients)
+ *       ─► rows.cu (vertical pass + host f32 table -> bf16 rows, and the resized RGB for the hash) ─► rows
+ * Each kernel is one launch over a chunk of images (a descriptor table, img_cuda.h).
  *
  * Bit-exact with the CPU path given the same RGB; nvJPEG's IDCT is the only difference (docs/IMAGES.md). */
 #ifndef QVL_IMAGE_GPU_H
@@ -22,9 +24,15 @@ int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_confi
 #ifdef QVL_HAVE_CUDA
 struct qvl_backend;
 
-/* Which decoder took each image of the last img_gpu_run. */
+/* The last img_gpu_run: which decoder took each image, and where the time went. Host wall clock: routing (header
+ * parses), CPU decodes, setup (coefficients, uploads, buffers), submitting the chunks (nvJPEG calls, uploads, launches),
+ * the final wait, the whole run. Device time (CUDA events, summed over chunks; only with img_gpu_set_timing on): decode
+ * (hardware batch, hybrid decodes, CPU-decoded uploads, descriptors), colour, horizontal resample, vertical resample +
+ * rows. */
 typedef struct img_gpu_stats {
-  int hardware, hybrid, cpu;
+  int hardware, hybrid, cpu, chunks;
+  double route_ms, cpu_decode_ms, setup_ms, submit_ms, wait_ms, total_ms;
+  double decode_ms, colour_ms, resample_ms, rows_ms;
 } img_gpu_stats;
 
 /* A pipeline on backend b (a CUDA backend: its device and stream; the rows are b's buffers). nvJPEG is optional:
@@ -35,6 +43,8 @@ struct qvl_backend *img_gpu_backend(const img_gpu *g);
 /* nvJPEG hardware engines in use (0: none, or no nvJPEG in this build). */
 int img_gpu_engines(const img_gpu *g);
 const img_gpu_stats *img_gpu_last(const img_gpu *g);
+/* CUDA events between the phases of each chunk (benchmarks; off by default). */
+void img_gpu_set_timing(img_gpu *g, int on);
 
 /* Rows of n planned jobs (img_job: sizes, bytes, row0, rgb0) into rows (device bf16 [sum][row_len]) and each
  * image's resized RGB8 into rgb + rgb0 (device; what the hash is over); threads decode the CPU-path images. Returns

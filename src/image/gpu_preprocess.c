@@ -1,16 +1,23 @@
-/* gpu_preprocess.c - the GPU image pipeline (gpu.h): route each image to a decoder, decode, then resample and
- * patchify on the backend's stream into the rows the vision tower reads.
+/* gpu_preprocess.c - the GPU image pipeline (gpu.h): route each image to a decoder, decode, then colour, resample
+ * and write the rows on the backend's stream, every step one launch over a chunk of images.
  *
- * Buffers are the pipeline's own, grown on demand and kept: the planes of a chunk of hardware-decoded images, one
- * source RGB, one horizontal-pass intermediate and one resized RGB (every step is ordered on one stream, so images
- * take turns in them), the resample coefficients of every image (computed on the host by resize.c, uploaded once
- * per call) and the normalization table. */
+ * A run: the host routes every image (TurboJPEG + nvJPEG header parse), decodes the CPU-path ones on its threads,
+ * computes every image's resample coefficients into pinned staging and uploads them once; then per chunk (up to
+ * CHUNK_IMAGES images and CHUNK_BYTES of planes + work memory): one hardware batch decode, hybrid decodes one by one,
+ * CPU-decoded RGB uploaded, the chunk's descriptor table uploaded, and three kernels over all its images: colour
+ * (planes -> source RGB), the horizontal pass (source -> tmp), the vertical pass fused with the rows (tmp -> rows and
+ * resized RGB). One synchronisation at the end.
+ *
+ * Buffers are the pipeline's own, grown to the largest chunk seen and kept: planes, work (source RGB + tmp of a
+ * chunk), coefficients + descriptors (device and pinned host), the normalization table. nvJPEG's state and its
+ * batch setup are kept in img_nvjpeg (set up again only when the batch size changes). */
 #ifdef QVL_HAVE_CUDA
 #include <cuda_runtime.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <turbojpeg.h>
 
 #include "backend/backend.h"
@@ -22,19 +29,14 @@
 #endif
 
 enum { D_CPU = 0, D_HYBRID = 1, D_HW = 2 };
-#define CHUNK_IMAGES 128           /* images per hardware batch */
-#define CHUNK_PLANE_BYTES (256 << 20) /* plane memory per hardware batch */
+#define CHUNK_IMAGES 128             /* images per hardware batch */
+#define CHUNK_BYTES ((size_t)512 << 20) /* planes + work memory per chunk (a larger image is a chunk alone) */
+enum { EV_DECODE, EV_COLOUR, EV_RESAMPLE, EV_ROWS, EV_END, EV_PER_CHUNK }; /* timing events, each phase's start */
 
 typedef struct dbuf {
   void *p;
   size_t bytes;
 } dbuf;
-
-/* Where one image's resample coefficients sit in the coefficient buffer (int32 offsets). */
-typedef struct coef_at {
-  int need_h, need_v, first, last, hk, vk; /* passes, source rows the vertical pass reads, kernel sizes */
-  size_t hb, hw, vb, vw;                   /* offsets of the bounds and weights */
-} coef_at;
 
 struct img_gpu {
   qvl_backend *b;
@@ -43,13 +45,21 @@ struct img_gpu {
   img_nvjpeg *nvj;
 #endif
   tjhandle tj;
-  dbuf planes, src, tmp, dst, coef, lut;
-  int32_t *host_coef; /* pinned staging for the coefficient upload */
-  size_t host_coef_bytes;
+  dbuf planes, work, table, lut; /* table: coefficients (int32) then descriptors, as staged */
+  uint8_t *stage;                /* pinned staging of the table */
+  size_t stage_bytes;
   float lut_host[3][256];
-  int lut_set;
+  int lut_set, timing;
+  cudaEvent_t *ev;               /* timing: EV_PER_CHUNK per chunk */
+  int n_ev;
   img_gpu_stats last;
 };
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
 
 static int cuda_fail(qvl_err *err, cudaError_t e, const char *what) {
   return qvl_fail(err, QVL_ERR_DEVICE, "GPU preprocessing: %s: %s", what, cudaGetErrorString(e));
@@ -93,9 +103,11 @@ int img_gpu_open(img_gpu **out, qvl_backend *b, qvl_err *err) {
 void img_gpu_close(img_gpu *g) {
   if (!g) return;
   cudaStreamSynchronize(g->s);
-  dbuf *bufs[] = {&g->planes, &g->src, &g->tmp, &g->dst, &g->coef, &g->lut};
+  dbuf *bufs[] = {&g->planes, &g->work, &g->table, &g->lut};
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]->p);
-  cudaFreeHost(g->host_coef);
+  cudaFreeHost(g->stage);
+  for (int i = 0; i < g->n_ev; i++) cudaEventDestroy(g->ev[i]);
+  free(g->ev);
 #ifdef QVL_HAVE_NVJPEG
   img_nvjpeg_close(g->nvj);
 #endif
@@ -106,6 +118,8 @@ void img_gpu_close(img_gpu *g) {
 qvl_backend *img_gpu_backend(const img_gpu *g) { return g->b; }
 
 const img_gpu_stats *img_gpu_last(const img_gpu *g) { return &g->last; }
+
+void img_gpu_set_timing(img_gpu *g, int on) { g->timing = on; }
 
 int img_gpu_engines(const img_gpu *g) {
 #ifdef QVL_HAVE_NVJPEG
@@ -187,15 +201,6 @@ static size_t planes_total(img_planes *lay) {
 
 /* ---- steps ----------------------------------------------------------------------------------------- */
 
-/* CPU decode of job j (or its raw RGB) and upload into g->src. */
-static int upload_cpu(img_gpu *g, img_job *j, const qvl_image *im, const img_rgb *decoded, qvl_err *err) {
-  const uint8_t *px = decoded && decoded->px ? decoded->px : im->rgb;
-  size_t n = (size_t)j->w * j->h * 3;
-  int rc = grow(g, &g->src, n, err);
-  cudaError_t e = rc ? cudaSuccess : cudaMemcpyAsync(g->src.p, px, n, cudaMemcpyHostToDevice, g->s);
-  return rc ? rc : e ? cuda_fail(err, e, "upload") : QVL_OK;
-}
-
 static int cpu_decode(img_rgb *out, img_job *j, const qvl_image_params *p) {
   int rc = img_decode(out, j->bytes, j->len, p->semantics == QVL_IMAGE_QWEN_VL_UTILS, img_input_limit(p), j->what,
                       &j->err);
@@ -205,52 +210,84 @@ static int cpu_decode(img_rgb *out, img_job *j, const qvl_image_params *p) {
   return rc;
 }
 
-/* Every image's coefficients into the pinned staging buffer, one upload. */
-static int upload_coeffs(img_gpu *g, coef_at *at, const img_job *jobs, int n, qvl_err *err) {
-  img_coeffs *cv = calloc((size_t)n, sizeof *cv), *ch = calloc((size_t)n, sizeof *ch);
-  size_t total = 0;
-  int rc = cv && ch ? QVL_OK : qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
+/* ---- the run --------------------------------------------------------------------------------------- */
+
+/* One image's place in a run. */
+typedef struct slot {
+  int kind;
+  img_planes lay;     /* GPU decoders: plane layout, placed in the planes arena */
+  img_rgb host;       /* CPU decoders: the decoded RGB (raw input: px borrowed from the image) */
+  int need_h, need_v, first, last, hk, vk;
+  int64_t hb, hw, vb, vw; /* int32 offsets in the table */
+  size_t plane_bytes, work_bytes, src, tmp; /* arena sizes; offsets in the work arena */
+} slot;
+
+typedef struct run_state {
+  img_gpu *g;
+  img_job *jobs;
+  const qvl_image *imgs;
+  const qvl_image_params *p;
+  const qvl_preproc_config *pc;
+  slot *sl;
+  uint16_t *rows;
+  uint8_t *rgb;
+  size_t coef_words;  /* int32 words of coefficients at the table's start; the descriptors follow (aligned) */
+  int chunks;
+} run_state;
+
+static size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+/* Coefficients of every image into the pinned staging (after a sync: the previous run's uploads may still read it),
+ * the work arena offsets of each image, one upload of the coefficients. */
+static int stage_coeffs(run_state *r, int n, qvl_err *err) {
+  img_gpu *g = r->g;
+  img_coeffs *ch = calloc((size_t)n, sizeof *ch), *cv = calloc((size_t)n, sizeof *cv);
+  size_t words = 0;
+  int rc = ch && cv ? QVL_OK : QVL_ERR_NOMEM;
   for (int i = 0; !rc && i < n; i++) {
-    const img_job *j = &jobs[i];
-    coef_at *a = &at[i];
-    memset(a, 0, sizeof *a);
-    a->need_h = j->rw != j->w, a->need_v = j->rh != j->h;
-    if (a->need_h && img_coeffs_make(&ch[i], j->w, j->rw)) rc = QVL_ERR_NOMEM;
-    if (!rc && a->need_v && img_coeffs_make(&cv[i], j->h, j->rh)) rc = QVL_ERR_NOMEM;
+    const img_job *j = &r->jobs[i];
+    slot *s = &r->sl[i];
+    s->need_h = j->rw != j->w, s->need_v = j->rh != j->h;
+    if (s->need_h && img_coeffs_make(&ch[i], j->w, j->rw)) rc = QVL_ERR_NOMEM;
+    if (!rc && s->need_v && img_coeffs_make(&cv[i], j->h, j->rh)) rc = QVL_ERR_NOMEM;
     if (rc) break;
-    a->first = a->need_v ? cv[i].bounds[0] : 0;
-    a->last = a->need_v ? cv[i].bounds[2 * j->rh - 2] + cv[i].bounds[2 * j->rh - 1] : j->h;
-    a->hk = ch[i].ksize, a->vk = cv[i].ksize;
-    a->hb = total, total += a->need_h ? 2 * (size_t)j->rw : 0;
-    a->hw = total, total += a->need_h ? (size_t)a->hk * j->rw : 0;
-    a->vb = total, total += a->need_v ? 2 * (size_t)j->rh : 0;
-    a->vw = total, total += a->need_v ? (size_t)a->vk * j->rh : 0;
+    s->first = s->need_v ? cv[i].bounds[0] : 0;
+    s->last = s->need_v ? cv[i].bounds[2 * j->rh - 2] + cv[i].bounds[2 * j->rh - 1] : j->h;
+    s->hk = s->need_h ? ch[i].ksize : 0, s->vk = s->need_v ? cv[i].ksize : 0;
+    s->hb = (int64_t)words, words += s->need_h ? 2 * (size_t)j->rw : 0;
+    s->hw = (int64_t)words, words += (size_t)s->hk * j->rw;
+    s->vb = (int64_t)words, words += s->need_v ? 2 * (size_t)j->rh : 0;
+    s->vw = (int64_t)words, words += (size_t)s->vk * j->rh;
+    size_t src = (size_t)j->w * j->h * 3, tmp = s->need_h ? (size_t)j->rw * (s->last - s->first) * 3 : 0;
+    s->src = 0, s->tmp = align16(src), s->work_bytes = align16(src) + align16(tmp);
   }
-  if (rc == QVL_ERR_NOMEM && !err->code) qvl_fail(err, rc, "GPU preprocessing: out of memory for coefficients");
-  size_t bytes = total * sizeof(int32_t) + 4;
-  if (!rc && bytes > g->host_coef_bytes) {
-    cudaStreamSynchronize(g->s); /* the previous call's upload may still read it */
-    cudaFreeHost(g->host_coef);
-    g->host_coef = NULL, g->host_coef_bytes = 0;
-    cudaError_t e = cudaMallocHost((void **)&g->host_coef, bytes);
-    if (e) rc = cuda_fail(err, e, "out of pinned memory");
-    else g->host_coef_bytes = bytes;
+  size_t bytes = align16(words * sizeof(int32_t)) + (size_t)n * sizeof(img_desc);
+  if (!rc && bytes > g->stage_bytes) {
+    cudaStreamSynchronize(g->s);
+    cudaFreeHost(g->stage);
+    g->stage = NULL, g->stage_bytes = 0;
+    if (cudaMallocHost((void **)&g->stage, bytes)) rc = QVL_ERR_NOMEM;
+    else g->stage_bytes = bytes;
+  } else if (!rc) {
+    cudaStreamSynchronize(g->s); /* the staging is rewritten below */
   }
-  if (!rc) rc = grow(g, &g->coef, bytes, err);
-  if (!rc) cudaStreamSynchronize(g->s); /* staging is rewritten below */
+  if (!rc) rc = grow(g, &g->table, bytes, err);
+  int32_t *w = (int32_t *)g->stage;
   for (int i = 0; !rc && i < n; i++) {
-    const img_job *j = &jobs[i];
-    const coef_at *a = &at[i];
-    for (int k = 0; a->need_h && k < 2 * j->rw; k++) g->host_coef[a->hb + k] = ch[i].bounds[k];
-    if (a->need_h) memcpy(g->host_coef + a->hw, ch[i].k, sizeof(int32_t) * a->hk * j->rw);
-    for (int k = 0; a->need_v && k < 2 * j->rh; k++) g->host_coef[a->vb + k] = cv[i].bounds[k];
-    if (a->need_v) memcpy(g->host_coef + a->vw, cv[i].k, sizeof(int32_t) * a->vk * j->rh);
+    const img_job *j = &r->jobs[i];
+    const slot *s = &r->sl[i];
+    for (int k = 0; s->need_h && k < 2 * j->rw; k++) w[s->hb + k] = ch[i].bounds[k];
+    if (s->need_h) memcpy(w + s->hw, ch[i].k, sizeof(int32_t) * (size_t)s->hk * j->rw);
+    for (int k = 0; s->need_v && k < 2 * j->rh; k++) w[s->vb + k] = cv[i].bounds[k];
+    if (s->need_v) memcpy(w + s->vw, cv[i].k, sizeof(int32_t) * (size_t)s->vk * j->rh);
   }
-  for (int i = 0; cv && ch && i < n; i++) img_coeffs_free(&cv[i]), img_coeffs_free(&ch[i]);
-  free(cv), free(ch);
-  cudaError_t e = rc || !total ? cudaSuccess
-                               : cudaMemcpyAsync(g->coef.p, g->host_coef, total * sizeof(int32_t),
-                                                 cudaMemcpyHostToDevice, g->s);
+  for (int i = 0; ch && cv && i < n; i++) img_coeffs_free(&ch[i]), img_coeffs_free(&cv[i]);
+  free(ch), free(cv);
+  if (rc == QVL_ERR_NOMEM) return qvl_fail(err, rc, "GPU preprocessing: out of memory for the resample coefficients");
+  r->coef_words = align16(words * sizeof(int32_t)) / sizeof(int32_t);
+  cudaError_t e = rc || !words ? cudaSuccess
+                               : cudaMemcpyAsync(g->table.p, g->stage, words * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                                 g->s);
   return rc ? rc : e ? cuda_fail(err, e, "coefficient upload") : QVL_OK;
 }
 
@@ -267,154 +304,187 @@ static int upload_lut(img_gpu *g, const qvl_preproc_config *pc, qvl_err *err) {
   return QVL_OK;
 }
 
-/* g->src (j->w x j->h RGB) -> resample -> bf16 rows of image j, and its resized RGB into rgb (for the hash). */
-static int finish(img_gpu *g, uint16_t *rows, uint8_t *rgb, int64_t row_len, const img_job *j, const coef_at *a,
-                  const qvl_preproc_config *pc, qvl_err *err) {
-  const int32_t *cb = g->coef.p;
-  const uint8_t *src = g->src.p, *out = src;
-  int rc = QVL_OK;
-  if (a->need_h || a->need_v) rc = grow(g, &g->dst, (size_t)j->rw * j->rh * 3, err);
-  if (!rc && a->need_h && a->need_v) rc = grow(g, &g->tmp, (size_t)j->rw * (a->last - a->first) * 3, err);
-  src = g->src.p, cb = g->coef.p;
-  if (!rc && a->need_h && a->need_v) {
-    rc = img_cuda_resample_h(g->tmp.p, src, cb + a->hb, cb + a->hw, j->rw, j->w, a->first, a->last - a->first, a->hk,
-                             g->s);
-    if (!rc) rc = img_cuda_resample_v(g->dst.p, g->tmp.p, cb + a->vb, cb + a->vw, j->rh, j->rw, a->first, a->vk, g->s);
-    out = g->dst.p;
-  } else if (!rc && a->need_h) {
-    rc = img_cuda_resample_h(g->dst.p, src, cb + a->hb, cb + a->hw, j->rw, j->w, 0, j->h, a->hk, g->s);
-    out = g->dst.p;
-  } else if (!rc && a->need_v) {
-    rc = img_cuda_resample_v(g->dst.p, src, cb + a->vb, cb + a->vw, j->rh, j->w, 0, a->vk, g->s);
-    out = g->dst.p;
-  }
-  if (!rc) rc = img_cuda_patchify(rows + j->row0 * row_len, out, g->lut.p, j->rw, j->rh, pc->patch, pc->temporal_patch,
-                                  pc->merge, g->s);
-  if (!rc && cudaMemcpyAsync(rgb + j->rgb0, out, (size_t)j->rw * j->rh * 3, cudaMemcpyDeviceToDevice, g->s))
-    rc = QVL_ERR_DEVICE;
-  return rc == QVL_ERR_DEVICE ? qvl_fail(err, rc, "%s: GPU resample/patchify launch failed", j->what) : rc;
-}
-
-#ifdef QVL_HAVE_NVJPEG
-/* Planes already decoded -> g->src. */
-static int planes_to_src(img_gpu *g, const img_job *j, const img_planes *lay, qvl_err *err) {
-  int rc = grow(g, &g->src, (size_t)j->w * j->h * 3, err);
-  if (!rc && img_cuda_ycc(g->src.p, lay, g->s)) rc = qvl_fail(err, QVL_ERR_DEVICE, "%s: colour kernel failed", j->what);
-  return rc;
-}
-#endif
-
-/* ---- the run --------------------------------------------------------------------------------------- */
-
-typedef struct run_state {
-  img_gpu *g;
-  img_job *jobs;
-  const qvl_image *imgs;
-  const qvl_image_params *p;
-  int *kind;
-  img_planes *lay;
-  img_rgb *host;  /* CPU-decoded images */
-  coef_at *at;
-  uint16_t *rows;
-  uint8_t *rgb;
-  int64_t row_len;
-  const qvl_preproc_config *pc;
-} run_state;
-
-/* Image i from the CPU: decode now unless already decoded, upload, finish. */
-static int via_cpu(run_state *r, int i, qvl_err *err) {
+/* Image i from the CPU: decode now unless already decoded (a GPU decoder gave up on it). */
+static int host_rgb(run_state *r, int i, qvl_err *err) {
   img_job *j = &r->jobs[i];
-  if (j->bytes && !r->host[i].px && cpu_decode(&r->host[i], j, r->p))
-    return qvl_fail(err, j->err.code, "%s", j->err.msg);
-  int rc = upload_cpu(r->g, j, &r->imgs[i], &r->host[i], err);
-  if (!rc) rc = finish(r->g, r->rows, r->rgb, r->row_len, j, &r->at[i], r->pc, err);
-  return rc;
+  slot *s = &r->sl[i];
+  if (!j->bytes) {
+    s->host.px = (uint8_t *)r->imgs[i].rgb;
+    return QVL_OK;
+  }
+  if (!s->host.px && cpu_decode(&s->host, j, r->p)) return qvl_fail(err, j->err.code, "%s", j->err.msg);
+  return QVL_OK;
 }
 
-#ifdef QVL_HAVE_NVJPEG
-/* Images [i0, i1): the hardware ones in one batch into the plane arena, then each in order. */
-static int chunk(run_state *r, int i0, int i1, qvl_err *err) {
+static int record(img_gpu *g, int chunk, int at) {
+  return g->timing && cudaEventRecord(g->ev[chunk * EV_PER_CHUNK + at], g->s) ? QVL_ERR_DEVICE : QVL_OK;
+}
+
+/* Images [i0, i1): decode, upload, descriptors, the three kernels. */
+static int chunk(run_state *r, int c, int i0, int i1, qvl_err *err) {
   img_gpu *g = r->g;
-  size_t total = 0;
-  for (int i = i0; i < i1; i++)
-    if (r->kind[i] != D_CPU) total += planes_total(&r->lay[i]);
-  int rc = grow(g, &g->planes, total, err), nb = 0;
-  const uint8_t **data = malloc(sizeof *data * (size_t)(i1 - i0));
-  size_t *len = malloc(sizeof *len * (size_t)(i1 - i0));
-  img_planes *dst = malloc(sizeof *dst * (size_t)(i1 - i0));
-  if (!rc && (!data || !len || !dst)) rc = qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
-  size_t at = 0;
-  for (int i = i0; !rc && i < i1; i++) {
-    if (r->kind[i] == D_CPU) continue;
-    place_planes(&r->lay[i], (uint8_t *)g->planes.p + at);
-    at += planes_total(&r->lay[i]);
-    if (r->kind[i] == D_HW) data[nb] = r->jobs[i].bytes, len[nb] = r->jobs[i].len, dst[nb++] = r->lay[i];
+  int n = i1 - i0, rc = record(g, c, EV_DECODE);
+  size_t plane_at = 0, work_at = 0;
+  for (int i = i0; i < i1; i++) { /* arena places */
+    slot *s = &r->sl[i];
+    s->src += work_at, s->tmp += work_at, work_at += s->work_bytes;
+#ifdef QVL_HAVE_NVJPEG
+    if (s->kind != D_CPU) place_planes(&s->lay, (uint8_t *)g->planes.p + plane_at), plane_at += s->plane_bytes;
+#endif
   }
+  (void)plane_at;
+#ifdef QVL_HAVE_NVJPEG
   char msg[160];
+  int nb = 0;
+  const uint8_t **data = malloc(sizeof *data * (size_t)n);
+  size_t *len = malloc(sizeof *len * (size_t)n);
+  img_planes *dst = malloc(sizeof *dst * (size_t)n);
+  if (!rc && (!data || !len || !dst)) rc = qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
+  for (int i = i0; !rc && i < i1; i++)
+    if (r->sl[i].kind == D_HW) data[nb] = r->jobs[i].bytes, len[nb] = r->jobs[i].len, dst[nb++] = r->sl[i].lay;
   if (!rc && nb && img_nvjpeg_decode_hw(g->nvj, data, len, nb, dst, (img_stream)g->s, msg, sizeof msg)) {
     fprintf(stderr, "qvl: %s; %d images go to the hybrid decoder\n", msg, nb);
-    for (int i = i0; i < i1; i++) r->kind[i] = r->kind[i] == D_HW ? D_HYBRID : r->kind[i];
+    for (int i = i0; i < i1; i++) r->sl[i].kind = r->sl[i].kind == D_HW ? D_HYBRID : r->sl[i].kind;
   }
   free(data), free(len), free(dst);
   for (int i = i0; !rc && i < i1; i++) {
     img_job *j = &r->jobs[i];
-    if (r->kind[i] == D_HYBRID &&
-        img_nvjpeg_decode_hybrid(g->nvj, j->bytes, j->len, &r->lay[i], (img_stream)g->s, msg, sizeof msg))
-      r->kind[i] = D_CPU; /* the CPU decoder decodes it or says what is wrong with it */
-    if (r->kind[i] == D_CPU) rc = via_cpu(r, i, err);
-    else if (!(rc = planes_to_src(g, j, &r->lay[i], err))) rc = finish(g, r->rows, r->rgb, r->row_len, j, &r->at[i], r->pc, err);
+    if (r->sl[i].kind == D_HYBRID &&
+        img_nvjpeg_decode_hybrid(g->nvj, j->bytes, j->len, &r->sl[i].lay, (img_stream)g->s, msg, sizeof msg))
+      r->sl[i].kind = D_CPU; /* the CPU decoder decodes it or says what is wrong with it */
   }
-  return rc;
-}
 #endif
+  int64_t src_rows = 0, tmp_rows = 0, row_a = r->jobs[i0].row0, n_rows = 0;
+  img_desc *d = (img_desc *)(r->g->stage + r->coef_words * sizeof(int32_t)) + i0;
+  for (int i = i0; !rc && i < i1; i++) {
+    img_job *j = &r->jobs[i];
+    slot *s = &r->sl[i];
+    if (s->kind == D_CPU && !(rc = host_rgb(r, i, err))) {
+      cudaError_t e = cudaMemcpyAsync((uint8_t *)g->work.p + s->src, s->host.px, (size_t)j->w * j->h * 3,
+                                      cudaMemcpyHostToDevice, g->s);
+      if (e) rc = cuda_fail(err, e, "upload");
+    }
+    img_desc *o = &d[i - i0];
+    memset(o, 0, sizeof *o);
+    if (s->kind != D_CPU) o->lay = s->lay;
+    o->src = (int64_t)s->src, o->tmp = s->need_h ? (int64_t)s->tmp : (int64_t)s->src + (int64_t)s->first * j->w * 3;
+    o->row0 = j->row0, o->rgb0 = j->rgb0, o->src_row0 = src_rows, o->tmp_row0 = tmp_rows;
+    o->hb = s->hb, o->hw = s->hw, o->vb = s->vb, o->vw = s->vw;
+    o->w = j->w, o->h = j->h, o->rw = j->rw, o->rh = j->rh, o->first = s->first, o->hk = s->hk, o->vk = s->vk;
+    src_rows += j->h, tmp_rows += s->need_h ? s->last - s->first : 0;
+    n_rows += (int64_t)(j->rh / r->pc->patch) * (j->rw / r->pc->patch);
+  }
+  const int32_t *coef = g->table.p;
+  const img_desc *dd = (const img_desc *)(coef + r->coef_words) + i0;
+  cudaError_t e = rc ? cudaSuccess
+                     : cudaMemcpyAsync((void *)dd, d, sizeof *d * (size_t)n, cudaMemcpyHostToDevice, g->s);
+  if (!rc && e) rc = cuda_fail(err, e, "descriptor upload");
+  const qvl_preproc_config *pc = r->pc;
+  if (!rc && !(rc = record(g, c, EV_COLOUR))) rc = img_cuda_colour(g->work.p, dd, n, src_rows, (img_stream)g->s);
+  if (!rc && !(rc = record(g, c, EV_RESAMPLE)))
+    rc = img_cuda_resample_h(g->work.p, dd, n, coef, tmp_rows, (img_stream)g->s);
+  if (!rc && !(rc = record(g, c, EV_ROWS)))
+    rc = img_cuda_rows(r->rows, r->rgb, g->work.p, dd, n, coef, g->lut.p, row_a, n_rows, pc->patch,
+                       pc->temporal_patch, pc->merge, (img_stream)g->s);
+  if (!rc) rc = record(g, c, EV_END);
+  return rc == QVL_ERR_DEVICE ? qvl_fail(err, rc, "GPU preprocessing: kernel launch failed") : rc;
+}
+
+/* Chunk boundaries: ends[k] = first image after chunk k; grows the arenas to the largest chunk. */
+static int plan_chunks(run_state *r, int n, int *ends, qvl_err *err) {
+  size_t max_planes = 0, max_work = 0;
+  int k = 0;
+  for (int i0 = 0, i1; i0 < n; i0 = i1) {
+    size_t planes = 0, work = 0;
+    for (i1 = i0; i1 < n && i1 - i0 < CHUNK_IMAGES; i1++) {
+      const slot *s = &r->sl[i1];
+      if (i1 > i0 && planes + work + s->plane_bytes + s->work_bytes > CHUNK_BYTES) break;
+      planes += s->plane_bytes, work += s->work_bytes;
+    }
+    ends[k++] = i1;
+    max_planes = planes > max_planes ? planes : max_planes, max_work = work > max_work ? work : max_work;
+  }
+  r->chunks = k;
+  int rc = grow(r->g, &r->g->planes, max_planes, err);
+  return rc ? rc : grow(r->g, &r->g->work, max_work, err);
+}
+
+static int events(img_gpu *g, int chunks, qvl_err *err) {
+  int want = chunks * EV_PER_CHUNK;
+  if (!g->timing || want <= g->n_ev) return QVL_OK;
+  cudaEvent_t *ev = realloc(g->ev, sizeof *ev * (size_t)want);
+  if (!ev) return qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
+  g->ev = ev;
+  for (; g->n_ev < want; g->n_ev++)
+    if (cudaEventCreate(&g->ev[g->n_ev])) return qvl_fail(err, QVL_ERR_DEVICE, "GPU preprocessing: cudaEventCreate");
+  return QVL_OK;
+}
 
 static int run_all(run_state *r, int n, int threads, qvl_err *err) {
   img_gpu *g = r->g;
-  for (int i = 0; i < n; i++) r->kind[i] = route(g, &r->jobs[i], &r->lay[i]);
+  img_gpu_stats *st = &g->last;
+  double t = now_ms();
+  for (int i = 0; i < n; i++) {
+    slot *s = &r->sl[i];
+    s->kind = route(g, &r->jobs[i], &s->lay);
+#ifdef QVL_HAVE_NVJPEG
+    s->plane_bytes = s->kind == D_CPU ? 0 : planes_total(&s->lay);
+#endif
+  }
+  st->route_ms = now_ms() - t, t = now_ms();
   /* CPU images first, in parallel: their decode is the slow part */
 #pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
   for (int i = 0; i < n; i++)
-    if (r->kind[i] == D_CPU && r->jobs[i].bytes) {
+    if (r->sl[i].kind == D_CPU && r->jobs[i].bytes) {
       img_set_threads(1);
-      cpu_decode(&r->host[i], &r->jobs[i], r->p);
+      cpu_decode(&r->sl[i].host, &r->jobs[i], r->p);
     }
   for (int i = 0; i < n; i++)
     if (r->jobs[i].err.code) return qvl_fail(err, r->jobs[i].err.code, "%s", r->jobs[i].err.msg);
-  int rc = upload_lut(g, r->pc, err);
-  if (!rc) rc = upload_coeffs(g, r->at, r->jobs, n, err);
-#ifdef QVL_HAVE_NVJPEG
-  for (int i0 = 0, i1; !rc && i0 < n; i0 = i1) {
-    size_t bytes = 0;
-    for (i1 = i0; i1 < n && i1 - i0 < CHUNK_IMAGES; i1++) {
-      size_t b = r->kind[i1] == D_CPU ? 0 : planes_total(&r->lay[i1]);
-      if (i1 > i0 && bytes + b > CHUNK_PLANE_BYTES) break;
-      bytes += b;
-    }
-    rc = chunk(r, i0, i1, err);
-  }
-#else
-  for (int i = 0; !rc && i < n; i++) rc = via_cpu(r, i, err);
-#endif
+  st->cpu_decode_ms = now_ms() - t, t = now_ms();
+  int *ends = malloc(sizeof(int) * (size_t)n);
+  int rc = ends ? upload_lut(g, r->pc, err) : qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
+  if (!rc) rc = stage_coeffs(r, n, err);
+  if (!rc) rc = plan_chunks(r, n, ends, err);
+  if (!rc) rc = events(g, r->chunks, err);
+  st->setup_ms = now_ms() - t, t = now_ms();
+  for (int c = 0, i0 = 0; !rc && c < r->chunks; i0 = ends[c++]) rc = chunk(r, c, i0, ends[c], err);
+  st->submit_ms = now_ms() - t;
+  free(ends);
   for (int i = 0; i < n; i++) {
-    g->last.hardware += r->kind[i] == D_HW;
-    g->last.hybrid += r->kind[i] == D_HYBRID;
-    g->last.cpu += r->kind[i] == D_CPU;
+    st->hardware += r->sl[i].kind == D_HW;
+    st->hybrid += r->sl[i].kind == D_HYBRID;
+    st->cpu += r->sl[i].kind == D_CPU;
   }
+  st->chunks = r->chunks;
   return rc;
+}
+
+/* Phase times of the last run from its events (after the final sync). */
+static void phase_times(img_gpu *g, int chunks) {
+  img_gpu_stats *st = &g->last;
+  double *ms[] = {&st->decode_ms, &st->colour_ms, &st->resample_ms, &st->rows_ms};
+  for (int c = 0; g->timing && c < chunks && c * EV_PER_CHUNK < g->n_ev; c++)
+    for (int k = 0; k < EV_END; k++) {
+      float e = 0;
+      if (!cudaEventElapsedTime(&e, g->ev[c * EV_PER_CHUNK + k], g->ev[c * EV_PER_CHUNK + k + 1])) *ms[k] += e;
+    }
 }
 
 int img_gpu_run(img_gpu *g, void *rows, uint8_t *rgb, img_job *jobs, const qvl_image *imgs, int n,
                 const qvl_preproc_config *pc, const qvl_image_params *p, int threads, qvl_err *err) {
-  run_state r = {g, jobs, imgs, p, calloc((size_t)n, sizeof(int)), calloc((size_t)n, sizeof(img_planes)),
-                 calloc((size_t)n, sizeof(img_rgb)), calloc((size_t)n, sizeof(coef_at)), rows, rgb,
-                 3LL * pc->temporal_patch * pc->patch * pc->patch, pc};
+  double t0 = now_ms();
+  run_state r = {g, jobs, imgs, p, pc, calloc((size_t)n, sizeof(slot)), rows, rgb, 0, 0};
   memset(&g->last, 0, sizeof g->last);
-  int rc = r.kind && r.lay && r.host && r.at ? run_all(&r, n, threads, err)
-                                             : qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
+  int rc = r.sl ? run_all(&r, n, threads, err) : qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
+  double t1 = now_ms();
   cudaError_t e = cudaStreamSynchronize(g->s);
   if (!rc && e) rc = cuda_fail(err, e, "kernels");
-  for (int i = 0; r.host && i < n; i++) free(r.host[i].px);
-  free(r.kind), free(r.lay), free(r.host), free(r.at);
+  g->last.wait_ms = now_ms() - t1, g->last.total_ms = now_ms() - t0;
+  if (!rc) phase_times(g, r.chunks);
+  for (int i = 0; r.sl && i < n; i++)
+    if (jobs[i].bytes) free(r.sl[i].host.px);
+  free(r.sl);
   return rc;
 }
 
@@ -428,9 +498,12 @@ int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, siz
   j.format = hd.format, j.w = j.rw = hd.w, j.h = j.rh = hd.h;
   img_planes lay;
   int kind = route(g, &j, &lay);
+  size_t n = (size_t)j.w * j.h * 3;
   *path = kind;
+  rc = grow(g, &g->work, n, err);
+  if (!rc) rc = grow(g, &g->table, sizeof(img_desc), err);
 #ifdef QVL_HAVE_NVJPEG
-  if (kind != D_CPU) {
+  if (!rc && kind != D_CPU) {
     char msg[160];
     rc = grow(g, &g->planes, planes_total(&lay), err);
     if (!rc) place_planes(&lay, g->planes.p);
@@ -438,19 +511,23 @@ int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, siz
       rc = qvl_fail(err, QVL_ERR_DEVICE, "%s", msg);
     if (!rc && kind == D_HYBRID && img_nvjpeg_decode_hybrid(g->nvj, data, len, &lay, (img_stream)g->s, msg, sizeof msg))
       rc = qvl_fail(err, QVL_ERR_DEVICE, "%s", msg);
-    if (!rc) rc = planes_to_src(g, &j, &lay, err);
+    img_desc d = {.lay = lay, .w = j.w, .h = j.h, .rw = j.w, .rh = j.h};
+    cudaError_t e = rc ? cudaSuccess : cudaMemcpy(g->table.p, &d, sizeof d, cudaMemcpyHostToDevice);
+    if (!rc && e) rc = cuda_fail(err, e, "descriptor upload");
+    if (!rc && img_cuda_colour(g->work.p, g->table.p, 1, j.h, (img_stream)g->s))
+      rc = qvl_fail(err, QVL_ERR_DEVICE, "colour kernel failed");
   }
 #endif
   if (!rc && kind == D_CPU) {
-    img_rgb host;
+    img_rgb host = {0};
     rc = img_decode(&host, data, len, white_alpha, 0, j.what, err);
-    if (!rc) rc = upload_cpu(g, &j, NULL, &host, err);
+    cudaError_t e = rc ? cudaSuccess : cudaMemcpy(g->work.p, host.px, n, cudaMemcpyHostToDevice);
+    if (!rc && e) rc = cuda_fail(err, e, "upload");
     free(host.px);
   }
-  size_t n = (size_t)j.w * j.h * 3;
   out->px = rc ? NULL : malloc(n);
   if (!rc && !out->px) rc = qvl_fail(err, QVL_ERR_NOMEM, "out of memory");
-  cudaError_t e = rc ? cudaSuccess : cudaMemcpyAsync(out->px, g->src.p, n, cudaMemcpyDeviceToHost, g->s);
+  cudaError_t e = rc ? cudaSuccess : cudaMemcpyAsync(out->px, g->work.p, n, cudaMemcpyDeviceToHost, g->s);
   if (!e) e = cudaStreamSynchronize(g->s);
   if (!rc && e) rc = cuda_fail(err, e, "decode");
   if (rc) free(out->px), out->px = NULL;

@@ -1,22 +1,26 @@
-/* ycc.cu - a JPEG's decoded planes (nvJPEG's planar YUV) -> RGB8: libjpeg-turbo's fancy upsampling and YCbCr -> RGB,
- * the same inline code as the C reference (image/ycc.h). One thread per output pixel. */
+/* ycc.cu - decoded planes (nvJPEG's planar YUV) -> source RGB8 of every image of a launch: libjpeg-turbo's fancy
+ * upsampling and YCbCr -> RGB, the same inline code as the C reference (image/ycc.h). One block per source row of the
+ * launch, its threads across the row. */
 #include <cuda_runtime.h>
 
-#include "image/cuda/img_cuda.h"
+#include "image/cuda/img_find.cuh"
 #include "qvl.h"
 
-__global__ void ycc_kernel(uint8_t *rgb, img_planes im) {
-  int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y * blockDim.y + threadIdx.y;
-  if (x >= im.w || y >= im.h) return;
-  uint8_t px[3];
-  img_ycc_pixel(px, &im, x, y);
-  uint8_t *d = rgb + ((int64_t)y * im.w + x) * 3;
-  d[0] = px[0], d[1] = px[1], d[2] = px[2];
+__global__ void colour_kernel(uint8_t *work, const img_desc *d, int n) {
+  int64_t r = blockIdx.x;
+  IMG_BLOCK_DESC(im, d, n, r, IMG_BY_SRC);
+  if (!im.lay.n) return; /* decoded on the CPU: its RGB is already there */
+  int y = (int)(r - im.src_row0);
+  uint8_t *row = work + im.src + (int64_t)y * im.w * 3;
+  for (int x = threadIdx.x; x < im.w; x += blockDim.x) {
+    uint8_t px[3];
+    img_ycc_pixel(px, &im.lay, x, y);
+    row[3 * x] = px[0], row[3 * x + 1] = px[1], row[3 * x + 2] = px[2];
+  }
 }
 
-extern "C" int img_cuda_ycc(uint8_t *rgb, const img_planes *im, img_stream s) {
-  if (im->w <= 0 || im->h <= 0) return QVL_OK;
-  dim3 block(32, 8), grid((unsigned)((im->w + 31) / 32), (unsigned)((im->h + 7) / 8));
-  ycc_kernel<<<grid, block, 0, (cudaStream_t)s>>>(rgb, *im);
+extern "C" int img_cuda_colour(uint8_t *work, const img_desc *d, int n, int64_t src_rows, img_stream s) {
+  if (n <= 0 || src_rows <= 0) return QVL_OK;
+  colour_kernel<<<(unsigned)src_rows, 256, 0, (cudaStream_t)s>>>(work, d, n);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
