@@ -132,31 +132,50 @@ int img_gpu_engines(const img_gpu *g) {
 
 /* ---- routing --------------------------------------------------------------------------------------- */
 
-/* libjpeg refuses a stream that ends before its EOI ("premature end of data"), nvJPEG may not: such files go to the
- * CPU decoder, which reports them. True when an FF D9 follows the first SOS (inside entropy-coded data FF is always
- * followed by 00 or a restart marker, so that FF D9 is the EOI). */
-static int ends_after_scan(const uint8_t *d, size_t n) {
-  size_t i = 2, sos = 0;
-  while (i + 4 <= n && !sos) {
-    if (d[i] != 0xff) return 0;
+/* What follows a JPEG's first scan header, for routing (before any decoder sees the bytes):
+ *   SCAN_TRUNCATED  no EOI after it: libjpeg refuses a stream that ends early, nvJPEG may not;
+ *   SCAN_SINGLE     the entropy-coded data runs to the EOI with only restart markers inside;
+ *   SCAN_MORE       another marker comes first: a progressive or multi-scan file, or a garbled scan (a stray FF
+ *                   followed by neither 00 nor a restart code). nvJPEG decodes some garbled scans that libjpeg
+ *                   refuses ("premature end of data segment"), so baseline files of this shape go to the CPU
+ *                   decoder, which decides as the CPU path does.
+ * Inside entropy-coded data FF is always followed by 00, a restart code or a fill FF, so the first other FF xx is a
+ * real marker (or garbage). One memchr pass over the bytes. */
+enum { SCAN_TRUNCATED = 0, SCAN_SINGLE = 1, SCAN_MORE = 2 };
+
+static int scan_shape(const uint8_t *d, size_t n) {
+  size_t i = 2, k = 0;
+  while (i + 4 <= n && !k) {
+    if (d[i] != 0xff) return SCAN_TRUNCATED;
     if (d[i + 1] == 0xff) { /* fill byte */
       i++;
       continue;
     }
-    if (d[i + 1] == 0xda) sos = i;
-    else i += 2 + ((size_t)d[i + 2] << 8 | d[i + 3]);
+    size_t len = (size_t)d[i + 2] << 8 | d[i + 3];
+    if (d[i + 1] == 0xda) k = i + 2 + len; /* the scan's data starts after its header */
+    i += 2 + len;
   }
-  if (!sos) return 0;
-  for (size_t k = n - 1; k > sos + 1; k--)
-    if (d[k] == 0xd9 && d[k - 1] == 0xff) return 1;
-  return 0;
+  if (!k) return SCAN_TRUNCATED;
+  while (k + 1 < n) {
+    const uint8_t *p = memchr(d + k, 0xff, n - k - 1);
+    if (!p) break;
+    k = (size_t)(p - d);
+    uint8_t m = d[k + 1];
+    if (m == 0xd9) return SCAN_SINGLE;
+    if (m == 0xff) k += 1;
+    else if (m == 0x00 || (m >= 0xd0 && m <= 0xd7)) k += 2;
+    else break;
+  }
+  for (size_t e = n - 1; e > k; e--) /* not a single scan: still an EOI somewhere after it? */
+    if (d[e] == 0xd9 && d[e - 1] == 0xff) return SCAN_MORE;
+  return SCAN_TRUNCATED;
 }
 
-/* The decoder for one image and, for the GPU decoders, its plane layout. */
-static int route(img_gpu *g, const img_job *j, img_planes *lay) {
+/* The decoder for one image and, for the GPU decoders, its plane layout; shape: scan_shape of its bytes. */
+static int route(img_gpu *g, const img_job *j, int shape, img_planes *lay) {
 #ifdef QVL_HAVE_NVJPEG
   int w, h, sub, cs, hs[3], vs[3], n, css, nc;
-  if (!g->nvj || !j->bytes || j->format != IMG_JPEG || !ends_after_scan(j->bytes, j->len)) return D_CPU;
+  if (!g->nvj || !j->bytes || j->format != IMG_JPEG || shape == SCAN_TRUNCATED) return D_CPU;
   if (tjDecompressHeader3(g->tj, j->bytes, (unsigned long)j->len, &w, &h, &sub, &cs) || w != j->w || h != j->h ||
       (cs != TJCS_YCbCr && cs != TJCS_GRAY) || img_jpeg_sampling(sub, hs, vs, &n))
     return D_CPU; /* CMYK/YCCK, RGB-coded or odd sampling: TurboJPEG's conversion on the CPU */
@@ -164,9 +183,10 @@ static int route(img_gpu *g, const img_job *j, img_planes *lay) {
                                   [TJSAMP_440] = 3, [TJSAMP_411] = 4};
   int d = img_nvjpeg_route(g->nvj, j->bytes, j->len, &css, &nc);
   if (d == IMG_NVJ_NONE || nc != n || css != css_of_tj[sub] || img_planes_layout(lay, w, h, n, hs, vs)) return D_CPU;
-  return d == IMG_NVJ_HARDWARE ? D_HW : D_HYBRID;
+  if (d == IMG_NVJ_HARDWARE) return shape == SCAN_SINGLE ? D_HW : D_CPU; /* baseline with more after its scan */
+  return D_HYBRID;
 #else
-  (void)g, (void)j, (void)lay;
+  (void)g, (void)j, (void)shape, (void)lay;
   return D_CPU;
 #endif
 }
@@ -424,9 +444,12 @@ static int run_all(run_state *r, int n, int threads, qvl_err *err) {
   img_gpu *g = r->g;
   img_gpu_stats *st = &g->last;
   double t = now_ms();
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
+  for (int i = 0; i < n; i++)
+    r->sl[i].kind = r->jobs[i].bytes && r->jobs[i].format == IMG_JPEG ? scan_shape(r->jobs[i].bytes, r->jobs[i].len) : 0;
   for (int i = 0; i < n; i++) {
     slot *s = &r->sl[i];
-    s->kind = route(g, &r->jobs[i], &s->lay);
+    s->kind = route(g, &r->jobs[i], s->kind, &s->lay);
 #ifdef QVL_HAVE_NVJPEG
     s->plane_bytes = s->kind == D_CPU ? 0 : planes_total(&s->lay);
 #endif
@@ -497,7 +520,7 @@ int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, siz
   if (rc) return rc;
   j.format = hd.format, j.w = j.rw = hd.w, j.h = j.rh = hd.h;
   img_planes lay;
-  int kind = route(g, &j, &lay);
+  int kind = route(g, &j, hd.format == IMG_JPEG ? scan_shape(data, len) : SCAN_TRUNCATED, &lay);
   size_t n = (size_t)j.w * j.h * 3;
   *path = kind;
   rc = grow(g, &g->work, n, err);
