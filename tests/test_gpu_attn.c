@@ -178,6 +178,10 @@ static void test_attention_prefill(void **s) {
   attention_case("prefill ragged x6 tiny", n, kv, 6, 6, 2, 16);
   attention_case("prefill ragged x6", n, kv, 6, 14, 2, 64);
   attention_case("prefill ragged x6", n, kv, 6, 16, 4, 80);
+  /* decode tokens batched with prefill chunks (a serving step): the one-token sequences take the split kernel */
+  attention_case("mixed decode + chunks", (int[]){1, 200, 1, 1, 37}, (int[]){8000, 200, 3000, 17, 4000}, 5, 28, 4, 128);
+  attention_case("mixed decode + chunks tiny", (int[]){1, 200, 1, 1, 37}, (int[]){8000, 200, 3000, 17, 4000}, 5, 6, 2,
+                 16);
   attention_case("chunk of 512 at 8k", (int[]){512}, (int[]){8192}, 1, 28, 4, 128);
   attention_case("prefill 2k", (int[]){2048}, (int[]){2048}, 1, 8, 1, 128);
   /* a few rows per sequence (speculative / short chunks): the decode kernel with several row chunks */

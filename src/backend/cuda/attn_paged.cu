@@ -9,17 +9,18 @@
  *     head) pairs of one kv head's group, so each K/V tile serves every head of the group. K/V tiles of 64 keys
  *     are gathered through the block table into shared memory (cp.async, two stages, XOR-swizzled rows for
  *     conflict-free ldmatrix); causal masking only on the tiles that cross a warp's diagonal.
- *   decode (fewer rows): flash-decoding for GQA. A CTA owns (sequence, kv head, split of the keys) and 16 "rows"
- *     = the group's q heads x the sequence's queries, so each K/V tile is read once for the whole group; its 4
- *     warps take 16 keys of each 64-key tile, then merge through shared memory. With several splits each CTA
- *     writes (m, l, unnormalised o) partials and a combine kernel reduces them.
+ *   decode (max_q < PREFILL_MIN_Q, and the one-token sequences of a batch that also has prefill chunks):
+ *     flash-decoding for GQA. A CTA owns (sequence, kv head, split of the keys) and 16 "rows" = the group's q
+ *     heads x the sequence's queries, so each K/V tile is read once for the whole group; its 4 warps take 16 keys
+ *     of each 64-key tile, then merge through shared memory. With several splits each CTA writes (m, l,
+ *     unnormalised o) partials and a combine kernel reduces them.
  *
  * Head dims up to 128 that are multiples of 8, padded in shared memory to 64 or 128 (the tiny test models use 16;
  * every published Qwen LM uses 128).
  *
  * Split partials live in a workspace the backend allocates once at creation (never during a graph capture): the
- * launcher lowers the number of splits until q_rows x heads x splits x (head_dim + 2) floats fit; one split needs
- * no workspace at all. */
+ * launcher lowers the number of splits until n_seq x (max_q, or 1 with prefill chunks) x heads x splits x
+ * (head_dim + 2) floats fit; one split needs no workspace at all. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -169,20 +170,20 @@ __device__ __forceinline__ void load_q_frags(uint32_t (&qf)[D / 16][4], bf16 *sq
 
 /* ---- prefill ------------------------------------------------------------------------------------------------- */
 
-/* grid (row tiles, kv_heads, n_seq). Row t of a sequence's n x r (query, group head) pairs is query t / r at head
- * g*r + t % r, so a CTA's 64 rows span the group's heads and each K/V tile is read once for all of them. The last
- * row tiles (the most keys) are launched first. */
+/* grid (row tiles, kv_heads, n_seq); sequences of at most skip queries are left out. Row t of a sequence's n x r
+ * (query, group head) pairs is query t / r at head g*r + t % r, so a CTA's 64 rows span the group's heads and each K/V
+ * tile is read once for all of them. The last row tiles (the most keys) are launched first. */
 template <int D>
 __global__ void __launch_bounds__(NT)
     attn_prefill_kernel(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, const int32_t *cu_q,
                         const int32_t *kv_len, const int32_t *table, int max_blocks, int bs, int heads, int kv_heads,
-                        int hd, float scale_log2) {
+                        int hd, int skip, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16 *sq = (bf16 *)smem, *sk = sq + QT * D, *sv = sk + 2 * KT * D; /* sk, sv: two stages each */
   int s = blockIdx.z, g = blockIdx.y, r = heads / kv_heads;
   int t0 = (gridDim.x - 1 - blockIdx.x) * QT;
   int row0 = cu_q[s], n = cu_q[s + 1] - row0, L = kv_len[s], rows = n * r;
-  if (t0 >= rows) return;
+  if (t0 >= rows || n <= skip) return; /* sequences of <= skip queries are the decode kernel's */
   const int32_t *tab = table + (int64_t)s * max_blocks;
   int first = L - n; /* position of query 0 */
   int last = first + (min(t0 + QT, rows) - 1) / r, n_tiles = (last + KT) / KT;
@@ -246,22 +247,23 @@ __global__ void __launch_bounds__(NT)
 
 /* ---- decode -------------------------------------------------------------------------------------------------- */
 
-/* grid (row chunks x splits, kv_heads, n_seq). Row rho of chunk c is query i = (16c + rho) / r of the sequence
- * at head g*r + (16c + rho) % r. Split x of n_split takes an equal share (whole tiles) of the keys the chunk sees,
- * so a replay with lengths far below max_kv still spreads over every split. With one split o goes to out;
- * otherwise partial (o unnormalised, m in the log2 domain, l) to ws_o [row][head][split][hd], ws_ml [..][2]. */
+/* grid (row chunks x splits, kv_heads, n_seq), for the sequences of at most mq queries (the others are the
+ * prefill kernel's). Row rho of chunk c is query i = (16c + rho) / r of the sequence at head g*r + (16c + rho) % r.
+ * Split x of n_split takes an equal share (whole tiles) of the keys the chunk sees, so a replay with lengths far
+ * below max_kv still spreads over every split. With one split o goes to out; otherwise partial (o unnormalised, m
+ * in the log2 domain, l) to ws_o [sequence][mq][head][split][hd], ws_ml [..][2]. */
 template <int D>
 __global__ void __launch_bounds__(NT)
     attn_decode_kernel(bf16 *out, float *ws_o, float *ws_ml, const bf16 *q, const bf16 *kc, const bf16 *vc,
                        const int32_t *cu_q, const int32_t *kv_len, const int32_t *table, int max_blocks, int bs,
-                       int heads, int kv_heads, int hd, int n_split, float scale_log2) {
+                       int heads, int kv_heads, int hd, int mq, int n_split, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16 *sq = (bf16 *)smem, *sk = sq + DR * D, *sv = sk + 2 * KT * D;
   int s = blockIdx.z, g = blockIdx.y, r = heads / kv_heads;
   int chunk = blockIdx.x / n_split, x = blockIdx.x % n_split;
   int row0 = cu_q[s], n = cu_q[s + 1] - row0, L = kv_len[s];
   int rho0 = chunk * DR, n_rho = min(DR, n * r - rho0);
-  if (n_rho <= 0) return;
+  if (n_rho <= 0 || n > mq) return;
   const int32_t *tab = table + (int64_t)s * max_blocks;
   int span = L - n + (rho0 + n_rho - 1) / r + 1; /* keys the chunk's last query sees */
   int per = ((span + n_split - 1) / n_split + KT - 1) / KT * KT;
@@ -336,22 +338,26 @@ __global__ void __launch_bounds__(NT)
       os += f * so[(w * DR + rho) * D + d];
     }
     int qi = (rho0 + rho) / r, hq = g * r + (rho0 + rho) % r;
-    int64_t at = (int64_t)(row0 + qi) * heads + hq;
     if (n_split == 1) {
-      out[at * hd + d] = __float2bfloat16(ls > 0.f ? os / ls : 0.f);
+      out[((int64_t)(row0 + qi) * heads + hq) * hd + d] = __float2bfloat16(ls > 0.f ? os / ls : 0.f);
     } else {
+      int64_t at = ((int64_t)s * mq + qi) * heads + hq;
       ws_o[(at * n_split + x) * hd + d] = os;
       if (d == 0) ws_ml[(at * n_split + x) * 2] = mm, ws_ml[(at * n_split + x) * 2 + 1] = ls;
     }
   }
 }
 
-/* One CTA per (q row, head): out = sum_x 2^(m_x - M) o_x / sum_x 2^(m_x - M) l_x. The threads form groups of
- * head_dim / 4 (4 dims each, float4 loads), the groups take every splits-th partial, then add up in shared memory. */
-__global__ void __launch_bounds__(NT)
-    attn_combine_kernel(bf16 *out, const float *ws_o, const float *ws_ml, int hd, int n_split) {
+/* One CTA per (sequence, query < mq, head) of the decode kernel's partials: out = sum_x 2^(m_x - M) o_x /
+ * sum_x 2^(m_x - M) l_x. The threads form groups of head_dim / 4 (4 dims each, float4 loads), the groups take every
+ * splits-th partial, then add up in shared memory. */
+__global__ void __launch_bounds__(NT) attn_combine_kernel(bf16 *out, const float *ws_o, const float *ws_ml,
+                                                          const int32_t *cu_q, int heads, int hd, int mq, int n_split) {
   __shared__ float wts[MAX_SPLITS], red[NT * 4], stat[2][NT / 32];
   int64_t at = blockIdx.x;
+  int s = (int)(at / ((int64_t)mq * heads)), i = (int)(at / heads % mq), h = (int)(at % heads);
+  int row0 = cu_q[s], n = cu_q[s + 1] - row0;
+  if (n > mq || i >= n) return;
   const float *ml = ws_ml + at * n_split * 2;
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float mm = -INFINITY;
@@ -385,7 +391,7 @@ __global__ void __launch_bounds__(NT)
   for (int e = threadIdx.x; e < hd; e += NT) {
     float sum = 0.f;
     for (int g = 0; g < groups; g++) sum += red[g * hd + e];
-    out[at * hd + e] = __float2bfloat16(sum * inv);
+    out[((int64_t)(row0 + i) * heads + h) * hd + e] = __float2bfloat16(sum * inv);
   }
 }
 
@@ -398,33 +404,35 @@ size_t decode_smem(int d) {
 
 template <int D>
 int launch(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, const int32_t *cu_q, const int32_t *kv_len,
-           const int32_t *table, int n_seq, int max_blocks, int bs, int64_t q_rows, int max_q, int max_kv, int heads,
-           int kv_heads, int hd, float scale, float *ws, size_t ws_bytes, int n_sm, qvl_stream s) {
+           const int32_t *table, int n_seq, int max_blocks, int bs, int max_q, int max_kv, int heads, int kv_heads,
+           int hd, float scale, float *ws, size_t ws_bytes, int n_sm, qvl_stream s) {
   float scale_log2 = scale * 1.4426950408889634f;
-  int r = heads / kv_heads;
+  int r = heads / kv_heads, mq = max_q; /* the decode kernel takes the sequences of at most mq queries */
   if (max_q >= PREFILL_MIN_Q) {
+    /* The prefill kernel takes every sequence of several queries; one-token sequences (decode tokens batched with
+     * a prefill chunk) stay with the split decode kernel, rather than walk a long context in one CTA. */
     size_t shm = prefill_smem(D);
     dim3 grid((unsigned)(((int64_t)max_q * r + QT - 1) / QT), (unsigned)kv_heads, (unsigned)n_seq);
     attn_prefill_kernel<D>
-        <<<grid, NT, shm, s>>>(out, q, kc, vc, cu_q, kv_len, table, max_blocks, bs, heads, kv_heads, hd, scale_log2);
-    return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
+        <<<grid, NT, shm, s>>>(out, q, kc, vc, cu_q, kv_len, table, max_blocks, bs, heads, kv_heads, hd, 1, scale_log2);
+    if (cudaGetLastError() != cudaSuccess) return QVL_ERR_DEVICE;
+    mq = 1;
   }
-  int64_t chunks = ((int64_t)max_q * r + DR - 1) / DR, ctas = chunks * kv_heads * n_seq;
+  int64_t chunks = ((int64_t)mq * r + DR - 1) / DR, ctas = chunks * kv_heads * n_seq,
+          slots = (int64_t)n_seq * mq * heads;
   /* about 8 CTAs per SM (3 fit at once): several waves, so a short last wave costs little */
   int64_t want = (8 * (int64_t)n_sm + ctas - 1) / ctas, tiles = (max_kv + KT - 1) / KT;
-  int64_t fit = (int64_t)(ws_bytes / ((size_t)q_rows * heads * (hd + 2) * sizeof(float)));
+  int64_t fit = (int64_t)(ws_bytes / ((size_t)slots * (hd + 2) * sizeof(float)));
   int n_split = (int)(want < tiles ? want : tiles);
   if (n_split > MAX_SPLITS) n_split = MAX_SPLITS;
   if (n_split > fit) n_split = (int)fit;
   if (n_split < 1) n_split = 1;
-  float *ws_o = ws, *ws_ml = ws + (size_t)q_rows * heads * n_split * hd;
+  float *ws_o = ws, *ws_ml = ws + (size_t)slots * n_split * hd;
   size_t shm = decode_smem(D);
   dim3 grid((unsigned)(chunks * n_split), (unsigned)kv_heads, (unsigned)n_seq);
   attn_decode_kernel<D><<<grid, NT, shm, s>>>(out, ws_o, ws_ml, q, kc, vc, cu_q, kv_len, table, max_blocks, bs, heads,
-                                              kv_heads, hd, n_split, scale_log2);
-  if (n_split > 1) {
-    attn_combine_kernel<<<(unsigned)(q_rows * heads), NT, 0, s>>>(out, ws_o, ws_ml, hd, n_split);
-  }
+                                              kv_heads, hd, mq, n_split, scale_log2);
+  if (n_split > 1) attn_combine_kernel<<<(unsigned)slots, NT, 0, s>>>(out, ws_o, ws_ml, cu_q, heads, hd, mq, n_split);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
@@ -455,8 +463,8 @@ extern "C" int cuda_attention_paged(uint16_t *out, const uint16_t *q, const uint
     return QVL_ERR_LIMIT;
   const bf16 *Q = (const bf16 *)q, *K = (const bf16 *)kc, *V = (const bf16 *)vc;
   if (head_dim <= 64)
-    return launch<64>((bf16 *)out, Q, K, V, cu_q, kv_len, table, n_seq, max_blocks, block_size, q_rows, max_q, max_kv,
-                      heads, kv_heads, head_dim, scale, ws, ws_bytes, n_sm, s);
-  return launch<128>((bf16 *)out, Q, K, V, cu_q, kv_len, table, n_seq, max_blocks, block_size, q_rows, max_q, max_kv,
-                     heads, kv_heads, head_dim, scale, ws, ws_bytes, n_sm, s);
+    return launch<64>((bf16 *)out, Q, K, V, cu_q, kv_len, table, n_seq, max_blocks, block_size, max_q, max_kv, heads,
+                      kv_heads, head_dim, scale, ws, ws_bytes, n_sm, s);
+  return launch<128>((bf16 *)out, Q, K, V, cu_q, kv_len, table, n_seq, max_blocks, block_size, max_q, max_kv, heads,
+                     kv_heads, head_dim, scale, ws, ws_bytes, n_sm, s);
 }
