@@ -131,7 +131,7 @@ static int q25_forward(vis_run *r, const qvl_weights *w, const void *px, qvl_tap
   return b->gather_rows(b, r->out_dev[0], r->a, r->rev, G, v->out_hidden);
 }
 
-static const vis_arch Q25 = {"qwen2.5-vl", 1, q25_index, q25_forward};
+static const vis_arch Q25 = {1, q25_index, q25_forward};
 
 int qwen2_5_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,
                       void *ud, qvl_err *err) {

@@ -150,6 +150,6 @@ static int q3_forward(vis_run *r, const qvl_weights *w, const void *px, qvl_tap_
 
 int qwen3_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,
                     void *ud, qvl_err *err) {
-  vis_arch arch = {"qwen3-vl", 1 + ws->cfg->vision.n_deepstack, q3_index, q3_forward};
+  vis_arch arch = {1 + ws->cfg->vision.n_deepstack, q3_index, q3_forward};
   return vis_run_tower(ws, &arch, w, in, out, tap, ud, err);
 }

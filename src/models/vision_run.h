@@ -80,7 +80,6 @@ typedef struct vis_run {
 int32_t *vis_ix_take(vis_run *r, int64_t words, int32_t **host);
 
 typedef struct vis_arch {
-  const char *name;
   int n_features;      /* 1 + DeepStack outputs collected */
   /* Host index work of a call into vis_ix_take areas; sets r's device pointers and attention sequences. */
   int (*index)(vis_run *r, const int32_t *grid, int n);

@@ -8,9 +8,11 @@
  * When every sequence has the same length L, a multiple of 64 (whole 64-token windows of Qwen2.5-VL, a batch
  * of same-size images), a dense batched [n, H, L, D] plan keyed by the exact (n, L) is a second candidate.
  *
- * A plan keeps every engine configuration the heuristics return (mode A, then FALLBACK) that finalizes; the
- * first run of a prepared attention outside graph capture times each once on the real buffers and keeps the
- * fastest (and, where both exist, the faster of the dense and ragged plans). QVL_SDPA_LOG=1 prints the times;
+ * A plan of at least 16,384 (slots x length) tokens keeps every engine configuration the heuristics return (mode
+ * A, then FALLBACK) that finalizes, and the first run of a prepared attention outside graph capture times each
+ * once on the real buffers and keeps the fastest (and, where both exist, the faster of the dense and ragged
+ * plans). Smaller ones take the first configuration that finalizes, and equal lengths the dense plan alone: their
+ * run is too short to pay for building and timing the others. QVL_SDPA_LOG=1 prints the times;
  * QVL_SDPA_TUNE=0 takes the heuristics' first configuration and the dense plan where there is one, untimed.
  * attention_prepare does all host work; the device metadata (lengths, offsets) is derived on the device from
  * the uploaded boundaries (sdpa_meta.cu), so attention itself is one cudnnBackendExecute. */
@@ -21,7 +23,8 @@
 
 #include "backend/cuda/cuda_backend.h"
 
-enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO, N_DESC = 16, MAX_CAND = 16 };
+enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO, N_DESC = 16, MAX_CAND = 16,
+       TUNE_MIN_TOKENS = 16384 }; /* buckets of fewer (slots x length) take the heuristics' first config */
 
 struct sdpa_plan {
   int b, s, heads, hd, packed, dense; /* the bucket */
@@ -118,7 +121,8 @@ static int sdpa_build(qvl_backend *b, sdpa_plan *p) {
       DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[k]), "engine config");
     cudnnStatus_t st = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                                 MAX_CAND, &n_cfg, cfgs);
-    for (int k = 0; !st && k < n_cfg && k < MAX_CAND; k++) {
+    int want = (int64_t)p->b * p->s < TUNE_MIN_TOKENS ? 1 : MAX_CAND;
+    for (int k = 0; !st && k < n_cfg && k < MAX_CAND && p->n_cand < want; k++) {
       cudnnBackendDescriptor_t plan;
       if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) continue;
       int64_t got = 0, ws = 0;
@@ -218,15 +222,16 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
   a->ragged = a->dense = -1, a->packed = 1, a->heads = heads, a->head_dim = head_dim, a->rows = n_seq ? cu[n_seq] : 0;
   *att = a;
   if (!max_s) return QVL_OK; /* nothing to attend over: attention is a no-op */
-  int s = (max_s + 63) / 64 * 64;
+  int s = (max_s + 63) / 64 * 64, small = (int64_t)n_seq * max_s < TUNE_MIN_TOKENS;
   a->nb = next_pow2(n_seq);
-  if ((a->ragged = plan_get(b, a->nb, s, heads, head_dim, 1, 0)) < 0) { /* interleaved q/k/v refused */
-    qvl_err_clear(b->err);
-    a->packed = 0, dense = 0;
+  /* equal lengths: the dense plan; small calls take it alone (no timing), larger ones time it against ragged */
+  if (dense && (a->dense = plan_get(b, n_seq, cu[1], heads, head_dim, 1, 1)) < 0) qvl_err_clear(b->err);
+  if (!(small && a->dense >= 0) && (a->ragged = plan_get(b, a->nb, s, heads, head_dim, 1, 0)) < 0) {
+    qvl_err_clear(b->err); /* interleaved q/k/v refused: contiguous copies */
+    a->packed = 0, a->dense = -1;
     if ((a->ragged = plan_get(b, a->nb, s, heads, head_dim, 0, 0)) < 0) return b->err->code;
   }
-  if (dense && (a->dense = plan_get(b, n_seq, cu[1], heads, head_dim, 1, 1)) < 0) qvl_err_clear(b->err);
-  int64_t ws = c->plans[a->ragged].ws_bytes;
+  int64_t ws = a->ragged >= 0 ? c->plans[a->ragged].ws_bytes : 0;
   if (a->dense >= 0 && c->plans[a->dense].ws_bytes > ws) ws = c->plans[a->dense].ws_bytes;
   int64_t HD = (int64_t)heads * head_dim;
   a->lens_bytes = ((size_t)a->nb * 4 + 15) / 16 * 16;
@@ -272,13 +277,13 @@ static void keep(sdpa_plan *p, int best, float best_ms) {
   p->n_cand = 0;
 }
 
-/* Times every candidate of p once (after one untimed run each) and keeps the fastest. QVL_SDPA_TUNE=0: the
- * heuristics' first, untimed. */
+/* Times every candidate of p once (after one untimed run each) and keeps the fastest; a lone candidate is timed
+ * only when compare is set (dense against ragged). QVL_SDPA_TUNE=0: the heuristics' first, untimed. */
 static int tune(qvl_backend *b, const cuda_att *a, sdpa_plan *p, const void *q, const void *k, const void *v,
-                void *out, float *scale) {
+                void *out, float *scale, int compare) {
   cuda_ctx *c = b->ctx;
   const char *log = getenv("QVL_SDPA_LOG"), *off = getenv("QVL_SDPA_TUNE");
-  if (off && *off == '0') {
+  if ((off && *off == '0') || (p->n_cand == 1 && !compare)) {
     keep(p, 0, 0);
     return QVL_OK;
   }
@@ -308,7 +313,7 @@ static int tune(qvl_backend *b, const cuda_att *a, sdpa_plan *p, const void *q, 
 int cuda_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale) {
   cuda_ctx *c = b->ctx;
   cuda_att *a = (cuda_att *)att;
-  if (a->ragged < 0) return QVL_OK;
+  if (a->ragged < 0 && a->dense < 0) return QVL_OK; /* nothing to attend over */
   int64_t HD = (int64_t)a->heads * a->head_dim;
   const uint16_t *q = qkv, *k = q + HD, *v = q + 2 * HD;
   if (!a->packed) { /* contiguous q, k, v after the metadata */
@@ -322,10 +327,14 @@ int cuda_attention(qvl_backend *b, void *out, const void *qkv, const void *att, 
   enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   cudaStreamIsCapturing(c->stream, &cap);
   if (!a->decided && cap == cudaStreamCaptureStatusNone) { /* first eager run: tune, choose dense or ragged */
-    sdpa_plan *r = &c->plans[a->ragged], *dn = a->dense >= 0 ? &c->plans[a->dense] : NULL;
-    if (!r->tuned && tune(b, a, r, q, k, v, out, &scale)) return b->err->code;
-    if (dn && !dn->tuned && tune(b, a, dn, q, k, v, out, &scale)) return b->err->code;
-    a->use_dense = dn && dn->best_ms <= r->best_ms, a->decided = 1;
+    sdpa_plan *r = a->ragged >= 0 ? &c->plans[a->ragged] : NULL, *dn = a->dense >= 0 ? &c->plans[a->dense] : NULL;
+    if (r && !r->tuned && tune(b, a, r, q, k, v, out, &scale, dn != NULL)) return b->err->code;
+    if (dn && !dn->tuned && tune(b, a, dn, q, k, v, out, &scale, r != NULL)) return b->err->code;
+    /* both timed: the faster; otherwise (tuning off, or a plan settled untimed by a smaller call) dense first */
+    int timed = dn && r && dn->best_ms > 0 && r->best_ms > 0;
+    a->use_dense = dn && (!r || !timed || dn->best_ms <= r->best_ms), a->decided = 1;
+  } else if (!a->decided) { /* first run inside a capture: the heuristics' order, dense first */
+    a->use_dense = a->dense >= 0;
   }
   const sdpa_plan *p = &c->plans[a->use_dense ? a->dense : a->ragged];
   cuda_mark_begin(b, 1);
