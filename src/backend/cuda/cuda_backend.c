@@ -10,6 +10,7 @@
 
 int cuda_check(qvl_backend *b, cudaError_t e, const char *what) {
   if (e == cudaSuccess) return QVL_OK;
+  (void)cudaGetLastError(); /* a refused call (an allocation) must not fail the next launch's check */
   return qvl_fail(b->err, e == cudaErrorMemoryAllocation ? QVL_ERR_NOMEM : QVL_ERR_DEVICE, "cuda: %s: %s", what,
                   cudaGetErrorString(e));
 }
