@@ -357,7 +357,6 @@ static int cu_graph_end(qvl_backend *b, void **graph) {
   *graph = NULL;
   int rc = cuda_check(b, cudaStreamEndCapture(c->stream, &g), "graph capture end");
   if (!rc) rc = cuda_check(b, cudaGraphInstantiate(&x, g, 0), "graph instantiate");
-  if (rc) (void)cudaGetLastError(); /* a failed capture must not fail the next launch's check */
   if (g) cudaGraphDestroy(g);
   if (!rc) *graph = x;
   return rc;
