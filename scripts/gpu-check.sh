@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 out=${1:-.}
 cmake -S . -B build-gpu -G Ninja -Wno-dev -DCMAKE_CUDA_ARCHITECTURES=90a > "$out/cmake.log" 2>&1
 ninja -C build-gpu > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
-(cd build-gpu && ctest --output-on-failure -j"$(nproc)" -V) > "$out/ctest.log" 2>&1 || true
+(cd build-gpu && ctest --output-on-failure -j"$(nproc)" -V --timeout "${QVL_TEST_TIMEOUT:-240}") > "$out/ctest.log" 2>&1 || true
 grep -E "tests passed|tests failed|rel_l2|SKIPPED|FAILED|Failed" "$out/ctest.log" | head -80
