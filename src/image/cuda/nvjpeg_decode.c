@@ -16,7 +16,7 @@
 struct img_nvjpeg {
   nvjpegHandle_t hw, hy;           /* hardware (NULL when absent), GPU-hybrid */
   nvjpegJpegState_t hw_state, hy_state;
-  nvjpegJpegStream_t stream;       /* parser for routing */
+  nvjpegJpegStream_t stream;       /* header parser for routing (the scans are read by the decode) */
   unsigned engines;
   int hw_batch;                    /* batch size the hardware state is initialized for; 0 = none */
   nvjpegImage_t *out;              /* [cap_out] destinations */
@@ -76,7 +76,7 @@ int img_nvjpeg_route(img_nvjpeg *j, const uint8_t *data, size_t len, int *css, i
   nvjpegChromaSubsampling_t ss = NVJPEG_CSS_UNKNOWN;
   unsigned nc = 0;
   *css = (int)NVJPEG_CSS_UNKNOWN, *ncomp = 0;
-  if (nvjpegJpegStreamParse(j->hw ? j->hw : j->hy, data, len, 0, 0, j->stream) != NVJPEG_STATUS_SUCCESS ||
+  if (nvjpegJpegStreamParseHeader(j->hw ? j->hw : j->hy, data, len, j->stream) != NVJPEG_STATUS_SUCCESS ||
       nvjpegJpegStreamGetComponentsNum(j->stream, &nc) != NVJPEG_STATUS_SUCCESS ||
       nvjpegJpegStreamGetChromaSubsampling(j->stream, &ss) != NVJPEG_STATUS_SUCCESS)
     return IMG_NVJ_NONE;
