@@ -90,6 +90,7 @@ int vis_ws_open(vis_ws **out, qvl_backend *b, const qvl_config *cfg, int ffn_wid
     char why[sizeof err->msg];
     memcpy(why, err->msg, sizeof why);
     vis_ws_close(ws);
+    qvl_err_clear(err); /* the allocator's own message is kept inside the one that names the limit */
     return qvl_fail(err, code,
                     "vision: the workspace for %lld patches (qvl_engine_params.max_patches) needs %.2f GiB of %s "
                     "memory: %.200s",
