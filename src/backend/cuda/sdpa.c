@@ -9,7 +9,7 @@
  * of same-size images), a dense batched [n, H, L, D] plan keyed by the exact (n, L) is a second candidate.
  *
  * A plan of at least 16,384 (slots x length) tokens keeps every engine configuration the heuristics return (mode
- * A, then FALLBACK) that finalizes, and the first run of a prepared attention outside graph capture times each
+ * A, then FALLBACK) that finalizes within 2 s of building, and the first run of a prepared attention outside graph capture times each
  * once on the real buffers and keeps the fastest (and, where both exist, the faster of the dense and ragged
  * plans). Smaller ones take the first configuration that finalizes, and equal lengths the dense plan alone: their
  * run is too short to pay for building and timing the others. QVL_SDPA_LOG=1 prints the times;
@@ -20,11 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/cuda/cuda_backend.h"
 
 enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO, N_DESC = 16, MAX_CAND = 16,
-       TUNE_MIN_TOKENS = 16384 }; /* buckets of fewer (slots x length) take the heuristics' first config */
+       TUNE_MIN_TOKENS = 16384, /* buckets of fewer (slots x length) take the heuristics' first config */
+       BUILD_MS = 2000 };       /* no further candidates are built once a bucket's plans took this long */
 
 struct sdpa_plan {
   int b, s, heads, hd, packed, dense; /* the bucket */
@@ -122,7 +124,11 @@ static int sdpa_build(qvl_backend *b, sdpa_plan *p) {
     cudnnStatus_t st = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                                 MAX_CAND, &n_cfg, cfgs);
     int want = (int64_t)p->b * p->s < TUNE_MIN_TOKENS ? 1 : MAX_CAND;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int k = 0; !st && k < n_cfg && k < MAX_CAND && p->n_cand < want; k++) {
+      clock_gettime(CLOCK_MONOTONIC, &t1); /* engines built at run time can take seconds each: 2 s for them all */
+      if (p->n_cand && (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 > BUILD_MS) break;
       cudnnBackendDescriptor_t plan;
       if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) continue;
       int64_t got = 0, ws = 0;
