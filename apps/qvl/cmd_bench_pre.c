@@ -210,10 +210,11 @@ int cmd_bench_pre(int argc, char **argv) {
     jpegs j = {0};
     if (make_jpegs(&j, &cases[c])) rc = 1, fprintf(stderr, "qvl bench pre: JPEG encoding failed\n");
     if (!rc && jpeg_dir) rc = write_jpegs(jpeg_dir, &cases[c], &j);
-    double ev = -1, wall = -1, cpu1 = -1, cpun = -1, phase_wall = 0;
+    double ev = -1, wall = -1, cpu1 = -1, cpun = -1;
     int hw = 0, hy = 0, cp = 0, engines = 0;
     char phases[640] = "{}";
 #ifdef QVL_HAVE_CUDA
+    double phase_wall = 0;
     if (!rc && g && (rc = time_gpu(g, &pc, &j, iters, warmup, &ev, &wall, &phase_wall, &err)))
       fprintf(stderr, "qvl bench pre: GPU: %s\n", err.msg);
     if (g) {
