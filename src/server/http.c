@@ -379,7 +379,7 @@ static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn
       emit(b, CAP, &n, "qvl_requests_total{code=\"%d\"} %llu\n", codes[k], (unsigned long long)m.by_code[k]);
     else
       emit(b, CAP, &n, "qvl_requests_total{code=\"other\"} %llu\n", (unsigned long long)m.by_code[k]);
-  emit_one(b, CAP, &n, "qvl_requests_running", "gauge", "Requests generating now.", running);
+  emit_one(b, CAP, &n, "qvl_requests_running", "gauge", "Requests in the running batch (prefilling or decoding).", running);
   emit_one(b, CAP, &n, "qvl_requests_waiting", "gauge", "Requests queued for the worker (the queue depth).", waiting);
   emit_one(b, CAP, &n, "qvl_queue_capacity", "gauge", "Requests that may wait before new ones get 503.",
            s->p.max_queue);
