@@ -3,10 +3,12 @@
 
     python3 bench/serve_throughput.py make-jpegs DIR [--n 1000] [--size 448]     (needs Pillow and NumPy)
     python3 bench/serve_throughput.py run --port P --jpegs DIR [--clients 64] [--requests 1000] [--max-tokens 5]
-    python3 bench/serve_throughput.py ttft --port P --jpegs DIR [--requests 100]
+                                          [--warmup 64]
+    python3 bench/serve_throughput.py ttft --port P --jpegs DIR [--requests 100] [--warmup 8]
 
 make-jpegs writes N distinct JPEGs (seeded noise over gradients, quality 90), so no two requests share an image
-and the encoder cache cannot help. run sends --requests completions, each one JPEG as a data: URL and the same
+and the encoder cache cannot help, and 64 more under DIR/warmup/ that run and ttft send first, untimed (CUDA graph
+captures, attention plans), without giving the timed requests a cache hit. run sends --requests completions, each one JPEG as a data: URL and the same
 ~30-token question, max_tokens 5, temperature 0, from --clients threads at once; it prints one JSON line with
 the wall time, images/s, and the latency percentiles, and exits 1 unless every answer is a 200 with 1..max_tokens
 completion tokens. ttft sends them one at a time, streamed, and reports the time to the first content chunk
@@ -32,11 +34,13 @@ def make_jpegs(a):
     from PIL import Image
     os.makedirs(a.dir, exist_ok=True)
     y, x = np.mgrid[0:a.size, 0:a.size].astype(np.float32) / a.size
-    for i in range(a.n):
-        rng = np.random.default_rng(i)
+    os.makedirs(os.path.join(a.dir, "warmup"), exist_ok=True)
+    for i in range(a.n + 64):
+        rng = np.random.default_rng(i if i < a.n else 1000000 + i)
         base = np.stack([x * rng.uniform(50, 255), y * rng.uniform(50, 255), (x + y) * rng.uniform(20, 127)], -1)
         img = np.clip(base + rng.normal(0, 24, base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(os.path.join(a.dir, f"{i:06d}.jpg"), quality=90)
+        name = f"{i:06d}.jpg" if i < a.n else os.path.join("warmup", f"{i - a.n:06d}.jpg")
+        Image.fromarray(img).save(os.path.join(a.dir, name), quality=90)
     print(json.dumps({"made": a.n, "dir": a.dir, "size": a.size}))
 
 
@@ -55,7 +59,15 @@ def pct(v, p):
     return v[min(len(v) - 1, int(p / 100 * len(v)))] if v else None
 
 
-def run(a, jpegs):
+def warm_up(a):
+    warm = sorted(glob.glob(os.path.join(a.jpegs, "warmup", "*.jpg")))[:a.warmup]
+    if warm:
+        n, a.requests = a.requests, len(warm)
+        run(a, warm, quiet=True)
+        a.requests = n
+
+
+def run(a, jpegs, quiet=False):
     bodies = [body(jpegs[i % len(jpegs)], a.max_tokens) for i in range(a.requests)]
     nxt, lock, lat, bad, tokens = [0], threading.Lock(), [], [], [0]
 
@@ -92,6 +104,8 @@ def run(a, jpegs):
     [t.start() for t in ts]
     [t.join() for t in ts]
     wall = time.perf_counter() - t0
+    if quiet:
+        return 1 if bad else 0
     print(json.dumps({"bench": "serve_throughput", "requests": a.requests, "clients": a.clients,
                       "max_tokens": a.max_tokens, "failed": len(bad), "wall_s": round(wall, 3),
                       "images_per_s": round(a.requests / wall, 2), "generated_tokens": tokens[0],
@@ -144,12 +158,14 @@ def main():
         p.add_argument("--clients", type=int, default=64)
         p.add_argument("--requests", type=int, default=req)
         p.add_argument("--max-tokens", type=int, default=5)
+        p.add_argument("--warmup", type=int, default=64 if name == "run" else 8)
     a = ap.parse_args()
     if a.cmd == "make-jpegs":
         return make_jpegs(a)
     jpegs = sorted(glob.glob(os.path.join(a.jpegs, "*.jpg")))
     if not jpegs:
         raise SystemExit(f"no .jpg in {a.jpegs} (make-jpegs writes them)")
+    warm_up(a)
     return run(a, jpegs) if a.cmd == "run" else ttft(a, jpegs)
 
 
