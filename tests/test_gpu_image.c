@@ -4,6 +4,8 @@
  *     processor settings and every resample case (both passes, one, none);
  *   - the fixtures through the whole pipeline: JPEGs by nvJPEG (mean and max |delta| vs libjpeg-turbo printed and
  *     bounded), everything else by the CPU decoder, whose rows must then be exact;
+ *   - tiny and odd sizes (1xN, Nx1, 1x1, 2x2) decoded on the CPU: exact bytes from the decode path and exact rows,
+ *     alone and in one run with larger images;
  *   - fallbacks: progressive, CMYK, PNG, WebP decode; corrupt and truncated bytes give a clear error;
  *   - the engine: qvl_preprocess_images on CUDA gives device rows and the CPU path's hashes, which the tower and
  *     qvl_generate_ids read as they read host rows.
@@ -245,6 +247,78 @@ static void test_fixtures(void **state) {
   printf("last batch: %d hardware, %d hybrid, %d cpu\n", st->hardware, st->hybrid, st->cpu);
 }
 
+/* CPU path refuses (smart_resize's aspect limit, too small): the GPU path must refuse too; returns 1 when refused. */
+static int both_refuse(const qvl_preproc_config *pc, const qvl_image *im, int n, const char *what) {
+  qvl_err cerr = {0}, gerr = {0};
+  qvl_image_batch *cb = NULL, *gb = NULL;
+  int crc = img_preprocess_on(&cb, NULL, pc, im, n, NULL, &cerr), grc = img_preprocess_on(&gb, E.g, pc, im, n, NULL, &gerr);
+  qvl_image_batch_free(cb), qvl_image_batch_free(gb);
+  if (crc && !grc) fail_msg("%s: the CPU path refuses (%s) but the GPU path accepts", what, cerr.msg);
+  if (!crc && grc) fail_msg("%s: the GPU path refuses: %s", what, gerr.msg);
+  return crc != 0;
+}
+
+/* Tiny and odd sizes (1xN, Nx1, 1x1, 2x2, odd widths) decoded on the CPU: img_gpu_decode right after a larger image
+ * left other bytes in the work buffer must give the CPU decode exactly (a 1x150 PNG once came back as the previous
+ * image's bytes: its upload was not ordered before the read-back), and the rows, alone, as raw RGB and all in one run
+ * with larger images between them, must equal the CPU path's. */
+static void test_tiny_sizes(void **state) {
+  (void)state;
+  static const int sizes[][2] = {{1, 150}, {150, 1}, {1, 1}, {2, 2}, {1, 2}, {3, 1}, {3, 5}, {5, 3}, {7, 1},
+                                 {1, 7},   {17, 9}, {31, 2}, {2, 31}, {199, 1}, {1, 199}, {13, 13}};
+  enum { NS = sizeof sizes / sizeof *sizes, BW = 301, BH = 203 };
+  uint8_t *big = malloc((size_t)BW * BH * 3);
+  size_t big_len;
+  fill(big, (size_t)BW * BH * 3);
+  uint8_t *big_png = enc_png(big, BW, BH, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, &big_len);
+  assert_non_null(big_png);
+  qvl_image all[2 * NS];
+  uint8_t *px[NS], *png[NS];
+  int n_all = 0, cases = 0;
+  for (int k = 0; k < NS; k++) {
+    int w = sizes[k][0], h = sizes[k][1];
+    size_t len, nb = (size_t)w * h * 3;
+    px[k] = malloc(nb);
+    if (k % 2) fill(px[k], nb);
+    else enc_synth(px[k], w, h, 3, rnd());
+    png[k] = enc_png(px[k], w, h, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, &len);
+    assert_non_null(png[k]);
+    char what[64];
+    snprintf(what, sizeof what, "tiny PNG %dx%d", w, h);
+    /* the decode path, the work buffer holding a larger image's bytes first */
+    qvl_err err = {0};
+    img_rgb ref, got, prev;
+    int path = -1;
+    if (img_gpu_decode(E.g, &prev, &path, big_png, big_len, 0, &err)) fail_msg("%s: %s", what, err.msg);
+    free(prev.px);
+    if (img_decode(&ref, png[k], len, 0, 0, what, &err)) fail_msg("%s: %s", what, err.msg);
+    if (img_gpu_decode(E.g, &got, &path, png[k], len, 0, &err)) fail_msg("%s: %s", what, err.msg);
+    assert_int_equal(path, 0);
+    assert_int_equal(got.w, w);
+    assert_int_equal(got.h, h);
+    if (memcmp(got.px, ref.px, nb) || memcmp(got.px, px[k], nb))
+      fail_msg("%s: decoded on the CPU but the GPU path's bytes differ from the CPU decode", what);
+    free(ref.px), free(got.px);
+    /* the rows: encoded (CPU decode in the batched pipeline) and raw */
+    qvl_image enc = {.data = png[k], .size = len}, raw = {.rgb = px[k], .width = w, .height = h};
+    for (int m = 0; m < 2; m++) {
+      if (both_refuse(&E.pc[m], &enc, 1, what)) continue;
+      assert_int_equal(compare_rows(&E.pc[m], &enc, 1, what), 0);
+      assert_int_equal(compare_rows(&E.pc[m], &raw, 1, what), 0);
+      cases++;
+    }
+    if (!both_refuse(&E.pc[1], &enc, 1, what)) { /* the run below: accepted ones, a larger image after each */
+      all[n_all++] = enc;
+      all[n_all++] = (qvl_image){.data = big_png, .size = big_len};
+    }
+  }
+  for (int m = 0; m < 2 && n_all; m++) assert_int_equal(compare_rows(&E.pc[m], all, n_all, "tiny sizes in one run"), 0);
+  printf("tiny sizes: %d of %d images decoded exactly; %d image x model cases and one run of %d images give the CPU "
+         "path's rows\n", NS, NS, cases, n_all);
+  for (int k = 0; k < NS; k++) free(px[k]), free(png[k]);
+  free(big), free(big_png);
+}
+
 /* Bad bytes: a clear error from the pipeline, no crash, and the pipeline still works afterwards. */
 static void test_bad_input(void **state) {
   (void)state;
@@ -377,6 +451,7 @@ int main(void) {
       cmocka_unit_test(test_ycc_kernel),
       cmocka_unit_test(test_rows_exact),
       cmocka_unit_test(test_fixtures),
+      cmocka_unit_test(test_tiny_sizes),
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_engine_rows),
   };

@@ -511,6 +511,9 @@ int img_gpu_run(img_gpu *g, void *rows, uint8_t *rgb, img_job *jobs, const qvl_i
   return rc;
 }
 
+/* Every copy here is on g->s: the stream is non-blocking, so a cudaMemcpy (legacy default stream) is not ordered
+ * before the kernels or the read-back on it, and a pageable host-to-device cudaMemcpy may return before its DMA has
+ * landed (a 1x150 PNG's 450 bytes were read back as the previous image's). */
 int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, size_t len, int white_alpha,
                    qvl_err *err) {
   img_job j = {.bytes = data, .len = len, .what = "image"};
@@ -520,6 +523,9 @@ int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, siz
   if (rc) return rc;
   j.format = hd.format, j.w = j.rw = hd.w, j.h = j.rh = hd.h;
   img_planes lay;
+#ifdef QVL_HAVE_NVJPEG
+  img_desc d; /* the JPEG path's descriptor: lives until the stream has read it (the final sync) */
+#endif
   int kind = route(g, &j, hd.format == IMG_JPEG ? scan_shape(data, len) : SCAN_TRUNCATED, &lay);
   size_t n = (size_t)j.w * j.h * 3;
   *path = kind;
@@ -534,8 +540,8 @@ int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, siz
       rc = qvl_fail(err, QVL_ERR_DEVICE, "%s", msg);
     if (!rc && kind == D_HYBRID && img_nvjpeg_decode_hybrid(g->nvj, data, len, &lay, (img_stream)g->s, msg, sizeof msg))
       rc = qvl_fail(err, QVL_ERR_DEVICE, "%s", msg);
-    img_desc d = {.lay = lay, .w = j.w, .h = j.h, .rw = j.w, .rh = j.h};
-    cudaError_t e = rc ? cudaSuccess : cudaMemcpy(g->table.p, &d, sizeof d, cudaMemcpyHostToDevice);
+    d = (img_desc){.lay = lay, .w = j.w, .h = j.h, .rw = j.w, .rh = j.h};
+    cudaError_t e = rc ? cudaSuccess : cudaMemcpyAsync(g->table.p, &d, sizeof d, cudaMemcpyHostToDevice, g->s);
     if (!rc && e) rc = cuda_fail(err, e, "descriptor upload");
     if (!rc && img_cuda_colour(g->work.p, g->table.p, 1, j.h, (img_stream)g->s))
       rc = qvl_fail(err, QVL_ERR_DEVICE, "colour kernel failed");
@@ -544,7 +550,8 @@ int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, siz
   if (!rc && kind == D_CPU) {
     img_rgb host = {0};
     rc = img_decode(&host, data, len, white_alpha, 0, j.what, err);
-    cudaError_t e = rc ? cudaSuccess : cudaMemcpy(g->work.p, host.px, n, cudaMemcpyHostToDevice);
+    cudaError_t e = rc ? cudaSuccess : cudaMemcpyAsync(g->work.p, host.px, n, cudaMemcpyHostToDevice, g->s);
+    if (!e && !rc) e = cudaStreamSynchronize(g->s); /* host.px is freed next */
     if (!rc && e) rc = cuda_fail(err, e, "upload");
     free(host.px);
   }
