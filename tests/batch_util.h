@@ -5,9 +5,12 @@
 #define QVL_BATCH_UTIL_H
 
 #include <cjson/cJSON.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "server/server.h"
 #include "testutil.h"
@@ -106,6 +109,19 @@ static char *input_of(const req *r, int n) {
   return b;
 }
 
+/* Each run_batch ends within this many seconds, or the test process fails with a message (a scheduler that never
+ * finishes a request must not hang the test run). */
+enum { BATCH_DEADLINE_S = 300 };
+
+static void batch_deadline(int sig) {
+  (void)sig;
+  static const char msg[] = "\nFAIL: run_batch did not finish within its deadline (BATCH_DEADLINE_S seconds): the "
+                            "scheduler stopped making progress\n";
+  ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)w;
+  _exit(1);
+}
+
 /* Runs the requests as one batch on engine e (server params p) and compares each answer with its `want`: equal when
  * exact, else the differences are counted in g_differ. */
 static qvl_batch_stats run_batch(qvl_engine *e, qvl_server_params p, req *r, int n, int exact) {
@@ -114,7 +130,14 @@ static qvl_batch_stats run_batch(qvl_engine *e, qvl_server_params p, req *r, int
   FILE *in = fmemopen(in_text, strlen(in_text), "r"), *out = open_memstream(&out_text, &out_len);
   qvl_batch_stats st;
   p.media_dir = tu_path("tests/data/images");
+  fflush(stdout);
+  void (*was)(int) = signal(SIGALRM, batch_deadline);
+  time_t t0 = time(NULL);
+  unsigned left = alarm(BATCH_DEADLINE_S); /* a deadline of the whole test, if any, comes back after */
   assert_int_equal(qvl_batch_run(e, g_tok, &p, in, out, NULL, &st, err, sizeof err), 0);
+  alarm(0);
+  signal(SIGALRM, was);
+  if (left) alarm(left > (unsigned)(time(NULL) - t0) + 1 ? left - (unsigned)(time(NULL) - t0) : 1);
   fclose(in), fclose(out);
   int k = 0;
   char *save = NULL;

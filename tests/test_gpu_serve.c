@@ -1,7 +1,8 @@
 /* The scheduler on CUDA (gpu label): batched serving against each request run alone with qvl_generate_ids on the
  * same engine. bf16 GEMMs over other batch shapes may flip a near-tie between two tokens, after which the answers
  * part; the test allows 3 of the 24 answers to differ and prints where. Also: a KV pool small enough to preempt,
- * and the prefix and encoder caches (the same image and prefix again), under the same rule. */
+ * and the prefix and encoder caches (the same image and prefix again), under the same rule. Each batch has a deadline
+ * (batch_util.h) and the whole test another: past either it fails with a message instead of hanging. */
 #include <stddef.h> /* cuda_ops.h uses size_t */
 
 #include "backend/cuda/cuda_ops.h"
@@ -41,7 +42,17 @@ static void test_batched_vs_alone(void **state) {
   for (int i = 0; i < n; i++) free(r[i].want), free(r[i].ids);
 }
 
+static void test_deadline(int sig) {
+  (void)sig;
+  static const char msg[] = "\nFAIL: test_gpu_serve did not finish within 540 s\n";
+  ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)w;
+  _exit(1);
+}
+
 int main(void) {
+  signal(SIGALRM, test_deadline);
+  alarm(540); /* run_batch re-arms its own, shorter one per batch */
   if (qvl_cuda_device_count() == 0) {
     printf("test_gpu_serve: no CUDA device here; skipped\n");
     return 0;

@@ -67,6 +67,54 @@ static void test_preemption(void **state) {
   qvl_engine_close(e);
 }
 
+/* test_gpu_serve's small pool on the CPU: eight requests, three of them after one system message and two of those on
+ * one image, in 10 blocks. Their shared prefix blocks stay in the prefix cache, so a preempted sequence used to take
+ * them straight back (lm_seq_share) and still hold blocks: the plan preempted it again and again, forever. Now every
+ * answer is the one it gets alone, and a request the pool can never hold is refused with a clear error. */
+static void test_preemption_shared_prefix(void **state) {
+  (void)state;
+  NEED_TOKENIZER();
+  const char *sys = "You look at pictures and answer in a few words, naming the main object first, then its colour.";
+  req r[] = {{"Hello there", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
+             {"What is the capital of France? Answer briefly.", NULL, 9, 0, 1, NULL, NULL, NULL, 0},
+             {"Describe it.", "jpeg_20x20.jpg", 7, 0, 1, NULL, sys, NULL, 0},
+             {"Count to ten", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
+             {"A much longer prompt that goes on for a while, so that its prefill is longer than the others", NULL, 5,
+              0, 1, NULL, NULL, NULL, 0},
+             {"Tags?", "png_1x1.png", 6, 0, 1, NULL, sys, NULL, 0},
+             {"Describe it in more words.", "jpeg_20x20.jpg", 7, 0, 1, NULL, sys, NULL, 0},
+             {"x", NULL, 1, 0, 1, NULL, NULL, NULL, 0}};
+  int n = (int)(sizeof r / sizeof r[0]);
+  for (int i = 0; i < n; i++) r[i].want = alone(&r[i]);
+  qvl_engine *e = open_engine(160);
+  qvl_server_params p = {.max_queue = 8, .kv_tokens = 160};
+  qvl_batch_stats st = run_batch(e, p, r, n, 1);
+  assert_int_equal(st.ok, n);
+  assert_true(st.preemptions > 0);
+  assert_true(st.prefix_hit_tokens > 0);
+  /* over the pool alone (some 50 prompt tokens + 150 new > 160): refused, the other request answered */
+  char in_text[1024], *out_text = NULL, err[256];
+  size_t out_len = 0;
+  snprintf(in_text, sizeof in_text,
+           "{\"custom_id\": \"big\", \"body\": {\"messages\": [{\"role\": \"system\", \"content\": \"%s\"}, "
+           "{\"role\": \"user\", \"content\": \"%s\"}], \"max_tokens\": 150}}\n"
+           "{\"custom_id\": \"small\", \"body\": {\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], "
+           "\"max_tokens\": 4}}\n",
+           sys, sys);
+  FILE *in = fmemopen(in_text, strlen(in_text), "r"), *out = open_memstream(&out_text, &out_len);
+  signal(SIGALRM, batch_deadline);
+  alarm(BATCH_DEADLINE_S);
+  assert_int_equal(qvl_batch_run(e, g_tok, &p, in, out, NULL, &st, err, sizeof err), 0);
+  alarm(0);
+  fclose(in), fclose(out);
+  assert_int_equal(st.ok, 1);
+  assert_int_equal(st.failed, 1);
+  assert_non_null(strstr(out_text, "tokens of KV cache"));
+  free(out_text);
+  for (int i = 0; i < n; i++) free(r[i].want), free(r[i].ids);
+  qvl_engine_close(e);
+}
+
 /* The same image in four requests: the tower runs once, the cache answers the rest, the answers are those of the
  * tower's own rows (each request alone). With the cache off the tower runs four times. */
 static void test_encoder_cache(void **state) {
@@ -164,6 +212,7 @@ static void test_prefix_cache_reclaim(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_batched_equals_alone), cmocka_unit_test(test_preemption),
+                                     cmocka_unit_test(test_preemption_shared_prefix),
                                      cmocka_unit_test(test_encoder_cache), cmocka_unit_test(test_prefix_cache_images),
                                      cmocka_unit_test(test_prefix_cache_reclaim)};
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -40,6 +40,7 @@ struct seq {
   qvl_detok *d;
   qvl_stopper *stop;
   int hit;
+  int want_share; /* start on the prefix cache before the next plan (admitted, or preempted since) */
   double t_prefill, t_first, t_last;
 };
 
@@ -273,7 +274,7 @@ static struct seq *admit(qvl_server *s, job *j) {
     if ((rc = qvl_rope_index(q->pos, &q->delta, q->toks, q->n_ids, c, q->grid, q->n_img, NULL, err))) msg = err->msg;
   }
   if (!rc && s->sc->pc && (rc = prefix_keys(s, q))) msg = "out of memory";
-  if (!rc && s->sc->pc) share_prefix(s, q);
+  q->want_share = !rc && s->sc->pc; /* at the next plan: the blocks of sequences admitted with it may be cached */
   pthread_mutex_lock(&s->mu);
   if (rc) {
     fail_job(j, rc, msg);
@@ -437,16 +438,42 @@ static void vision(qvl_server *s) {
 /* ---- the step ------------------------------------------------------------------------------------------- */
 
 /* Frees q's blocks and sends it back to prefill: the prompt and every generated token but the last are recomputed,
- * then decoding goes on from the last (its logits were already used). */
-static void preempt(qvl_server *s, struct seq *q) {
+ * then decoding goes on from the last (its logits were already used). It starts on the prefix cache again (its own
+ * blocks may have stayed there) only at the next plan: re-sharing at once would hand it back the cached blocks it
+ * just released, so a plan that preempts for blocks would find it holding blocks again and pick it forever. Any
+ * blocks it released that only the cache holds now are reclaimed for the plan. */
+static void preempt(qvl_server *s, struct seq *q, int want) {
   lm_seq_free(s->sc->lm, &q->kv);
   lm_seq_init(&q->kv, q->n_ids + q->j->s.max_tokens);
   q->target = q->made ? q->n_toks - 1 : q->n_ids;
   q->pads_done = 0, q->n_cached = 0;
+  q->want_share = s->sc->pc != NULL;
   pthread_mutex_lock(&s->mu);
   s->m.preemptions++;
   pthread_mutex_unlock(&s->mu);
-  if (s->sc->pc) share_prefix(s, q); /* its own blocks may have stayed in the cache */
+  if (s->sc->pc) pc_reclaim(s->sc->pc, want);
+}
+
+/* Fails q's job for a step it can never get (the pool cannot hold it next to what it must keep) and frees its blocks
+ * at once; retired after the step. Never reached while admission refuses what the pool cannot hold alone. */
+static void fail_stuck(qvl_server *s, struct seq *q, const char *what, int need) {
+  lm_seq_free(s->sc->lm, &q->kv);
+  lm_seq_init(&q->kv, q->n_ids + q->j->s.max_tokens);
+  char msg[256];
+  snprintf(msg, sizeof msg,
+           "generate: no KV cache blocks for this request's %s (%d more needed, %d of %d free, %d held by the prefix "
+           "cache; qvl serve --kv-cache-tokens)",
+           what, need, lm_blocks_free(s->sc->lm), lm_blocks_total(s->sc->lm), pc_blocks(s->sc->pc));
+  pthread_mutex_lock(&s->mu);
+  fail_job(q->j, QVL_ERR_LIMIT, msg);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* The newest sequence other than keep that holds blocks (its own or shared), or NULL. */
+static struct seq *newest_holder(struct sched *sc, const struct seq *keep) {
+  for (int r = sc->n_run - 1; r >= 0; r--)
+    if (sc->run[r] != keep && sc->run[r]->kv.n_blocks && !sc->run[r]->j->err.status) return sc->run[r];
+  return NULL;
 }
 
 /* Chunk i of the step: q's next len tokens from kv.len, their positions, the rows of their image pads; outputs
@@ -480,10 +507,18 @@ static void make_chunk(const qvl_config *c, step *st, int i, int32_t *pos3) {
 
 /* Plans the step: every decoding sequence's token, then prefill chunks in admission order while the token budget
  * and the free blocks last (whole blocks, older sequences first). Blocks short for the decodes alone: the newest
- * sequence holding blocks is preempted and the plan starts over. */
+ * sequence holding blocks is preempted and the plan starts over. No decodes and the oldest prefill that could run
+ * gets no block: the newest other holder is preempted the same way. Every preemption takes one holder's blocks
+ * (a preempted sequence holds none until the next plan), so the plan ends; a sequence that still cannot get its
+ * blocks with nobody else holding any fails with a clear error instead of waiting forever. */
 static void plan(qvl_server *s, step *st) {
   const qvl_config *c = qvl_engine_config(s->e);
   int rows;
+  for (int r = 0; s->sc->pc && r < s->sc->n_run; r++) { /* sequences admitted or preempted since the last plan */
+    struct seq *q = s->sc->run[r];
+    if (q->want_share && !q->kv.len && !q->kv.n_blocks && !q->j->err.status) share_prefix(s, q);
+    q->want_share = 0;
+  }
   if (s->sc->pc) { /* cached blocks no sequence reads come back first, as far as this step can use them */
     int want = 0, left = s->p.step_tokens;
     for (int r = 0; r < s->sc->n_run; r++) {
@@ -505,15 +540,20 @@ static void plan(qvl_server *s, step *st) {
       st->who[st->n] = q, st->len[st->n++] = 1, rows++;
     }
     if (need > free_blocks) {
-      struct seq *victim = NULL;
-      for (int r = s->sc->n_run - 1; r >= 0 && !victim; r--)
-        if (s->sc->run[r]->kv.n_blocks) victim = s->sc->run[r];
-      preempt(s, victim);
+      struct seq *victim = newest_holder(s->sc, NULL);
+      if (victim) {
+        preempt(s, victim, need);
+      } else { /* nobody left to preempt: the newest decoding sequence cannot go on */
+        for (int i = st->n - 1; i >= 0 && !victim; i--) victim = st->who[i];
+        fail_stuck(s, victim, "next token", need - free_blocks);
+      }
       continue;
     }
+    struct seq *first = NULL; /* the oldest prefill that could run */
     for (int r = 0; r < s->sc->n_run && rows < s->p.step_tokens; r++) {
       struct seq *q = s->sc->run[r];
       if (q->kv.len >= q->target || !q->vis_ready || q->j->err.status) continue;
+      if (!first) first = q;
       int n = q->target - q->kv.len;
       if (n > s->p.step_tokens - rows) n = s->p.step_tokens - rows;
       while (n > 0 && need + lm_seq_blocks_needed(&q->kv, n) > free_blocks)
@@ -522,7 +562,16 @@ static void plan(qvl_server *s, step *st) {
       need += lm_seq_blocks_needed(&q->kv, n);
       st->who[st->n] = q, st->len[st->n++] = n, rows += n;
     }
-    break;
+    if (st->n || !first) break; /* a step, or nothing that could run (images still to encode) */
+    int t = first->target - first->kv.len, want;
+    if (t > LM_BLOCK) t = LM_BLOCK;
+    if (t > s->p.step_tokens) t = s->p.step_tokens;
+    if ((want = lm_seq_blocks_needed(&first->kv, t)) < 1) want = 1; /* what it was refused: blocks for t tokens */
+    struct seq *victim = newest_holder(s->sc, first);
+    if (victim)
+      preempt(s, victim, want);
+    else if (!s->sc->pc || !pc_reclaim(s->sc->pc, want))
+      fail_stuck(s, first, "prefill", want - lm_blocks_free(s->sc->lm));
   }
   for (int i = 0, at = 0; i < st->n; at += 3 * st->len[i], i++) make_chunk(c, st, i, st->pos + at);
 }
