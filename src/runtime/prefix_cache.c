@@ -77,7 +77,7 @@ static void push_front(prefix_cache *pc, ent *e) {
 
 int pc_lookup(prefix_cache *pc, const uint8_t (*keys)[PC_KEY_BYTES], int n, int32_t *blocks) {
   int k = 0;
-  while (k < n && *find(pc, keys[k])) blocks[k] = (*find(pc, keys[k]))->block, k++;
+  for (ent *e; k < n && (e = *find(pc, keys[k])); k++) blocks[k] = e->block;
   for (int i = k - 1; i >= 0; i--) { /* the first block most recent: a chain's tail leaves before its head */
     ent *e = *find(pc, keys[i]);
     unlink_lru(pc, e), push_front(pc, e);

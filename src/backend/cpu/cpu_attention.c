@@ -11,19 +11,21 @@
 
 enum { Q_BLOCK = 256 };
 
+void cpu_softmax_row(float *r, int64_t cols) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < cols; j++) mx = r[j] > mx ? r[j] : mx;
+  double sum = 0;
+  for (int64_t j = 0; j < cols; j++) {
+    r[j] = expf(r[j] - mx);
+    sum += r[j];
+  }
+  float inv = (float)(1.0 / sum);
+  for (int64_t j = 0; j < cols; j++) r[j] *= inv;
+}
+
 static void softmax_rows(float *s, int rows, int cols) {
 #pragma omp parallel for schedule(static)
-  for (int i = 0; i < rows; i++) {
-    float *r = s + (int64_t)i * cols, mx = -INFINITY;
-    for (int j = 0; j < cols; j++) mx = r[j] > mx ? r[j] : mx;
-    double sum = 0;
-    for (int j = 0; j < cols; j++) {
-      r[j] = expf(r[j] - mx);
-      sum += r[j];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int j = 0; j < cols; j++) r[j] *= inv;
-  }
+  for (int i = 0; i < rows; i++) cpu_softmax_row(s + (int64_t)i * cols, cols);
 }
 
 /* The prepared state: the sequence boundaries and the head layout. */

@@ -34,4 +34,7 @@ int cpu_gather_rows(qvl_backend *b, void *y, const void *x, const int32_t *idx, 
 int cpu_add_bilinear(qvl_backend *b, void *h, const void *table, const int32_t *idx, const float *w, int64_t rows,
                      int dim);
 
+/* r[0 .. cols) = softmax(r): max subtracted, the sum in double (both CPU attention ops). */
+void cpu_softmax_row(float *r, int64_t cols);
+
 #endif

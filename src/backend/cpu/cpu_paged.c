@@ -69,18 +69,6 @@ static int check_batch(qvl_backend *b, const int32_t *cu_q, const int32_t *kv_le
   return QVL_OK;
 }
 
-static void softmax_row(float *r, int64_t cols) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < cols; j++) mx = r[j] > mx ? r[j] : mx;
-  double sum = 0;
-  for (int64_t j = 0; j < cols; j++) {
-    r[j] = expf(r[j] - mx);
-    sum += r[j];
-  }
-  float inv = (float)(1.0 / sum);
-  for (int64_t j = 0; j < cols; j++) r[j] *= inv;
-}
-
 /* One sequence: rows q [n][heads][hd] over its kv keys, gathered per kv head into Kg, Vg [kv][hd]. */
 static void attend_seq(float *out, const float *q, const float *kc, const float *vc, const int32_t *table, int n,
                        int kv, int block_size, int heads, int kv_heads, int hd, float scale, float *Kg, float *Vg,
@@ -100,7 +88,7 @@ static void attend_seq(float *out, const float *q, const float *kc, const float 
       for (int i = 0; i < n; i++) {
         float *r = S + (int64_t)i * kv;
         for (int j = kv - n + i + 1; j < kv; j++) r[j] = -INFINITY; /* query i sits at kv - n + i */
-        softmax_row(r, kv);
+        cpu_softmax_row(r, kv);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, kv, 1.0f, S, kv, Vg, hd, 0.0f,
                   out + (int64_t)h * hd, ld);
