@@ -360,6 +360,71 @@ static void test_bad_input(void **state) {
 
 /* qvl_preprocess_images on a CUDA engine: device rows (and no host rows) equal to the CPU path's (host_rows) rounded,
  * equal hashes where the rows are equal; the tower and a greedy generation read the device rows as the host ones. */
+/* Rows of a batch of one image, device bf16 copied back (malloc'd), *n_elems set. */
+static uint16_t *gpu_rows(const qvl_preproc_config *pc, const qvl_image *im, int n, size_t *n_elems) {
+  qvl_err err = {0};
+  qvl_image_batch *b = NULL;
+  if (img_preprocess_on(&b, E.g, pc, im, n, NULL, &err)) fail_msg("GPU: %s", err.msg);
+  *n_elems = (size_t)(b->n_rows * b->row_len);
+  uint16_t *got = malloc(*n_elems * 2);
+  assert_int_equal(cudaMemcpy(got, b->dev_rows, *n_elems * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  qvl_image_batch_free(b);
+  return got;
+}
+
+/* A batch of many encoded images of mixed kinds (baseline JPEGs of several samplings for the hardware decoder, so
+ * several hardware batches are in flight; progressive JPEGs for the hybrid decoder; PNGs for the CPU): the batch's
+ * rows equal each image's rows made alone, bit for bit (the grouping, decode streams and pipelined kernels change
+ * nothing), twice in a row (buffers reused). */
+static void test_mixed_batch(void **state) {
+  (void)state;
+  enum { N = 30 };
+  qvl_image im[N];
+  uint8_t *enc[N];
+  for (int i = 0; i < N; i++) {
+    int w = 16 + (int)(rnd() % 1400), h = 16 + (int)(rnd() % 1100), ch = i % 9 == 4 ? 1 : 3;
+    uint8_t *px = malloc((size_t)w * h * ch);
+    enc_synth(px, w, h, ch, rnd());
+    size_t len = 0;
+    if (i % 11 == 7) enc[i] = enc_png(px, w, h, PNG_COLOR_TYPE_RGB, 8, 0, NULL, 0, NULL, 0, &len);
+    else if (i % 13 == 5) enc[i] = enc_jpeg(px, w, h, TJPF_RGB, TJSAMP_420, 85, 1, &len);
+    else enc[i] = enc_jpeg(px, w, h, ch == 1 ? TJPF_GRAY : TJPF_RGB,
+                           ch == 1 ? TJSAMP_GRAY : i % 3 ? TJSAMP_420 : TJSAMP_444, 90, 0, &len);
+    assert_non_null(enc[i]);
+    im[i] = (qvl_image){.data = enc[i], .size = len};
+    free(px);
+  }
+  for (int m = 0; m < 2; m++) {
+    int64_t bad = 0;
+    size_t n_all = 0, at = 0;
+    uint16_t *all = gpu_rows(&E.pc[m], im, N, &n_all);
+    const img_gpu_stats *st = img_gpu_last(E.g);
+    printf("mixed batch %s: %d hardware, %d hybrid, %d CPU decodes\n", m ? "qwen3_vl" : "qwen2_5_vl", st->hardware,
+           st->hybrid, st->cpu);
+    if (img_gpu_engines(E.g)) assert_true(st->hardware >= 20);
+    for (int rep = 0; rep < 2; rep++, at = 0) {
+      for (int i = 0; i < N; i++) {
+        size_t n1 = 0;
+        uint16_t *one = gpu_rows(&E.pc[m], &im[i], 1, &n1);
+        assert_true(at + n1 <= n_all);
+        for (size_t k = 0; k < n1; k++) bad += one[k] != all[at + k];
+        at += n1;
+        free(one);
+      }
+      assert_int_equal(at, n_all);
+      if (!rep) { /* once more: the batch again over the arenas the single images left */
+        free(all);
+        all = gpu_rows(&E.pc[m], im, N, &n_all);
+      }
+    }
+    printf("mixed batch %s: %zu elements, %lld differ from the images made alone\n", m ? "qwen3_vl" : "qwen2_5_vl",
+           n_all, (long long)bad);
+    assert_int_equal(bad, 0);
+    free(all);
+  }
+  for (int i = 0; i < N; i++) free(enc[i]);
+}
+
 static void test_engine_rows(void **state) {
   (void)state;
   qvl_engine_params ep = qvl_engine_default_params();
@@ -452,6 +517,7 @@ int main(void) {
       cmocka_unit_test(test_rows_exact),
       cmocka_unit_test(test_fixtures),
       cmocka_unit_test(test_tiny_sizes),
+      cmocka_unit_test(test_mixed_batch),
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_engine_rows),
   };

@@ -25,14 +25,14 @@ int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_confi
 struct qvl_backend;
 
 /* The last img_gpu_run: which decoder took each image, and where the time went. Host wall clock: routing (header
- * parses), CPU decodes, setup (coefficients, uploads, buffers), submitting the chunks (nvJPEG calls, uploads, launches),
- * the final wait, the whole run. Device time (CUDA events, summed over chunks; only with img_gpu_set_timing on): decode
- * (hardware batch, hybrid decodes, CPU-decoded uploads, descriptors), colour, horizontal resample, vertical resample +
- * rows. */
+ * parses), CPU decodes, setup (coefficients and their upload, made while the first chunk decodes), submitting the
+ * chunks (nvJPEG calls, uploads, launches), the final wait, the whole run. Device time (CUDA events, summed over
+ * chunks; only with img_gpu_set_timing on): chunk start to its last hardware batch decoded, from there to the chunk's
+ * end (kernels the decode did not hide), the whole chunk. */
 typedef struct img_gpu_stats {
   int hardware, hybrid, cpu, chunks;
   double route_ms, cpu_decode_ms, setup_ms, submit_ms, wait_ms, total_ms;
-  double decode_ms, colour_ms, resample_ms, rows_ms;
+  double decode_ms, tail_ms, device_ms;
 } img_gpu_stats;
 
 /* A pipeline on backend b (a CUDA backend: its device and stream; the rows are b's buffers). nvJPEG is optional:
@@ -43,7 +43,7 @@ struct qvl_backend *img_gpu_backend(const img_gpu *g);
 /* nvJPEG hardware engines in use (0: none, or no nvJPEG in this build). */
 int img_gpu_engines(const img_gpu *g);
 const img_gpu_stats *img_gpu_last(const img_gpu *g);
-/* CUDA events between the phases of each chunk (benchmarks; off by default). */
+/* Device phase times in img_gpu_last (benchmarks; off by default). */
 void img_gpu_set_timing(img_gpu *g, int on);
 
 /* Rows of n planned jobs (img_job: sizes, bytes, row0, rgb0) into rows (device bf16 [sum][row_len]) and each

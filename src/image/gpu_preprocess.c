@@ -1,12 +1,15 @@
 /* gpu_preprocess.c - the GPU image pipeline (gpu.h): route each image to a decoder, decode, then colour, resample
- * and write the rows on the backend's stream, every step one launch over a chunk of images.
+ * and write the rows on the backend's stream, every step one launch over a group of images.
  *
- * A run: the host routes every image (TurboJPEG + nvJPEG header parse), decodes the CPU-path ones on its threads,
- * computes every image's resample coefficients into pinned staging and uploads them once; then per chunk (up to
- * CHUNK_IMAGES images and CHUNK_BYTES of planes + work memory): one hardware batch decode, hybrid decodes one by one,
- * CPU-decoded RGB uploaded, the chunk's descriptor table uploaded, and three kernels over all its images: colour
- * (planes -> source RGB), the horizontal pass (source -> tmp), the vertical pass fused with the rows (tmp -> rows and
- * resized RGB). One synchronisation at the end.
+ * A run: the host routes every image (TurboJPEG + nvJPEG header parse) and decodes the CPU-path ones on its threads;
+ * then per chunk (up to CHUNK_IMAGES images and CHUNK_BYTES of planes + work memory), cut into up to GROUPS groups:
+ * each group's hardware batch decode is submitted on its own decode stream (from parallel host threads: nvJPEG
+ * parses the bitstreams on the host); while the first chunk decodes, the host makes every image's resample
+ * coefficients into pinned staging and uploads them once; then hybrid decodes one by one, CPU-decoded RGB uploaded,
+ * the chunk's descriptor table uploaded, and per group, as soon as its batch is decoded, three kernels over its
+ * images: colour (planes -> source RGB), the horizontal pass (source -> tmp), the vertical pass fused with the rows
+ * (tmp -> rows and resized RGB). So the kernels of one group run while the engines decode the next. One
+ * synchronisation at the end: every run ends with the streams drained.
  *
  * Buffers are the pipeline's own, grown to the largest chunk seen and kept: planes, work (source RGB + tmp of a
  * chunk), coefficients + descriptors (device and pinned host), the normalization table. nvJPEG's state and its
@@ -29,9 +32,13 @@
 #endif
 
 enum { D_CPU = 0, D_HYBRID = 1, D_HW = 2 };
-#define CHUNK_IMAGES 128             /* images per hardware batch */
+#define CHUNK_IMAGES 128             /* images per chunk */
 #define CHUNK_BYTES ((size_t)512 << 20) /* planes + work memory per chunk (a larger image is a chunk alone) */
-enum { EV_DECODE, EV_COLOUR, EV_RESAMPLE, EV_ROWS, EV_END, EV_PER_CHUNK }; /* timing events, each phase's start */
+enum { GROUPS = 4 };                 /* groups per chunk: hardware batches in flight, one decode stream each */
+#ifdef QVL_HAVE_NVJPEG
+_Static_assert((int)GROUPS <= (int)IMG_NVJ_SLOTS, "one nvJPEG decoder state per group");
+#endif
+enum { EV_START, EV_END, EV_DEC0, EV_PER_CHUNK = EV_DEC0 + GROUPS }; /* events of a chunk: on g->s, per group */
 
 typedef struct dbuf {
   void *p;
@@ -43,6 +50,7 @@ struct img_gpu {
   cudaStream_t s;
 #ifdef QVL_HAVE_NVJPEG
   img_nvjpeg *nvj;
+  cudaStream_t ds[GROUPS];       /* decode streams */
 #endif
   tjhandle tj;
   dbuf planes, work, table, lut; /* table: coefficients (int32) then descriptors, as staged */
@@ -50,7 +58,7 @@ struct img_gpu {
   size_t stage_bytes;
   float lut_host[3][256];
   int lut_set, timing;
-  cudaEvent_t *ev;               /* timing: EV_PER_CHUNK per chunk */
+  cudaEvent_t *ev;               /* EV_PER_CHUNK per chunk */
   int n_ev;
   img_gpu_stats last;
 };
@@ -95,6 +103,11 @@ int img_gpu_open(img_gpu **out, qvl_backend *b, qvl_err *err) {
     img_nvjpeg_close(g->nvj);
     g->nvj = NULL;
   }
+  for (int k = 0; g->nvj && k < GROUPS; k++)
+    if (cudaStreamCreateWithFlags(&g->ds[k], cudaStreamNonBlocking)) {
+      img_gpu_close(g);
+      return qvl_fail(err, QVL_ERR_DEVICE, "GPU preprocessing: cannot create a decode stream");
+    }
 #endif
   *out = g;
   return QVL_OK;
@@ -109,6 +122,8 @@ void img_gpu_close(img_gpu *g) {
   for (int i = 0; i < g->n_ev; i++) cudaEventDestroy(g->ev[i]);
   free(g->ev);
 #ifdef QVL_HAVE_NVJPEG
+  for (int k = 0; k < GROUPS; k++)
+    if (g->ds[k]) cudaStreamSynchronize(g->ds[k]), cudaStreamDestroy(g->ds[k]);
   img_nvjpeg_close(g->nvj);
 #endif
   tjDestroy(g->tj);
@@ -252,13 +267,34 @@ typedef struct run_state {
   uint16_t *rows;
   uint8_t *rgb;
   size_t coef_words;  /* int32 words of coefficients at the table's start; the descriptors follow (aligned) */
-  int chunks;
+  int chunks, *ends;  /* ends[c]: first image after chunk c */
 } run_state;
 
 static size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
-/* Coefficients of every image into the pinned staging (after a sync: the previous run's uploads may still read it),
- * the work arena offsets of each image, one upload of the coefficients. */
+/* Work arena needs of image i: its source RGB, then room for the horizontal pass's rows (all h source rows: the
+ * vertical pass reads fewer, first .. last, known once the coefficients are made). Offsets relative to the image. */
+static void size_work(run_state *r, int i) {
+  const img_job *j = &r->jobs[i];
+  slot *s = &r->sl[i];
+  s->need_h = j->rw != j->w, s->need_v = j->rh != j->h;
+  size_t src = (size_t)j->w * j->h * 3, tmp = s->need_h ? (size_t)j->rw * j->h * 3 : 0;
+  s->src = 0, s->tmp = align16(src), s->work_bytes = align16(src) + align16(tmp);
+}
+
+/* Group k of a chunk of n images: [*a, *b) relative to the chunk. A chunk is cut into up to GROUPS groups of
+ * consecutive images, none smaller than a round of the decode engines, so the kernels of a group run while the
+ * hardware decodes the next ones. Returns the number of groups. */
+static int group(int n, int engines, int k, int *a, int *b) {
+  int size = (n + GROUPS - 1) / GROUPS;
+  if (size < engines) size = engines;
+  if (size < 1) size = 1;
+  *a = k * size < n ? k * size : n, *b = (k + 1) * size < n ? (k + 1) * size : n;
+  return (n + size - 1) / size;
+}
+
+/* Coefficients of every image into the pinned staging and one upload. The staging is free: every run ends with the
+ * pipeline's streams drained. */
 static int stage_coeffs(run_state *r, int n, qvl_err *err) {
   img_gpu *g = r->g;
   img_coeffs *ch = calloc((size_t)n, sizeof *ch), *cv = calloc((size_t)n, sizeof *cv);
@@ -267,7 +303,6 @@ static int stage_coeffs(run_state *r, int n, qvl_err *err) {
   for (int i = 0; !rc && i < n; i++) {
     const img_job *j = &r->jobs[i];
     slot *s = &r->sl[i];
-    s->need_h = j->rw != j->w, s->need_v = j->rh != j->h;
     if (s->need_h && img_coeffs_make(&ch[i], j->w, j->rw)) rc = QVL_ERR_NOMEM;
     if (!rc && s->need_v && img_coeffs_make(&cv[i], j->h, j->rh)) rc = QVL_ERR_NOMEM;
     if (rc) break;
@@ -278,18 +313,13 @@ static int stage_coeffs(run_state *r, int n, qvl_err *err) {
     s->hw = (int64_t)words, words += (size_t)s->hk * j->rw;
     s->vb = (int64_t)words, words += s->need_v ? 2 * (size_t)j->rh : 0;
     s->vw = (int64_t)words, words += (size_t)s->vk * j->rh;
-    size_t src = (size_t)j->w * j->h * 3, tmp = s->need_h ? (size_t)j->rw * (s->last - s->first) * 3 : 0;
-    s->src = 0, s->tmp = align16(src), s->work_bytes = align16(src) + align16(tmp);
   }
   size_t bytes = align16(words * sizeof(int32_t)) + (size_t)n * sizeof(img_desc);
   if (!rc && bytes > g->stage_bytes) {
-    cudaStreamSynchronize(g->s);
     cudaFreeHost(g->stage);
     g->stage = NULL, g->stage_bytes = 0;
     if (cudaMallocHost((void **)&g->stage, bytes)) rc = QVL_ERR_NOMEM;
     else g->stage_bytes = bytes;
-  } else if (!rc) {
-    cudaStreamSynchronize(g->s); /* the staging is rewritten below */
   }
   if (!rc) rc = grow(g, &g->table, bytes, err);
   int32_t *w = (int32_t *)g->stage;
@@ -336,16 +366,16 @@ static int host_rgb(run_state *r, int i, qvl_err *err) {
   return QVL_OK;
 }
 
-static int record(img_gpu *g, int chunk, int at) {
-  return g->timing && cudaEventRecord(g->ev[chunk * EV_PER_CHUNK + at], g->s) ? QVL_ERR_DEVICE : QVL_OK;
-}
+static cudaEvent_t event(img_gpu *g, int chunk, int at) { return g->ev[chunk * EV_PER_CHUNK + at]; }
 
-/* Images [i0, i1): decode, upload, descriptors, the three kernels. */
-static int chunk(run_state *r, int c, int i0, int i1, qvl_err *err) {
+/* Chunk c = images [i0, i1): arena places, then each group's hardware batch on its own decode stream after the
+ * chunk's start event (the previous chunk's kernels are done with the arenas), each group's end event recorded.
+ * The groups are submitted from parallel threads (nvJPEG parses the streams on the host). A batch that fails goes
+ * to the hybrid decoder image by image. */
+static int decode_chunk(run_state *r, int c, int i0, int i1, qvl_err *err) {
   img_gpu *g = r->g;
-  int n = i1 - i0, rc = record(g, c, EV_DECODE);
   size_t plane_at = 0, work_at = 0;
-  for (int i = i0; i < i1; i++) { /* arena places */
+  for (int i = i0; i < i1; i++) {
     slot *s = &r->sl[i];
     s->src += work_at, s->tmp += work_at, work_at += s->work_bytes;
 #ifdef QVL_HAVE_NVJPEG
@@ -353,46 +383,77 @@ static int chunk(run_state *r, int c, int i0, int i1, qvl_err *err) {
 #endif
   }
   (void)plane_at;
+  if (cudaEventRecord(event(g, c, EV_START), g->s)) return qvl_fail(err, QVL_ERR_DEVICE, "GPU preprocessing: event");
+  int a, b, n = i1 - i0, groups = group(n, img_gpu_engines(g), 0, &a, &b), bad = 0;
+#ifdef QVL_HAVE_NVJPEG
+  if (!g->nvj) {
+    for (int k = 0; k < groups; k++) bad += cudaEventRecord(event(g, c, EV_DEC0 + k), g->s) != cudaSuccess;
+    return bad ? qvl_fail(err, QVL_ERR_DEVICE, "GPU preprocessing: events") : QVL_OK;
+  }
+#pragma omp parallel for schedule(static, 1) num_threads(groups) if (groups > 1) reduction(+ : bad)
+  for (int k = 0; k < groups; k++) {
+    int ka, kb, nb = 0;
+    group(n, img_gpu_engines(g), k, &ka, &kb);
+    const uint8_t *data[CHUNK_IMAGES];
+    size_t len[CHUNK_IMAGES];
+    img_planes dst[CHUNK_IMAGES];
+    for (int i = i0 + ka; i < i0 + kb; i++)
+      if (r->sl[i].kind == D_HW) data[nb] = r->jobs[i].bytes, len[nb] = r->jobs[i].len, dst[nb++] = r->sl[i].lay;
+    char msg[160];
+    bad += cudaStreamWaitEvent(g->ds[k], event(g, c, EV_START), 0) != cudaSuccess;
+    if (!bad && nb && img_nvjpeg_decode_hw(g->nvj, k, data, len, nb, dst, (img_stream)g->ds[k], msg, sizeof msg)) {
+      fprintf(stderr, "qvl: %s; %d images go to the hybrid decoder\n", msg, nb);
+      for (int i = i0 + ka; i < i0 + kb; i++) r->sl[i].kind = r->sl[i].kind == D_HW ? D_HYBRID : r->sl[i].kind;
+    }
+    bad += cudaEventRecord(event(g, c, EV_DEC0 + k), g->ds[k]) != cudaSuccess;
+  }
+#else
+  for (int k = 0; k < groups; k++) bad += cudaEventRecord(event(g, c, EV_DEC0 + k), g->s) != cudaSuccess;
+#endif
+  return bad ? qvl_fail(err, QVL_ERR_DEVICE, "GPU preprocessing: decode stream events") : QVL_OK;
+}
+
+/* Chunk c, after decode_chunk: hybrid decodes and CPU-decoded uploads, the chunk's descriptor table (source and tmp
+ * rows numbered per group), then per group, once its hardware batch is done, the three kernels over its images:
+ * colour (planes -> source RGB), the horizontal pass (source -> tmp), the vertical pass fused with the rows. */
+static int finish_chunk(run_state *r, int c, int i0, int i1, qvl_err *err) {
+  img_gpu *g = r->g;
+  int rc = QVL_OK, n = i1 - i0;
+  int a, b, groups = group(n, img_gpu_engines(g), 0, &a, &b);
 #ifdef QVL_HAVE_NVJPEG
   char msg[160];
-  int nb = 0;
-  const uint8_t **data = malloc(sizeof *data * (size_t)n);
-  size_t *len = malloc(sizeof *len * (size_t)n);
-  img_planes *dst = malloc(sizeof *dst * (size_t)n);
-  if (!rc && (!data || !len || !dst)) rc = qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
-  for (int i = i0; !rc && i < i1; i++)
-    if (r->sl[i].kind == D_HW) data[nb] = r->jobs[i].bytes, len[nb] = r->jobs[i].len, dst[nb++] = r->sl[i].lay;
-  if (!rc && nb && img_nvjpeg_decode_hw(g->nvj, data, len, nb, dst, (img_stream)g->s, msg, sizeof msg)) {
-    fprintf(stderr, "qvl: %s; %d images go to the hybrid decoder\n", msg, nb);
-    for (int i = i0; i < i1; i++) r->sl[i].kind = r->sl[i].kind == D_HW ? D_HYBRID : r->sl[i].kind;
-  }
-  free(data), free(len), free(dst);
-  for (int i = i0; !rc && i < i1; i++) {
+  for (int i = i0, waited = 0; !rc && i < i1; i++) {
     img_job *j = &r->jobs[i];
-    if (r->sl[i].kind == D_HYBRID &&
-        img_nvjpeg_decode_hybrid(g->nvj, j->bytes, j->len, &r->sl[i].lay, (img_stream)g->s, msg, sizeof msg))
+    if (r->sl[i].kind != D_HYBRID) continue;
+    for (int k = 0; !waited && k < groups; k++) /* a failed hardware batch may have been writing these planes */
+      if (cudaStreamWaitEvent(g->s, event(g, c, EV_DEC0 + k), 0)) rc = QVL_ERR_DEVICE;
+    waited = 1;
+    if (!rc && img_nvjpeg_decode_hybrid(g->nvj, j->bytes, j->len, &r->sl[i].lay, (img_stream)g->s, msg, sizeof msg))
       r->sl[i].kind = D_CPU; /* the CPU decoder decodes it or says what is wrong with it */
   }
 #endif
-  int64_t src_rows = 0, tmp_rows = 0, row_a = r->jobs[i0].row0, n_rows = 0;
-  img_desc *d = (img_desc *)(r->g->stage + r->coef_words * sizeof(int32_t)) + i0;
-  for (int i = i0; !rc && i < i1; i++) {
-    img_job *j = &r->jobs[i];
-    slot *s = &r->sl[i];
-    if (s->kind == D_CPU && !(rc = host_rgb(r, i, err))) {
-      cudaError_t e = cudaMemcpyAsync((uint8_t *)g->work.p + s->src, s->host.px, (size_t)j->w * j->h * 3,
-                                      cudaMemcpyHostToDevice, g->s);
-      if (e) rc = cuda_fail(err, e, "upload");
+  int64_t src_rows[GROUPS] = {0}, tmp_rows[GROUPS] = {0}, n_rows[GROUPS] = {0};
+  img_desc *d = (img_desc *)(g->stage + r->coef_words * sizeof(int32_t)) + i0;
+  for (int k = 0; !rc && k < groups; k++) {
+    group(n, img_gpu_engines(g), k, &a, &b);
+    for (int i = i0 + a; !rc && i < i0 + b; i++) {
+      img_job *j = &r->jobs[i];
+      slot *s = &r->sl[i];
+      if (s->kind == D_CPU && !(rc = host_rgb(r, i, err))) {
+        cudaError_t e = cudaMemcpyAsync((uint8_t *)g->work.p + s->src, s->host.px, (size_t)j->w * j->h * 3,
+                                        cudaMemcpyHostToDevice, g->s);
+        if (e) rc = cuda_fail(err, e, "upload");
+      }
+      img_desc *o = &d[i - i0];
+      memset(o, 0, sizeof *o);
+      if (s->kind != D_CPU) o->lay = s->lay;
+      o->src = (int64_t)s->src, o->tmp = s->need_h ? (int64_t)s->tmp : (int64_t)s->src + (int64_t)s->first * j->w * 3;
+      o->row0 = j->row0, o->rgb0 = j->rgb0, o->src_row0 = src_rows[k], o->tmp_row0 = tmp_rows[k];
+      o->hb = s->hb, o->hw = s->hw, o->vb = s->vb, o->vw = s->vw;
+      o->w = j->w, o->h = j->h, o->rw = j->rw, o->rh = j->rh, o->first = s->first, o->hk = s->hk, o->vk = s->vk;
+      src_rows[k] += j->h, tmp_rows[k] += s->need_h ? s->last - s->first : 0;
+      n_rows[k] += (int64_t)(j->rh / r->pc->patch) * (j->rw / r->pc->patch);
     }
-    img_desc *o = &d[i - i0];
-    memset(o, 0, sizeof *o);
-    if (s->kind != D_CPU) o->lay = s->lay;
-    o->src = (int64_t)s->src, o->tmp = s->need_h ? (int64_t)s->tmp : (int64_t)s->src + (int64_t)s->first * j->w * 3;
-    o->row0 = j->row0, o->rgb0 = j->rgb0, o->src_row0 = src_rows, o->tmp_row0 = tmp_rows;
-    o->hb = s->hb, o->hw = s->hw, o->vb = s->vb, o->vw = s->vw;
-    o->w = j->w, o->h = j->h, o->rw = j->rw, o->rh = j->rh, o->first = s->first, o->hk = s->hk, o->vk = s->vk;
-    src_rows += j->h, tmp_rows += s->need_h ? s->last - s->first : 0;
-    n_rows += (int64_t)(j->rh / r->pc->patch) * (j->rw / r->pc->patch);
   }
   const int32_t *coef = g->table.p;
   const img_desc *dd = (const img_desc *)(coef + r->coef_words) + i0;
@@ -400,13 +461,17 @@ static int chunk(run_state *r, int c, int i0, int i1, qvl_err *err) {
                      : cudaMemcpyAsync((void *)dd, d, sizeof *d * (size_t)n, cudaMemcpyHostToDevice, g->s);
   if (!rc && e) rc = cuda_fail(err, e, "descriptor upload");
   const qvl_preproc_config *pc = r->pc;
-  if (!rc && !(rc = record(g, c, EV_COLOUR))) rc = img_cuda_colour(g->work.p, dd, n, src_rows, (img_stream)g->s);
-  if (!rc && !(rc = record(g, c, EV_RESAMPLE)))
-    rc = img_cuda_resample_h(g->work.p, dd, n, coef, tmp_rows, (img_stream)g->s);
-  if (!rc && !(rc = record(g, c, EV_ROWS)))
-    rc = img_cuda_rows(r->rows, r->rgb, g->work.p, dd, n, coef, g->lut.p, row_a, n_rows, pc->patch,
-                       pc->temporal_patch, pc->merge, (img_stream)g->s);
-  if (!rc) rc = record(g, c, EV_END);
+  img_stream s = (img_stream)g->s;
+  for (int k = 0; !rc && k < groups; k++) {
+    group(n, img_gpu_engines(g), k, &a, &b);
+    if (cudaStreamWaitEvent(g->s, event(g, c, EV_DEC0 + k), 0)) rc = QVL_ERR_DEVICE;
+    if (!rc) rc = img_cuda_colour(g->work.p, dd + a, b - a, src_rows[k], s);
+    if (!rc) rc = img_cuda_resample_h(g->work.p, dd + a, b - a, coef, tmp_rows[k], s);
+    if (!rc)
+      rc = img_cuda_rows(r->rows, r->rgb, g->work.p, dd + a, b - a, coef, g->lut.p, r->jobs[i0 + a].row0, n_rows[k],
+                         pc->patch, pc->temporal_patch, pc->merge, s);
+  }
+  if (!rc && cudaEventRecord(event(g, c, EV_END), g->s)) rc = QVL_ERR_DEVICE;
   return rc == QVL_ERR_DEVICE ? qvl_fail(err, rc, "GPU preprocessing: kernel launch failed") : rc;
 }
 
@@ -429,9 +494,10 @@ static int plan_chunks(run_state *r, int n, int *ends, qvl_err *err) {
   return rc ? rc : grow(r->g, &r->g->work, max_work, err);
 }
 
+/* EV_PER_CHUNK events per chunk, made once and kept. */
 static int events(img_gpu *g, int chunks, qvl_err *err) {
   int want = chunks * EV_PER_CHUNK;
-  if (!g->timing || want <= g->n_ev) return QVL_OK;
+  if (want <= g->n_ev) return QVL_OK;
   cudaEvent_t *ev = realloc(g->ev, sizeof *ev * (size_t)want);
   if (!ev) return qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
   g->ev = ev;
@@ -440,6 +506,8 @@ static int events(img_gpu *g, int chunks, qvl_err *err) {
   return QVL_OK;
 }
 
+/* Route, CPU decodes, arenas; then chunk by chunk: submit the hardware decodes, and while the first chunk's decode
+ * runs, make and upload the coefficients; then the kernels. */
 static int run_all(run_state *r, int n, int threads, qvl_err *err) {
   img_gpu *g = r->g;
   img_gpu_stats *st = &g->last;
@@ -447,16 +515,19 @@ static int run_all(run_state *r, int n, int threads, qvl_err *err) {
 #pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
   for (int i = 0; i < n; i++)
     r->sl[i].kind = r->jobs[i].bytes && r->jobs[i].format == IMG_JPEG ? scan_shape(r->jobs[i].bytes, r->jobs[i].len) : 0;
+  int n_cpu = 0;
   for (int i = 0; i < n; i++) {
     slot *s = &r->sl[i];
     s->kind = route(g, &r->jobs[i], s->kind, &s->lay);
 #ifdef QVL_HAVE_NVJPEG
     s->plane_bytes = s->kind == D_CPU ? 0 : planes_total(&s->lay);
 #endif
+    size_work(r, i);
+    n_cpu += s->kind == D_CPU && r->jobs[i].bytes;
   }
   st->route_ms = now_ms() - t, t = now_ms();
   /* CPU images first, in parallel: their decode is the slow part */
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n_cpu > 1)
   for (int i = 0; i < n; i++)
     if (r->sl[i].kind == D_CPU && r->jobs[i].bytes) {
       img_set_threads(1);
@@ -465,15 +536,19 @@ static int run_all(run_state *r, int n, int threads, qvl_err *err) {
   for (int i = 0; i < n; i++)
     if (r->jobs[i].err.code) return qvl_fail(err, r->jobs[i].err.code, "%s", r->jobs[i].err.msg);
   st->cpu_decode_ms = now_ms() - t, t = now_ms();
-  int *ends = malloc(sizeof(int) * (size_t)n);
-  int rc = ends ? upload_lut(g, r->pc, err) : qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
-  if (!rc) rc = stage_coeffs(r, n, err);
-  if (!rc) rc = plan_chunks(r, n, ends, err);
+  int *ends = r->ends = malloc(sizeof(int) * (size_t)n);
+  int rc = ends ? plan_chunks(r, n, ends, err) : qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
   if (!rc) rc = events(g, r->chunks, err);
-  st->setup_ms = now_ms() - t, t = now_ms();
-  for (int c = 0, i0 = 0; !rc && c < r->chunks; i0 = ends[c++]) rc = chunk(r, c, i0, ends[c], err);
-  st->submit_ms = now_ms() - t;
-  free(ends);
+  for (int c = 0, i0 = 0; !rc && c < r->chunks; i0 = ends[c++]) {
+    rc = decode_chunk(r, c, i0, ends[c], err);
+    if (!rc && !c) {
+      st->submit_ms += now_ms() - t, t = now_ms();
+      if (!(rc = upload_lut(g, r->pc, err))) rc = stage_coeffs(r, n, err);
+      st->setup_ms = now_ms() - t, t = now_ms();
+    }
+    if (!rc) rc = finish_chunk(r, c, i0, ends[c], err);
+  }
+  st->submit_ms += now_ms() - t;
   for (int i = 0; i < n; i++) {
     st->hardware += r->sl[i].kind == D_HW;
     st->hybrid += r->sl[i].kind == D_HYBRID;
@@ -483,34 +558,48 @@ static int run_all(run_state *r, int n, int threads, qvl_err *err) {
   return rc;
 }
 
-/* Phase times of the last run from its events (after the final sync). */
-static void phase_times(img_gpu *g, int chunks) {
+/* Device times of the last run from its events (after the final sync), summed over chunks: chunk start to its last
+ * hardware batch done, that to the chunk's end (the kernels the decode did not hide), start to end. */
+static void phase_times(img_gpu *g, const run_state *r) {
   img_gpu_stats *st = &g->last;
-  double *ms[] = {&st->decode_ms, &st->colour_ms, &st->resample_ms, &st->rows_ms};
-  for (int c = 0; g->timing && c < chunks && c * EV_PER_CHUNK < g->n_ev; c++)
-    for (int k = 0; k < EV_END; k++) {
-      float e = 0;
-      if (!cudaEventElapsedTime(&e, g->ev[c * EV_PER_CHUNK + k], g->ev[c * EV_PER_CHUNK + k + 1])) *ms[k] += e;
-    }
+  for (int c = 0; g->timing && c < r->chunks; c++) {
+    float all = 0, dec = 0, e;
+    int a, b, groups = group(r->ends[c] - (c ? r->ends[c - 1] : 0), img_gpu_engines(g), 0, &a, &b);
+    if (cudaEventElapsedTime(&all, event(g, c, EV_START), event(g, c, EV_END))) continue;
+    for (int k = 0; k < groups; k++)
+      if (!cudaEventElapsedTime(&e, event(g, c, EV_START), event(g, c, EV_DEC0 + k)) && e > dec) dec = e;
+    st->decode_ms += dec, st->tail_ms += all - dec, st->device_ms += all;
+  }
+}
+
+/* Waits for the pipeline's streams: its own and the decode streams. */
+static cudaError_t drain(img_gpu *g) {
+  cudaError_t e = cudaStreamSynchronize(g->s);
+#ifdef QVL_HAVE_NVJPEG
+  for (int k = 0; k < GROUPS && g->nvj; k++) {
+    cudaError_t f = cudaStreamSynchronize(g->ds[k]);
+    if (!e) e = f;
+  }
+#endif
+  return e;
 }
 
 int img_gpu_run(img_gpu *g, void *rows, uint8_t *rgb, img_job *jobs, const qvl_image *imgs, int n,
                 const qvl_preproc_config *pc, const qvl_image_params *p, int threads, qvl_err *err) {
   double t0 = now_ms();
-  run_state r = {g, jobs, imgs, p, pc, calloc((size_t)n, sizeof(slot)), rows, rgb, 0, 0};
+  run_state r = {g, jobs, imgs, p, pc, calloc((size_t)n, sizeof(slot)), rows, rgb, 0, 0, NULL};
   memset(&g->last, 0, sizeof g->last);
   int rc = r.sl ? run_all(&r, n, threads, err) : qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
   double t1 = now_ms();
-  cudaError_t e = cudaStreamSynchronize(g->s);
+  cudaError_t e = drain(g);
   if (!rc && e) rc = cuda_fail(err, e, "kernels");
   g->last.wait_ms = now_ms() - t1, g->last.total_ms = now_ms() - t0;
-  if (!rc) phase_times(g, r.chunks);
+  if (!rc) phase_times(g, &r);
   for (int i = 0; r.sl && i < n; i++)
     if (jobs[i].bytes) free(r.sl[i].host.px);
-  free(r.sl);
+  free(r.sl), free(r.ends);
   return rc;
 }
-
 /* Every copy here is on g->s: the stream is non-blocking, so a cudaMemcpy (legacy default stream) is not ordered
  * before the kernels or the read-back on it, and a pageable host-to-device cudaMemcpy may return before its DMA has
  * landed (a 1x150 PNG's 450 bytes were read back as the previous image's). */
@@ -536,7 +625,7 @@ int img_gpu_decode(img_gpu *g, img_rgb *out, int *path, const uint8_t *data, siz
     char msg[160];
     rc = grow(g, &g->planes, planes_total(&lay), err);
     if (!rc) place_planes(&lay, g->planes.p);
-    if (!rc && kind == D_HW && img_nvjpeg_decode_hw(g->nvj, &data, &len, 1, &lay, (img_stream)g->s, msg, sizeof msg))
+    if (!rc && kind == D_HW && img_nvjpeg_decode_hw(g->nvj, 0, &data, &len, 1, &lay, (img_stream)g->s, msg, sizeof msg))
       rc = qvl_fail(err, QVL_ERR_DEVICE, "%s", msg);
     if (!rc && kind == D_HYBRID && img_nvjpeg_decode_hybrid(g->nvj, data, len, &lay, (img_stream)g->s, msg, sizeof msg))
       rc = qvl_fail(err, QVL_ERR_DEVICE, "%s", msg);

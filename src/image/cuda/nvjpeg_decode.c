@@ -3,8 +3,9 @@
  * Output format NVJPEG_OUTPUT_YUV: planar luma and chroma, each plane at its own size (nvjpegGetImageInfo's
  * widths/heights: the chroma planes of a 4:2:0 image are half size), which is what libjpeg's upsampler starts from.
  * The RGB formats would apply nvJPEG's own upsampling and colour conversion (up to 18 levels from libjpeg-turbo).
- * The hardware backend takes baseline single-scan streams (not 4:1:0 / 4:1:1) through nvjpegDecodeBatched; the
- * GPU-hybrid backend (Huffman decode on the CPU, IDCT on the GPU) takes the rest, one image at a time through
+ * The hardware backend takes baseline single-scan streams (not 4:1:0 / 4:1:1) through nvjpegDecodeBatched, with one
+ * decoder state per batch slot so that several batches can be in flight on different streams (each slot's state is
+ * set up for its batch size once and kept while the size repeats); the GPU-hybrid backend (Huffman decode on the CPU, IDCT on the GPU) takes the rest, one image at a time through
  * nvjpegDecode. NVJPEG_FLAGS_BITSTREAM_STRICT: a malformed stream is an error rather than a best-effort picture. */
 #include <nvjpeg.h>
 #include <stdio.h>
@@ -15,12 +16,12 @@
 
 struct img_nvjpeg {
   nvjpegHandle_t hw, hy;           /* hardware (NULL when absent), GPU-hybrid */
-  nvjpegJpegState_t hw_state, hy_state;
+  nvjpegJpegState_t hw_state[IMG_NVJ_SLOTS], hy_state;
   nvjpegJpegStream_t stream;       /* header parser for routing (the scans are read by the decode) */
   unsigned engines;
-  int hw_batch;                    /* batch size the hardware state is initialized for; 0 = none */
-  nvjpegImage_t *out;              /* [cap_out] destinations */
-  int cap_out;
+  int hw_batch[IMG_NVJ_SLOTS];     /* batch size each slot's state is initialized for; 0 = none */
+  nvjpegImage_t *out[IMG_NVJ_SLOTS]; /* [cap_out] destinations of each slot */
+  int cap_out[IMG_NVJ_SLOTS];
 };
 
 static int fail(char *msg, size_t cap, int rc, const char *what, nvjpegStatus_t st) {
@@ -31,11 +32,13 @@ static int fail(char *msg, size_t cap, int rc, const char *what, nvjpegStatus_t 
 void img_nvjpeg_close(img_nvjpeg *j) {
   if (!j) return;
   if (j->stream) nvjpegJpegStreamDestroy(j->stream);
-  if (j->hw_state) nvjpegJpegStateDestroy(j->hw_state);
+  for (int k = 0; k < IMG_NVJ_SLOTS; k++) {
+    if (j->hw_state[k]) nvjpegJpegStateDestroy(j->hw_state[k]);
+    free(j->out[k]);
+  }
   if (j->hy_state) nvjpegJpegStateDestroy(j->hy_state);
   if (j->hw) nvjpegDestroy(j->hw);
   if (j->hy) nvjpegDestroy(j->hy);
-  free(j->out);
   free(j);
 }
 
@@ -53,11 +56,14 @@ int img_nvjpeg_open(img_nvjpeg **out, char *msg, size_t cap) {
   nvjpegStatus_t st = create(NVJPEG_BACKEND_HARDWARE, &j->hw);
   if (st == NVJPEG_STATUS_SUCCESS) {
     unsigned cores = 0;
-    if (nvjpegGetHardwareDecoderInfo(j->hw, &j->engines, &cores) != NVJPEG_STATUS_SUCCESS || !j->engines ||
-        nvjpegJpegStateCreate(j->hw, &j->hw_state) != NVJPEG_STATUS_SUCCESS) {
-      if (j->hw_state) nvjpegJpegStateDestroy(j->hw_state);
+    int ok = nvjpegGetHardwareDecoderInfo(j->hw, &j->engines, &cores) == NVJPEG_STATUS_SUCCESS && j->engines;
+    for (int k = 0; ok && k < IMG_NVJ_SLOTS; k++)
+      ok = nvjpegJpegStateCreate(j->hw, &j->hw_state[k]) == NVJPEG_STATUS_SUCCESS;
+    if (!ok) {
+      for (int k = 0; k < IMG_NVJ_SLOTS; k++)
+        if (j->hw_state[k]) nvjpegJpegStateDestroy(j->hw_state[k]), j->hw_state[k] = NULL;
       nvjpegDestroy(j->hw);
-      j->hw = NULL, j->hw_state = NULL, j->engines = 0;
+      j->hw = NULL, j->engines = 0;
     }
   }
   st = create(NVJPEG_BACKEND_GPU_HYBRID, &j->hy);
@@ -95,26 +101,29 @@ static void destination(nvjpegImage_t *o, const img_planes *p) {
   }
 }
 
-int img_nvjpeg_decode_hw(img_nvjpeg *j, const uint8_t *const *data, const size_t *len, int n, const img_planes *dst,
-                         img_stream s, char *msg, size_t cap) {
+int img_nvjpeg_decode_hw(img_nvjpeg *j, int slot, const uint8_t *const *data, const size_t *len, int n,
+                         const img_planes *dst, img_stream s, char *msg, size_t cap) {
   if (n <= 0) return QVL_OK;
   if (!j->hw) return fail(msg, cap, QVL_ERR_DEVICE, "hardware decode (no hardware backend)", NVJPEG_STATUS_NOT_INITIALIZED);
-  if (n > j->cap_out) {
-    nvjpegImage_t *o = realloc(j->out, sizeof *o * (size_t)n);
+  if (slot < 0 || slot >= IMG_NVJ_SLOTS) return fail(msg, cap, QVL_ERR_INVALID_ARG, "hardware decode slot", NVJPEG_STATUS_INVALID_PARAMETER);
+  if (n > j->cap_out[slot]) {
+    nvjpegImage_t *o = realloc(j->out[slot], sizeof *o * (size_t)n);
     if (!o) return fail(msg, cap, QVL_ERR_NOMEM, "allocation", NVJPEG_STATUS_ALLOCATOR_FAILURE);
-    j->out = o, j->cap_out = n;
+    j->out[slot] = o, j->cap_out[slot] = n;
   }
-  for (int i = 0; i < n; i++) destination(&j->out[i], &dst[i]);
+  for (int i = 0; i < n; i++) destination(&j->out[slot][i], &dst[i]);
   nvjpegStatus_t st;
-  if (j->hw_batch != n) {
-    j->hw_batch = 0;
-    if ((st = nvjpegDecodeBatchedInitialize(j->hw, j->hw_state, n, 1, NVJPEG_OUTPUT_YUV)) != NVJPEG_STATUS_SUCCESS)
+  if (j->hw_batch[slot] != n) {
+    j->hw_batch[slot] = 0;
+    if ((st = nvjpegDecodeBatchedInitialize(j->hw, j->hw_state[slot], n, 1, NVJPEG_OUTPUT_YUV)) !=
+        NVJPEG_STATUS_SUCCESS)
       return fail(msg, cap, QVL_ERR_DEVICE, "nvjpegDecodeBatchedInitialize", st);
-    j->hw_batch = n;
+    j->hw_batch[slot] = n;
   }
-  st = nvjpegDecodeBatched(j->hw, j->hw_state, (const unsigned char *const *)data, len, j->out, (cudaStream_t)s);
+  st = nvjpegDecodeBatched(j->hw, j->hw_state[slot], (const unsigned char *const *)data, len, j->out[slot],
+                           (cudaStream_t)s);
   if (st != NVJPEG_STATUS_SUCCESS) {
-    j->hw_batch = 0; /* "also use to reset failed batches" */
+    j->hw_batch[slot] = 0; /* "also use to reset failed batches" */
     return fail(msg, cap, st == NVJPEG_STATUS_BAD_JPEG ? QVL_ERR_FORMAT : QVL_ERR_DEVICE, "nvjpegDecodeBatched", st);
   }
   return QVL_OK;
