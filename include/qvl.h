@@ -361,6 +361,43 @@ typedef int (*qvl_batch_cb)(void *ud, int request, int32_t id);
  * qvl_generate_ids; the KV cache must hold all of them together (qvl_engine_params.kv_cache_tokens). */
 int qvl_generate_batch(qvl_engine *e, const qvl_request *r, int n, qvl_batch_cb cb, void *ud);
 
+/* ---------------------------------------------------------------------------------------------------
+ * Language-model features: every token's hidden state at one layer for a batch of prompts (ids and images), what
+ * transformers returns as output_hidden_states[layer], with the images' vision features (the feature extractor).
+ */
+#define QVL_LAYER_LAST (-1) /* the final RMSNorm's output: hidden_states[-1], what lm_head reads */
+
+typedef struct qvl_prompt {
+  const int32_t *ids; /* the token ids (qvl_chat_encode: pads expanded), borrowed */
+  int n_ids;
+  int n_images; /* images whose <|image_pad|> runs ids holds: the call's next n_images images, in order */
+} qvl_prompt;
+
+typedef struct qvl_hidden qvl_hidden;
+
+/* Runs n prompts through the vision tower (one call for all their images: images holds them in prompt order, NULL
+ * when none has any) and the language model (prompts packed into steps of up to 8192 tokens), and keeps each token's
+ * hidden state at `layer`, L = text_layers:
+ *   0            the input embeddings with the vision rows in their pad slots
+ *   1 .. L-1     the residual stream entering that layer (the previous layer's output; Qwen3-VL: with its DeepStack
+ *                rows added, as transformers records it)
+ *   L, or QVL_LAYER_LAST  the final RMSNorm's output
+ * The layers after `layer` and lm_head are not run. Refused before any work (QVL_ERR_INVALID_ARG unless said): a
+ * layer outside -1..L, no prompts, an empty prompt, one longer than the context (QVL_ERR_LIMIT), an id outside the
+ * vocabulary, pad runs that do not match the prompt's images, images left over; images over the engine's max_patches
+ * or max_images (QVL_ERR_LIMIT). Needs an engine opened with QVL_LOAD_ALL. *out is owned by the caller
+ * (qvl_hidden_free) and NULL on failure. */
+int qvl_encode_prompts(qvl_engine *e, const qvl_prompt *prompts, int n, const qvl_pixels *images, int layer,
+                       qvl_hidden **out);
+
+int qvl_hidden_layer(const qvl_hidden *h); /* the layer kept, 0..L (QVL_LAYER_LAST resolved to L) */
+/* Prompt i's hidden states [n_ids][text_hidden], f32 row-major, owned by h; NULL when i is out of range. */
+const float *qvl_hidden_data(const qvl_hidden *h, int i, int64_t *rows, int64_t *cols);
+/* The vision tower's outputs for all the call's images (qvl_encode_pixels' layout: images in order, t*h*w/merge^2
+ * rows each), owned by h; NULL when there were none. */
+const qvl_features *qvl_hidden_features(const qvl_hidden *h);
+void qvl_hidden_free(qvl_hidden *h); /* NULL is a no-op */
+
 #ifdef __cplusplus
 }
 #endif

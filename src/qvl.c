@@ -660,3 +660,151 @@ void qvl_features_free(qvl_features *f) {
   qvl_vision_out_free(&f->out);
   free(f);
 }
+
+/* ---- language-model features ---------------------------------------------------------------------------------- */
+
+struct qvl_hidden {
+  int n, layer;
+  int64_t cols;
+  int *rows;       /* [n] tokens of each prompt */
+  float **data;    /* [n] of [rows][cols] */
+  qvl_features *f; /* the tower's outputs; NULL without images */
+};
+
+/* Everything that can refuse the prompts, before any device work: sizes, ids, pads vs images (M-RoPE positions
+ * computed here, pos[i] [3][n_ids]); vis_at[i] = prompt i's first row of vision features. */
+static int prompts_check(qvl_engine *e, const qvl_prompt *p, int n, const qvl_pixels *images, int32_t **pos,
+                         int64_t *vis_at) {
+  const qvl_config *c = &e->cfg;
+  int img = 0, n_img = images ? images->n_images : 0;
+  int64_t vis = 0;
+  for (int i = 0; i < n; i++) {
+    if (!p[i].ids || p[i].n_ids < 1 || p[i].n_images < 0)
+      return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: prompt %d is empty (it needs at least one token)", i);
+    if (p[i].n_ids > c->text.max_position)
+      return qvl_fail(&e->err, QVL_ERR_LIMIT, "encode: prompt %d has %d tokens, the context holds %d", i, p[i].n_ids,
+                      c->text.max_position);
+    if (p[i].n_images > n_img - img)
+      return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: prompt %d wants %d image(s) after the first %d, %d given",
+                      i, p[i].n_images, img, n_img);
+    for (int j = 0; j < p[i].n_ids; j++)
+      if (p[i].ids[j] < 0 || p[i].ids[j] >= c->text.vocab)
+        return qvl_fail(&e->err, QVL_ERR_INVALID_ARG,
+                        "encode: prompt %d: token %d has id %d outside the vocabulary (%d)", i, j, p[i].ids[j],
+                        c->text.vocab);
+    const int32_t *grid = p[i].n_images ? images->grid_thw + 3 * img : NULL;
+    qvl_err why = {0};
+    int64_t delta;
+    if (!(pos[i] = malloc((size_t)p[i].n_ids * 3 * sizeof(int32_t))))
+      return qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
+    int rc = qvl_rope_index(pos[i], &delta, p[i].ids, p[i].n_ids, c, grid, p[i].n_images, NULL, &why);
+    if (rc) return qvl_fail(&e->err, rc, "encode: prompt %d: %s", i, why.msg);
+    vis_at[i] = vis;
+    for (int k = 0; k < p[i].n_images; k++, img++)
+      vis += (int64_t)grid[3 * k] * grid[3 * k + 1] * grid[3 * k + 2] / (c->vision.merge * c->vision.merge);
+  }
+  if (img != n_img)
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: the prompts use %d image(s), %d given", img, n_img);
+  return QVL_OK;
+}
+
+/* The prompts from `first` that share one step (up to PREFILL_ROWS tokens; at least one); *blocks their KV blocks. */
+static int prompts_step(const qvl_prompt *p, int n, int first, int64_t *blocks) {
+  int k = 0, rows = 0;
+  *blocks = 0;
+  for (; first + k < n && (k == 0 || rows + p[first + k].n_ids <= PREFILL_ROWS); k++) {
+    rows += p[first + k].n_ids;
+    *blocks += (p[first + k].n_ids + LM_BLOCK - 1) / LM_BLOCK;
+  }
+  return k;
+}
+
+/* The language model over the checked prompts, step by step; each step's sequences freed after it. */
+static int prompts_run(qvl_engine *e, const qvl_prompt *p, int n, int32_t *const *pos, const int64_t *vis_at,
+                       qvl_hidden *h) {
+  int64_t blocks, most = 0, H = e->cfg.text.hidden;
+  for (int i = 0, k; i < n; i += k) {
+    k = prompts_step(p, n, i, &blocks);
+    most = blocks > most ? blocks : most;
+  }
+  int rc = engine_lm(e, most);
+  lm_chunk *c = calloc((size_t)n, sizeof *c);
+  lm_seq *seq = calloc((size_t)n, sizeof *seq);
+  const float *(*ds)[QVL_MAX_LIST] = calloc((size_t)n, sizeof *ds);
+  if (!rc && (!c || !seq || !ds)) rc = qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
+  const qvl_vision_out *v = h->f ? &h->f->out : NULL;
+  for (int i = 0, k = 0; !rc && i < n; i += k) {
+    k = prompts_step(p, n, i, &blocks);
+    for (int j = 0; j < k && !rc; j++) {
+      const qvl_prompt *q = &p[i + j];
+      if ((rc = lm_seq_init(&seq[j], q->n_ids))) {
+        rc = qvl_fail(&e->err, rc, "encode: out of memory");
+        break;
+      }
+      c[j] = (lm_chunk){.seq = &seq[j], .ids = q->ids, .n = q->n_ids, .pos = pos[i + j], .hidden = h->data[i + j],
+                        .hidden_layer = h->layer};
+      if (!v || !q->n_images) continue;
+      for (int l = 0; l < v->n - 1; l++) ds[j][l] = v->data[1 + l] + vis_at[i + j] * H; /* its rows of each level */
+      c[j].vision = v->data[0] + vis_at[i + j] * H, c[j].deepstack = ds[j], c[j].n_deepstack = v->n - 1;
+    }
+    if (!rc) rc = lm_step(e->lm, c, k, &e->err);
+    for (int j = 0; j < k; j++) lm_seq_free(e->lm, &seq[j]);
+  }
+  free(c), free(seq), free(ds);
+  return rc;
+}
+
+int qvl_encode_prompts(qvl_engine *e, const qvl_prompt *prompts, int n, const qvl_pixels *images, int layer,
+                       qvl_hidden **out) {
+  if (!out) return QVL_ERR_INVALID_ARG;
+  *out = NULL;
+  if (!e) return QVL_ERR_INVALID_ARG;
+  qvl_err_clear(&e->err);
+  int L = e->cfg.text.layers;
+  if (layer < QVL_LAYER_LAST || layer > L)
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: layer %d is outside 0..%d (or QVL_LAYER_LAST)", layer, L);
+  if (!prompts || n < 1) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: no prompts");
+  if (images && (!images->grid_thw || (!images->rows && !images->dev_rows)))
+    return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: images without grids or pixel rows");
+  if (!e->w.embed) return qvl_fail(&e->err, QVL_ERR_INVALID_ARG, "encode: open the engine with QVL_LOAD_ALL");
+  qvl_hidden *h = calloc(1, sizeof *h);
+  int32_t **pos = calloc((size_t)n, sizeof *pos);
+  int64_t *vis_at = calloc((size_t)n, sizeof *vis_at);
+  int rc = h && pos && vis_at ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
+  if (!rc) {
+    h->n = n, h->layer = layer == QVL_LAYER_LAST ? L : layer, h->cols = e->cfg.text.hidden;
+    h->rows = calloc((size_t)n, sizeof *h->rows), h->data = calloc((size_t)n, sizeof *h->data);
+    rc = h->rows && h->data ? prompts_check(e, prompts, n, images, pos, vis_at)
+                            : qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
+  }
+  for (int i = 0; !rc && i < n; i++)
+    if (!(h->data[i] = malloc((size_t)(prompts[i].n_ids * h->cols) * sizeof(float))))
+      rc = qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory for prompt %d's hidden states", i);
+    else h->rows[i] = prompts[i].n_ids;
+  if (!rc && images && images->n_images) rc = qvl_encode_pixels(e, images, &h->f);
+  if (!rc) rc = prompts_run(e, prompts, n, pos, vis_at, h);
+  for (int i = 0; pos && i < n; i++) free(pos[i]);
+  free(pos), free(vis_at);
+  if (rc) qvl_hidden_free(h);
+  else *out = h;
+  return rc;
+}
+
+int qvl_hidden_layer(const qvl_hidden *h) { return h ? h->layer : -1; }
+
+const float *qvl_hidden_data(const qvl_hidden *h, int i, int64_t *rows, int64_t *cols) {
+  if (!h || i < 0 || i >= h->n) return NULL;
+  if (rows) *rows = h->rows[i];
+  if (cols) *cols = h->cols;
+  return h->data[i];
+}
+
+const qvl_features *qvl_hidden_features(const qvl_hidden *h) { return h ? h->f : NULL; }
+
+void qvl_hidden_free(qvl_hidden *h) {
+  if (!h) return;
+  for (int i = 0; h->data && i < h->n; i++) free(h->data[i]);
+  free(h->data), free(h->rows);
+  qvl_features_free(h->f);
+  free(h);
+}

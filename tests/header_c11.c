@@ -7,6 +7,7 @@
 int main(void) {
   qvl_engine_close(NULL);
   qvl_features_free(NULL);
+  qvl_hidden_free(NULL);
   qvl_stopper_close(NULL);
   qvl_engine_params p = qvl_engine_default_params();
   if (p.backend != QVL_BACKEND_AUTO || p.load != QVL_LOAD_VISION || !qvl_errmsg(NULL)) return 1;

@@ -1,6 +1,26 @@
-/* qvl encode: pixel rows -> vision features, written as safetensors ("features", "deepstack.K",
- * "image_grid_thw"). Pixel rows come from a safetensors file holding the image processor's output
- * ("pixel_values" [N, 3*T*P*P], "image_grid_thw" [n, 3]) or, with --grid, from the synthetic generator. */
+/* qvl encode: features as safetensors, in two modes.
+ *
+ * Vision tower only: pixel rows -> vision features ("features", "deepstack.K", "image_grid_thw").
+ *   qvl encode --model DIR [--dummy] (--pixels FILE | --grid TxHxW...) -o OUT.safetensors
+ * Pixel rows come from a safetensors file holding the image processor's output ("pixel_values" [N, 3*T*P*P],
+ * "image_grid_thw" [n, 3]) or, with --grid, from the synthetic generator.
+ *
+ * Images + text -> the language model's hidden states, all inputs in one batch (qvl_encode_prompts; cmd_encode_lm.c):
+ *   qvl encode --model DIR [--dummy] [--tokenizer FILE] [--layer N|last] -o OUT.safetensors
+ *              (--text TEXT [--image FILE]... | --jsonl FILE)
+ * --text: one input per --image (that image, then TEXT), or one text-only input without --image. --jsonl: one input
+ * per line, {"images": ["a.jpg", ...], "text": "..."} ("images" optional; paths from the working directory). Each
+ * input is one user turn of the model's chat template with the generation prompt, as qvl run feeds the model.
+ * --layer: transformers' output_hidden_states index: 0 the embeddings (vision rows in), N the residual stream
+ * entering layer N (Qwen3-VL: DeepStack added), last (default) = text_layers, the final RMSNorm's output.
+ * OUT holds, for input K (0-based, in input order) and its image J:
+ *   input.K.input_ids              int32 [n]        token ids; the image's rows sit at its <|image_pad|> tokens
+ *   input.K.hidden_states          f32   [n, H]     every token's hidden state at the layer
+ *   input.K.image.J.grid_thw       int32 [3]        the image's grid in patches
+ *   input.K.image.J.features       f32   [rows, H]  the vision tower's rows (one per pad token, in order)
+ *   input.K.image.J.deepstack.D    f32   [rows, H]  Qwen3-VL's DeepStack features, D = 0..
+ *   hidden_layer                   int32 [1]        the layer kept (last resolved)
+ */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +107,8 @@ static void print_stats(const qvl_features *f) {
 int cmd_encode(int argc, char **argv) {
   app_opts o;
   pixel_input in = {0};
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--text") || !strcmp(argv[i], "--jsonl")) return cmd_encode_lm(argc, argv);
   if (app_parse(&o, argc, argv)) return 2;
   if (!o.out || (!o.pixels) == (!o.n_grids)) {
     fprintf(stderr, "qvl encode: needs -o OUT and exactly one of --pixels FILE or --grid TxHxW\n");

@@ -81,80 +81,6 @@ static int split_args(run_opts *r, int argc, char **argv, char **rest, int *n_re
   return 0;
 }
 
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  char *buf = NULL;
-  if (fseek(f, 0, SEEK_END) == 0) {
-    long n = ftell(f);
-    if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n)) && fread(buf, 1, (size_t)n, f) != (size_t)n)
-      free(buf), buf = NULL;
-    *len = n > 0 ? (size_t)n : 0;
-  }
-  fclose(f);
-  return buf;
-}
-
-/* The tokenizer: --tokenizer, else DIR/tokenizer.json, else the one scripts/fetch-tokenizer.sh caches. */
-static qvl_tokenizer *open_tokenizer(const run_opts *r, const char *dir) {
-  char path[4096];
-  const char *tries[3] = {r->tokenizer, path, ".cache/tokenizer/tokenizer.json"};
-  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-  for (int i = 0; i < 3; i++) {
-    FILE *f = tries[i] ? fopen(tries[i], "rb") : NULL;
-    if (!f) continue;
-    fclose(f);
-    qvl_tokenizer *t = NULL;
-    if (qvl_tokenizer_open(&t, tries[i]) == QVL_OK) {
-      snprintf(path, sizeof path, "%s/generation_config.json", dir);
-      qvl_tokenizer_read_generation_config(t, path);
-      return t;
-    }
-    fprintf(stderr, "qvl run: %s\n", qvl_tokenizer_errmsg(t));
-    qvl_tokenizer_close(t);
-    return NULL;
-  }
-  fprintf(stderr, "qvl run: no tokenizer.json (--tokenizer FILE, %s/tokenizer.json, or scripts/fetch-tokenizer.sh)\n", dir);
-  return NULL;
-}
-
-/* Reads and preprocesses the image files; *batch NULL when there are none. */
-static int load_images(qvl_engine *e, const run_opts *r, qvl_image_batch **batch) {
-  qvl_image imgs[16];
-  char *bufs[16] = {0};
-  int rc = 0;
-  *batch = NULL;
-  for (int i = 0; i < r->n_images && !rc; i++) {
-    memset(&imgs[i], 0, sizeof imgs[i]);
-    if (!(bufs[i] = slurp(r->images[i], &imgs[i].size))) rc = fprintf(stderr, "qvl run: cannot read %s\n", r->images[i]);
-    imgs[i].data = bufs[i];
-  }
-  if (!rc && r->n_images && (rc = qvl_preprocess_images(e, imgs, r->n_images, NULL, batch)))
-    fprintf(stderr, "qvl run: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
-  for (int i = 0; i < r->n_images; i++) free(bufs[i]);
-  return rc ? 1 : 0;
-}
-
-/* One user turn: the images, then the prompt; rendered and expanded as the HF processor does. */
-static int encode_prompt(qvl_tokenizer *t, const char *arch, const run_opts *r, const qvl_pixels *px,
-                         const int32_t **ids, size_t *n) {
-  qvl_chat_part parts[17];
-  int np = 0;
-  for (int i = 0; px && i < px->n_images; i++, np++) {
-    memset(&parts[np], 0, sizeof parts[np]);
-    parts[np].kind = QVL_PART_IMAGE;
-    memcpy(parts[np].grid_thw, px->grid_thw + 3 * i, sizeof parts[np].grid_thw);
-  }
-  memset(&parts[np], 0, sizeof parts[np]);
-  parts[np].kind = QVL_PART_TEXT, parts[np].text = r->prompt, np++;
-  qvl_chat_message msg = {.role = "user", .parts = parts, .n_parts = np};
-  qvl_chat chat = {.kind = strcmp(arch, "qwen3_vl") ? QVL_CHAT_QWEN2_5_VL : QVL_CHAT_QWEN3_VL, .messages = &msg,
-                   .n_messages = 1, .add_generation_prompt = 1};
-  int rc = qvl_chat_encode(t, &chat, ids, n);
-  if (rc) fprintf(stderr, "qvl run: %s\n", qvl_tokenizer_errmsg(t));
-  return rc ? 1 : 0;
-}
-
 int cmd_run(int argc, char **argv) {
   run_opts r;
   char *rest[64];
@@ -168,15 +94,15 @@ int cmd_run(int argc, char **argv) {
   qvl_model_info info;
   qvl_engine_info(e, &info);
   double t_load = now_s();
-  qvl_tokenizer *t = open_tokenizer(&r, o.engine.model_dir);
+  qvl_tokenizer *t = app_open_tokenizer(r.tokenizer, o.engine.model_dir);
   qvl_image_batch *batch = NULL;
   const int32_t *ids = NULL;
   size_t n = 0;
   stream st = {0};
-  int rc = !t || load_images(e, &r, &batch);
+  int rc = !t || app_load_images(e, r.images, r.n_images, &batch);
   const qvl_pixels *px = batch ? qvl_image_batch_pixels(batch) : NULL;
   double t_pre = now_s();
-  if (!rc) rc = encode_prompt(t, info.arch, &r, px, &ids, &n);
+  if (!rc) rc = app_user_turn(t, info.arch, px ? px->grid_thw : NULL, px ? px->n_images : 0, r.prompt, &ids, &n);
   if (!rc && (rc = qvl_detok_open(&st.d, t, 1))) fprintf(stderr, "qvl run: cannot open the detokenizer\n");
   if (!rc && (rc = qvl_stopper_open(&st.stop, r.s.stop, r.s.n_stop_strings)))
     fprintf(stderr, "qvl run: --stop needs a non-empty string\n");

@@ -70,27 +70,6 @@ static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_
   return 0;
 }
 
-/* --tokenizer, else DIR/tokenizer.json, else the copy scripts/fetch-tokenizer.sh caches (as qvl run). */
-static qvl_tokenizer *open_tokenizer(const char *given, const char *dir) {
-  char path[4096], gen[4096];
-  const char *tries[3] = {given, path, ".cache/tokenizer/tokenizer.json"};
-  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-  snprintf(gen, sizeof gen, "%s/generation_config.json", dir);
-  for (int i = given ? 0 : 1; i < 3; i++) {
-    FILE *f = fopen(tries[i], "rb");
-    if (!f) continue;
-    fclose(f);
-    qvl_tokenizer *t = NULL;
-    if (qvl_tokenizer_open(&t, tries[i]) == QVL_OK && qvl_tokenizer_read_generation_config(t, gen) == QVL_OK) return t;
-    fprintf(stderr, "qvl: %s\n", qvl_tokenizer_errmsg(t));
-    qvl_tokenizer_close(t);
-    return NULL;
-  }
-  fprintf(stderr, "qvl: no tokenizer.json (--tokenizer FILE, %s/tokenizer.json, or scripts/fetch-tokenizer.sh)\n",
-          dir);
-  return NULL;
-}
-
 /* The model's directory name, as vLLM names a model by its path's last part. */
 static const char *base_name(const char *dir) {
   static char b[256];
@@ -116,7 +95,7 @@ int cmd_serve(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
   qvl_engine *e = app_open(&o);
-  qvl_tokenizer *t = e ? open_tokenizer(so.tokenizer, o.engine.model_dir) : NULL;
+  qvl_tokenizer *t = e ? app_open_tokenizer(so.tokenizer, o.engine.model_dir) : NULL;
   qvl_server *s = NULL;
   int rc = !e || !t;
   if (!rc && (rc = qvl_server_start(&s, e, t, &so.p, err, sizeof err))) fprintf(stderr, "qvl serve: %s\n", err);
@@ -168,7 +147,7 @@ int cmd_batch(int argc, char **argv) {
     return 1;
   }
   qvl_engine *e = app_open(&o);
-  qvl_tokenizer *t = e ? open_tokenizer(so.tokenizer, o.engine.model_dir) : NULL;
+  qvl_tokenizer *t = e ? app_open_tokenizer(so.tokenizer, o.engine.model_dir) : NULL;
   qvl_batch_stats st;
   int rc = !e || !t;
   if (!rc && (rc = qvl_batch_run(e, t, &so.p, in, out, stderr, &st, err, sizeof err)))

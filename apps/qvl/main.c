@@ -1,6 +1,7 @@
 /* qvl - the command-line tool: one binary, one subcommand per job.
  *   qvl info   --model DIR [--dummy]                      what the model is and what it needs
  *   qvl encode --model DIR [--dummy] (--pixels FILE | --grid TxHxW...) -o OUT.safetensors
+ *   qvl encode --model DIR [--dummy] [--layer N|last] (--text T [--image F]... | --jsonl FILE) -o OUT.safetensors
  *   qvl preprocess --model DIR IMAGE... -o OUT.safetensors  pixel rows + grids (HF image processor)
  *   qvl export --model DIR --dummy -o OUT_DIR             write a synthetic model as an HF checkpoint
  *   qvl bench vit --model DIR --dummy --images NxHxW...   time the vision tower (JSON lines) */
@@ -16,6 +17,12 @@ static void usage(FILE *f) {
           "  info   --model DIR [--dummy]                 architecture, sizes, parameters, bytes\n"
           "  encode --model DIR [--dummy] (--pixels FILE | --grid TxHxW ...) -o OUT.safetensors\n"
           "                                               vision features (and DeepStack features)\n"
+          "  encode --model DIR [--dummy] [--tokenizer FILE] [--layer N|last] -o OUT.safetensors\n"
+          "         (--text TEXT [--image FILE]... | --jsonl FILE)\n"
+          "                                               LM hidden states of image+text inputs, one batch: --text\n"
+          "                                               makes one input per --image; JSONL lines are\n"
+          "                                               {\"images\": [FILE, ...], \"text\": \"...\"}; --layer: HF's\n"
+          "                                               hidden_states index (0 = embeddings, last = final norm)\n"
           "  export --model DIR [--dummy] -o DIR [--shard-gb N]\n"
           "                                               write the model as a bf16 HF checkpoint\n"
           "  bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] [--dump FILE]\n"

@@ -21,6 +21,7 @@ typedef struct lm_in {
 typedef struct lm_plan {
   int64_t rows, outs, n_log, n_vis; /* rows; rows given to lm_head (logits rows first), those downloaded; pads */
   int n_seq, max_blocks, max_q, max_kv, argmax;
+  int layers; /* layers run: all, or up to the deepest hidden state asked for when no chunk wants logits */
   lm_in in;
 } lm_plan;
 
@@ -241,20 +242,41 @@ static int mlp_block(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_la
   return b->linear(b, ws->h, ws->mlp, L->down_w, NULL, n, H, I, QVL_EPI_RESIDUAL);
 }
 
+/* The rows of the chunks that asked for hidden state `level` (lm_chunk.hidden), downloaded from the residual stream
+ * h as it stands, or for level == layers through the final rmsnorm. transformers records hidden_states[l] as layer
+ * l-1's output tensor, which its Qwen3-VL _deepstack_process then updates in place: the DeepStack rows are in. */
+static int take_hidden(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chunk *c, int n_chunks, int level) {
+  const qvl_text_config *t = &m->c->text;
+  qvl_backend *b = m->b;
+  int64_t H = t->hidden, row = 0;
+  const void *src = ws->h;
+  int rc = QVL_OK;
+  for (int i = 0; !rc && i < n_chunks; row += c[i].n, i++) {
+    if (!c[i].hidden || c[i].hidden_layer != level) continue;
+    if (level == t->layers && src == ws->h) /* once, over every row */
+      rc = b->rmsnorm(b, ws->x, ws->h, m->w->final_norm, p->rows, (int)H, t->rms_eps), src = ws->x;
+    if (!rc) rc = b->download_f32(b, c[i].hidden, (const char *)src + (size_t)(row * H) * b->elem_bytes, c[i].n * H);
+  }
+  return rc;
+}
+
 /* Every op of a step, after its inputs were uploaded. vis: host f32 vision rows [1 + n_deepstack][n_vis][H] of the
- * pads (eager steps only: their uploads cannot be part of a graph). */
-static int forward(lm_model *m, const lm_ws *ws, const lm_plan *p, const float *const *vis, int n_deepstack) {
+ * pads (eager steps only: their uploads cannot be part of a graph); c: the chunks whose hidden states are taken. */
+static int forward(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chunk *c, int n_chunks,
+                   const float *const *vis, int n_deepstack) {
   const qvl_text_config *t = &m->c->text;
   qvl_backend *b = m->b;
   int64_t H = t->hidden;
   int rc = b->gather_rows(b, ws->h, m->w->embed, IN(ws, p, ids), p->rows, H);
   if (!rc && p->n_vis && !(rc = b->upload_f32(b, ws->vis_rows, vis[0], p->n_vis * H))) /* spec §4.6 */
     rc = b->scatter_rows(b, ws->h, ws->vis_rows, IN(ws, p, vis_idx), p->n_vis, H, 0);
-  for (int l = 0; !rc && l < t->layers; l++) {
+  if (!rc) rc = take_hidden(m, ws, p, c, n_chunks, 0);
+  for (int l = 0; !rc && l < p->layers; l++) {
     const lm_layer *L = &m->w->lm[l];
     if ((rc = attention_block(m, ws, p, L, l)) || (rc = mlp_block(m, ws, p, L))) break;
     if (l < n_deepstack && p->n_vis && !(rc = b->upload_f32(b, ws->vis_rows, vis[1 + l], p->n_vis * H)))
       rc = b->scatter_rows(b, ws->h, ws->vis_rows, IN(ws, p, vis_idx), p->n_vis, H, 1); /* DeepStack, §3.7 */
+    if (!rc) rc = take_hidden(m, ws, p, c, n_chunks, l + 1);
   }
   if (rc || !p->outs) return rc;
   rc = b->gather_rows(b, ws->mlp, ws->h, IN(ws, p, out_idx), p->outs, H);
@@ -292,6 +314,9 @@ static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err
     }
     if (pads && !k->vision)
       return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: %d image pad tokens but no vision rows", pads);
+    if (k->hidden && (k->hidden_layer < 0 || k->hidden_layer > cfg->text.layers))
+      return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: hidden layer %d is outside 0..%d", k->hidden_layer,
+                      cfg->text.layers);
     if (pads && k->n_deepstack != cfg->vision.n_deepstack)
       return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: %d DeepStack levels given, the model has %d",
                       k->n_deepstack, cfg->vision.n_deepstack);
@@ -322,6 +347,7 @@ static int log2_ceil(int64_t v) {
 static void plan_step(lm_model *m, const lm_chunk *c, int n_chunks, int graph, lm_plan *p) {
   memset(p, 0, sizeof *p);
   int64_t log_rows = 0, arg_rows = 0;
+  int features_only = 1;
   for (int i = 0; i < n_chunks; i++) {
     int kv = c[i].seq->len + c[i].n;
     p->rows += c[i].n;
@@ -332,9 +358,12 @@ static void plan_step(lm_model *m, const lm_chunk *c, int n_chunks, int graph, l
     log_rows += c[i].logits ? (c[i].all_logits ? c[i].n : 1) : 0;
     arg_rows += !c[i].logits && c[i].argmax;
     p->argmax |= c[i].argmax != NULL;
+    features_only &= c[i].hidden && !c[i].logits && !c[i].argmax;
+    p->layers = c[i].hidden && c[i].hidden_layer > p->layers ? c[i].hidden_layer : p->layers;
   }
+  if (!features_only) p->layers = m->c->text.layers;
   p->n_seq = n_chunks, p->outs = log_rows + arg_rows, p->n_log = log_rows;
-  if (graph) { /* padded to the buckets; chunk i is row i and out row i */
+  if (graph) { /* padded to the buckets; chunk i is row i and out row i (can_graph: no hidden states) */
     int ctx = 1 << log2_ceil(p->max_kv < MIN_CTX_BUCKET ? MIN_CTX_BUCKET : p->max_kv);
     p->rows = p->n_seq = p->outs = 1 << log2_ceil(n_chunks);
     p->max_kv = ctx, p->max_blocks = ctx / LM_BLOCK, p->n_log = n_chunks, p->argmax = 1;
@@ -412,8 +441,8 @@ static int run_graph(lm_model *m, const lm_plan *p) {
   int bi = log2_ceil(p->n_seq), ki = log2_ceil(p->max_kv / MIN_CTX_BUCKET), rc;
   if (ki >= N_CTX_BUCKETS) return -1;
   if (m->graph[bi][ki]) return b->graph_launch(b, m->graph[bi][ki]);
-  if ((rc = forward(m, &m->gws, p, NULL, 0)) || (rc = b->graph_begin(b))) return rc;
-  rc = forward(m, &m->gws, p, NULL, 0);
+  if ((rc = forward(m, &m->gws, p, NULL, 0, NULL, 0)) || (rc = b->graph_begin(b))) return rc;
+  rc = forward(m, &m->gws, p, NULL, 0, NULL, 0);
   void *g = NULL;
   int rc2 = b->graph_end(b, &g);
   if (!rc) rc = rc2;
@@ -436,7 +465,7 @@ static int can_graph(const lm_model *m, const lm_chunk *c, int n_chunks) {
   if (!m->graphs || n_chunks > LM_MAX_GRAPH_BATCH) return 0;
   int64_t max_ctx = (int64_t)MIN_CTX_BUCKET << (N_CTX_BUCKETS - 1);
   for (int i = 0; i < n_chunks; i++)
-    if (c[i].n != 1 || is_pad(m, c[i].ids[0]) || c[i].seq->len + 1 > max_ctx ||
+    if (c[i].n != 1 || is_pad(m, c[i].ids[0]) || c[i].hidden || c[i].seq->len + 1 > max_ctx ||
         c[i].seq->len + 1 > m->c->text.max_position)
       return 0;
   return 1;
@@ -496,7 +525,7 @@ int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   else rc = ws_reserve(m, ws, p.rows, p.n_seq, (int64_t)p.n_seq * p.max_blocks, p.outs, p.n_vis);
   if (!rc) rc = b->upload(b, ws->in, m->stage, (size_t)p.in.total * 4);
   m->stage_busy = !p.outs; /* the upload may read the stage until the next sync (collect's downloads) */
-  if (!rc) rc = graph ? run_graph(m, &p) : forward(m, ws, &p, vis, m->c->vision.n_deepstack);
+  if (!rc) rc = graph ? run_graph(m, &p) : forward(m, ws, &p, c, n_chunks, vis, m->c->vision.n_deepstack);
   if (!rc) rc = collect(m, c, n_chunks, &p, ws);
   if (rc) return b->err != err || !err->code ? qvl_fail(err, rc, "language model: %s", b->err->msg) : rc;
   for (int i = 0; i < n_chunks; i++) c[i].seq->len += c[i].n;

@@ -8,6 +8,7 @@
  *                 h += down(silu(gate(rmsnorm(h))) * up(rmsnorm(h)))
  *                 Qwen3-VL, layer l < #DeepStack: h[visual positions] += deepstack_l }
  *   -> rmsnorm -> lm_head (only the rows asked for) -> logits / argmax
+ *   (hidden states: the embeddings, each layer's output after DeepStack, or the final rmsnorm, per chunk)
  *
  * Usage (a scheduler; qvl.c's generation is the batch-of-one case):
  *
@@ -59,6 +60,11 @@ typedef struct lm_chunk {
   float *logits;                 /* [n][vocab] when all_logits, else the last row's [vocab] */
   int all_logits;
   int32_t *argmax;               /* the last row's largest logit (lowest id among equals), computed on the device */
+  float *hidden;                 /* [n][H] every row's hidden state at hidden_layer, as transformers'
+                                  * output_hidden_states indexes them: 0 the embeddings with the vision rows in;
+                                  * l in 1..layers-1 the residual stream entering layer l (layer l-1's output;
+                                  * Qwen3-VL: its DeepStack rows added); layers the final RMSNorm's output */
+  int hidden_layer;
 } lm_chunk;
 
 /* The model over weights w (bound, with the fused qkv; the caller keeps cfg and w alive) and a pool of n_blocks
@@ -84,8 +90,11 @@ int lm_seq_share(lm_model *m, lm_seq *s, const int32_t *blocks, int n);
 int lm_seq_blocks_needed(const lm_seq *s, int n); /* blocks lm_step would take for n more tokens */
 
 /* Runs one step over n_chunks chunks of distinct sequences (prefill chunks and decode tokens mixed, ragged).
- * Refused before any device work: an id outside the vocabulary, pad tokens without vision rows, a sequence
- * past its max_tokens (QVL_ERR_LIMIT), too few free blocks (QVL_ERR_LIMIT). On success each seq->len += n.
+ * Refused before any device work: an id outside the vocabulary, pad tokens without vision rows, a hidden_layer
+ * outside 0..layers, a sequence past its max_tokens (QVL_ERR_LIMIT), too few free blocks (QVL_ERR_LIMIT). On success
+ * each seq->len += n. A step whose every chunk asks for hidden states and none for logits or argmax stops after the
+ * deepest hidden_layer asked for: the K/V of the layers it skips are not written, so its sequences serve features
+ * only (lm_seq_free them after).
  * err is cleared first and holds the reason of a failure. */
 int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err);
 
