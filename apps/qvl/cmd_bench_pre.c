@@ -5,7 +5,7 @@
  *     pipeline's stream and the wall clock around the whole call, median over --iters after --warmup;
  *     then one more run with CUDA events between the phases ("gpu_phases": host routing, CPU decodes, setup,
  *     submission, the final wait; device time to the last hardware batch decoded, after it, and in all;
- *     "outside_run_ms": planning, row allocation and the rest of the call around the pipeline);
+ *     "outside_run_ms": the call around the pipeline, of which "plan_ms" before it: probes, sizes, row buffers);
  *   - the CPU path: bytes -> f32 rows in host memory, on 1 thread and on --threads (default: all), median over
  *     fewer runs (it is slow).
  * The model directory supplies config.json and preprocessor_config.json (no weights are read). --write-jpegs DIR
@@ -221,10 +221,10 @@ int cmd_bench_pre(int argc, char **argv) {
       const img_gpu_stats *st = img_gpu_last(g);
       hw = st->hardware, hy = st->hybrid, cp = st->cpu;
       snprintf(phases, sizeof phases,
-               "{\"wall_ms\": %.3f, \"outside_run_ms\": %.3f, \"route_ms\": %.3f, \"cpu_decode_ms\": %.3f, "
+               "{\"wall_ms\": %.3f, \"outside_run_ms\": %.3f, \"plan_ms\": %.3f, \"route_ms\": %.3f, \"cpu_decode_ms\": %.3f, "
                "\"setup_ms\": %.3f, \"submit_ms\": %.3f, \"wait_ms\": %.3f, \"run_ms\": %.3f, \"chunks\": %d, "
                "\"dev_decode_ms\": %.3f, \"dev_after_decode_ms\": %.3f, \"dev_ms\": %.3f}",
-               phase_wall, phase_wall - st->total_ms, st->route_ms, st->cpu_decode_ms, st->setup_ms, st->submit_ms,
+               phase_wall, phase_wall - st->total_ms, st->plan_ms, st->route_ms, st->cpu_decode_ms, st->setup_ms, st->submit_ms,
                st->wait_ms, st->total_ms, st->chunks, st->decode_ms, st->tail_ms, st->device_ms);
     }
     engines = g ? img_gpu_engines(g) : 0;

@@ -24,14 +24,14 @@ int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_confi
 #ifdef QVL_HAVE_CUDA
 struct qvl_backend;
 
-/* The last img_gpu_run: which decoder took each image, and where the time went. Host wall clock: routing (header
- * parses), CPU decodes, setup (coefficients and their upload, made while the first chunk decodes), submitting the
+/* The last img_gpu_run: which decoder took each image, and where the time went. Host wall clock: the caller's
+ * planning before the run (img_preprocess_on: header probes, sizes, row buffers), routing (header parses), CPU decodes, setup (coefficients and their upload, made while the first chunk decodes), submitting the
  * chunks (nvJPEG calls, uploads, launches), the final wait, the whole run. Device time (CUDA events, summed over
  * chunks; only with img_gpu_set_timing on): chunk start to its last hardware batch decoded, from there to the chunk's
  * end (kernels the decode did not hide), the whole chunk. */
 typedef struct img_gpu_stats {
   int hardware, hybrid, cpu, chunks;
-  double route_ms, cpu_decode_ms, setup_ms, submit_ms, wait_ms, total_ms;
+  double plan_ms, route_ms, cpu_decode_ms, setup_ms, submit_ms, wait_ms, total_ms;
   double decode_ms, tail_ms, device_ms;
 } img_gpu_stats;
 
@@ -45,6 +45,8 @@ int img_gpu_engines(const img_gpu *g);
 const img_gpu_stats *img_gpu_last(const img_gpu *g);
 /* Device phase times in img_gpu_last (benchmarks; off by default). */
 void img_gpu_set_timing(img_gpu *g, int on);
+/* Records the caller's planning time of the last run in img_gpu_last. */
+void img_gpu_note_plan(img_gpu *g, double plan_ms);
 
 /* Rows of n planned jobs (img_job: sizes, bytes, row0, rgb0) into rows (device bf16 [sum][row_len]) and each
  * image's resized RGB8 into rgb + rgb0 (device; what the hash is over); threads decode the CPU-path images. Returns

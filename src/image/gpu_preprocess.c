@@ -136,6 +136,8 @@ const img_gpu_stats *img_gpu_last(const img_gpu *g) { return &g->last; }
 
 void img_gpu_set_timing(img_gpu *g, int on) { g->timing = on; }
 
+void img_gpu_note_plan(img_gpu *g, double plan_ms) { g->last.plan_ms = plan_ms; }
+
 int img_gpu_engines(const img_gpu *g) {
 #ifdef QVL_HAVE_NVJPEG
   return img_nvjpeg_engines(g->nvj);
@@ -293,26 +295,47 @@ static int group(int n, int engines, int k, int *a, int *b) {
   return (n + size - 1) / size;
 }
 
-/* Coefficients of every image into the pinned staging and one upload. The staging is free: every run ends with the
- * pipeline's streams drained. */
+/* One resample direction's coefficients for in -> out samples, as placed in the table: they depend on the two
+ * sizes only, so images of the same size (and a width equal to another image's height) share them. */
+typedef struct coef_set {
+  int in, out, ksize, first, last; /* first, last: the input samples the pass reads */
+  int64_t b, w;                    /* int32 offsets of the bounds [out][2] and weights [out][ksize] */
+  img_coeffs c;                    /* made on first use, until copied into the staging */
+} coef_set;
+
+/* The set for in -> out in sets[0 .. *n) (capacity 2 per image), made when new; NULL when out of memory. */
+static coef_set *coef_find(coef_set *sets, int *n, int in, int out, size_t *words) {
+  for (int i = 0; i < *n; i++)
+    if (sets[i].in == in && sets[i].out == out) return &sets[i];
+  coef_set *c = &sets[*n];
+  if (img_coeffs_make(&c->c, in, out)) return img_coeffs_free(&c->c), NULL;
+  c->in = in, c->out = out, c->ksize = c->c.ksize;
+  c->first = c->c.bounds[0], c->last = c->c.bounds[2 * out - 2] + c->c.bounds[2 * out - 1];
+  c->b = (int64_t)*words, *words += 2 * (size_t)out;
+  c->w = (int64_t)*words, *words += (size_t)c->ksize * out;
+  ++*n;
+  return c;
+}
+
+/* Coefficients of every image (each distinct size pair once) into the pinned staging and one upload. The staging is
+ * free: every run ends with the pipeline's streams drained. */
 static int stage_coeffs(run_state *r, int n, qvl_err *err) {
   img_gpu *g = r->g;
-  img_coeffs *ch = calloc((size_t)n, sizeof *ch), *cv = calloc((size_t)n, sizeof *cv);
+  coef_set *sets = calloc(2 * (size_t)n, sizeof *sets);
+  int n_sets = 0, rc = sets ? QVL_OK : QVL_ERR_NOMEM;
   size_t words = 0;
-  int rc = ch && cv ? QVL_OK : QVL_ERR_NOMEM;
   for (int i = 0; !rc && i < n; i++) {
     const img_job *j = &r->jobs[i];
     slot *s = &r->sl[i];
-    if (s->need_h && img_coeffs_make(&ch[i], j->w, j->rw)) rc = QVL_ERR_NOMEM;
-    if (!rc && s->need_v && img_coeffs_make(&cv[i], j->h, j->rh)) rc = QVL_ERR_NOMEM;
-    if (rc) break;
-    s->first = s->need_v ? cv[i].bounds[0] : 0;
-    s->last = s->need_v ? cv[i].bounds[2 * j->rh - 2] + cv[i].bounds[2 * j->rh - 1] : j->h;
-    s->hk = s->need_h ? ch[i].ksize : 0, s->vk = s->need_v ? cv[i].ksize : 0;
-    s->hb = (int64_t)words, words += s->need_h ? 2 * (size_t)j->rw : 0;
-    s->hw = (int64_t)words, words += (size_t)s->hk * j->rw;
-    s->vb = (int64_t)words, words += s->need_v ? 2 * (size_t)j->rh : 0;
-    s->vw = (int64_t)words, words += (size_t)s->vk * j->rh;
+    const coef_set *h = s->need_h ? coef_find(sets, &n_sets, j->w, j->rw, &words) : NULL;
+    const coef_set *v = s->need_v ? coef_find(sets, &n_sets, j->h, j->rh, &words) : NULL;
+    if ((s->need_h && !h) || (s->need_v && !v)) {
+      rc = QVL_ERR_NOMEM;
+      break;
+    }
+    s->first = v ? v->first : 0, s->last = v ? v->last : j->h;
+    s->hk = h ? h->ksize : 0, s->vk = v ? v->ksize : 0;
+    s->hb = h ? h->b : 0, s->hw = h ? h->w : 0, s->vb = v ? v->b : 0, s->vw = v ? v->w : 0;
   }
   size_t bytes = align16(words * sizeof(int32_t)) + (size_t)n * sizeof(img_desc);
   if (!rc && bytes > g->stage_bytes) {
@@ -323,22 +346,19 @@ static int stage_coeffs(run_state *r, int n, qvl_err *err) {
   }
   if (!rc) rc = grow(g, &g->table, bytes, err);
   int32_t *w = (int32_t *)g->stage;
-  for (int i = 0; !rc && i < n; i++) {
-    const img_job *j = &r->jobs[i];
-    const slot *s = &r->sl[i];
-    for (int k = 0; s->need_h && k < 2 * j->rw; k++) w[s->hb + k] = ch[i].bounds[k];
-    if (s->need_h) memcpy(w + s->hw, ch[i].k, sizeof(int32_t) * (size_t)s->hk * j->rw);
-    for (int k = 0; s->need_v && k < 2 * j->rh; k++) w[s->vb + k] = cv[i].bounds[k];
-    if (s->need_v) memcpy(w + s->vw, cv[i].k, sizeof(int32_t) * (size_t)s->vk * j->rh);
+  for (int i = 0; !rc && i < n_sets; i++) {
+    const coef_set *c = &sets[i];
+    for (int k = 0; k < 2 * c->out; k++) w[c->b + k] = c->c.bounds[k];
+    memcpy(w + c->w, c->c.k, sizeof(int32_t) * (size_t)c->ksize * c->out);
   }
-  for (int i = 0; ch && cv && i < n; i++) img_coeffs_free(&ch[i]), img_coeffs_free(&cv[i]);
-  free(ch), free(cv);
+  for (int i = 0; sets && i < n_sets; i++) img_coeffs_free(&sets[i].c);
+  free(sets);
   if (rc == QVL_ERR_NOMEM) return qvl_fail(err, rc, "GPU preprocessing: out of memory for the resample coefficients");
+  if (rc) return rc;
   r->coef_words = align16(words * sizeof(int32_t)) / sizeof(int32_t);
-  cudaError_t e = rc || !words ? cudaSuccess
-                               : cudaMemcpyAsync(g->table.p, g->stage, words * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                                 g->s);
-  return rc ? rc : e ? cuda_fail(err, e, "coefficient upload") : QVL_OK;
+  cudaError_t e = !words ? cudaSuccess
+                         : cudaMemcpyAsync(g->table.p, g->stage, words * sizeof(int32_t), cudaMemcpyHostToDevice, g->s);
+  return e ? cuda_fail(err, e, "coefficient upload") : QVL_OK;
 }
 
 static int upload_lut(img_gpu *g, const qvl_preproc_config *pc, qvl_err *err) {

@@ -174,6 +174,7 @@ static int run_cpu(qvl_image_batch *b, img_job *jobs, const qvl_image *imgs, int
 int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
                       const qvl_image_params *p, qvl_err *err) {
   qvl_image_params defaults = qvl_image_default_params();
+  double t0 = omp_get_wtime();
   *out = NULL;
   if (!p) p = &defaults;
   int rc = check_args(pc, imgs, n, p, err);
@@ -191,7 +192,9 @@ int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_confi
   if (!rc) rc = alloc_batch(out, jobs, n, pc, g, err);
 #ifdef QVL_HAVE_CUDA
   if (!rc && g) {
+    double plan_ms = (omp_get_wtime() - t0) * 1e3;
     rc = img_gpu_run(g, (*out)->dev_rows, (*out)->dev_rgb, jobs, imgs, n, pc, p, threads, err);
+    img_gpu_note_plan(g, plan_ms);
   } else
 #endif
   if (!rc) {
