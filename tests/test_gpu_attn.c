@@ -1,8 +1,9 @@
 /* The paged KV cache ops of the CUDA backend (qkv_to_cache, attention_paged, argmax_rows) against the CPU
  * backend's f32 versions on the same bf16-representable inputs, drawn fresh each run (QVL_TEST_SEED to replay):
- * ragged batches, shuffled block tables, partial blocks, decode and chunked prefill, GQA ratios 1, 4 and 7,
- * contexts up to 8k, head dims 128 (the published models), 16 (the tiny ones), 64 and 80; a CUDA graph captured
- * once and replayed with other lengths. Attention and the rotary are bf16 on the GPU: relative L2 <= 1e-2;
+ * ragged batches, shuffled block tables, partial blocks, block sizes 16 (the LM's), 5 and 1, decode and chunked
+ * prefill, GQA ratios 1, 4, 7 and 40, contexts up to 8k, long prefills of several sequences, head dims 128 (the
+ * published models), 16 (the tiny ones), 64 and 80; CUDA graphs (decode and prefill) captured once and replayed
+ * with other lengths. Attention and the rotary are bf16 on the GPU: relative L2 <= 1e-2;
  * argmax exact. Skips, saying why, without a GPU. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -72,19 +73,19 @@ static double compare(const char *what, const void *d, const float *ref, size_t 
 /* ---- a paged batch --------------------------------------------------------------------------------------- */
 
 typedef struct batch {
-  int n_seq, max_blocks, max_q, max_kv, heads, kv_heads, hd;
+  int n_seq, bs, max_blocks, max_q, max_kv, heads, kv_heads, hd;
   int64_t q_rows, slots;
   int32_t *cu_q, *kv_len, *table; /* host */
   float *q, *kc, *vc;             /* host */
   void *dq, *dkc, *dvc, *dcu, *dlen, *dtab;
 } batch;
 
-/* Sequences of n[s] new queries over kv[s] keys; every sequence's blocks are drawn from one shuffled pool with
- * spare blocks in it, so no sequence's slots are contiguous. Table entries past a sequence's blocks are -1: a
- * kernel that read one would fault rather than pass. */
-static void batch_make(batch *b, const int *n, const int *kv, int n_seq, int heads, int kv_heads, int hd) {
+/* Sequences of n[s] new queries over kv[s] keys in blocks of bs slots; every sequence's blocks are drawn from one
+ * shuffled pool with spare blocks in it, so no sequence's slots are contiguous. Table entries past a sequence's
+ * blocks are -1: a kernel that read one would fault rather than pass. */
+static void batch_make(batch *b, const int *n, const int *kv, int n_seq, int heads, int kv_heads, int hd, int bs) {
   memset(b, 0, sizeof *b);
-  b->n_seq = n_seq, b->heads = heads, b->kv_heads = kv_heads, b->hd = hd;
+  b->n_seq = n_seq, b->bs = bs, b->heads = heads, b->kv_heads = kv_heads, b->hd = hd;
   b->cu_q = calloc((size_t)n_seq + 1, sizeof(int32_t));
   b->kv_len = calloc((size_t)n_seq, sizeof(int32_t));
   for (int s = 0; s < n_seq; s++) {
@@ -92,12 +93,12 @@ static void batch_make(batch *b, const int *n, const int *kv, int n_seq, int hea
     b->kv_len[s] = kv[s];
     if (n[s] > b->max_q) b->max_q = n[s];
     if (kv[s] > b->max_kv) b->max_kv = kv[s];
-    if ((kv[s] + BS - 1) / BS > b->max_blocks) b->max_blocks = (kv[s] + BS - 1) / BS;
+    if ((kv[s] + bs - 1) / bs > b->max_blocks) b->max_blocks = (kv[s] + bs - 1) / bs;
   }
   if (b->max_blocks == 0) b->max_blocks = 1;
   b->q_rows = b->cu_q[n_seq];
   int pool = 7;
-  for (int s = 0; s < n_seq; s++) pool += (kv[s] + BS - 1) / BS;
+  for (int s = 0; s < n_seq; s++) pool += (kv[s] + bs - 1) / bs;
   int32_t *perm = malloc((size_t)pool * sizeof(int32_t));
   for (int i = 0; i < pool; i++) perm[i] = i;
   for (int i = pool - 1; i > 0; i--) {
@@ -107,9 +108,9 @@ static void batch_make(batch *b, const int *n, const int *kv, int n_seq, int hea
   b->table = malloc((size_t)n_seq * b->max_blocks * sizeof(int32_t));
   for (int s = 0, next = 0; s < n_seq; s++)
     for (int i = 0; i < b->max_blocks; i++)
-      b->table[s * b->max_blocks + i] = i < (kv[s] + BS - 1) / BS ? perm[next++] : -1;
+      b->table[s * b->max_blocks + i] = i < (kv[s] + bs - 1) / bs ? perm[next++] : -1;
   free(perm);
-  b->slots = (int64_t)pool * BS;
+  b->slots = (int64_t)pool * bs;
   size_t nq = (size_t)b->q_rows * heads * hd, nkv = (size_t)b->slots * kv_heads * hd;
   b->q = rnd(nq, -2, 2), b->kc = rnd(nkv, -2, 2), b->vc = rnd(nkv, -2, 2);
   b->dq = dev(b->q, nq), b->dkc = dev(b->kc, nkv), b->dvc = dev(b->vc, nkv);
@@ -125,29 +126,34 @@ static void batch_free(batch *b) {
 
 static float *cpu_attention(const batch *b, float scale) {
   float *ref = malloc((size_t)b->q_rows * b->heads * b->hd * sizeof(float));
-  if (E.cpu->attention_paged(E.cpu, ref, b->q, b->kc, b->vc, b->cu_q, b->kv_len, b->table, b->n_seq, b->max_blocks, BS,
-                             b->q_rows, b->max_q, b->max_kv, b->heads, b->kv_heads, b->hd, scale))
+  if (E.cpu->attention_paged(E.cpu, ref, b->q, b->kc, b->vc, b->cu_q, b->kv_len, b->table, b->n_seq, b->max_blocks,
+                             b->bs, b->q_rows, b->max_q, b->max_kv, b->heads, b->kv_heads, b->hd, scale))
     fail_msg("cpu attention_paged: %s", E.err.msg);
   return ref;
 }
 
-static void attention_case(const char *what, const int *n, const int *kv, int n_seq, int heads, int kv_heads, int hd) {
+static void attention_case_bs(const char *what, const int *n, const int *kv, int n_seq, int heads, int kv_heads, int hd,
+                              int bs) {
   batch b;
-  batch_make(&b, n, kv, n_seq, heads, kv_heads, hd);
+  batch_make(&b, n, kv, n_seq, heads, kv_heads, hd, bs);
   float scale = 1.0f / sqrtf((float)hd);
   float *ref = cpu_attention(&b, scale);
   size_t no = (size_t)b.q_rows * heads * hd;
   void *dout = dev_poisoned(no);
-  if (E.gpu->attention_paged(E.gpu, dout, b.dq, b.dkc, b.dvc, b.dcu, b.dlen, b.dtab, n_seq, b.max_blocks, BS, b.q_rows,
+  if (E.gpu->attention_paged(E.gpu, dout, b.dq, b.dkc, b.dvc, b.dcu, b.dlen, b.dtab, n_seq, b.max_blocks, bs, b.q_rows,
                              b.max_q, b.max_kv, heads, kv_heads, hd, scale))
     fail_msg("cuda attention_paged: %s", E.err.msg);
   char name[128];
-  snprintf(name, sizeof name, "%s, %d/%d heads, d%d (max_q %d, max_kv %d)", what, heads, kv_heads, hd, b.max_q,
-           b.max_kv);
+  snprintf(name, sizeof name, "%s, %d/%d heads, d%d, bs %d (max_q %d, max_kv %d)", what, heads, kv_heads, hd, bs,
+           b.max_q, b.max_kv);
   compare(name, dout, ref, no, 1e-2);
   E.gpu->free(E.gpu, dout);
   free(ref);
   batch_free(&b);
+}
+
+static void attention_case(const char *what, const int *n, const int *kv, int n_seq, int heads, int kv_heads, int hd) {
+  attention_case_bs(what, n, kv, n_seq, heads, kv_heads, hd, BS);
 }
 
 static void test_attention_decode(void **s) {
@@ -189,6 +195,23 @@ static void test_attention_prefill(void **s) {
   attention_case("3-5 rows tiny", (int[]){3, 5, 1}, (int[]){700, 5, 90}, 3, 6, 2, 16);
 }
 
+/* The prefill kernel's 128-row tiles over many key tiles: long sequences of different lengths in one call, cached
+ * context that is no multiple of the 64-key tile, decode rows beside them, block sizes whose blocks end inside a
+ * thread's run of keys, and a group wider than a warp's 32 rows. */
+static void test_attention_prefill_long(void **s) {
+  (void)s;
+  int n[] = {2100, 700, 129, 1, 333}, kv[] = {2100, 1337, 184, 4000, 333 + 4001};
+  attention_case("long ragged x5", n, kv, 5, 28, 4, 128);
+  attention_case("long ragged x5", n, kv, 5, 4, 4, 128);
+  attention_case("long ragged x5 tiny", n, kv, 5, 6, 2, 16);
+  attention_case("prefill 2500 after 700 cached", (int[]){2500}, (int[]){3200}, 1, 28, 4, 128);
+  int nb[] = {300, 1, 65, 17, 2}, kvb[] = {1000, 2000, 65, 50, 9};
+  attention_case_bs("block size 5", nb, kvb, 5, 28, 4, 128, 5);
+  attention_case_bs("block size 1", nb, kvb, 5, 28, 4, 128, 1);
+  attention_case_bs("block size 5 tiny", nb, kvb, 5, 6, 2, 16, 5);
+  attention_case("group of 40", (int[]){100, 37, 1}, (int[]){150, 37, 70}, 3, 40, 1, 16);
+}
+
 /* One capture with fixed bounds, replayed with other lengths and tables written into the same buffers. */
 static void test_attention_graph(void **s) {
   (void)s;
@@ -198,7 +221,7 @@ static void test_attention_graph(void **s) {
   /* the largest batch fixes every buffer; replays use fewer keys */
   batch big;
   int n[] = {1, 1, 1, 1}, kv0[] = {4096, 4096, 4096, 4096};
-  batch_make(&big, n, kv0, n_seq, heads, kv_heads, hd);
+  batch_make(&big, n, kv0, n_seq, heads, kv_heads, hd, BS);
   assert_int_equal(big.max_blocks, max_blocks);
   size_t no = (size_t)n_seq * heads * hd;
   void *dout = dev_poisoned(no);
@@ -226,6 +249,48 @@ static void test_attention_graph(void **s) {
   }
   E.gpu->graph_free(E.gpu, graph);
   E.gpu->free(E.gpu, dout);
+  batch_free(&big);
+}
+
+/* One prefill capture with fixed bounds (3 sequences of up to 300 queries over up to 1,000 keys), replayed with
+ * other query counts and cached lengths written into the same buffers (a one-token row among them); the output
+ * is poisoned again before each replay. */
+static void test_attention_graph_prefill(void **s) {
+  (void)s;
+  if (!E.gpu->graph_begin) skip();
+  const int heads = 28, kv_heads = 4, hd = 128, n_seq = 3, max_q = 300, max_kv = 1000;
+  float scale = 1.0f / sqrtf((float)hd);
+  batch big;
+  int n[] = {max_q, max_q, max_q}, kv0[] = {max_kv, max_kv, max_kv};
+  batch_make(&big, n, kv0, n_seq, heads, kv_heads, hd, BS);
+  size_t no = (size_t)n_seq * max_q * heads * hd;
+  float *poison = malloc(no * sizeof(float));
+  tu_poison(poison, no);
+  void *dout = dev(poison, no), *graph = NULL;
+  assert_int_equal(E.gpu->graph_begin(E.gpu), QVL_OK);
+  int rc = E.gpu->attention_paged(E.gpu, dout, big.dq, big.dkc, big.dvc, big.dcu, big.dlen, big.dtab, n_seq,
+                                  big.max_blocks, BS, big.q_rows, max_q, max_kv, heads, kv_heads, hd, scale);
+  int rc2 = E.gpu->graph_end(E.gpu, &graph);
+  if (rc || rc2) fail_msg("capture: %s", E.err.msg);
+  int ns[][3] = {{300, 1, 77}, {16, 250, 300}, {299, 300, 2}};
+  int kvs[][3] = {{1000, 999, 77}, {500, 250, 1000}, {1000, 301, 900}};
+  for (int t = 0; t < 3; t++) {
+    for (int i = 0; i < n_seq; i++) big.cu_q[i + 1] = big.cu_q[i] + ns[t][i], big.kv_len[i] = kvs[t][i];
+    big.q_rows = big.cu_q[n_seq];
+    assert_int_equal(E.gpu->upload(E.gpu, big.dcu, big.cu_q, (size_t)(n_seq + 1) * 4), QVL_OK);
+    assert_int_equal(E.gpu->upload(E.gpu, big.dlen, big.kv_len, (size_t)n_seq * 4), QVL_OK);
+    assert_int_equal(E.gpu->upload_f32(E.gpu, dout, poison, (int64_t)no), QVL_OK);
+    assert_int_equal(E.gpu->graph_launch(E.gpu, graph), QVL_OK);
+    float *ref = cpu_attention(&big, scale);
+    char name[96];
+    snprintf(name, sizeof name, "prefill graph replay %d: n %d %d %d, kv %d %d %d", t, ns[t][0], ns[t][1], ns[t][2],
+             kvs[t][0], kvs[t][1], kvs[t][2]);
+    compare(name, dout, ref, (size_t)big.q_rows * heads * hd, 1e-2);
+    free(ref);
+  }
+  E.gpu->graph_free(E.gpu, graph);
+  E.gpu->free(E.gpu, dout);
+  free(poison);
   batch_free(&big);
 }
 
@@ -341,8 +406,12 @@ int main(void) {
     printf("test_gpu_attn: no CUDA device here; skipped\n");
     return 0;
   }
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_qkv_to_cache), cmocka_unit_test(test_attention_decode),
-                                     cmocka_unit_test(test_attention_prefill), cmocka_unit_test(test_attention_graph),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_qkv_to_cache),
+                                     cmocka_unit_test(test_attention_decode),
+                                     cmocka_unit_test(test_attention_prefill),
+                                     cmocka_unit_test(test_attention_prefill_long),
+                                     cmocka_unit_test(test_attention_graph),
+                                     cmocka_unit_test(test_attention_graph_prefill),
                                      cmocka_unit_test(test_argmax)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }
