@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_ops.h"
 #include "core/half.h"
 #include "testutil.h"
@@ -84,12 +85,66 @@ static void test_linear(void **s) {
   linear_case(999, 4352, 1152, 1, QVL_EPI_GELU_TANH); /* Qwen3-VL fc1, padded width */
   linear_case(999, 1152, 4352, 1, QVL_EPI_RESIDUAL);
   linear_case(64, 1280, 1280, 1, QVL_EPI_RESIDUAL);
-  /* m >= 1024: the first call of a shape times the candidate algorithms (a residual one into a temporary, so y
-   * keeps its residual); the second runs the one kept */
+  /* m >= 1024, and m <= 16 with the GEMV kernel among the candidates: the first call of a shape times the
+   * candidates (a residual one into a temporary, so y keeps its residual); the second runs the one kept */
   for (int i = 0; i < 2; i++) {
     linear_case(2048, 1152, 4352, 1, QVL_EPI_RESIDUAL);
     linear_case(1536, 4352, 1152, 1, QVL_EPI_GELU_TANH);
+    linear_case(1, 3590, 3584, 1, QVL_EPI_RESIDUAL);
+    linear_case(5, 4608, 3584, 1, QVL_EPI_NONE);
+    linear_case(16, 1000, 1000, 0, QVL_EPI_GELU_TANH);
   }
+}
+
+/* y [m][n] from gemv.cu's kernel alone (whatever cuda_linear would pick), on the backend's stream. */
+static void *gemv_run(const float *x, const float *w, const float *b, const float *y0, int m, int n, int k, int epi) {
+  void *dx = dev(x, (size_t)m * k), *dw = dev(w, (size_t)n * k), *db = b ? dev(b, (size_t)n) : NULL;
+  void *dy = epi == QVL_EPI_RESIDUAL ? dev(y0, (size_t)m * n) : dev_poisoned((size_t)m * n);
+  assert_int_equal(cuda_gemv(dy, dx, dw, db, epi == QVL_EPI_RESIDUAL ? dy : NULL, m, n, k, epi == QVL_EPI_GELU_TANH,
+                             ((cuda_ctx *)E.gpu->ctx)->stream),
+                   QVL_OK);
+  E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dw), E.gpu->free(E.gpu, db);
+  return dy;
+}
+
+/* The decode GEMV against the CPU for m = 1 .. 16 (one and two mma column tiles), n off the 16-row tiles, k off the
+ * 32-column chunks, every epilogue, bias on and off; then row 0 of m = 16 equals m = 1 bit for bit (each output
+ * depends on its own x row only), and the shapes it refuses. */
+static void test_gemv(void **s) {
+  (void)s;
+  static const struct {
+    int n, k, bias, epi;
+  } sh[] = {{77, 264, 1, QVL_EPI_NONE},         {1000, 1000, 0, QVL_EPI_GELU_TANH}, {3590, 3584, 1, QVL_EPI_RESIDUAL},
+            {4608, 3584, 1, QVL_EPI_NONE},      {517, 18944, 0, QVL_EPI_RESIDUAL},  {1, 4104, 1, QVL_EPI_GELU_TANH},
+            {2000, 1152, 1, QVL_EPI_GELU_TANH}, {333, 2056, 0, QVL_EPI_NONE}};
+  static const int ms[] = {1, 2, 3, 5, 8, 9, 12, 16};
+  static const char *epis[] = {"", " gelu_tanh", " +=residual"};
+  for (size_t i = 0; i < sizeof sh / sizeof *sh; i++)
+    for (size_t j = 0; j < sizeof ms / sizeof *ms; j++) {
+      int m = ms[j], n = sh[i].n, k = sh[i].k, epi = sh[i].epi;
+      float *x = rnd((size_t)m * k, -2, 2), *w = rnd((size_t)n * k, -0.05f, 0.05f), *b = rnd((size_t)n, -0.5f, 0.5f);
+      float *ref = rnd((size_t)m * n, -1, 1); /* the residual for QVL_EPI_RESIDUAL */
+      void *dy = gemv_run(x, w, sh[i].bias ? b : NULL, ref, m, n, k, epi);
+      assert_int_equal(E.cpu->linear(E.cpu, ref, x, w, sh[i].bias ? b : NULL, m, n, k, epi), QVL_OK);
+      char name[64];
+      snprintf(name, sizeof name, "gemv %dx%dx%d%s%s", m, n, k, sh[i].bias ? "+bias" : "", epis[epi]);
+      compare(name, dy, ref, (size_t)m * n, 8e-3);
+      E.gpu->free(E.gpu, dy);
+      free(x), free(w), free(b), free(ref);
+    }
+  const int n = 4608, k = 3584;
+  float *x = rnd((size_t)16 * k, -2, 2), *w = rnd((size_t)n * k, -0.05f, 0.05f), *b = rnd((size_t)n, -0.5f, 0.5f);
+  float *y16 = malloc((size_t)16 * n * sizeof(float)), *y1 = malloc((size_t)n * sizeof(float));
+  void *d16 = gemv_run(x, w, b, NULL, 16, n, k, QVL_EPI_NONE), *d1 = gemv_run(x, w, b, NULL, 1, n, k, QVL_EPI_NONE);
+  assert_int_equal(E.gpu->download_f32(E.gpu, y16, d16, (int64_t)16 * n), QVL_OK);
+  assert_int_equal(E.gpu->download_f32(E.gpu, y1, d1, n), QVL_OK);
+  assert_memory_equal(y1, y16, (size_t)n * sizeof(float));
+  qvl_stream st = ((cuda_ctx *)E.gpu->ctx)->stream;
+  assert_int_equal(cuda_gemv(d16, d1, d16, NULL, NULL, 17, n, k, 0, st), QVL_ERR_UNSUPPORTED);
+  assert_int_equal(cuda_gemv(d16, d1, d16, NULL, NULL, 1, n, 3420, 0, st), QVL_ERR_UNSUPPORTED);
+  assert_int_equal(cuda_gemv(d16, (uint16_t *)d1 + 4, d16, NULL, NULL, 1, n, k, 0, st), QVL_ERR_UNSUPPORTED);
+  E.gpu->free(E.gpu, d16), E.gpu->free(E.gpu, d1);
+  free(x), free(w), free(b), free(y16), free(y1);
 }
 
 static void test_norms(void **s) {
@@ -294,9 +349,9 @@ int main(void) {
     printf("test_gpu_ops: no CUDA device here; skipped\n");
     return 0;
   }
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_linear), cmocka_unit_test(test_norms),
-                                     cmocka_unit_test(test_eltwise), cmocka_unit_test(test_rope),
-                                     cmocka_unit_test(test_attention), cmocka_unit_test(test_gather),
-                                     cmocka_unit_test(test_lm_ops)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_linear), cmocka_unit_test(test_gemv),
+                                     cmocka_unit_test(test_norms),  cmocka_unit_test(test_eltwise),
+                                     cmocka_unit_test(test_rope),   cmocka_unit_test(test_attention),
+                                     cmocka_unit_test(test_gather), cmocka_unit_test(test_lm_ops)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }

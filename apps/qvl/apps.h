@@ -45,6 +45,7 @@ int cmd_bench_pre(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench_lm(int argc, char **argv);
 int cmd_bench_attn(int argc, char **argv);
+int cmd_bench_linear(int argc, char **argv);
 int cmd_bench_e2e(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);

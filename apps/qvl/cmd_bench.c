@@ -189,6 +189,7 @@ int cmd_bench(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "lm")) return cmd_bench_lm(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "e2e")) return cmd_bench_e2e(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "attn-lm")) return cmd_bench_attn(argc - 1, argv + 1);
+  if (argc >= 2 && !strcmp(argv[1], "linear")) return cmd_bench_linear(argc - 1, argv + 1);
   if (argc < 2 || strcmp(argv[1], "vit")) {
     fprintf(stderr, "usage: qvl bench vit --model DIR [--dummy] --images NxHxW ... [--iters N] [--warmup N] "
                     "[--dump FILE] [--graphs auto|on|off] [--attn-only]\n");

@@ -17,6 +17,8 @@ typedef struct gemm_entry {
   cublasLtMatmulAlgo_t algo;        /* the one that runs */
   cublasLtMatmulAlgo_t cand[8];     /* the heuristic's candidates until tuned */
   int n_cand, tuned;
+  int gemv_ok;                      /* gemv.cu's kernel is a candidate (m <= CUDA_GEMV_MAX_ROWS, k % 8 == 0) */
+  int gemv;                         /* it runs instead of algo (where x and w are 16-byte aligned) */
 } gemm_entry;
 
 typedef struct sdpa_plan sdpa_plan; /* sdpa.c */

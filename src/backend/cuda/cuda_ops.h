@@ -6,6 +6,7 @@
 #ifndef QVL_BACKEND_CUDA_OPS_H
 #define QVL_BACKEND_CUDA_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -16,6 +17,15 @@ typedef struct CUstream_st *qvl_stream; /* = cudaStream_t */
 
 /* Number of usable CUDA devices; 0 when there is no driver or no device (never fails). */
 int qvl_cuda_device_count(void);
+/* device.cu: reads bytes (a multiple of 16) of the zero-filled buf, so that L2 holds none of what ran before. */
+int cuda_l2_flush(void *buf, size_t bytes, qvl_stream s);
+
+/* gemv.cu: backend.h linear for m <= CUDA_GEMV_MAX_ROWS rows (decode steps): y[m,n] = x[m,k] w[n,k]^T (+ bias[n]),
+ * then gelu_tanh when gelu, or + res[m,n] when res != NULL (res may be y); f32 sums, one rounding to bf16.
+ * QVL_ERR_UNSUPPORTED unless 1 <= m <= CUDA_GEMV_MAX_ROWS, k is a multiple of 8 and x, w are 16-byte aligned. */
+enum { CUDA_GEMV_MAX_ROWS = 16 };
+int cuda_gemv(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias, const uint16_t *res, int m,
+              int n, int k, int gelu, qvl_stream s);
 
 /* norms.cu: y = bf16(bf16(x * rsqrt(mean(x^2) + eps)) * w); y = bf16((x - mean) * rstd * w + b). */
 int cuda_rmsnorm(uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t rows, int dim, float eps, qvl_stream s);

@@ -1,11 +1,14 @@
 /* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in
  * the epilogue. Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T.
  * QVL_EPI_GELU_TANH uses the GELU(_BIAS) epilogue; QVL_EPI_RESIDUAL reads y as C with beta = 1.
- * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms; for m >= 1024 rows the
- * first call times each once on the real operands (a residual GEMM writes its timing runs to a temporary, not
- * into y) and keeps the fastest. Smaller GEMMs (decode steps) and shapes first seen inside a graph capture keep
- * the heuristic's first, so a shape never runs two algorithms. QVL_GEMM_TUNE=0 keeps the
- * heuristic's first everywhere; QVL_GEMM_LOG=1 prints the times. */
+ * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms. For m <= 16 rows (decode
+ * steps) gemv.cu's kernel is a candidate too. The first call of a shape with m <= 16 or m >= 1024 rows times each
+ * candidate on the real operands (a residual GEMM writes its timing runs to a temporary, not into y) and keeps the
+ * fastest; m <= 16 runs thrice each from a cold L2, as a decode step meets its weights. Shapes of 17 .. 1023 rows
+ * (prefill chunks of any length) and shapes first seen inside a graph capture keep the heuristic's first, so a
+ * shape never runs two algorithms. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMV=0 never runs
+ * the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed; QVL_GEMM_LOG=1 prints the times. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +49,11 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   if (st || !found) return lt_fail(b, st, "no cuBLASLt algorithm:", g->m, g->n, g->k);
   for (int i = 0; i < found; i++) g->cand[i] = h[i].algo;
   g->n_cand = found, g->algo = h[0].algo;
-  const char *tune = getenv("QVL_GEMM_TUNE");
-  g->tuned = found == 1 || g->m < TUNE_MIN_ROWS || (tune && *tune == '0');
+  const char *tune = getenv("QVL_GEMM_TUNE"), *gemv = getenv("QVL_GEMV");
+  g->gemv_ok = g->m <= CUDA_GEMV_MAX_ROWS && g->k % 8 == 0 && !(gemv && *gemv == '0');
+  g->gemv = g->gemv_ok && gemv && *gemv == '1';
+  g->tuned = g->gemv || found + g->gemv_ok == 1 || (g->m > CUDA_GEMV_MAX_ROWS && g->m < TUNE_MIN_ROWS) ||
+             (tune && *tune == '0');
   return QVL_OK;
 }
 
@@ -71,49 +77,83 @@ static gemm_entry *gemm_find(qvl_backend *b, int64_t m, int n, int k, int bias, 
   return g;
 }
 
-/* Times each candidate once (after one untimed run) and keeps the fastest; a residual GEMM's runs go to a
- * temporary D (C = y is only read). Host-synchronising, first call of a shape only. */
-static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const void *w, float beta) {
-  cuda_ctx *c = b->ctx;
+/* A device temporary for tuning, counted in mem_held while it lives; NULL when there is no room. */
+static void *tune_alloc(qvl_backend *b, size_t bytes) {
+  void *p = NULL;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) return (void)cudaGetLastError(), NULL;
+  b->mem_held += (int64_t)bytes;
+  if (b->mem_held > b->mem_peak) b->mem_peak = b->mem_held;
+  return p;
+}
+
+static void tune_free(qvl_backend *b, void *p, size_t bytes) {
+  if (!p) return;
+  cudaFree(p);
+  b->mem_held -= (int64_t)bytes;
+}
+
+/* Candidate i into d (C = y): cuBLASLt's algorithm i, or the GEMV kernel for i = n_cand. Nonzero on failure. */
+static int run_cand(cuda_ctx *c, const gemm_entry *g, int i, void *d, void *y, const void *x, const void *w,
+                    const void *bias, float beta) {
   const float one = 1.0f;
-  void *d = y;
-  size_t bytes = (size_t)g->m * (size_t)g->n * 2;
-  if (beta != 0.0f) {
-    if (cudaMalloc(&d, bytes) != cudaSuccess) { /* no room to tune: keep the heuristic's choice */
-      (void)cudaGetLastError();
-      g->tuned = 1;
-      return QVL_OK;
-    }
-    b->mem_held += (int64_t)bytes;
-    if (b->mem_held > b->mem_peak) b->mem_peak = b->mem_held;
+  if (i == g->n_cand)
+    return cuda_gemv(d, x, w, bias, beta != 0.0f ? y : NULL, (int)g->m, g->n, g->k, g->epi == QVL_EPI_GELU_TANH,
+                     c->stream);
+  return (int)cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, d, g->lc, &g->cand[i], c->lt_ws,
+                             c->lt_ws_bytes, c->stream);
+}
+
+/* Times each candidate (after one untimed run) and keeps the fastest; a residual GEMM's runs go to a temporary D
+ * (C = y is only read). With few rows every run reads all of w, as a decode step does, and reads it from HBM: in
+ * a step each weight is met once, so timings on a w left in L2 by the previous run (qkv and o fit) would pick for
+ * the wrong regime; each run then follows an L2 flush, and three runs are averaged (they take microseconds).
+ * Host-synchronising, first call of a shape only. */
+static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const void *w, const void *bias, float beta,
+                int gemv) {
+  cuda_ctx *c = b->ctx;
+  size_t bytes = (size_t)g->m * (size_t)g->n * 2, flush_bytes = 0;
+  void *d = beta != 0.0f ? tune_alloc(b, bytes) : y, *flush = NULL;
+  if (!d) { /* no room to tune: keep the heuristic's choice */
+    g->tuned = 1;
+    return QVL_OK;
+  }
+  int small = g->m <= CUDA_GEMV_MAX_ROWS, reps = small ? 3 : 1, l2 = 0;
+  if (small && cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, c->dev) == cudaSuccess && l2 > 0) {
+    flush_bytes = 2 * (size_t)l2 / 16 * 16; /* twice L2: read after it, nothing of w is left there */
+    if ((flush = tune_alloc(b, flush_bytes)) && cudaMemsetAsync(flush, 0, flush_bytes, c->stream) != cudaSuccess)
+      tune_free(b, flush, flush_bytes), flush = NULL;
   }
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0), cudaEventCreate(&e1);
   const char *log = getenv("QVL_GEMM_LOG");
-  int best = 0;
-  float best_ms = -1;
-  for (int i = 0; i < g->n_cand; i++) {
-    float ms = 0;
-    cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, d, g->lc, &g->cand[i],
-                                       c->lt_ws, c->lt_ws_bytes, c->stream);
-    cudaEventRecord(e0, c->stream);
-    if (!st) st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, d, g->lc, &g->cand[i],
-                                 c->lt_ws, c->lt_ws_bytes, c->stream);
-    cudaEventRecord(e1, c->stream);
-    cudaEventSynchronize(e1);
-    cudaEventElapsedTime(&ms, e0, e1);
+  int best = 0, n_all = g->n_cand + (gemv ? 1 : 0);
+  float best_ms = -1, gemv_ms = -1;
+  for (int i = 0; i < n_all; i++) {
+    float ms = 0, t = 0;
+    int st = run_cand(c, g, i, d, y, x, w, bias, beta);
+    for (int r = 0; r < reps && !st; r++) {
+      if (flush) cuda_l2_flush(flush, flush_bytes, c->stream);
+      cudaEventRecord(e0, c->stream);
+      st = run_cand(c, g, i, d, y, x, w, bias, beta);
+      cudaEventRecord(e1, c->stream);
+      cudaEventSynchronize(e1);
+      cudaEventElapsedTime(&t, e0, e1);
+      ms += t / (float)reps;
+    }
     if (log && *log == '1')
-      fprintf(stderr, "qvl gemm: [%lld x %d x %d] epi %d bias %d: algorithm %d of %d: %s %.3f ms (%.0f TFLOP/s)\n",
-              (long long)g->m, g->n, g->k, g->epi, g->bias, i, g->n_cand, st ? "failed" : "ok", ms,
-              2.0 * (double)g->m * g->n * g->k / (ms * 1e9));
-    if (!st && (best_ms < 0 || ms < best_ms)) best = i, best_ms = ms;
+      fprintf(stderr, "qvl gemm: [%lld x %d x %d] epi %d bias %d: %s %d of %d: %s %.3f ms (%.0f TFLOP/s, %.0f GB/s)\n",
+              (long long)g->m, g->n, g->k, g->epi, g->bias, i == g->n_cand ? "gemv" : "algorithm", i, g->n_cand,
+              st ? "failed" : "ok", ms, 2.0 * (double)g->m * g->n * g->k / (ms * 1e9),
+              2.0 * ((double)g->n * g->k + (double)g->m * (g->k + g->n)) / (ms * 1e6));
+    if (st) continue;
+    if (i == g->n_cand) gemv_ms = ms;
+    else if (best_ms < 0 || ms < best_ms) best = i, best_ms = ms;
   }
   cudaEventDestroy(e0), cudaEventDestroy(e1);
-  if (d != y) {
-    cudaFree(d);
-    b->mem_held -= (int64_t)bytes;
-  }
+  if (d != y) tune_free(b, d, bytes);
+  tune_free(b, flush, flush_bytes);
   g->algo = g->cand[best], g->tuned = 1;
+  g->gemv = gemv_ms >= 0 && (best_ms < 0 || gemv_ms < best_ms);
   return cuda_check(b, cudaGetLastError(), "linear tuning");
 }
 
@@ -123,16 +163,24 @@ int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const voi
   if (m == 0) return QVL_OK;
   gemm_entry *g = gemm_find(b, m, n, k, bias != NULL, epi);
   cuda_mark_begin(b, 0);
-  cuda_mark_label(b, "linear n %d k %d%s%s", n, k, bias ? " bias" : "",
-                  epi == QVL_EPI_GELU_TANH ? " gelu" : epi == QVL_EPI_RESIDUAL ? " residual" : "");
   if (!g) return b->err->code ? b->err->code : qvl_fail(b->err, QVL_ERR_NOMEM, "cuda linear: out of memory");
   if (bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
   const float one = 1.0f, beta = epi == QVL_EPI_RESIDUAL ? 1.0f : 0.0f;
+  int gemv = g->gemv_ok && !(((uintptr_t)x | (uintptr_t)w) & 15);
   if (!g->tuned) {
     enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     cudaStreamIsCapturing(c->stream, &cap);
     if (cap != cudaStreamCaptureStatusNone) g->tuned = 1; /* first seen in a graph: keep what it recorded */
-    else if (tune(b, g, y, x, w, beta)) return b->err->code;
+    else if (tune(b, g, y, x, w, bias, beta, gemv)) return b->err->code;
+  }
+  gemv = gemv && g->gemv;
+  cuda_mark_label(b, "linear n %d k %d%s%s%s", n, k, bias ? " bias" : "",
+                  epi == QVL_EPI_GELU_TANH ? " gelu" : epi == QVL_EPI_RESIDUAL ? " residual" : "", gemv ? " gemv" : "");
+  if (gemv) {
+    int rc =
+        cuda_gemv(y, x, w, bias, epi == QVL_EPI_RESIDUAL ? y : NULL, (int)m, n, k, epi == QVL_EPI_GELU_TANH, c->stream);
+    cuda_mark_end(b);
+    return rc ? qvl_fail(b->err, rc, "cuda linear [%lld x %d x %d]: gemv launch failed", (long long)m, n, k) : QVL_OK;
   }
   cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, y, g->lc, &g->algo,
                                      c->lt_ws, c->lt_ws_bytes, c->stream);
