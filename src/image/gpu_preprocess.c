@@ -532,7 +532,10 @@ static int run_all(run_state *r, int n, int threads, qvl_err *err) {
   img_gpu *g = r->g;
   img_gpu_stats *st = &g->last;
   double t = now_ms();
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
+  size_t bytes = 0; /* one pass over them: a thread team pays only past ~10 ms of scanning (its join waits for the
+                       slowest thread to wake, up to a millisecond) */
+  for (int i = 0; i < n; i++) bytes += r->jobs[i].bytes && r->jobs[i].format == IMG_JPEG ? r->jobs[i].len : 0;
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (bytes > ((size_t)64 << 20))
   for (int i = 0; i < n; i++)
     r->sl[i].kind = r->jobs[i].bytes && r->jobs[i].format == IMG_JPEG ? scan_shape(r->jobs[i].bytes, r->jobs[i].len) : 0;
   int n_cpu = 0;

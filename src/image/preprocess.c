@@ -174,15 +174,22 @@ static int run_cpu(qvl_image_batch *b, img_job *jobs, const qvl_image *imgs, int
 int img_preprocess_on(qvl_image_batch **out, img_gpu *g, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
                       const qvl_image_params *p, qvl_err *err) {
   qvl_image_params defaults = qvl_image_default_params();
+#ifdef QVL_HAVE_CUDA
   double t0 = omp_get_wtime();
+#endif
   *out = NULL;
   if (!p) p = &defaults;
   int rc = check_args(pc, imgs, n, p, err);
   img_job *jobs = rc ? NULL : calloc((size_t)n, sizeof *jobs);
   if (!rc && !jobs) rc = qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory for %d images", n);
   int threads = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
+  /* Planning probes headers (microseconds each) unless data: URLs need base64 decoding: only then is a thread team
+   * worth waking, whose join waits for the slowest thread to leave its idle state (up to a millisecond). */
+  size_t url_bytes = 0;
+  for (int i = 0; !rc && i < n; i++) url_bytes += imgs[i].data && is_data_url(&imgs[i]) ? imgs[i].size : 0;
+  int team = n > 256 || url_bytes > ((size_t)4 << 20);
   if (!rc) {
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (team)
     for (int i = 0; i < n; i++) {
       snprintf(jobs[i].what, sizeof jobs[i].what, "image %d", i);
       plan(&jobs[i], &imgs[i], pc, p);
