@@ -379,20 +379,21 @@ int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *
 
 int qvl_engine_vision(qvl_engine *e, const int32_t *grid, int n_img, const float *pixels, qvl_vision_out *out,
                       qvl_tap_fn tap, void *ud) {
-  vis_input in = {grid, n_img, pixels, NULL, 0};
+  vis_input in = {grid, n_img, pixels, NULL, 0, 0};
   return qvl_engine_vision_input(e, &in, out, tap, ud);
 }
 
-/* The tower on a qvl_pixels' rows: host f32, or the GPU preprocessing's bf16 rows already on this engine's device. */
+/* The tower on a qvl_pixels' rows: host f32, or the GPU preprocessing's bf16 rows already on this engine's device.
+ * device_out: the features stay in the engine's buffers (for the language model; no host round trip). */
 static int vision_pixels(qvl_engine *e, const int32_t *grid, int n_img, const float *rows, const void *dev_rows,
-                         qvl_vision_out *out) {
+                         int device_out, qvl_vision_out *out) {
   if (dev_rows && (!e->be || e->be->elem_bytes != 2 || strcmp(e->be->name, "cuda"))) {
     qvl_err_clear(&e->err);
     return qvl_fail(&e->err, QVL_ERR_INVALID_ARG,
                     "encode: the pixel rows are in GPU memory (qvl_pixels.dev_rows); only the CUDA engine that "
                     "preprocessed them can read them");
   }
-  vis_input in = {grid, n_img, dev_rows ? NULL : rows, dev_rows, 0};
+  vis_input in = {grid, n_img, dev_rows ? NULL : rows, dev_rows, 0, device_out};
   return qvl_engine_vision_input(e, &in, out, NULL, NULL);
 }
 
@@ -500,6 +501,8 @@ static void gen_chunk(gen_seq *g, lm_chunk *c, int32_t *pos3) {
     c->ids = g->ids, c->n = g->n_ids, c->pos = g->pos;
     c->vision = v->n ? v->data[0] : NULL;
     c->deepstack = v->n ? (const float *const *)v->data + 1 : NULL;
+    c->vision_dev = v->n ? v->dev[0] : NULL;
+    c->deepstack_dev = v->n ? (const void *const *)v->dev + 1 : NULL;
     c->n_deepstack = v->n ? v->n - 1 : 0;
   } else {
     pos3[0] = pos3[1] = pos3[2] = (int32_t)(g->seq.len + g->delta);
@@ -539,7 +542,7 @@ static int gen_run(qvl_engine *e, gen_seq *g, int n, gen_cb cb, void *ud) {
     int k = 0, rows = 0;
     for (; i < n && (k == 0 || rows + g[i].n_ids <= PREFILL_ROWS); i++, k++) {
       if (g[i].n_img && !g[i].given &&
-          (rc = vision_pixels(e, g[i].grid, g[i].n_img, g[i].pixels, g[i].dev_pixels, &g[i].vis)))
+          (rc = vision_pixels(e, g[i].grid, g[i].n_img, g[i].pixels, g[i].dev_pixels, 1, &g[i].vis)))
         break;
       gen_chunk(&g[i], &c[k], pos3[k]), who[k] = i, rows += g[i].n_ids;
     }
@@ -631,7 +634,7 @@ int qvl_encode_pixels(qvl_engine *e, const qvl_pixels *px, qvl_features **out) {
   if (!e || !px || !px->grid_thw || (!px->rows && !px->dev_rows)) return QVL_ERR_INVALID_ARG;
   qvl_features *f = calloc(1, sizeof *f);
   if (!f) return qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
-  int rc = vision_pixels(e, px->grid_thw, px->n_images, px->rows, px->dev_rows, &f->out);
+  int rc = vision_pixels(e, px->grid_thw, px->n_images, px->rows, px->dev_rows, 0, &f->out);
   if (rc) {
     qvl_features_free(f);
     return rc;

@@ -144,7 +144,7 @@ static int run_case(qvl_engine *e, const bench_case *bc, int iters, int warmup, 
   qvl_counter_fill(host, "pixel_values:bench", 0, N * k, 0.2, 1.8);
   rc = b->alloc(b, &dev, (size_t)(N * k) * b->elem_bytes);
   if (!rc) rc = b->upload_f32(b, dev, host, N * k);
-  vis_input in = {grid, bc->n, NULL, dev, 0};
+  vis_input in = {grid, bc->n, NULL, dev, 0, 0};
   double *ms = calloc((size_t)iters, sizeof(double)), prof[3] = {0, 0, 0};
   for (int i = 0; !rc && i < warmup + iters; i++) {
     if (i == warmup && b->profile) rc = b->profile(b, prof); /* drop the warm-up runs */

@@ -48,6 +48,8 @@ struct qvl_backend {
   /* raw bytes host -> buffer (index arrays); from host_alloc memory the copy is asynchronous, so the source
    * must stay as it is until the next sync */
   int (*upload)(qvl_backend *b, void *dst, const void *src, size_t bytes);
+  /* raw bytes buffer -> buffer, in order with the ops around it */
+  int (*copy)(qvl_backend *b, void *dst, const void *src, size_t bytes);
   int (*sync)(qvl_backend *b);
   /* Per-category device time since the last call, in ms: [0] GEMMs, [1] attention, [2] everything else.
    * Only when the backend was created with profiling on (QVL_PROFILE=1 in the environment); NULL otherwise. */

@@ -260,22 +260,46 @@ static int take_hidden(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_
   return rc;
 }
 
+static int is_pad(const lm_model *m, int32_t id) { return id == m->c->image_token_id; }
+
+/* Level `level` of the step's vision rows (0: the features, l: DeepStack l - 1) into ws->h at the pads: set
+ * (spec §4.6) or added (DeepStack, §3.7). Host rows (vis) are uploaded once for all pads; device rows are scattered
+ * chunk by chunk from where they are (the pads of the chunks follow each other in vis_idx). */
+static int put_vision(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chunk *c, int n_chunks,
+                      const float *const *vis, int level) {
+  qvl_backend *b = m->b;
+  int64_t H = m->c->text.hidden, at = 0;
+  if (vis[level]) {
+    int rc = b->upload_f32(b, ws->vis_rows, vis[level], p->n_vis * H);
+    return rc ? rc : b->scatter_rows(b, ws->h, ws->vis_rows, IN(ws, p, vis_idx), p->n_vis, H, level > 0);
+  }
+  for (int i = 0; i < n_chunks; i++) {
+    int64_t pads = 0;
+    for (int j = 0; j < c[i].n; j++) pads += is_pad(m, c[i].ids[j]);
+    if (!pads) continue;
+    const void *rows = level ? c[i].deepstack_dev[level - 1] : c[i].vision_dev;
+    int rc = b->scatter_rows(b, ws->h, rows, IN(ws, p, vis_idx) + at, pads, H, level > 0);
+    if (rc) return rc;
+    at += pads;
+  }
+  return QVL_OK;
+}
+
 /* Every op of a step, after its inputs were uploaded. vis: host f32 vision rows [1 + n_deepstack][n_vis][H] of the
- * pads (eager steps only: their uploads cannot be part of a graph); c: the chunks whose hidden states are taken. */
+ * pads, or NULLs when the chunks' rows are on the device (eager steps only: their uploads cannot be part of a
+ * graph); c: the chunks whose hidden states are taken and whose device vision rows are read. */
 static int forward(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chunk *c, int n_chunks,
                    const float *const *vis, int n_deepstack) {
   const qvl_text_config *t = &m->c->text;
   qvl_backend *b = m->b;
   int64_t H = t->hidden;
   int rc = b->gather_rows(b, ws->h, m->w->embed, IN(ws, p, ids), p->rows, H);
-  if (!rc && p->n_vis && !(rc = b->upload_f32(b, ws->vis_rows, vis[0], p->n_vis * H))) /* spec §4.6 */
-    rc = b->scatter_rows(b, ws->h, ws->vis_rows, IN(ws, p, vis_idx), p->n_vis, H, 0);
+  if (!rc && p->n_vis) rc = put_vision(m, ws, p, c, n_chunks, vis, 0);
   if (!rc) rc = take_hidden(m, ws, p, c, n_chunks, 0);
   for (int l = 0; !rc && l < p->layers; l++) {
     const lm_layer *L = &m->w->lm[l];
     if ((rc = attention_block(m, ws, p, L, l)) || (rc = mlp_block(m, ws, p, L))) break;
-    if (l < n_deepstack && p->n_vis && !(rc = b->upload_f32(b, ws->vis_rows, vis[1 + l], p->n_vis * H)))
-      rc = b->scatter_rows(b, ws->h, ws->vis_rows, IN(ws, p, vis_idx), p->n_vis, H, 1); /* DeepStack, §3.7 */
+    if (l < n_deepstack && p->n_vis) rc = put_vision(m, ws, p, c, n_chunks, vis, 1 + l);
     if (!rc) rc = take_hidden(m, ws, p, c, n_chunks, l + 1);
   }
   if (rc || !p->outs) return rc;
@@ -288,12 +312,11 @@ static int forward(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chun
 
 /* ---- a step ---------------------------------------------------------------------------------------------- */
 
-static int is_pad(const lm_model *m, int32_t id) { return id == m->c->image_token_id; }
 
 /* Everything that can refuse the step, before blocks are taken or the device is touched. */
 static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   const qvl_config *cfg = m->c;
-  int need = 0;
+  int need = 0, host_rows = 0, dev_rows = 0;
   if (n_chunks < 1) return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: a step of no sequences");
   for (int i = 0; i < n_chunks; i++) {
     const lm_chunk *k = &c[i];
@@ -312,8 +335,11 @@ static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err
                         j, k->ids[j], cfg->text.vocab);
       pads += is_pad(m, k->ids[j]);
     }
-    if (pads && !k->vision)
+    if (pads && !k->vision && !k->vision_dev)
       return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: %d image pad tokens but no vision rows", pads);
+    if (k->vision && k->vision_dev)
+      return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: chunk %d has host and device vision rows", i);
+    host_rows |= k->vision != NULL, dev_rows |= k->vision_dev != NULL;
     if (k->hidden && (k->hidden_layer < 0 || k->hidden_layer > cfg->text.layers))
       return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: hidden layer %d is outside 0..%d", k->hidden_layer,
                       cfg->text.layers);
@@ -322,6 +348,8 @@ static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err
                       k->n_deepstack, cfg->vision.n_deepstack);
     need += lm_seq_blocks_needed(k->seq, k->n);
   }
+  if (host_rows && dev_rows)
+    return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: a step mixes host and device vision rows");
   if (need > m->n_free)
     return qvl_fail(err, QVL_ERR_LIMIT, "language model: the step needs %d more KV blocks, %d of %d are free", need,
                     m->n_free, m->n_blocks);
@@ -410,13 +438,14 @@ static void stage_step(lm_model *m, const lm_chunk *c, int n_chunks, const lm_pl
   S[p->in.cu_q + p->n_seq] = (int32_t)p->rows;
 }
 
-/* Host vision rows of the step's pads per level: the one vision chunk's arrays, or the chunks' rows gathered. */
+/* Host vision rows of the step's pads per level: the one vision chunk's arrays, or the chunks' rows gathered.
+ * None when the chunks' rows are on the device (forward scatters those in place). */
 static int gather_vision(lm_model *m, const lm_chunk *c, int n_chunks, const lm_plan *p, const float **vis) {
   int64_t H = m->c->text.hidden, levels = 1 + m->c->vision.n_deepstack, with = 0, at = 0;
   const lm_chunk *only = NULL;
   for (int i = 0; i < n_chunks; i++)
     if (c[i].vision) with++, only = &c[i];
-  if (!p->n_vis) return QVL_OK;
+  if (!p->n_vis || !with) return QVL_OK;
   if (with == 1) {
     vis[0] = only->vision;
     for (int l = 1; l < levels; l++) vis[l] = only->deepstack[l - 1];

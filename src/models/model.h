@@ -112,7 +112,9 @@ typedef void (*qvl_tap_fn)(void *ud, const char *name, const void *buf, int64_t 
 typedef struct qvl_vision_out {
   int n;               /* 1 + n_deepstack */
   int64_t rows, cols;  /* rows = patches / merge^2, cols = out_hidden */
-  float *data[1 + QVL_MAX_LIST]; /* host f32 [rows][cols] each, malloc'd: main features, then DeepStack */
+  float *data[1 + QVL_MAX_LIST]; /* host f32 [rows][cols] each, malloc'd: main features, then DeepStack; or */
+  void *dev[1 + QVL_MAX_LIST];   /* the same in be's buffers and dtype (vis_input.device_out; data[] then NULL) */
+  qvl_backend *be;
 } qvl_vision_out;
 
 void qvl_vision_out_free(qvl_vision_out *o);
@@ -125,6 +127,7 @@ typedef struct vis_input {
   const float *host_pixels;
   const void *dev_pixels;
   int64_t max_patches; /* a lower limit than the workspace's for this call; 0: the workspace's */
+  int device_out;      /* the features stay on the device (qvl_vision_out.dev: no download, no host copy) */
 } vis_input;
 
 /* The device memory of the towers, planned at open from the limits (vision_run.h). */

@@ -122,11 +122,24 @@ int vis_merger(vis_run *r, const vit_merger *m, int postshuffle, const void *in,
 }
 
 /* Downloads out_dev[0 .. n_features) into out (host f32); out == NULL only synchronises. */
-static int collect(vis_run *r, qvl_vision_out *out, int n_features) {
+static int collect(vis_run *r, qvl_vision_out *out, int n_features, int device_out) {
   if (!out) return r->b->sync(r->b);
   int64_t G = r->rows / (r->v->merge * r->v->merge), O = r->v->out_hidden;
   memset(out, 0, sizeof *out);
   out->n = n_features, out->rows = G, out->cols = O;
+  if (device_out) { /* copies out of the workspace, which the next call overwrites; no host round trip */
+    size_t bytes = (size_t)(G * O) * r->b->elem_bytes;
+    out->be = r->b;
+    for (int i = 0; i < n_features; i++) {
+      int rc = r->b->alloc(r->b, &out->dev[i], bytes);
+      if (!rc) rc = r->b->copy(r->b, out->dev[i], r->out_dev[i], bytes);
+      if (rc) {
+        qvl_vision_out_free(out);
+        return rc;
+      }
+    }
+    return QVL_OK;
+  }
   for (int i = 0; i < n_features; i++) {
     out->data[i] = malloc((size_t)(G * O) * sizeof(float));
     if (!out->data[i]) {
@@ -144,7 +157,10 @@ static int collect(vis_run *r, qvl_vision_out *out, int n_features) {
 }
 
 void qvl_vision_out_free(qvl_vision_out *o) {
-  for (int i = 0; i < o->n; i++) free(o->data[i]);
+  for (int i = 0; i < o->n; i++) {
+    free(o->data[i]);
+    if (o->be && o->dev[i]) o->be->free(o->be, o->dev[i]);
+  }
   memset(o, 0, sizeof *o);
 }
 
@@ -240,5 +256,5 @@ int vis_run_tower(vis_ws *ws, const vis_arch *arch, const qvl_weights *w, const 
     rc = arch->forward(&r, w, px, tap, ud);
     if (sh->runs >= 0) sh->runs++;
   }
-  return rc ? rc : collect(&r, out, arch->n_features);
+  return rc ? rc : collect(&r, out, arch->n_features, in->device_out);
 }

@@ -46,6 +46,12 @@ static int cpu_download(qvl_backend *b, void *dst, const void *src, size_t bytes
   return QVL_OK;
 }
 
+static int cpu_copy(qvl_backend *b, void *dst, const void *src, size_t bytes) {
+  (void)b;
+  memmove(dst, src, bytes);
+  return QVL_OK;
+}
+
 static int cpu_sync(qvl_backend *b) {
   (void)b;
   return QVL_OK;
@@ -71,6 +77,7 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->download_f32 = cpu_download_f32;
   b->upload = cpu_upload;
   b->download = cpu_download;
+  b->copy = cpu_copy;
   b->sync = cpu_sync;
   b->destroy = cpu_destroy;
   b->linear = cpu_linear;

@@ -217,6 +217,11 @@ static int cu_download(qvl_backend *b, void *dst, const void *src, size_t bytes)
   return rc ? rc : cuda_check(b, cudaStreamSynchronize(c->stream), "download");
 }
 
+static int cu_copy(qvl_backend *b, void *dst, const void *src, size_t bytes) {
+  cuda_ctx *c = b->ctx;
+  return cuda_check(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream), "copy");
+}
+
 static int cu_sync(qvl_backend *b) {
   return cuda_check(b, cudaStreamSynchronize(((cuda_ctx *)b->ctx)->stream), "synchronize");
 }
@@ -409,7 +414,7 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   int rc = cu_init(b, c, dev);
   if (rc) return rc;
   b->alloc = cu_alloc, b->free = cu_free, b->upload_f32 = cu_upload_f32, b->download_f32 = cu_download_f32;
-  b->upload = cu_upload, b->download = cu_download, b->sync = cu_sync, b->trim = cu_trim, b->host_alloc = cu_host_alloc;
+  b->upload = cu_upload, b->download = cu_download, b->copy = cu_copy, b->sync = cu_sync, b->trim = cu_trim, b->host_alloc = cu_host_alloc;
   b->host_free = cu_host_free;
   b->graph_begin = cu_graph_begin, b->graph_end = cu_graph_end, b->graph_launch = cu_graph_launch;
   b->graph_free = cu_graph_free;
