@@ -158,7 +158,7 @@ int img_gpu_engines(const img_gpu *g) {
  *                   decoder, which decides as the CPU path does.
  * Inside entropy-coded data FF is always followed by 00, a restart code or a fill FF, so the first other FF xx is a
  * real marker (or garbage). One memchr pass over the bytes. */
-enum { SCAN_TRUNCATED = 0, SCAN_SINGLE = 1, SCAN_MORE = 2 };
+enum { SCAN_TRUNCATED = 0, SCAN_SINGLE = 1, SCAN_MORE = 2, SCAN_UNCHECKED = 3 };
 
 static int scan_shape(const uint8_t *d, size_t n) {
   size_t i = 2, k = 0;
@@ -188,7 +188,8 @@ static int scan_shape(const uint8_t *d, size_t n) {
   return SCAN_TRUNCATED;
 }
 
-/* The decoder for one image and, for the GPU decoders, its plane layout; shape: scan_shape of its bytes. */
+/* The decoder for one image and, for the GPU decoders, its plane layout; shape: scan_shape of its bytes, or
+ * SCAN_UNCHECKED (a run checks the scans of its GPU-routed images later, in parallel: recheck). */
 static int route(img_gpu *g, const img_job *j, int shape, img_planes *lay) {
 #ifdef QVL_HAVE_NVJPEG
   int w, h, sub, cs, hs[3], vs[3], n, css, nc;
@@ -200,7 +201,8 @@ static int route(img_gpu *g, const img_job *j, int shape, img_planes *lay) {
                                   [TJSAMP_440] = 3, [TJSAMP_411] = 4};
   int d = img_nvjpeg_route(g->nvj, j->bytes, j->len, &css, &nc);
   if (d == IMG_NVJ_NONE || nc != n || css != css_of_tj[sub] || img_planes_layout(lay, w, h, n, hs, vs)) return D_CPU;
-  if (d == IMG_NVJ_HARDWARE) return shape == SCAN_SINGLE ? D_HW : D_CPU; /* baseline with more after its scan */
+  if (d == IMG_NVJ_HARDWARE) /* baseline with more after its scan: the CPU decoder */
+    return shape == SCAN_SINGLE || shape == SCAN_UNCHECKED ? D_HW : D_CPU;
   return D_HYBRID;
 #else
   (void)g, (void)j, (void)shape, (void)lay;
@@ -390,8 +392,9 @@ static cudaEvent_t event(img_gpu *g, int chunk, int at) { return g->ev[chunk * E
 
 /* Chunk c = images [i0, i1): arena places, then each group's hardware batch on its own decode stream after the
  * chunk's start event (the previous chunk's kernels are done with the arenas), each group's end event recorded.
- * The groups are submitted from parallel threads (nvJPEG parses the streams on the host). A batch that fails goes
- * to the hybrid decoder image by image. */
+ * The groups run on parallel threads (nvJPEG parses the streams on the host), each first checking its images'
+ * scans (scan_shape): a JPEG the GPU decoders must not take goes to the CPU decoder (finish_chunk decodes it). A
+ * batch that fails goes to the hybrid decoder image by image. */
 static int decode_chunk(run_state *r, int c, int i0, int i1, qvl_err *err) {
   img_gpu *g = r->g;
   size_t plane_at = 0, work_at = 0;
@@ -417,6 +420,11 @@ static int decode_chunk(run_state *r, int c, int i0, int i1, qvl_err *err) {
     const uint8_t *data[CHUNK_IMAGES];
     size_t len[CHUNK_IMAGES];
     img_planes dst[CHUNK_IMAGES];
+    for (int i = i0 + ka; i < i0 + kb; i++) {
+      slot *s = &r->sl[i];
+      int shape = s->kind == D_CPU ? SCAN_SINGLE : scan_shape(r->jobs[i].bytes, r->jobs[i].len);
+      if (shape == SCAN_TRUNCATED || (s->kind == D_HW && shape != SCAN_SINGLE)) s->kind = D_CPU;
+    }
     for (int i = i0 + ka; i < i0 + kb; i++)
       if (r->sl[i].kind == D_HW) data[nb] = r->jobs[i].bytes, len[nb] = r->jobs[i].len, dst[nb++] = r->sl[i].lay;
     char msg[160];
@@ -532,16 +540,10 @@ static int run_all(run_state *r, int n, int threads, qvl_err *err) {
   img_gpu *g = r->g;
   img_gpu_stats *st = &g->last;
   double t = now_ms();
-  size_t bytes = 0; /* one pass over them: a thread team pays only past ~10 ms of scanning (its join waits for the
-                       slowest thread to wake, up to a millisecond) */
-  for (int i = 0; i < n; i++) bytes += r->jobs[i].bytes && r->jobs[i].format == IMG_JPEG ? r->jobs[i].len : 0;
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (bytes > ((size_t)64 << 20))
-  for (int i = 0; i < n; i++)
-    r->sl[i].kind = r->jobs[i].bytes && r->jobs[i].format == IMG_JPEG ? scan_shape(r->jobs[i].bytes, r->jobs[i].len) : 0;
   int n_cpu = 0;
-  for (int i = 0; i < n; i++) {
+  for (int i = 0; i < n; i++) { /* headers only: the scans of the GPU-routed JPEGs are checked by decode_chunk */
     slot *s = &r->sl[i];
-    s->kind = route(g, &r->jobs[i], s->kind, &s->lay);
+    s->kind = route(g, &r->jobs[i], SCAN_UNCHECKED, &s->lay);
 #ifdef QVL_HAVE_NVJPEG
     s->plane_bytes = s->kind == D_CPU ? 0 : planes_total(&s->lay);
 #endif
