@@ -1,6 +1,7 @@
 /* The scheduler (src/server/sched.c) through qvl batch in-process: many requests in one batched step stream give
  * every request the greedy tokens it gets alone (qvl_generate_ids on another engine), with images, with host
- * sampling mixed in, under KV preemption, and with the encoder cache (a repeated image skips the tower).
+ * sampling mixed in, under KV preemption, and with the encoder cache (a repeated image skips the tower); an image
+ * that only decoding finds broken fails its own request, not the others preprocessed with it.
  * The tiny Qwen3-VL with the real vocabulary, dummy weights, CPU backend. */
 #include "batch_util.h"
 
@@ -210,10 +211,92 @@ static void test_prefix_cache_reclaim(void **state) {
   qvl_engine_close(e);
 }
 
+/* Copies tests/data/images/<name> to dir/<as>, the first `keep` bytes of it when keep > 0. */
+static void copy_image(const char *dir, const char *name, const char *as, long keep) {
+  char from[256], to[600];
+  snprintf(from, sizeof from, "tests/data/images/%s", name), snprintf(to, sizeof to, "%s/%s", dir, as);
+  FILE *f = fopen(tu_path(from), "rb"), *g = fopen(to, "wb");
+  assert_true(f && g);
+  static uint8_t buf[1 << 20];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fwrite(buf, 1, keep > 0 && (size_t)keep < n ? (size_t)keep : n, g);
+  fclose(f), fclose(g);
+}
+
+/* Five requests admitted together, their images preprocessed by the scheduler: r1's JPEG is cut short (its header,
+ * all the submitting thread reads, is whole), r4 asks for other pixel limits (another preprocessing call). The call
+ * with r1 fails and is made again request by request: r1 alone ends with 400 and the decoder's message, r0, r2 and
+ * r3 answer as they do alone, r4 gets its own grid (1 pad token instead of 64), and the tower ran for the three good
+ * images only. */
+static void test_bad_image_in_batch(void **state) {
+  (void)state;
+  NEED_TOKENIZER();
+  const char *dir = tu_tmpdir();
+  copy_image(dir, "jpeg_20x20.jpg", "a.jpg", 0);
+  copy_image(dir, "jpeg_420_640x480.jpg", "cut.jpg", 20000);
+  copy_image(dir, "png_1x1.png", "b.png", 0);
+  req r[] = {{"Describe it.", "jpeg_20x20.jpg", 5, 0, 1, NULL, NULL, NULL, 0},
+             {"Tags?", "png_1x1.png", 5, 0, 1, NULL, NULL, NULL, 0},
+             {"Hello there", NULL, 5, 0, 1, NULL, NULL, NULL, 0}};
+  for (int i = 0; i < 3; i++) r[i].want = alone(&r[i]);
+  static const char *line =
+      "{\"custom_id\": \"r%d\", \"body\": {\"messages\": [{\"role\": \"user\", \"content\": [%s{\"type\": \"text\", "
+      "\"text\": \"%s\"}]}], \"max_tokens\": 5, \"temperature\": 0, \"seed\": 7%s}}\n";
+  static const char *files[5] = {"a.jpg", "cut.jpg", "b.png", NULL, "a.jpg"};
+  static const char *texts[5] = {"Describe it.", "What is this?", "Tags?", "Hello there", "Describe it."};
+  char in_text[8192], img[700];
+  size_t len = 0;
+  for (int i = 0; i < 5; i++) {
+    img[0] = '\0';
+    if (files[i])
+      snprintf(img, sizeof img, "{\"type\": \"image_url\", \"image_url\": \"file://%s/%s\"}, ", dir, files[i]);
+    len += (size_t)snprintf(in_text + len, sizeof in_text - len, line, i, img, texts[i],
+                            i == 4 ? ", \"min_pixels\": 1024, \"max_pixels\": 1024" : "");
+  }
+  char *out_text = NULL, err[256];
+  size_t out_len = 0;
+  FILE *in = fmemopen(in_text, len, "r"), *out = open_memstream(&out_text, &out_len);
+  qvl_server_params p = {.max_queue = 5, .kv_tokens = 16384, .media_dir = dir};
+  qvl_batch_stats st;
+  qvl_engine *e = open_engine(0);
+  signal(SIGALRM, batch_deadline);
+  alarm(BATCH_DEADLINE_S);
+  assert_int_equal(qvl_batch_run(e, g_tok, &p, in, out, NULL, &st, err, sizeof err), 0);
+  alarm(0);
+  fclose(in), fclose(out);
+  assert_int_equal(st.ok, 4);
+  assert_int_equal(st.failed, 1);
+  assert_int_equal(st.vision_images, 3);
+  char *save = NULL;
+  int k = 0, prompt[5] = {0};
+  for (char *l = strtok_r(out_text, "\n", &save); l; l = strtok_r(NULL, "\n", &save), k++) {
+    cJSON *o = cJSON_Parse(l);
+    const cJSON *body = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "response"), "body"),
+                *er = cJSON_GetObjectItem(o, "error");
+    printf("  %s\n", l);
+    if (k == 1) {
+      assert_int_equal(cJSON_GetObjectItem(er, "status_code")->valueint, 400);
+      tu_assert_msg_has(cJSON_GetObjectItem(er, "message")->valuestring, "image 0", "truncated JPEG");
+    } else {
+      const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(body, "choices"), 0);
+      const char *content = cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "message"), "content")->valuestring;
+      if (k < 4) assert_string_equal(content, r[k == 0 ? 0 : k - 1].want);
+      prompt[k] = cJSON_GetObjectItem(cJSON_GetObjectItem(body, "usage"), "prompt_tokens")->valueint;
+    }
+    cJSON_Delete(o);
+  }
+  assert_int_equal(k, 5);
+  assert_int_equal(prompt[4], prompt[0] - 63);
+  free(out_text);
+  for (int i = 0; i < 3; i++) free(r[i].want), free(r[i].ids);
+  qvl_engine_close(e);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_batched_equals_alone), cmocka_unit_test(test_preemption),
-                                     cmocka_unit_test(test_preemption_shared_prefix),
-                                     cmocka_unit_test(test_encoder_cache), cmocka_unit_test(test_prefix_cache_images),
-                                     cmocka_unit_test(test_prefix_cache_reclaim)};
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_batched_equals_alone),     cmocka_unit_test(test_preemption),
+      cmocka_unit_test(test_preemption_shared_prefix), cmocka_unit_test(test_encoder_cache),
+      cmocka_unit_test(test_prefix_cache_images),      cmocka_unit_test(test_prefix_cache_reclaim),
+      cmocka_unit_test(test_bad_image_in_batch)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -626,6 +626,13 @@ static void test_errors(void **state) {
       "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", "
       "\"image_url\": \"file://%s\"}]}]}";
   char b[16][512];
+  size_t n_jpeg; /* a JPEG cut short after a whole header: only the scheduler's preprocessing finds it broken */
+  uint8_t *jpeg = slurp(tu_path("tests/data/images/jpeg_420_640x480.jpg"), &n_jpeg);
+  char *enc = b64(jpeg, 20000), *cut = malloc(strlen(enc) + 256);
+  sprintf(cut,
+          "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": "
+          "\"data:image/jpeg;base64,%s\"}]}]}",
+          enc);
   const bad_case cases[] = {
       {"POST", "/v1/chat/completions", "{\"messages\": [", 400, "not valid JSON", NULL},
       {"POST", "/v1/chat/completions", "[1, 2]", 400, "must be a JSON object", NULL},
@@ -661,6 +668,7 @@ static void test_errors(void **state) {
        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": {\"url\": "
        "\"data:image/png;base64,AAAAAAAA\"}}]}]}",
        400, "image 0", NULL},
+      {"POST", "/v1/chat/completions", cut, 400, "image 0: corrupt or truncated JPEG", NULL},
       {"POST", "/v1/chat/completions",
        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": {\"url\": "
        "\"https://example.com/cat.png\"}}]}]}",
@@ -701,6 +709,7 @@ static void test_errors(void **state) {
     assert_string_equal(jstr(o, "id", NULL), header(&r, "x-request-id", rid, sizeof rid));
     cJSON_Delete(o), free(r.body);
   }
+  free(jpeg), free(enc), free(cut);
   /* 413: announced by Content-Length, and sent chunked with no length */
   size_t big = MAX_BODY + 100;
   char *huge = malloc(big + 1);

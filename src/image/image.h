@@ -138,4 +138,10 @@ int64_t img_input_limit(const qvl_image_params *p);
 int img_preprocess(qvl_image_batch **out, const qvl_preproc_config *pc, const qvl_image *imgs, int n,
                    const qvl_image_params *p, qvl_err *err);
 
+/* Phase 1 alone for one image, nothing decoded: the checks preprocessing starts with (arguments, base64, header,
+ * pixel limit, smart_resize) with its messages ("<what>: ..."), and the grid it will give the image. p NULL: the
+ * defaults. err is the caller's, so any thread may plan while another runs the engine (qvl serve's connections). */
+int img_grid(int32_t grid_thw[3], const qvl_preproc_config *pc, const qvl_image *image, const qvl_image_params *p,
+             const char *what, qvl_err *err);
+
 #endif

@@ -245,21 +245,26 @@ int qvl_preprocess_images(qvl_engine *e, const qvl_image *images, int n, const q
   return img_preprocess_on(out, g, pc, images, n, p, err);
 }
 
-int qvl_image_grid(qvl_engine *e, const qvl_image *image, const qvl_image_params *p, int32_t grid_thw[3]) {
-  if (!e || !image || !grid_thw) return QVL_ERR_INVALID_ARG;
-  qvl_err *err = qvl_engine_err(e);
-  qvl_err_clear(err);
-  const qvl_preproc_config *pc = qvl_engine_preproc(e);
+int img_grid(int32_t grid_thw[3], const qvl_preproc_config *pc, const qvl_image *image, const qvl_image_params *p,
+             const char *what, qvl_err *err) {
   qvl_image_params defaults = qvl_image_default_params();
   if (!p) p = &defaults;
   int rc = check_args(pc, image, 1, p, err);
   if (rc) return rc;
-  img_job j = {.what = "image"};
+  img_job j = {0};
+  snprintf(j.what, sizeof j.what, "%s", what);
   rc = plan(&j, image, pc, p);
   free(j.owned);
   if (rc) return qvl_fail(err, rc, "%s", j.err.msg);
   grid_thw[0] = 1, grid_thw[1] = j.rh / pc->patch, grid_thw[2] = j.rw / pc->patch;
   return QVL_OK;
+}
+
+int qvl_image_grid(qvl_engine *e, const qvl_image *image, const qvl_image_params *p, int32_t grid_thw[3]) {
+  if (!e || !image || !grid_thw) return QVL_ERR_INVALID_ARG;
+  qvl_err *err = qvl_engine_err(e);
+  qvl_err_clear(err);
+  return img_grid(grid_thw, qvl_engine_preproc(e), image, p, "image", err);
 }
 
 const qvl_pixels *qvl_image_batch_pixels(const qvl_image_batch *b) { return b ? &b->px : NULL; }

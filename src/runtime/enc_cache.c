@@ -1,5 +1,6 @@
 /* enc_cache.c - vision outputs by image hash: a chained hash table over the digest's first 8 bytes (already
- * uniform: it is a cryptographic digest) and a doubly linked recency list, most recent at the head. */
+ * uniform: it is a cryptographic digest) and a doubly linked recency list, most recent at the head; each entry's
+ * outputs in one backend buffer. */
 #include "runtime/enc_cache.h"
 
 #include <stdlib.h>
@@ -11,11 +12,12 @@ typedef struct ent {
   struct ent *prev, *next; /* recency list */
   int n_out;
   int64_t rows, cols, bytes;
-  float *rows_data;  /* n_out * rows * cols, one allocation */
-  const float **out; /* n_out pointers into rows_data */
+  void *buf;                         /* n_out * rows * cols elements of the backend, one buffer */
+  const void *out[1 + QVL_MAX_LIST]; /* n_out pointers into buf */
 } ent;
 
 struct enc_cache {
+  qvl_backend *be;
   ent **bucket;
   size_t n_bucket; /* a power of two */
   ent *head, *tail;
@@ -28,23 +30,24 @@ static size_t slot(const enc_cache *c, const uint8_t *key) {
   return (size_t)h & (c->n_bucket - 1);
 }
 
-int enc_cache_open(enc_cache **out, int64_t max_bytes) {
+int enc_cache_open(enc_cache **out, qvl_backend *be, int64_t max_bytes) {
   enc_cache *c = calloc(1, sizeof *c);
   *out = c;
   if (!c) return QVL_ERR_NOMEM;
-  c->n_bucket = 256;
+  c->be = be, c->n_bucket = 256;
   c->bucket = calloc(c->n_bucket, sizeof *c->bucket);
   c->st.max_bytes = max_bytes;
   return c->bucket ? QVL_OK : QVL_ERR_NOMEM;
 }
 
-static void ent_free(ent *e) {
-  if (e) free(e->rows_data), free(e->out), free(e);
+static void ent_free(enc_cache *c, ent *e) {
+  if (e && e->buf) c->be->free(c->be, e->buf);
+  free(e);
 }
 
 void enc_cache_close(enc_cache *c) {
   if (!c) return;
-  for (ent *e = c->head, *n; e; e = n) n = e->next, ent_free(e);
+  for (ent *e = c->head, *n; e; e = n) n = e->next, ent_free(c, e);
   free(c->bucket);
   free(c);
 }
@@ -73,7 +76,7 @@ static void drop(enc_cache *c, ent *e) {
   *p = e->chain;
   unlink_lru(c, e);
   c->st.bytes -= e->bytes, c->st.entries--;
-  ent_free(e);
+  ent_free(c, e);
 }
 
 int enc_cache_get(enc_cache *c, const uint8_t hash[QVL_IMAGE_HASH_BYTES], enc_entry *out) {
@@ -99,22 +102,24 @@ static void grow(enc_cache *c) {
 }
 
 int enc_cache_put(enc_cache *c, const uint8_t hash[QVL_IMAGE_HASH_BYTES], int n_out, int64_t rows, int64_t cols,
-                  const float *const *data) {
-  int64_t per = rows * cols, bytes = n_out * per * (int64_t)sizeof(float);
-  if (n_out < 1 || rows < 1 || cols < 1) return QVL_ERR_INVALID_ARG;
+                  const void *const *data) {
+  if (n_out < 1 || n_out > 1 + QVL_MAX_LIST || rows < 1 || cols < 1) return QVL_ERR_INVALID_ARG;
+  size_t per = (size_t)(rows * cols) * c->be->elem_bytes;
+  int64_t bytes = n_out * (int64_t)per;
   ent *old = *find(c, hash);
   if (old) drop(c, old);
   if (bytes > c->st.max_bytes) return QVL_OK; /* never fits: not kept */
   while (c->tail && c->st.bytes + bytes > c->st.max_bytes) drop(c, c->tail), c->st.evictions++;
   ent *e = calloc(1, sizeof *e);
-  if (e) e->rows_data = malloc((size_t)bytes), e->out = malloc((size_t)n_out * sizeof *e->out);
-  if (!e || !e->rows_data || !e->out) return ent_free(e), QVL_ERR_NOMEM;
+  if (!e) return QVL_ERR_NOMEM;
+  int rc = c->be->alloc(c->be, &e->buf, (size_t)bytes);
+  for (int k = 0; !rc && k < n_out; k++) {
+    e->out[k] = (char *)e->buf + k * per;
+    rc = c->be->copy(c->be, (char *)e->buf + k * per, data[k], per);
+  }
+  if (rc) return ent_free(c, e), rc;
   memcpy(e->key, hash, QVL_IMAGE_HASH_BYTES);
   e->n_out = n_out, e->rows = rows, e->cols = cols, e->bytes = bytes;
-  for (int k = 0; k < n_out; k++) {
-    memcpy(e->rows_data + k * per, data[k], (size_t)per * sizeof(float));
-    e->out[k] = e->rows_data + k * per;
-  }
   ent **p = &c->bucket[slot(c, hash)];
   e->chain = *p, *p = e;
   push_front(c, e);

@@ -284,7 +284,7 @@ static enum MHD_Result chat_completions(qvl_server *s, struct MHD_Connection *c,
   j->media_dir = s->media_dir[0] ? s->media_dir : NULL;
   if (srv_parse_request(j, cn->body ? cn->body : "", cn->len, s->model, s->p.max_images, s->p.max_tokens, &err) ||
       srv_prepare_images(s, j, &err) || srv_enqueue(s, j, &err)) {
-    srv_job_destroy(j);
+    srv_job_free(j);
     return send_error(s, c, cn, &err);
   }
   const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);

@@ -1,7 +1,9 @@
 /* sched.c - the scheduler: the one thread that owns the engine, the tokenizer, the KV pool and the caches.
  *
- *   queue (HTTP threads: parse, preprocess) -> admit: chat template, M-RoPE positions, sampler, detokenizer
- *   -> vision: each image's rows from the encoder cache, the tower once over the admitted images it lacks
+ *   queue (HTTP threads: parse, plan the images) -> admit: chat template, M-RoPE positions, sampler, detokenizer
+ *   -> vision: the admitted requests' images preprocessed in one call on the engine (pixel rows on the device on
+ *      CUDA), each image's rows from the encoder cache, the tower once over the images it lacks; the features stay
+ *      in the engine's buffers, where each prefill chunk's rows are read in place
  *   -> step: one token for every decoding sequence and prefill chunks of the others under the token budget, one
  *      lm_step; blocks short: the newest sequence is preempted (its blocks freed, re-prefilled later)
  *   -> sample, detokenize, stop strings, publish; finished, failed and cancelled sequences leave, freeing blocks.
@@ -26,8 +28,9 @@ struct seq {
   int32_t *pos;            /* [3][n_ids] M-RoPE positions of the prompt */
   int64_t delta;           /* generated token t is at position t + delta on all three axes */
   int n_img;
-  int32_t *grid;      /* [n_img][3] */
-  qvl_vision_out vis; /* the images' rows, kept for re-prefills */
+  int32_t *grid;                         /* [n_img][3] */
+  uint8_t (*hash)[QVL_IMAGE_HASH_BYTES]; /* [n_img] content digests: prefix and encoder cache keys */
+  qvl_vision_out vis;                    /* the images' rows in the engine's buffers (vis.dev), kept for re-prefills */
   int vis_ready;
   int64_t pads_done; /* image pad tokens in toks[0, kv.len) */
   lm_seq kv;
@@ -50,7 +53,7 @@ typedef struct step {
   int *len;         /* its tokens */
   int64_t *pads;    /* its image pads */
   int32_t *pos;     /* [3][step_tokens + max_running] all chunks' positions */
-  const float **ds; /* [max_running][QVL_MAX_LIST] the chunks' DeepStack rows */
+  const void **ds;  /* [max_running][QVL_MAX_LIST] the chunks' DeepStack rows (the engine's buffers) */
   int n;
 } step;
 
@@ -104,7 +107,7 @@ static void seq_free(qvl_server *s, struct seq *q) {
   qvl_detok_close(q->d);
   qvl_stopper_close(q->stop);
   qvl_vision_out_free(&q->vis);
-  free(q->toks), free(q->pos), free(q->grid), free(q->logits), free(q->keys);
+  free(q->toks), free(q->pos), free(q->grid), free(q->hash), free(q->logits), free(q->keys);
   free(q);
 }
 
@@ -188,8 +191,7 @@ static int prefix_keys(qvl_server *s, struct seq *q) {
   q->keys = malloc(((size_t)q->n_keys + 1) * sizeof *q->keys);
   if (!fold || !q->keys) return free(fold), QVL_ERR_NOMEM;
   for (int t = 0, k = 0; t < q->n_ids; t++)
-    if (is_pad(c, q->toks[t]) && (t == 0 || !is_pad(c, q->toks[t - 1])) && k < q->n_img)
-      fold[t] = qvl_image_batch_hash(q->j->batch, k++);
+    if (is_pad(c, q->toks[t]) && (t == 0 || !is_pad(c, q->toks[t - 1])) && k < q->n_img) fold[t] = q->hash[k++];
   pc_keys(q->keys, q->toks, q->n_keys * LM_BLOCK, fold);
   free(fold);
   return QVL_OK;
@@ -227,7 +229,6 @@ static struct seq *admit(qvl_server *s, job *j) {
   const qvl_config *c = qvl_engine_config(s->e);
   qvl_err *err = qvl_engine_err(s->e);
   struct seq *q = calloc(1, sizeof *q);
-  const qvl_pixels *px = j->batch ? qvl_image_batch_pixels(j->batch) : NULL;
   const int32_t *ids;
   size_t n = 0;
   int rc = q ? QVL_OK : QVL_ERR_NOMEM;
@@ -254,7 +255,7 @@ static struct seq *admit(qvl_server *s, job *j) {
     msg = err->msg;
   }
   if (!rc) {
-    q->j = j, q->n_ids = (int)n, q->n_toks = (int)n, q->target = (int)n, q->n_img = px ? px->n_images : 0;
+    q->j = j, q->n_ids = (int)n, q->n_toks = (int)n, q->target = (int)n, q->n_img = j->n_images;
     q->toks = malloc(((size_t)n + (size_t)sp->max_tokens) * sizeof *q->toks);
     q->pos = malloc(n * 3 * sizeof *q->pos);
     q->grid = malloc(((size_t)q->n_img + 1) * 3 * sizeof *q->grid);
@@ -266,14 +267,15 @@ static struct seq *admit(qvl_server *s, job *j) {
   }
   if (!rc) {
     memcpy(q->toks, ids, n * sizeof *ids);
-    if (q->n_img) memcpy(q->grid, px->grid_thw, (size_t)q->n_img * 3 * sizeof *q->grid);
+    for (int i = 0, k = 0; i < j->n_parts; i++) /* the submitting thread planned them */
+      if (j->parts[i].kind == QVL_PART_IMAGE) memcpy(q->grid + 3 * k++, j->parts[i].grid_thw, 3 * sizeof *q->grid);
     qvl_sampler_prompt(q->sm, q->toks, q->n_ids);
     q->device_pick = sp->temperature <= 0 && (sp->repetition_penalty == 1 || sp->repetition_penalty == 0) &&
                      sp->presence_penalty == 0 && sp->frequency_penalty == 0;
     q->vis_ready = !q->n_img;
     if ((rc = qvl_rope_index(q->pos, &q->delta, q->toks, q->n_ids, c, q->grid, q->n_img, NULL, err))) msg = err->msg;
   }
-  if (!rc && s->sc->pc && (rc = prefix_keys(s, q))) msg = "out of memory";
+  if (!rc && s->sc->pc && !q->n_img && (rc = prefix_keys(s, q))) msg = "out of memory"; /* with images: vision */
   q->want_share = !rc && s->sc->pc; /* at the next plan: the blocks of sequences admitted with it may be cached */
   pthread_mutex_lock(&s->mu);
   if (rc) {
@@ -330,109 +332,264 @@ static int64_t image_rows(const struct seq *q, int i, int m2) {
   return (int64_t)q->grid[3 * i] * q->grid[3 * i + 1] * q->grid[3 * i + 2] / m2;
 }
 
-/* The rows of every image of the sequences that need them: from the encoder cache, else one tower call over all the
- * missing images of as many sequences as fit VISION_PATCHES (at least one). Failures end the sequence's job. */
+/* Row r of a [rows][cols] buffer of be. */
+static void *row_at(const qvl_backend *be, const void *buf, int64_t r, int64_t cols) {
+  return (char *)buf + (size_t)(r * cols) * be->elem_bytes;
+}
+
+static void fail_seq(qvl_server *s, struct seq *q, int rc, const char *msg) {
+  pthread_mutex_lock(&s->mu);
+  if (!q->j->err.status) fail_job(q->j, rc, msg);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* One pass encodes the images of the sequences that need them, as many as fit VISION_PATCHES and VISION_IMAGES (at
+ * least one sequence): their pixels made in one preprocessing call on the engine per distinct image params (the GPU
+ * path on CUDA: one nvJPEG batch, rows left on the device), each image's rows from the encoder cache, else from one
+ * tower call over all the missing images, features left in the engine's buffers for the language model. Failures
+ * end the sequence's own job. */
 enum { VISION_PATCHES = 65536, VISION_IMAGES = 128 }; /* within the engine's plan: 262144 patches, 256 images */
 
+typedef struct vseq {
+  struct seq *q;
+  qvl_image_batch *b; /* its pixels: images first .. first + n_img of b, from pixel row row0 */
+  int first;
+  int64_t row0;
+  int tried;  /* preprocessed, or failed */
+  int missed; /* waits for the tower */
+} vseq;
+
+/* Sequences of this pass in admission order; the total of their images in *n_img. */
+static int pick(qvl_server *s, vseq *vs, int *n_img) {
+  int n = 0;
+  int64_t patches = 0;
+  *n_img = 0;
+  for (int r = 0; r < s->sc->n_run; r++) {
+    struct seq *q = s->sc->run[r];
+    int64_t p = 0;
+    if (q->vis_ready || q->j->err.status) continue;
+    for (int i = 0; i < q->n_img; i++) p += (int64_t)q->grid[3 * i] * q->grid[3 * i + 1] * q->grid[3 * i + 2];
+    if (n && (patches + p > VISION_PATCHES || *n_img + q->n_img > VISION_IMAGES)) break;
+    vs[n++] = (vseq){.q = q}, patches += p, *n_img += q->n_img;
+  }
+  return n;
+}
+
+/* One qvl_preprocess_images call on the engine (the scheduler thread owns its stream and its error). */
+static int preprocess_call(qvl_server *s, const qvl_image *imgs, int n, const qvl_image_params *ip,
+                           qvl_image_batch **out) {
+  qvl_image_params p = *ip;
+  p.n_threads = 0, p.host_rows = 0; /* every core for the CPU path's images; the GPU path on a CUDA engine */
+  double t0 = srv_now();
+  int rc = qvl_preprocess_images(s->e, imgs, n, &p, out);
+  pthread_mutex_lock(&s->mu);
+  if (!rc) srv_observe(&s->m.stage[STAGE_PREPROCESS], srv_now() - t0);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+/* v's pixels are b's images from first on. */
+static void take_batch(vseq *v, qvl_image_batch *b, int first) {
+  const int32_t *g = qvl_image_batch_pixels(b)->grid_thw;
+  v->b = b, v->first = first, v->row0 = 0, v->tried = 1;
+  for (int i = 0; i < first; i++) v->row0 += (int64_t)g[3 * i] * g[3 * i + 1] * g[3 * i + 2];
+}
+
+static int same_params(const qvl_image_params *a, const qvl_image_params *b) {
+  return a->semantics == b->semantics && a->min_pixels == b->min_pixels && a->max_pixels == b->max_pixels &&
+         a->max_input_pixels == b->max_input_pixels;
+}
+
+/* vs[k]'s images and those of every later untried sequence with the same image params, in one call. A failed call
+ * is made again request by request, so a bad image (caught only by decoding) fails its own request, with the
+ * message it would get alone ("image 1: ..."), and not the others. New batches go to bs[*n_bs]. */
+static void preprocess_group(qvl_server *s, vseq *vs, int n, int k, qvl_image *imgs, qvl_image_batch **bs, int *n_bs) {
+  const qvl_image_params *ip = &vs[k].q->j->ip;
+  int n_img = 0, members = 0;
+  for (int i = k; i < n; i++) {
+    job *j = vs[i].q->j;
+    if (vs[i].tried || !same_params(ip, &j->ip)) continue;
+    memcpy(imgs + n_img, j->images, (size_t)j->n_images * sizeof *imgs);
+    n_img += j->n_images, members++;
+  }
+  qvl_image_batch *b = NULL;
+  int rc = preprocess_call(s, imgs, n_img, ip, &b), first = 0;
+  if (!rc) bs[(*n_bs)++] = b;
+  for (int i = k; i < n; i++) {
+    job *j = vs[i].q->j;
+    if (vs[i].tried || !same_params(ip, &j->ip)) continue;
+    if (!rc) {
+      take_batch(&vs[i], b, first), first += j->n_images;
+      continue;
+    }
+    qvl_image_batch *own = NULL;
+    int own_rc = members == 1 ? rc : preprocess_call(s, j->images, j->n_images, &j->ip, &own);
+    vs[i].tried = 1;
+    if (own_rc)
+      fail_seq(s, vs[i].q, own_rc, qvl_errmsg(s->e));
+    else
+      take_batch(&vs[i], own, 0), bs[(*n_bs)++] = own;
+  }
+}
+
+/* q's buffers for its images' rows, on the engine's backend: [rows][out_hidden] per output (DeepStack too). */
 static int alloc_vis(qvl_server *s, struct seq *q) {
   const qvl_config *c = qvl_engine_config(s->e);
+  qvl_backend *be = qvl_engine_backend(s->e);
   int m2 = c->vision.merge * c->vision.merge;
-  q->vis.n = 1 + c->vision.n_deepstack, q->vis.cols = c->vision.out_hidden, q->vis.rows = 0;
+  q->vis.n = 1 + c->vision.n_deepstack, q->vis.cols = c->vision.out_hidden, q->vis.rows = 0, q->vis.be = be;
   for (int i = 0; i < q->n_img; i++) q->vis.rows += image_rows(q, i, m2);
-  for (int k = 0; k < q->vis.n; k++)
-    if (!(q->vis.data[k] = malloc((size_t)(q->vis.rows * q->vis.cols) * sizeof(float)))) return QVL_ERR_NOMEM;
+  for (int k = 0; k < q->vis.n; k++) {
+    int rc = be->alloc(be, &q->vis.dev[k], (size_t)(q->vis.rows * q->vis.cols) * be->elem_bytes);
+    if (rc) return rc;
+  }
   return QVL_OK;
 }
 
-/* Copies image i's rows from the cache into q->vis; 0 when the cache lacks them. */
+/* v's image digests (the prefix and encoder cache keys: on the GPU path each is one download of the resized pixels),
+ * its prefix keys and its row buffers. */
+static int seq_ready(qvl_server *s, vseq *v) {
+  struct seq *q = v->q;
+  if (!(q->hash = malloc((size_t)q->n_img * sizeof *q->hash))) return QVL_ERR_NOMEM;
+  for (int i = 0; i < q->n_img; i++) {
+    const uint8_t *h = qvl_image_batch_hash(v->b, v->first + i);
+    if (!h) return QVL_ERR_DEVICE;
+    memcpy(q->hash[i], h, QVL_IMAGE_HASH_BYTES);
+  }
+  int rc = s->sc->pc ? prefix_keys(s, q) : QVL_OK;
+  return rc ? rc : alloc_vis(s, q);
+}
+
+/* Image i's rows from the cache into q's rows at first: 1, 0 when the cache lacks them, or the copy's error. */
 static int from_cache(qvl_server *s, struct seq *q, int i, int64_t first, int64_t rows) {
   enc_entry en;
-  if (!s->sc->enc || !enc_cache_get(s->sc->enc, qvl_image_batch_hash(q->j->batch, i), &en) || en.rows != rows ||
-      en.cols != q->vis.cols || en.n_out != q->vis.n)
+  if (!s->sc->enc || !enc_cache_get(s->sc->enc, q->hash[i], &en) || en.rows != rows || en.cols != q->vis.cols ||
+      en.n_out != q->vis.n)
     return 0;
-  for (int k = 0; k < q->vis.n; k++)
-    memcpy(q->vis.data[k] + first * q->vis.cols, en.data[k], (size_t)(rows * q->vis.cols) * sizeof(float));
+  qvl_backend *be = q->vis.be;
+  for (int k = 0; k < q->vis.n; k++) {
+    int rc = be->copy(be, row_at(be, q->vis.dev[k], first, q->vis.cols), en.data[k],
+                      (size_t)(rows * q->vis.cols) * be->elem_bytes);
+    if (rc) return rc;
+  }
   return 1;
 }
 
 typedef struct miss {
-  struct seq *q;
+  vseq *v;
   int img;
-  int64_t first, rows, prow; /* vision rows at first in q->vis; pixel rows from prow in the batch */
+  int64_t first, rows, prow; /* vision rows at first in q->vis; pixel rows from prow in v->b */
 } miss;
 
-static void vision(qvl_server *s) {
+/* The missing images' pixel rows gathered into one buffer of the engine's backend (buffer copies of the GPU path's
+ * bf16 rows; the CPU path's host rows uploaded), then the tower once over them with its features left there. */
+static int tower(qvl_server *s, const miss *ms, int n, int64_t patches, qvl_vision_out *out) {
+  qvl_backend *be = qvl_engine_backend(s->e);
   const qvl_config *c = qvl_engine_config(s->e);
-  int m2 = c->vision.merge * c->vision.merge, n_miss = 0, n_seq = 0;
-  int64_t patches = 0, row_len = 0;
-  miss *ms = NULL;
-  struct seq **seqs = calloc((size_t)s->sc->n_run + 1, sizeof *seqs);
-  for (int r = 0; seqs && r < s->sc->n_run; r++) {
-    struct seq *q = s->sc->run[r];
-    if (q->vis_ready) continue;
-    int64_t p = 0, first = 0, prow = 0, np = qvl_image_batch_rows(q->j->batch, &row_len);
-    (void)np;
-    for (int i = 0; i < q->n_img; i++) p += (int64_t)q->grid[3 * i] * q->grid[3 * i + 1] * q->grid[3 * i + 2];
-    if (n_seq && (patches + p > VISION_PATCHES || n_miss + q->n_img > VISION_IMAGES)) break;
-    if (!q->vis.data[0] && alloc_vis(s, q)) {
-      pthread_mutex_lock(&s->mu);
-      fail_job(q->j, QVL_ERR_NOMEM, "out of memory");
-      pthread_mutex_unlock(&s->mu);
+  int64_t row_len, m2 = c->vision.merge * c->vision.merge;
+  qvl_image_batch_rows(ms[0].v->b, &row_len);
+  size_t row_bytes = (size_t)row_len * be->elem_bytes;
+  int32_t *grid = malloc((size_t)n * 3 * sizeof *grid);
+  void *pix = NULL;
+  int rc = grid ? be->alloc(be, &pix, (size_t)patches * row_bytes) : QVL_ERR_NOMEM;
+  for (int k = 0, at = 0; !rc && k < n; k++) {
+    const qvl_pixels *px = qvl_image_batch_pixels(ms[k].v->b);
+    int64_t np = ms[k].rows * m2;
+    char *dst = (char *)pix + (size_t)at * row_bytes;
+    memcpy(grid + 3 * k, px->grid_thw + 3 * (ms[k].v->first + ms[k].img), 3 * sizeof *grid);
+    rc = px->dev_rows
+             ? be->copy(be, dst, (const char *)px->dev_rows + (size_t)ms[k].prow * row_bytes, (size_t)np * row_bytes)
+             : be->upload_f32(be, dst, px->rows + ms[k].prow * row_len, np * row_len);
+    at += (int)np;
+  }
+  double t0 = srv_now();
+  vis_input in = {grid, n, NULL, pix, 0, 1};
+  if (!rc) rc = qvl_engine_vision_input(s->e, &in, out, NULL, NULL);
+  pthread_mutex_lock(&s->mu);
+  if (!rc) srv_observe(&s->m.stage[STAGE_VISION], srv_now() - t0), s->m.vision_images += (uint64_t)n;
+  pthread_mutex_unlock(&s->mu);
+  be->free(be, pix);
+  free(grid);
+  return rc;
+}
+
+/* The tower's rows of each missing image into its sequence's rows, and into the encoder cache. */
+static int spread(qvl_server *s, const miss *ms, int n, const qvl_vision_out *out) {
+  qvl_backend *be = out->be;
+  for (int k = 0, from = 0; k < n; from += (int)ms[k].rows, k++) {
+    struct seq *q = ms[k].v->q;
+    const void *src[1 + QVL_MAX_LIST];
+    for (int l = 0; l < q->vis.n; l++) {
+      src[l] = row_at(be, out->dev[l], from, q->vis.cols);
+      int rc = be->copy(be, row_at(be, q->vis.dev[l], ms[k].first, q->vis.cols), src[l],
+                        (size_t)(ms[k].rows * q->vis.cols) * be->elem_bytes);
+      if (rc) return rc;
+    }
+    if (s->sc->enc) enc_cache_put(s->sc->enc, q->hash[ms[k].img], q->vis.n, ms[k].rows, q->vis.cols, src);
+  }
+  return QVL_OK;
+}
+
+/* Each image of the preprocessed sequences from the cache or into the list for the tower, then the tower. */
+static void encode(qvl_server *s, vseq *vs, int n, miss *ms) {
+  const qvl_config *c = qvl_engine_config(s->e);
+  int m2 = c->vision.merge * c->vision.merge, n_miss = 0;
+  int64_t patches = 0;
+  for (int k = 0; k < n; k++) {
+    struct seq *q = vs[k].q;
+    int mark = n_miss, rc = QVL_OK;
+    int64_t first = 0, prow = vs[k].row0, np = 0;
+    if (!vs[k].b || q->j->err.status) continue;
+    if ((rc = seq_ready(s, &vs[k]))) {
+      fail_seq(s, q, rc, rc == QVL_ERR_NOMEM ? "out of memory" : qvl_errmsg(s->e));
       continue;
     }
-    seqs[n_seq++] = q;
-    miss *grown = realloc(ms, (size_t)(n_miss + q->n_img) * sizeof *ms);
-    if (!grown) break;
-    ms = grown;
-    for (int i = 0; i < q->n_img; i++) {
-      int64_t rows = image_rows(q, i, m2), np_i = rows * m2;
-      if (!from_cache(s, q, i, first, rows)) ms[n_miss++] = (miss){q, i, first, rows, prow}, patches += np_i;
-      first += rows, prow += np_i;
+    for (int i = 0; !rc && i < q->n_img; i++) {
+      int64_t rows = image_rows(q, i, m2);
+      int hit = from_cache(s, q, i, first, rows);
+      if (hit < 0)
+        rc = hit;
+      else if (!hit)
+        ms[n_miss++] = (miss){&vs[k], i, first, rows, prow}, np += rows * m2;
+      first += rows, prow += rows * m2;
     }
+    if (rc)
+      n_miss = mark, fail_seq(s, q, rc, qvl_errmsg(s->e));
+    else
+      patches += np, vs[k].missed = n_miss > mark;
   }
-  int rc = QVL_OK;
-  if (n_miss) {
-    int32_t *grid = malloc((size_t)n_miss * 3 * sizeof *grid);
-    float *pix = malloc((size_t)(patches * row_len) * sizeof *pix);
-    qvl_vision_out out = {0};
-    rc = grid && pix ? QVL_OK : QVL_ERR_NOMEM;
-    for (int k = 0, at = 0; !rc && k < n_miss; k++) {
-      const qvl_pixels *px = qvl_image_batch_pixels(ms[k].q->j->batch);
-      memcpy(grid + 3 * k, px->grid_thw + 3 * ms[k].img, 3 * sizeof *grid);
-      int64_t np = ms[k].rows * m2;
-      memcpy(pix + at * row_len, px->rows + ms[k].prow * row_len, (size_t)(np * row_len) * sizeof *pix);
-      at += (int)np;
-    }
-    double t0 = srv_now();
-    if (!rc) rc = qvl_engine_vision(s->e, grid, n_miss, pix, &out, NULL, NULL);
-    for (int k = 0, from = 0; !rc && k < n_miss; k++) {
-      struct seq *q = ms[k].q;
-      const float *src[1 + QVL_MAX_LIST];
-      for (int l = 0; l < q->vis.n; l++) {
-        src[l] = out.data[l] + (int64_t)from * q->vis.cols;
-        memcpy(q->vis.data[l] + ms[k].first * q->vis.cols, src[l], (size_t)(ms[k].rows * q->vis.cols) * sizeof(float));
-      }
-      if (s->sc->enc)
-        enc_cache_put(s->sc->enc, qvl_image_batch_hash(q->j->batch, ms[k].img), q->vis.n, ms[k].rows, q->vis.cols, src);
-      from += (int)ms[k].rows;
-    }
-    pthread_mutex_lock(&s->mu);
-    if (!rc) srv_observe(&s->m.stage[STAGE_VISION], srv_now() - t0), s->m.vision_images += (uint64_t)n_miss;
-    pthread_mutex_unlock(&s->mu);
-    qvl_vision_out_free(&out);
-    free(grid), free(pix);
-  }
+  qvl_vision_out out = {0};
+  int rc = n_miss ? tower(s, ms, n_miss, patches, &out) : QVL_OK;
+  if (!rc && n_miss) rc = spread(s, ms, n_miss, &out);
+  qvl_vision_out_free(&out);
   const char *msg = rc == QVL_ERR_NOMEM ? "out of memory" : qvl_errmsg(s->e);
-  pthread_mutex_lock(&s->mu);
-  for (int k = 0; k < n_seq; k++) {
-    struct seq *q = seqs[k];
-    if (rc && !q->j->err.status) fail_job(q->j, rc, msg);
-    q->vis_ready = !rc;
+  for (int k = 0; k < n; k++) {
+    struct seq *q = vs[k].q;
+    if (rc && vs[k].missed) fail_seq(s, q, rc, msg);
+    q->vis_ready = vs[k].b && !q->j->err.status;
   }
+}
+
+static void vision(qvl_server *s) {
+  int n_img = 0, n_bs = 0;
+  vseq *vs = calloc((size_t)s->sc->n_run + 1, sizeof *vs);
+  int n = vs ? pick(s, vs, &n_img) : 0;
+  qvl_image *imgs = n ? malloc((size_t)n_img * sizeof *imgs) : NULL;
+  qvl_image_batch **bs = n ? calloc((size_t)n, sizeof *bs) : NULL;
+  miss *ms = n ? malloc((size_t)n_img * sizeof *ms) : NULL;
+  if (n && (!imgs || !bs || !ms)) n = 0; /* tried again next iteration */
+  for (int k = 0; k < n; k++)
+    if (!vs[k].tried) preprocess_group(s, vs, n, k, imgs, bs, &n_bs);
+  encode(s, vs, n, ms);
+  pthread_mutex_lock(&s->mu);
   if (s->sc->enc) s->m.enc = enc_cache_get_stats(s->sc->enc);
   pthread_mutex_unlock(&s->mu);
-  for (int k = 0; k < n_seq; k++) qvl_image_batch_free(seqs[k]->j->batch), seqs[k]->j->batch = NULL;
-  free(ms), free(seqs);
+  for (int k = 0; k < n; k++) { /* encoded or failed: the request's image bytes are not needed again */
+    job *j = vs[k].q->j;
+    for (int i = 0; i < j->n_images; i++) free(j->image_bytes[i]), j->image_bytes[i] = NULL, j->images[i].data = NULL;
+  }
+  for (int k = 0; k < n_bs; k++) qvl_image_batch_free(bs[k]);
+  free(vs), free(imgs), free(bs), free(ms);
 }
 
 /* ---- the step ------------------------------------------------------------------------------------------- */
@@ -491,11 +648,11 @@ static void make_chunk(const qvl_config *c, step *st, int i, int32_t *pos3) {
     pads += g < q->n_ids && is_pad(c, q->toks[g]);
   }
   st->pads[i] = pads;
-  if (pads) {
-    const float **ds = st->ds + (size_t)i * QVL_MAX_LIST;
-    k->vision = q->vis.data[0] + q->pads_done * q->vis.cols;
-    for (int l = 0; l + 1 < q->vis.n; l++) ds[l] = q->vis.data[1 + l] + q->pads_done * q->vis.cols;
-    k->deepstack = q->vis.n > 1 ? ds : NULL, k->n_deepstack = q->vis.n - 1;
+  if (pads) { /* read in place from q's buffers */
+    const void **ds = st->ds + (size_t)i * QVL_MAX_LIST;
+    k->vision_dev = row_at(q->vis.be, q->vis.dev[0], q->pads_done, q->vis.cols);
+    for (int l = 0; l + 1 < q->vis.n; l++) ds[l] = row_at(q->vis.be, q->vis.dev[1 + l], q->pads_done, q->vis.cols);
+    k->deepstack_dev = q->vis.n > 1 ? ds : NULL, k->n_deepstack = q->vis.n - 1;
   }
   if (at + n == q->n_toks) {
     if (q->device_pick)
@@ -516,6 +673,7 @@ static void plan(qvl_server *s, step *st) {
   int rows;
   for (int r = 0; s->sc->pc && r < s->sc->n_run; r++) { /* sequences admitted or preempted since the last plan */
     struct seq *q = s->sc->run[r];
+    if (!q->vis_ready) continue; /* its keys come with its images' digests */
     if (q->want_share && !q->kv.len && !q->kv.n_blocks && !q->j->err.status) share_prefix(s, q);
     q->want_share = 0;
   }
@@ -637,7 +795,7 @@ int srv_sched_open(qvl_server *s, char *err, size_t err_cap) {
   int64_t blocks = (s->p.kv_tokens + LM_BLOCK - 1) / LM_BLOCK;
   if (qvl_engine_lm(s->e, blocks, &sc->lm))
     return snprintf(err, err_cap, "KV cache of %lld tokens: %s", (long long)s->p.kv_tokens, qvl_errmsg(s->e)), -1;
-  if (s->p.encoder_cache_bytes > 0 && enc_cache_open(&sc->enc, s->p.encoder_cache_bytes))
+  if (s->p.encoder_cache_bytes > 0 && enc_cache_open(&sc->enc, qvl_engine_backend(s->e), s->p.encoder_cache_bytes))
     return snprintf(err, err_cap, "out of memory"), -1;
   if (!s->p.no_prefix_cache && pc_open(&sc->pc, sc->lm)) return snprintf(err, err_cap, "out of memory"), -1;
   sc->run = calloc((size_t)cap, sizeof *sc->run);

@@ -2,7 +2,9 @@
  *
  *   HTTP threads (libmicrohttpd, one per connection)        scheduler thread (owns engine, tokenizer, KV, caches)
  *     read body -> parse + validate JSON (request.c)          admit: chat template, M-RoPE positions, sampler
- *     decode + resize the images (worker.c)          ->       vision: encoder cache, else one tower call for all
+ *     check + plan the images: grids (worker.c)      ->       vision: all admitted images preprocessed in one call
+ *                                                             (nvJPEG + kernels on CUDA), encoder cache, else one
+ *                                                             tower call for all; features stay on the device
  *     queue (bounded; full: 503)                              step: decode tokens + prefill chunks, one lm_step
  *     wait for the first token / the end             <-       sample, detokenize, stop strings, publish
  *     JSON or SSE out; a hung-up client cancels it            (a cancelled sequence leaves at the next step)

@@ -26,13 +26,12 @@ typedef struct job {
   cJSON *root;           /* owns every string the messages point into */
   qvl_chat_message *msgs;
   int n_msgs;
-  qvl_chat_part *parts; /* all messages' parts; image parts' grids are filled in by the worker */
+  qvl_chat_part *parts; /* all messages' parts; image parts' grids are planned by the submitting thread */
   int n_parts;
-  qvl_image *images; /* decoded data: URL bytes, in order of appearance */
+  qvl_image *images; /* decoded data: URL bytes, in order of appearance; the scheduler frees them once preprocessed */
   uint8_t **image_bytes;
   int n_images;
   qvl_image_params ip;
-  qvl_image_batch *batch; /* the images preprocessed by the submitting thread; freed once the tower ran */
   const char **stop; /* stop strings (s.stop points here) */
   qvl_sampling s;
   int stream, include_usage;

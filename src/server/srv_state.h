@@ -38,8 +38,9 @@ typedef struct srv_metrics {
   srv_hist tpot;              /* between consecutive tokens of one request */
   srv_hist e2e;               /* queueing to the last token (requests the worker ran) */
   srv_hist queue;             /* queueing to the start of the work */
-  srv_hist stage[N_STAGES];   /* image preprocessing (per request), the vision tower (per call), prefill (admission
-                               * to the first token), decode (first to last token) */
+  srv_hist stage[N_STAGES];   /* image preprocessing (per scheduler call, the images of every request it encodes),
+                               * the vision tower (per call), prefill (admission to the first token), decode (first
+                               * to last token) */
   srv_rate prompt_rate, gen_rate, image_rate;
 } srv_metrics;
 
@@ -72,9 +73,9 @@ void srv_fini(qvl_server *s);
 int srv_sched_open(qvl_server *s, char *err, size_t err_cap);
 void srv_sched_close(qvl_server *s); /* NULL s->sc is a no-op */
 void *srv_sched_main(void *arg);
-/* The job's images decoded and resized on the calling (submitting) thread; 400 in err when one fails. */
+/* The job's images checked and planned on the calling (submitting) thread (header, pixel limit, smart_resize: the
+ * grids in its image parts); 400 in err when one fails. Decoding waits for the scheduler. */
 int srv_prepare_images(qvl_server *s, job *j, srv_error *err);
-void srv_job_destroy(job *j); /* srv_job_free and the preprocessed images */
 int srv_enqueue(qvl_server *s, job *j, srv_error *err);
 /* Queues n jobs at once (the scheduler admits them together); one that cannot be queued is DONE with its error and
  * one reference (the caller's). */

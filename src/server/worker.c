@@ -1,5 +1,5 @@
 /* worker.c - the queue between the submitting threads (HTTP connections, qvl batch) and the scheduler (sched.c),
- * image preprocessing on the submitting thread, and the server's lifetime. */
+ * image planning on the submitting thread, and the server's lifetime. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,32 +12,22 @@
 
 void srv_job_release(qvl_server *s, job *j) { /* under s->mu */
   (void)s;
-  if (--j->refs == 0) srv_job_destroy(j);
+  if (--j->refs == 0) srv_job_free(j);
 }
 
-void srv_job_destroy(job *j) {
-  if (!j) return;
-  qvl_image_batch_free(j->batch);
-  srv_job_free(j);
-}
-
+/* Header, pixel limit and smart_resize of each image, nothing decoded (microseconds): a request the scheduler could
+ * only refuse is refused here, and the grids size the image pad runs. The pixels are made by the scheduler (sched.c
+ * preprocess), for all the requests it admits together in one call on the engine. */
 int srv_prepare_images(qvl_server *s, job *j, srv_error *err) {
-  if (!j->n_images) return 0;
-  qvl_err e = {0};
-  double t0 = srv_now();
-  j->ip.n_threads = 1; /* one thread per request: the connections run in parallel */
-  int rc = img_preprocess(&j->batch, qvl_engine_preproc(s->e), j->images, j->n_images, &j->ip, &e);
-  if (rc) {
-    srv_errorf(err, 400, "invalid_request_error", NULL, qvl_status_name(rc), "%s", e.msg);
-    return -1;
+  const qvl_preproc_config *pc = qvl_engine_preproc(s->e);
+  for (int i = 0, k = 0; i < j->n_parts; i++) {
+    if (j->parts[i].kind != QVL_PART_IMAGE) continue;
+    qvl_err e = {0};
+    char what[32];
+    snprintf(what, sizeof what, "image %d", k);
+    int rc = img_grid(j->parts[i].grid_thw, pc, &j->images[k++], &j->ip, what, &e);
+    if (rc) return srv_errorf(err, 400, "invalid_request_error", NULL, qvl_status_name(rc), "%s", e.msg), -1;
   }
-  for (int i = 0; i < j->n_images; i++) free(j->image_bytes[i]), j->image_bytes[i] = NULL; /* decoded: not needed */
-  const qvl_pixels *px = qvl_image_batch_pixels(j->batch);
-  for (int i = 0, k = 0; i < j->n_parts; i++) /* each image's pad run is sized by its grid */
-    if (j->parts[i].kind == QVL_PART_IMAGE) memcpy(j->parts[i].grid_thw, px->grid_thw + 3 * k++, 3 * sizeof(int32_t));
-  pthread_mutex_lock(&s->mu);
-  srv_observe(&s->m.stage[STAGE_PREPROCESS], srv_now() - t0);
-  pthread_mutex_unlock(&s->mu);
   return 0;
 }
 
