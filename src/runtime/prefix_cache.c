@@ -1,45 +1,36 @@
-/* prefix_cache.c - block keys by a BLAKE2b-128 chain; a chained hash table over the keys' first 8 bytes and a
- * doubly linked recency list, most recent at the head. */
+/* prefix_cache.c - block keys by a BLAKE2b-128 chain; the blocks in an lru_map, most recent at the head. */
 #include "runtime/prefix_cache.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/hash.h"
+#include "runtime/lru_map.h"
 
 typedef struct ent {
-  uint8_t key[PC_KEY_BYTES];
+  lru_node node; /* first: the key is the block's */
   int32_t block;
-  struct ent *chain, *prev, *next;
 } ent;
+
+_Static_assert(PC_KEY_BYTES == LRU_KEY_BYTES, "block keys key the map");
 
 struct prefix_cache {
   lm_model *lm;
-  ent **bucket;
-  size_t n_bucket; /* a power of two */
-  ent *head, *tail;
-  int n;
+  lru_map map;
 };
-
-static size_t slot(const prefix_cache *pc, const uint8_t *key) {
-  uint64_t h;
-  memcpy(&h, key, sizeof h);
-  return (size_t)h & (pc->n_bucket - 1);
-}
 
 int pc_open(prefix_cache **out, lm_model *lm) {
   prefix_cache *pc = calloc(1, sizeof *pc);
   *out = pc;
   if (!pc) return QVL_ERR_NOMEM;
-  pc->lm = lm, pc->n_bucket = 1024;
-  pc->bucket = calloc(pc->n_bucket, sizeof *pc->bucket);
-  return pc->bucket ? QVL_OK : QVL_ERR_NOMEM;
+  pc->lm = lm;
+  return lru_map_init(&pc->map, 1024);
 }
 
 void pc_close(prefix_cache *pc) {
   if (!pc) return;
-  for (ent *e = pc->head, *n; e; e = n) n = e->next, lm_block_unref(pc->lm, e->block), free(e);
-  free(pc->bucket);
+  for (lru_node *e = pc->map.head, *n; e; e = n) n = e->next, lm_block_unref(pc->lm, ((ent *)e)->block), free(e);
+  lru_map_free(&pc->map);
   free(pc);
 }
 
@@ -57,76 +48,39 @@ void pc_keys(uint8_t (*keys)[PC_KEY_BYTES], const int32_t *toks, int n_tok, cons
   }
 }
 
-static ent **find(prefix_cache *pc, const uint8_t *key) {
-  ent **p = &pc->bucket[slot(pc, key)];
-  while (*p && memcmp((*p)->key, key, PC_KEY_BYTES)) p = &(*p)->chain;
-  return p;
-}
-
-static void unlink_lru(prefix_cache *pc, ent *e) {
-  *(e->prev ? &e->prev->next : &pc->head) = e->next;
-  *(e->next ? &e->next->prev : &pc->tail) = e->prev;
-  e->prev = e->next = NULL;
-}
-
-static void push_front(prefix_cache *pc, ent *e) {
-  e->prev = NULL, e->next = pc->head;
-  *(pc->head ? &pc->head->prev : &pc->tail) = e;
-  pc->head = e;
-}
-
 int pc_lookup(prefix_cache *pc, const uint8_t (*keys)[PC_KEY_BYTES], int n, int32_t *blocks) {
   int k = 0;
-  for (ent *e; k < n && (e = *find(pc, keys[k])); k++) blocks[k] = e->block;
-  for (int i = k - 1; i >= 0; i--) { /* the first block most recent: a chain's tail leaves before its head */
-    ent *e = *find(pc, keys[i]);
-    unlink_lru(pc, e), push_front(pc, e);
-  }
+  for (ent *e; k < n && (e = (ent *)lru_map_get(&pc->map, keys[k])); k++) blocks[k] = e->block;
+  for (int i = k - 1; i >= 0; i--) /* the first block most recent: a chain's tail leaves before its head */
+    lru_map_touch(&pc->map, lru_map_get(&pc->map, keys[i]));
   return k;
 }
 
-/* Doubles the bucket array when the table holds more entries than buckets. */
-static void grow(prefix_cache *pc) {
-  size_t n = pc->n_bucket * 2;
-  ent **b = calloc(n, sizeof *b);
-  if (!b) return; /* longer chains, still correct */
-  free(pc->bucket);
-  pc->bucket = b, pc->n_bucket = n;
-  for (ent *e = pc->head; e; e = e->next) {
-    ent **p = &pc->bucket[slot(pc, e->key)];
-    e->chain = *p, *p = e;
-  }
-}
-
 int pc_insert(prefix_cache *pc, const uint8_t key[PC_KEY_BYTES], int32_t block) {
-  ent **p = find(pc, key);
-  if (*p) return QVL_OK;
+  if (lru_map_get(&pc->map, key)) return QVL_OK;
   ent *e = calloc(1, sizeof *e);
   if (!e) return QVL_ERR_NOMEM;
-  memcpy(e->key, key, PC_KEY_BYTES);
+  memcpy(e->node.key, key, PC_KEY_BYTES);
   e->block = block;
   lm_block_ref(pc->lm, block);
-  e->chain = *p, *p = e;
-  push_front(pc, e);
-  if ((size_t)++pc->n > pc->n_bucket) grow(pc);
+  lru_map_add(&pc->map, &e->node);
   return QVL_OK;
 }
 
 int pc_reclaim(prefix_cache *pc, int want) {
   int got = 0;
-  for (ent *e = pc->tail, *prev; e && lm_blocks_free(pc->lm) < want; e = prev) {
-    prev = e->prev;
+  for (lru_node *n = pc->map.tail, *prev; n && lm_blocks_free(pc->lm) < want; n = prev) {
+    ent *e = (ent *)n;
+    prev = n->prev;
     if (lm_block_refs(pc->lm, e->block) != 1) continue; /* a running sequence reads it */
-    ent **p = find(pc, e->key);
-    *p = e->chain;
-    unlink_lru(pc, e);
+    lru_map_remove(&pc->map, n);
     lm_block_unref(pc->lm, e->block);
     free(e);
-    pc->n--, got++;
+    got++;
   }
   return got;
 }
 
 int pc_blocks(const prefix_cache *pc) {
-  return pc ? pc->n : 0;
+  return pc ? (int)pc->map.n : 0;
 }
