@@ -178,8 +178,8 @@ const qvl_pixels *qvl_image_batch_pixels(const qvl_image_batch *b);
 int64_t qvl_image_batch_rows(const qvl_image_batch *b, int64_t *row_len);
 /* A BLAKE2b-128 digest of image i's resized RGB pixels and grid: equal digests, equal pixel rows (for one
  * model), whichever path made them. QVL_IMAGE_HASH_BYTES bytes owned by b; NULL when i is out of range (or,
- * for GPU rows, when the device copy fails). GPU rows: computed on the first call for i (one download of the
- * resized pixels), so call it from the thread that uses the engine. */
+ * for GPU rows, when the device copy fails). GPU rows: the first call computes every image's (one download of the
+ * batch's resized pixels, hashed in parallel), so call it from the thread that uses the engine. */
 const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i);
 void qvl_image_batch_free(qvl_image_batch *b); /* NULL is a no-op */
 

@@ -274,20 +274,35 @@ int64_t qvl_image_batch_rows(const qvl_image_batch *b, int64_t *row_len) {
   return b ? b->n_rows : 0;
 }
 
-/* The GPU path's digest of image i: its resized RGB brought back once, hashed as the CPU path hashes it. */
-static int hash_device(qvl_image_batch *b, int i) {
-  const int32_t *g = b->grid + 3 * i;
-  int w = g[2] * b->patch, h = g[1] * b->patch;
-  uint8_t *rgb = malloc((size_t)w * h * 3);
-  int rc = rgb ? b->be->download(b->be, rgb, b->dev_rgb + b->rgb_at[i], (size_t)w * h * 3) : QVL_ERR_NOMEM;
-  if (!rc) hash_image(b->hash[i], rgb, w, h, g), b->hashed[i] = 1;
-  free(rgb);
+/* The GPU path's digests: every image not hashed yet, from one download of the batch's resized RGB (pinned), hashed
+ * in parallel as the CPU path hashes each image. */
+static int hash_device(qvl_image_batch *b) {
+  int n = b->px.n_images;
+  int64_t lo = -1, hi = 0;
+  for (int i = 0; i < n; i++) {
+    if (b->hashed[i]) continue;
+    const int32_t *g = b->grid + 3 * i;
+    int64_t end = b->rgb_at[i] + (int64_t)g[1] * b->patch * g[2] * b->patch * 3;
+    if (lo < 0 || b->rgb_at[i] < lo) lo = b->rgb_at[i];
+    if (end > hi) hi = end;
+  }
+  if (lo < 0) return QVL_OK;
+  uint8_t *rgb = NULL;
+  int rc = b->be->host_alloc(b->be, (void **)&rgb, (size_t)(hi - lo));
+  if (!rc) rc = b->be->download(b->be, rgb, b->dev_rgb + lo, (size_t)(hi - lo));
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+  for (int i = 0; i < n; i++) {
+    if (rc || b->hashed[i]) continue;
+    const int32_t *g = b->grid + 3 * i;
+    hash_image(b->hash[i], rgb + (b->rgb_at[i] - lo), g[2] * b->patch, g[1] * b->patch, g), b->hashed[i] = 1;
+  }
+  b->be->host_free(b->be, rgb);
   return rc;
 }
 
 const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i) {
   if (!b || i < 0 || i >= b->px.n_images) return NULL;
-  if (b->hashed && !b->hashed[i] && hash_device((qvl_image_batch *)b, i)) return NULL;
+  if (b->hashed && !b->hashed[i] && hash_device((qvl_image_batch *)b)) return NULL;
   return b->hash[i];
 }
 
