@@ -50,6 +50,12 @@ struct lm_model {
   int64_t host_logits_n, vis_host_n;
   int32_t *host_argmax, *row_of; /* argmax of each out row; per chunk: its first logits row, its argmax row */
   int64_t host_argmax_n, row_of_n;
+  struct { /* the step lm_step_begin queued, for lm_step_end */
+    const lm_chunk *c;
+    int n, on;
+    lm_plan p;
+    lm_ws *ws;
+  } pend;
 };
 
 /* ---- the pool ------------------------------------------------------------------------------------- */
@@ -525,9 +531,10 @@ static int collect(lm_model *m, const lm_chunk *c, int n_chunks, const lm_plan *
   return QVL_OK;
 }
 
-int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
+int lm_step_begin(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   qvl_backend *b = m->b;
   qvl_err_clear(err);
+  if (m->pend.on) return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: a step is still queued (lm_step_end)");
   int rc = check_step(m, c, n_chunks, err);
   if (rc) return rc;
   take_blocks(m, c, n_chunks);
@@ -555,8 +562,23 @@ int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   if (!rc) rc = b->upload(b, ws->in, m->stage, (size_t)p.in.total * 4);
   m->stage_busy = !p.outs; /* the upload may read the stage until the next sync (collect's downloads) */
   if (!rc) rc = graph ? run_graph(m, &p) : forward(m, ws, &p, c, n_chunks, vis, m->c->vision.n_deepstack);
-  if (!rc) rc = collect(m, c, n_chunks, &p, ws);
+  if (rc) return b->err != err || !err->code ? qvl_fail(err, rc, "language model: %s", b->err->msg) : rc;
+  m->pend.c = c, m->pend.n = n_chunks, m->pend.p = p, m->pend.ws = ws, m->pend.on = 1;
+  return QVL_OK;
+}
+
+int lm_step_end(lm_model *m, qvl_err *err) {
+  qvl_backend *b = m->b;
+  if (!m->pend.on) return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: no step queued (lm_step_begin)");
+  const lm_chunk *c = m->pend.c;
+  int n_chunks = m->pend.n, rc = collect(m, c, n_chunks, &m->pend.p, m->pend.ws);
+  m->pend.on = 0;
   if (rc) return b->err != err || !err->code ? qvl_fail(err, rc, "language model: %s", b->err->msg) : rc;
   for (int i = 0; i < n_chunks; i++) c[i].seq->len += c[i].n;
   return QVL_OK;
+}
+
+int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
+  int rc = lm_step_begin(m, c, n_chunks, err);
+  return rc ? rc : lm_step_end(m, err);
 }

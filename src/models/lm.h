@@ -99,6 +99,12 @@ int lm_seq_blocks_needed(const lm_seq *s, int n); /* blocks lm_step would take f
  * only (lm_seq_free them after).
  * err is cleared first and holds the reason of a failure. */
 int lm_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err);
+/* lm_step in two halves, so the host can work while the device runs the step: begin checks, takes the blocks and
+ * queues the step's device work; end waits for it, fills the chunks' outputs and advances each seq->len. Between
+ * them c (and what its chunks point to) stays as it is, other device work may be queued (it runs after the step) and
+ * no other lm_* call on m is made but lm_blocks_free / lm_seq_blocks_needed. A failed begin queues nothing. */
+int lm_step_begin(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err);
+int lm_step_end(lm_model *m, qvl_err *err);
 
 /* Graph replay of decode steps on (1, default) or off (every op issued eagerly); a no-op without backend graphs. */
 void lm_set_graphs(lm_model *m, int on);

@@ -5,7 +5,9 @@
  *      CUDA), each image's rows from the encoder cache, the tower once over the images it lacks; the features stay
  *      in the engine's buffers, where each prefill chunk's rows are read in place
  *   -> step: one token for every decoding sequence and prefill chunks of the others under the token budget, one
- *      lm_step; blocks short: the newest sequence is preempted (its blocks freed, re-prefilled later)
+ *      lm_step; blocks short: the newest sequence is preempted (its blocks freed, re-prefilled later). The step is
+ *      queued first (lm_step_begin) and admission and vision run while the device works on it (their tower queued
+ *      behind it), so the device does not wait for the host's decoding, hashing and planning between steps
  *   -> sample, detokenize, stop strings, publish; finished, failed and cancelled sequences leave, freeing blocks.
  *
  * Continuous batching: a request joins the running batch at the next step and leaves it when it ends. */
@@ -750,11 +752,11 @@ static void after_step(qvl_server *s, step *st) {
   }
 }
 
-/* One iteration: admissions, vision, one step; sequences that finished, failed or were cancelled leave. */
+/* One iteration: a step is planned and queued on the device, then, while it runs, new requests are admitted and the
+ * waiting sequences' images preprocessed and encoded (their tower queued after the step); the step's outputs are
+ * taken once both are done. Sequences that finished, failed or were cancelled leave. */
 static void iterate(qvl_server *s, step *st) {
-  admit_waiting(s);
-  vision(s);
-  for (int r = 0; r < s->sc->n_run;) { /* cancelled (the client left) or failed before the step */
+  for (int r = 0; r < s->sc->n_run;) { /* cancelled (the client left) or failed since the last iteration */
     struct seq *q = s->sc->run[r];
     pthread_mutex_lock(&s->mu);
     int gone = q->j->cancel || q->j->err.status;
@@ -765,9 +767,12 @@ static void iterate(qvl_server *s, step *st) {
       r++;
   }
   plan(s, st);
+  qvl_err err = {0};
+  int rc = st->n ? lm_step_begin(s->sc->lm, st->c, st->n, &err) : QVL_OK;
+  admit_waiting(s);
+  vision(s);
   if (st->n) {
-    qvl_err err = {0};
-    int rc = lm_step(s->sc->lm, st->c, st->n, &err);
+    if (!rc) rc = lm_step_end(s->sc->lm, &err);
     pthread_mutex_lock(&s->mu);
     s->m.steps++;
     for (int i = 0; i < st->n; i++) s->m.step_tokens += (uint64_t)st->len[i];
