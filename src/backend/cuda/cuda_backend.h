@@ -10,11 +10,13 @@
 #include "backend/cuda/cuda_ops.h"
 
 typedef struct gemm_entry {
-  int64_t m;
+  int64_t key;                      /* rows (m < 1024), or the row bucket (gemm.c) */
+  int64_t m;                        /* the rows its layouts describe now */
   int n, k, bias, epi;
   cublasLtMatmulDesc_t op;
   cublasLtMatrixLayout_t la, lb, lc;
-  cublasLtMatmulAlgo_t algo;        /* the one that runs */
+  cublasLtMatmulAlgo_t algo;        /* the one chosen (tuned) */
+  cublasLtMatmulAlgo_t run;         /* the one that runs for m: algo, or the heuristic's where m refuses algo */
   cublasLtMatmulAlgo_t cand[8];     /* the heuristic's candidates until tuned */
   int n_cand, tuned;
   int gemv_ok;                      /* gemv.cu's kernel is a candidate (m <= CUDA_GEMV_MAX_ROWS, k % 8 == 0) */
@@ -29,8 +31,10 @@ typedef struct cuda_ctx {
   cublasLtHandle_t lt;
   void *lt_ws;            /* cuBLASLt workspace */
   size_t lt_ws_bytes;
-  gemm_entry *gemms;      /* algorithm cache, one entry per (m, n, k, bias) */
+  gemm_entry *gemms;      /* algorithm cache, one entry per (rows or row bucket, n, k, bias, epilogue) */
   int n_gemms, cap_gemms;
+  int *gemm_slots;        /* open-addressed index of gemms: entry + 1, 0 = empty; n_gemm_slots a power of two */
+  int n_gemm_slots;
   cudnnHandle_t dnn;
   sdpa_plan *plans;       /* cuDNN SDPA plans per shape bucket (sdpa.c) */
   int n_plans, cap_plans;

@@ -1,12 +1,16 @@
 /* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in
  * the epilogue. Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T.
  * QVL_EPI_GELU_TANH uses the GELU(_BIAS) epilogue; QVL_EPI_RESIDUAL reads y as C with beta = 1.
- * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms. For m <= 16 rows (decode
- * steps) gemv.cu's kernel is a candidate too. The first call of a shape with m <= 16 or m >= 1024 rows times each
+ * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms; from 1024 rows on, per
+ * quarter octave of m instead (1024 .. 1217, 1218 .. 1448, ...): a server's prefill steps and vision passes have
+ * a new row count nearly every time, and one plan per count would be tuned again each time. Such a plan serves
+ * every m of its bucket: its B and C layouts are set to the call's rows, and where cuBLASLt's check refuses the
+ * kept algorithm for them, the heuristic's first for those rows runs instead. For m <= 16 rows (decode steps)
+ * gemv.cu's kernel is a candidate too. The first call of a shape with m <= 16 or m >= 1024 rows times each
  * candidate on the real operands (a residual GEMM writes its timing runs to a temporary, not into y) and keeps the
  * fastest; m <= 16 runs thrice each from a cold L2, as a decode step meets its weights. Shapes of 17 .. 1023 rows
  * (prefill chunks of any length) and shapes first seen inside a graph capture keep the heuristic's first, so a
- * shape never runs two algorithms. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMV=0 never runs
+ * shape never runs two algorithms. Plans are found through a hash index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMV=0 never runs
  * the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed; QVL_GEMM_LOG=1 prints the times. */
 #include <stdint.h>
 #include <stdio.h>
@@ -48,7 +52,7 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   cublasLtMatmulPreferenceDestroy(pref);
   if (st || !found) return lt_fail(b, st, "no cuBLASLt algorithm:", g->m, g->n, g->k);
   for (int i = 0; i < found; i++) g->cand[i] = h[i].algo;
-  g->n_cand = found, g->algo = h[0].algo;
+  g->n_cand = found, g->algo = g->run = h[0].algo;
   const char *tune = getenv("QVL_GEMM_TUNE"), *gemv = getenv("QVL_GEMV");
   g->gemv_ok = g->m <= CUDA_GEMV_MAX_ROWS && g->k % 8 == 0 && !(gemv && *gemv == '0');
   g->gemv = g->gemv_ok && gemv && *gemv == '1';
@@ -57,11 +61,42 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   return QVL_OK;
 }
 
+/* The cache key of m rows: m itself below TUNE_MIN_ROWS, else -(its quarter octave), 4 * floor(log2(m) * 4) buckets. */
+static int64_t row_key(int64_t m) {
+  if (m < TUNE_MIN_ROWS) return m;
+  int64_t q = 0;
+  double v = (double)m;
+  while (v >= 2.0) v /= 2.0, q += 4;
+  for (double step = 1.189207115002721; v >= step; v /= step) q++; /* 2^(1/4) */
+  return -q;
+}
+
+static uint32_t key_hash(int64_t key, int n, int k, int bias, int epi) {
+  uint64_t h = (uint64_t)key * 0x9E3779B97F4A7C15ull;
+  h ^= ((uint64_t)(uint32_t)n << 32 | (uint32_t)k) * 0xC2B2AE3D27D4EB4Full;
+  h ^= (uint64_t)(bias * 4 + epi) * 0x165667B19E3779F9ull;
+  return (uint32_t)(h ^ h >> 29);
+}
+
+static int same(const gemm_entry *g, int64_t key, int n, int k, int bias, int epi) {
+  return g->key == key && g->n == n && g->k == k && g->bias == bias && g->epi == epi;
+}
+
+/* Puts entry i into the index (which has a free slot). */
+static void index_put(cuda_ctx *c, int i) {
+  const gemm_entry *g = &c->gemms[i];
+  uint32_t mask = (uint32_t)c->n_gemm_slots - 1, h = key_hash(g->key, g->n, g->k, g->bias, g->epi) & mask;
+  while (c->gemm_slots[h]) h = (h + 1) & mask;
+  c->gemm_slots[h] = i + 1;
+}
+
 static gemm_entry *gemm_find(qvl_backend *b, int64_t m, int n, int k, int bias, int epi) {
   cuda_ctx *c = b->ctx;
-  for (int i = 0; i < c->n_gemms; i++) {
-    gemm_entry *g = &c->gemms[i];
-    if (g->m == m && g->n == n && g->k == k && g->bias == bias && g->epi == epi) return g;
+  int64_t key = row_key(m);
+  if (c->n_gemm_slots) {
+    uint32_t mask = (uint32_t)c->n_gemm_slots - 1, h = key_hash(key, n, k, bias, epi) & mask;
+    for (; c->gemm_slots[h]; h = (h + 1) & mask)
+      if (same(&c->gemms[c->gemm_slots[h] - 1], key, n, k, bias, epi)) return &c->gemms[c->gemm_slots[h] - 1];
   }
   if (c->n_gemms == c->cap_gemms) {
     int cap = c->cap_gemms ? 2 * c->cap_gemms : 64;
@@ -69,12 +104,46 @@ static gemm_entry *gemm_find(qvl_backend *b, int64_t m, int n, int k, int bias, 
     if (!p) return NULL;
     c->gemms = p, c->cap_gemms = cap;
   }
+  if (2 * (c->n_gemms + 1) > c->n_gemm_slots) { /* at most half full */
+    int n_slots = c->n_gemm_slots ? 2 * c->n_gemm_slots : 256, *slots = calloc((size_t)n_slots, sizeof *slots);
+    if (!slots) return NULL;
+    free(c->gemm_slots);
+    c->gemm_slots = slots, c->n_gemm_slots = n_slots;
+    for (int i = 0; i < c->n_gemms; i++) index_put(c, i);
+  }
   gemm_entry *g = &c->gemms[c->n_gemms];
   memset(g, 0, sizeof *g);
-  g->m = m, g->n = n, g->k = k, g->bias = bias, g->epi = epi;
+  g->key = key, g->m = m, g->n = n, g->k = k, g->bias = bias, g->epi = epi;
   if (gemm_plan(b, g)) return NULL;
-  c->n_gemms++;
+  index_put(c, c->n_gemms++);
   return g;
+}
+
+/* Points a bucket's layouts at m rows and sets g->run: the chosen algorithm where cuBLASLt accepts it for them,
+ * else the heuristic's first for them. */
+static int set_rows(qvl_backend *b, gemm_entry *g, int64_t m) {
+  cuda_ctx *c = b->ctx;
+  uint64_t cols = (uint64_t)m;
+  cublasStatus_t st;
+  if (g->m == m) return QVL_OK;
+  if ((st = cublasLtMatrixLayoutSetAttribute(g->lb, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols)) ||
+      (st = cublasLtMatrixLayoutSetAttribute(g->lc, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols)))
+    return lt_fail(b, st, "cublasLtMatrixLayoutSetAttribute", m, g->n, g->k);
+  g->m = m, g->run = g->algo;
+  cublasLtMatmulHeuristicResult_t h;
+  if (cublasLtMatmulAlgoCheck(c->lt, g->op, g->la, g->lb, g->lc, g->lc, &g->run, &h) == CUBLAS_STATUS_SUCCESS &&
+      h.workspaceSize <= c->lt_ws_bytes)
+    return QVL_OK;
+  cublasLtMatmulPreference_t pref;
+  int found = 0;
+  cublasLtMatmulPreferenceCreate(&pref);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_bytes,
+                                       sizeof c->lt_ws_bytes);
+  st = cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->la, g->lb, g->lc, g->lc, pref, 1, &h, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st || !found) return lt_fail(b, st, "no cuBLASLt algorithm:", m, g->n, g->k);
+  g->run = h.algo;
+  return QVL_OK;
 }
 
 /* A device temporary for tuning, counted in mem_held while it lives; NULL when there is no room. */
@@ -152,7 +221,7 @@ static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const voi
   cudaEventDestroy(e0), cudaEventDestroy(e1);
   if (d != y) tune_free(b, d, bytes);
   tune_free(b, flush, flush_bytes);
-  g->algo = g->cand[best], g->tuned = 1;
+  g->algo = g->run = g->cand[best], g->tuned = 1;
   g->gemv = gemv_ms >= 0 && (best_ms < 0 || gemv_ms < best_ms);
   return cuda_check(b, cudaGetLastError(), "linear tuning");
 }
@@ -167,6 +236,7 @@ int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const voi
   if (bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
   const float one = 1.0f, beta = epi == QVL_EPI_RESIDUAL ? 1.0f : 0.0f;
   int gemv = g->gemv_ok && !(((uintptr_t)x | (uintptr_t)w) & 15);
+  if (set_rows(b, g, m)) return b->err->code; /* a bucket's layouts to this call's rows */
   if (!g->tuned) {
     enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     cudaStreamIsCapturing(c->stream, &cap);
@@ -182,7 +252,7 @@ int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const voi
     cuda_mark_end(b);
     return rc ? qvl_fail(b->err, rc, "cuda linear [%lld x %d x %d]: gemv launch failed", (long long)m, n, k) : QVL_OK;
   }
-  cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, y, g->lc, &g->algo,
+  cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, y, g->lc, &g->run,
                                      c->lt_ws, c->lt_ws_bytes, c->stream);
   cuda_mark_end(b);
   return st ? lt_fail(b, st, "cublasLtMatmul", m, n, k) : QVL_OK;
@@ -195,5 +265,5 @@ void cuda_gemm_destroy(cuda_ctx *c) {
     cublasLtMatrixLayoutDestroy(c->gemms[i].lb);
     cublasLtMatrixLayoutDestroy(c->gemms[i].lc);
   }
-  free(c->gemms);
+  free(c->gemms), free(c->gemm_slots);
 }
