@@ -59,7 +59,7 @@ static void gray_to_rgb(uint8_t *px, int64_t n) {
 
 static int decode(tjhandle tj, img_rgb *out, const uint8_t *data, size_t len, int64_t max_pixels, const char *what,
                   qvl_err *err) {
-  img_header hd;
+  img_header hd = {0};
   int cs = 0, rc = header(tj, &hd, &cs, data, len, what, err);
   if (!rc) rc = img_check_size(hd.w, hd.h, max_pixels, "JPEG", what, err);
   if (rc) return rc;

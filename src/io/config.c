@@ -692,7 +692,7 @@ static int read_preproc_flags(const ctx *x, const scope *s, qvl_preproc_config *
 static int read_preproc(const ctx *x, const cJSON *root, qvl_preproc_config *p) {
   scope top = {root, NULL, "", NULL};
   found sz;
-  char prefix[64];
+  char prefix[160];
   int rc = lookup_object(x, &top, "size", &sz, prefix, sizeof prefix);
   scope size = {sz.item, NULL, prefix, NULL};
   if (!rc) rc = read_pixels(x, &top, &size, "min_pixels", "shortest_edge", &p->min_pixels);

@@ -925,7 +925,7 @@ static int cmp_entry_name(const void *a, const void *b) {
 /* The entries sorted by name (for duplicate detection and the index's weight_map); NULL when out of
  * memory. */
 static const st_entry **sorted_entries(const st_entry *e, int n) {
-  const st_entry **s = malloc((size_t)(n ? n : 1) * sizeof *s);
+  const st_entry **s = malloc((size_t)(n > 0 ? n : 1) * sizeof *s);
   if (!s) return NULL;
   for (int i = 0; i < n; i++) s[i] = &e[i];
   sort(s, (size_t)n, sizeof *s, cmp_entry_name);
