@@ -1,4 +1,5 @@
-/* The paged KV cache ops of the CUDA backend (qkv_to_cache, attention_paged, argmax_rows) against the CPU
+/* The paged KV cache ops of the CUDA backend (qkv_to_cache, attention_paged, argmax_rows) and the vision towers'
+ * attention (attn_vit.cu alone and through the attention op, with and without the rotary) against the CPU
  * backend's f32 versions on the same bf16-representable inputs, drawn fresh each run (QVL_TEST_SEED to replay):
  * ragged batches, shuffled block tables, partial blocks, block sizes 16 (the LM's), 5 and 1, decode and chunked
  * prefill, GQA ratios 1, 4, 7 and 40, contexts up to 8k, long prefills of several sequences, head dims 128 (the
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_ops.h"
 #include "core/half.h"
 #include "testutil.h"
@@ -347,6 +349,226 @@ static void test_qkv_to_cache(void **s) {
   qkv_case(19, 4, 1, 80, 1);
 }
 
+/* ---- vision attention: attn_vit.cu alone and the attention op ------------------------------------------------- */
+
+/* A packed batch of sequences of lens[i] rows: qkv [rows][3][heads][hd] random in [-2, 2), cos/sin of random angles,
+ * one per element (the kernel may not assume the towers' concat(a, a)). The host copies stay as drawn. */
+typedef struct vit_batch {
+  int n_seq, max_len, heads, hd;
+  int64_t rows;
+  int32_t *cu;
+  float *qkv, *cos, *sin;
+  void *dq, *dcos, *dsin, *dcu;
+} vit_batch;
+
+static void vit_bounds(vit_batch *v, const int32_t *lens) {
+  v->cu[0] = 0, v->max_len = 0;
+  for (int i = 0; i < v->n_seq; i++) {
+    v->cu[i + 1] = v->cu[i] + lens[i];
+    if (lens[i] > v->max_len) v->max_len = lens[i];
+  }
+}
+
+static void vit_make(vit_batch *v, const int32_t *lens, int n_seq, int heads, int hd) {
+  memset(v, 0, sizeof *v);
+  v->n_seq = n_seq, v->heads = heads, v->hd = hd;
+  v->cu = malloc((size_t)(n_seq + 1) * sizeof(int32_t));
+  vit_bounds(v, lens);
+  v->rows = v->cu[n_seq];
+  size_t nq = (size_t)v->rows * 3 * heads * hd, nt = (size_t)v->rows * hd;
+  float *ang = malloc(nt * sizeof(float));
+  v->qkv = rnd(nq, -2, 2), v->cos = malloc(nt * sizeof(float)), v->sin = malloc(nt * sizeof(float));
+  tu_uniform(ang, nt, -60, 60, &E.rng);
+  for (size_t j = 0; j < nt; j++) v->cos[j] = cosf(ang[j]), v->sin[j] = sinf(ang[j]);
+  free(ang);
+  v->dq = dev(v->qkv, nq), v->dcos = dev_raw(v->cos, nt * 4), v->dsin = dev_raw(v->sin, nt * 4);
+  v->dcu = dev_raw(v->cu, (size_t)(n_seq + 1) * 4);
+}
+
+static void vit_free(vit_batch *v) {
+  void *d[] = {v->dq, v->dcos, v->dsin, v->dcu};
+  for (int i = 0; i < 4; i++) E.gpu->free(E.gpu, d[i]);
+  free(v->cu), free(v->qkv), free(v->cos), free(v->sin);
+}
+
+/* The CPU op on the batch's current boundaries (rows cu[n_seq]): f32 rope_qk when rotary, then attention. */
+static float *vit_ref(const vit_batch *v, int rotary, float scale) {
+  int64_t rows = v->cu[v->n_seq];
+  size_t nq = (size_t)rows * 3 * v->heads * v->hd;
+  float *x = malloc(nq * sizeof(float)), *ref = malloc(((size_t)rows * v->heads * v->hd + 1) * sizeof(float));
+  memcpy(x, v->qkv, nq * sizeof(float)); /* rotated in place */
+  void *att = NULL;
+  if (E.cpu->attention_prepare(E.cpu, &att, v->cu, v->cu, v->n_seq, v->heads, v->hd) ||
+      E.cpu->attention(E.cpu, ref, x, att, rotary ? v->cos : NULL, rotary ? v->sin : NULL, scale))
+    fail_msg("cpu attention: %s", E.err.msg);
+  E.cpu->attention_free(E.cpu, att);
+  free(x);
+  return ref;
+}
+
+static cudaStream_t gpu_stream(void) {
+  return ((cuda_ctx *)E.gpu->ctx)->stream;
+}
+
+/* cuda_attn_vit alone on the batch's bounds into dout (poisoned first); waits for it. */
+static void vit_kernel(const vit_batch *v, void *dout, const float *poison, int rotary, float scale) {
+  size_t no = (size_t)v->rows * v->heads * v->hd;
+  assert_int_equal(E.gpu->upload_f32(E.gpu, dout, poison, (int64_t)no), QVL_OK);
+  int rc = cuda_attn_vit(dout, v->dq, rotary ? v->dcos : NULL, rotary ? v->dsin : NULL, v->dcu, v->n_seq, v->max_len,
+                         v->rows, v->heads, v->hd, scale, gpu_stream());
+  if (rc) fail_msg("cuda_attn_vit: %s", qvl_status_name(rc));
+  assert_int_equal(E.gpu->sync(E.gpu), QVL_OK);
+}
+
+/* With and without the rotary: the kernel alone (qkv must come back untouched; with the rotary it must equal
+ * rope_qk then the kernel without tables, bit for bit), then the attention op three ways (the tuning run, a second
+ * run, a graph replay; qkv uploaded again before each, since an unfused candidate rotates it in place), each
+ * against the CPU. */
+static void vit_case(const char *what, const int32_t *lens, int n_seq, int heads, int hd) {
+  vit_batch v;
+  vit_make(&v, lens, n_seq, heads, hd);
+  float scale = 1.0f / sqrtf((float)hd);
+  size_t no = (size_t)v.rows * heads * hd, nq = (size_t)v.rows * 3 * heads * hd;
+  float *poison = malloc(no * sizeof(float)), *fused = malloc(no * sizeof(float));
+  tu_poison(poison, no);
+  void *dout = dev(poison, no);
+  char name[160];
+  for (int rotary = 0; rotary < 2; rotary++) {
+    float *ref = vit_ref(&v, rotary, scale);
+    const char *rot = rotary ? " rotary" : "";
+    vit_kernel(&v, dout, poison, rotary, scale);
+    snprintf(name, sizeof name, "%s, %d heads d%d%s: kernel (max_len %d)", what, heads, hd, rot, v.max_len);
+    compare(name, dout, ref, no, 1e-2);
+    snprintf(name, sizeof name, "%s d%d%s: qkv untouched", what, hd, rot);
+    compare(name, v.dq, v.qkv, nq, 0);
+    if (rotary) {
+      assert_int_equal(E.gpu->download_f32(E.gpu, fused, dout, (int64_t)no), QVL_OK);
+      if (cuda_rope_qk(v.dq, v.dcos, v.dsin, v.rows, heads, hd, gpu_stream())) fail_msg("cuda_rope_qk");
+      vit_kernel(&v, dout, poison, 0, scale);
+      snprintf(name, sizeof name, "%s d%d: fused = rope_qk + kernel", what, hd);
+      compare(name, dout, fused, no, 0);
+    }
+    void *att = NULL, *graph = NULL;
+    if (E.gpu->attention_prepare(E.gpu, &att, v.cu, v.dcu, n_seq, heads, hd)) fail_msg("%s", E.err.msg);
+    const char *how[] = {"op tuned", "op again", "op graph"};
+    for (int run = 0; run < 3; run++) {
+      assert_int_equal(E.gpu->upload_f32(E.gpu, v.dq, v.qkv, (int64_t)nq), QVL_OK);
+      assert_int_equal(E.gpu->upload_f32(E.gpu, dout, poison, (int64_t)no), QVL_OK);
+      const float *dc = rotary ? v.dcos : NULL, *ds = rotary ? v.dsin : NULL;
+      if (run < 2 && E.gpu->attention(E.gpu, dout, v.dq, att, dc, ds, scale)) fail_msg("%s", E.err.msg);
+      if (run == 2) {
+        assert_int_equal(E.gpu->graph_begin(E.gpu), QVL_OK);
+        int rc = E.gpu->attention(E.gpu, dout, v.dq, att, dc, ds, scale), end = E.gpu->graph_end(E.gpu, &graph);
+        if (rc || end || E.gpu->graph_launch(E.gpu, graph)) fail_msg("%s", E.err.msg);
+      }
+      snprintf(name, sizeof name, "%s d%d%s: %s", what, hd, rot, how[run]);
+      compare(name, dout, ref, no, 1e-2);
+    }
+    E.gpu->graph_free(E.gpu, graph);
+    E.gpu->attention_free(E.gpu, att);
+    assert_int_equal(E.gpu->upload_f32(E.gpu, v.dq, v.qkv, (int64_t)nq), QVL_OK);
+    free(ref);
+  }
+  E.gpu->free(E.gpu, dout);
+  free(poison), free(fused);
+  vit_free(&v);
+}
+
+/* Qwen2.5-VL's windows: 200 of 64 tokens with partial ones (16..63) among them, so most 64-row tiles start inside
+ * a window; then short sequences of 0..64 tokens in random order (several to a pack, two packs in a tile, empty
+ * ones), one-token sequences, and a small head dim on the generic path. */
+static void test_vit_windows(void **s) {
+  (void)s;
+  int32_t win[200], mix[300], ones[100];
+  for (int i = 0; i < 200; i++) win[i] = i % 7 ? 64 : 16 + i % 48;
+  for (int i = 0; i < 300; i++) mix[i] = (int32_t)(rnd_u32() % 65);
+  for (int i = 0; i < 100; i++) ones[i] = 1;
+  vit_case("200 windows", win, 200, 16, 80);
+  vit_case("200 windows", win, 200, 16, 72);
+  vit_case("300 short 0..64", mix, 300, 16, 80);
+  vit_case("300 short 0..64", mix, 300, 4, 64);
+  vit_case("300 short 0..64", mix, 300, 4, 16);
+  vit_case("300 short 0..64", mix, 300, 2, 128);
+  vit_case("100 of one token", ones, 100, 3, 72);
+}
+
+/* Sequences longer than a tile (the key loop): ragged, the head dims the towers and tests use, and a Qwen3-VL
+ * 960x1280 image (4,800 patches, 16 heads, d72). */
+static void test_vit_long(void **s) {
+  (void)s;
+  int32_t mixed[] = {300, 1, 1024, 77, 513};
+  int hds[] = {80, 72, 64, 16};
+  for (int i = 0; i < 4; i++) vit_case("ragged 5 seqs", mixed, 5, 16, hds[i]);
+  vit_case("one 960x1280 image", (const int32_t[]){4800}, 1, 16, 72);
+}
+
+/* One capture of the kernel with fixed bounds, replayed after other boundaries under the same bounds were written
+ * into the same buffer (fewer rows in use, empty sequences), for the windows and for long sequences. */
+static void graph_replays(const char *what, int n_seq, int max_len, const int32_t *lens, int n_lens, int hd) {
+  vit_batch v;
+  int32_t *full = malloc((size_t)n_seq * sizeof(int32_t));
+  for (int i = 0; i < n_seq; i++) full[i] = max_len;
+  vit_make(&v, full, n_seq, 16, hd);
+  float scale = 1.0f / sqrtf((float)hd);
+  size_t no = (size_t)v.rows * v.heads * hd;
+  float *poison = malloc(no * sizeof(float));
+  tu_poison(poison, no);
+  void *dout = dev(poison, no), *graph = NULL;
+  assert_int_equal(E.gpu->graph_begin(E.gpu), QVL_OK);
+  int rc = cuda_attn_vit(dout, v.dq, v.dcos, v.dsin, v.dcu, n_seq, max_len, v.rows, v.heads, hd, scale, gpu_stream());
+  int end = E.gpu->graph_end(E.gpu, &graph);
+  if (rc || end) fail_msg("capture: %s", E.err.msg);
+  for (int t = 0; t < n_lens; t++) {
+    vit_bounds(&v, lens + (size_t)t * n_seq);
+    assert_int_equal(E.gpu->upload(E.gpu, v.dcu, v.cu, (size_t)(n_seq + 1) * 4), QVL_OK);
+    assert_int_equal(E.gpu->upload_f32(E.gpu, dout, poison, (int64_t)no), QVL_OK);
+    assert_int_equal(E.gpu->graph_launch(E.gpu, graph), QVL_OK);
+    float *ref = vit_ref(&v, 1, scale);
+    char name[96];
+    snprintf(name, sizeof name, "%s graph replay %d (%d rows)", what, t, v.cu[n_seq]);
+    compare(name, dout, ref, (size_t)v.cu[n_seq] * v.heads * hd, 1e-2);
+    free(ref);
+  }
+  E.gpu->graph_free(E.gpu, graph);
+  E.gpu->free(E.gpu, dout);
+  free(poison), free(full);
+  vit_free(&v);
+}
+
+static void test_vit_graph(void **s) {
+  (void)s;
+  if (!E.gpu->graph_begin) skip();
+  enum { NW = 40 };
+  int32_t win[3][NW];
+  for (int i = 0; i < NW; i++) {
+    win[0][i] = 64;
+    win[1][i] = 1 + (int32_t)(rnd_u32() % 64);
+    win[2][i] = i % 5 == 3 ? 0 : (int32_t)(rnd_u32() % 65);
+  }
+  graph_replays("40 windows", NW, 64, &win[0][0], 3, 80);
+  int32_t seqs[] = {1100, 1100, 1100, 1, 1100, 500, 1037, 64, 65, 0, 700, 3};
+  graph_replays("3 long", 3, 1100, seqs, 4, 72);
+}
+
+/* What the launcher refuses, and the calls with nothing to do. */
+static void test_vit_refusals(void **s) {
+  (void)s;
+  vit_batch v;
+  vit_make(&v, (const int32_t[]){64, 7}, 2, 2, 16);
+  void *dout = dev_poisoned((size_t)v.rows * 2 * 16);
+  cudaStream_t st = gpu_stream();
+  uint16_t *o = dout;
+  assert_int_equal(cuda_attn_vit(o, v.dq, NULL, NULL, v.dcu, 2, 64, v.rows, 2, 12, 1.f, st), QVL_ERR_UNSUPPORTED);
+  assert_int_equal(cuda_attn_vit(o, v.dq, NULL, NULL, v.dcu, 2, 64, v.rows, 1, 136, 1.f, st), QVL_ERR_UNSUPPORTED);
+  assert_int_equal(cuda_attn_vit(o + 1, v.dq, NULL, NULL, v.dcu, 2, 64, v.rows, 2, 16, 1.f, st), QVL_ERR_UNSUPPORTED);
+  assert_int_equal(cuda_attn_vit(o, v.dq, v.dcos, NULL, v.dcu, 2, 64, v.rows, 2, 16, 1.f, st), QVL_ERR_UNSUPPORTED);
+  assert_int_equal(cuda_attn_vit(o, v.dq, NULL, NULL, v.dcu, 0, 64, v.rows, 2, 16, 1.f, st), QVL_OK);
+  assert_int_equal(cuda_attn_vit(o, v.dq, NULL, NULL, v.dcu, 2, 64, 0, 2, 16, 1.f, st), QVL_OK);
+  assert_int_equal(E.gpu->sync(E.gpu), QVL_OK);
+  E.gpu->free(E.gpu, dout);
+  vit_free(&v);
+}
+
 /* ---- argmax_rows --------------------------------------------------------------------------------------------- */
 
 static void argmax_case(int64_t rows, int n) {
@@ -412,6 +634,10 @@ int main(void) {
                                      cmocka_unit_test(test_attention_prefill_long),
                                      cmocka_unit_test(test_attention_graph),
                                      cmocka_unit_test(test_attention_graph_prefill),
+                                     cmocka_unit_test(test_vit_windows),
+                                     cmocka_unit_test(test_vit_long),
+                                     cmocka_unit_test(test_vit_graph),
+                                     cmocka_unit_test(test_vit_refusals),
                                      cmocka_unit_test(test_argmax)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -204,6 +204,16 @@ static void test_eltwise(void **s) {
   free(a), free(b), free(ref);
 }
 
+/* cos/sin [rows][hd] of random angles, one per element (the ops may not assume the towers' concat(a, a)). */
+static void rope_tables(int64_t rows, int hd, float **cs, float **sn) {
+  size_t n = (size_t)(rows * hd);
+  float *ang = malloc(n * sizeof(float));
+  *cs = malloc(n * sizeof(float)), *sn = malloc(n * sizeof(float));
+  tu_uniform(ang, n, -40, 40, &E.rng);
+  for (size_t j = 0; j < n; j++) (*cs)[j] = cosf(ang[j]), (*sn)[j] = sinf(ang[j]);
+  free(ang);
+}
+
 static void test_rope(void **s) {
   (void)s;
   const int64_t rows = 999;
@@ -211,10 +221,8 @@ static void test_rope(void **s) {
   for (int i = 0; i < 3; i++) {
     int hd = hds[i];
     size_t n = (size_t)(rows * 3 * heads * hd);
-    float *x = rnd(n, -2, 2), *ang = malloc((size_t)(rows * hd) * sizeof(float));
-    float *cs = malloc((size_t)(rows * hd) * sizeof(float)), *sn = malloc((size_t)(rows * hd) * sizeof(float));
-    tu_uniform(ang, (size_t)(rows * hd), -40, 40, &E.rng);
-    for (int64_t j = 0; j < rows * hd; j++) cs[j] = cosf(ang[j]), sn[j] = sinf(ang[j]);
+    float *x = rnd(n, -2, 2), *cs, *sn;
+    rope_tables(rows, hd, &cs, &sn);
     void *dx = dev(x, n), *dc = dev_raw(cs, (size_t)(rows * hd) * 4), *ds = dev_raw(sn, (size_t)(rows * hd) * 4);
     assert_int_equal(E.cpu->rope_qk(E.cpu, x, cs, sn, rows, heads, hd), QVL_OK);
     assert_int_equal(E.gpu->rope_qk(E.gpu, dx, dc, ds, rows, heads, hd), QVL_OK);
@@ -222,44 +230,53 @@ static void test_rope(void **s) {
     snprintf(name, sizeof name, "rope_qk head_dim %d", hd);
     compare(name, dx, x, n, 8e-3);
     E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dc), E.gpu->free(E.gpu, ds);
-    free(x), free(ang), free(cs), free(sn);
+    free(x), free(cs), free(sn);
   }
 }
 
-/* The CPU reference against the CUDA op, run three ways: the first run (which times the engine configurations
- * and keeps the fastest), a second run of the chosen plan, and a replay of it captured in a graph; the output is
- * poisoned before each. */
-static void attention_case(const char *what, const int32_t *lens, int n_seq, int heads, int hd) {
+/* The CPU reference (f32 rope_qk when rotary, then attention) against the CUDA op, run three ways: the first run
+ * (which times the candidate kernels and keeps the fastest), a second run of the chosen one, and a replay of it
+ * captured in a graph. Before each, qkv is uploaded again (an unfused candidate rotates q and k in place) and the
+ * output poisoned. */
+static void attention_case(const char *what, const int32_t *lens, int n_seq, int heads, int hd, int rotary) {
   int32_t *cu = malloc((size_t)(n_seq + 1) * sizeof(int32_t));
   cu[0] = 0;
   for (int i = 0; i < n_seq; i++) cu[i + 1] = cu[i] + lens[i];
   int64_t rows = cu[n_seq];
-  size_t nq = (size_t)(rows * 3 * heads * hd), no = (size_t)(rows * heads * hd);
-  float *qkv = rnd(nq, -2, 2), *ref = malloc(no * sizeof(float)), *nan = malloc(no * sizeof(float));
+  size_t nq = (size_t)(rows * 3 * heads * hd), no = (size_t)(rows * heads * hd), nt = (size_t)(rows * hd);
+  float *qkv = rnd(nq, -2, 2), *x = malloc(nq * sizeof(float)), *ref = malloc(no * sizeof(float));
+  float *nan = malloc(no * sizeof(float)), *cs = NULL, *sn = NULL;
   float scale = 1.0f / sqrtf((float)hd);
-  void *catt = NULL, *gatt = NULL, *graph = NULL;
+  void *catt = NULL, *gatt = NULL, *graph = NULL, *dc = NULL, *ds = NULL;
+  if (rotary) {
+    rope_tables(rows, hd, &cs, &sn);
+    dc = dev_raw(cs, nt * 4), ds = dev_raw(sn, nt * 4);
+  }
+  memcpy(x, qkv, nq * sizeof(float)); /* the CPU op rotates its input in place */
   assert_int_equal(E.cpu->attention_prepare(E.cpu, &catt, cu, cu, n_seq, heads, hd), QVL_OK);
-  assert_int_equal(E.cpu->attention(E.cpu, ref, qkv, catt, scale), QVL_OK);
+  assert_int_equal(E.cpu->attention(E.cpu, ref, x, catt, cs, sn, scale), QVL_OK);
   void *dq = dev(qkv, nq), *dout = dev_poisoned(no), *dcu = dev_raw(cu, (size_t)(n_seq + 1) * 4);
   if (E.gpu->attention_prepare(E.gpu, &gatt, cu, dcu, n_seq, heads, hd)) fail_msg("%s", E.err.msg);
   tu_poison(nan, no);
   const char *how[] = {"tuned", "again", "graph"};
   for (int run = 0; run < 3; run++) {
+    assert_int_equal(E.gpu->upload_f32(E.gpu, dq, qkv, (int64_t)nq), QVL_OK);
     assert_int_equal(E.gpu->upload_f32(E.gpu, dout, nan, (int64_t)no), QVL_OK);
-    if (run < 2 && E.gpu->attention(E.gpu, dout, dq, gatt, scale)) fail_msg("%s", E.err.msg);
+    if (run < 2 && E.gpu->attention(E.gpu, dout, dq, gatt, dc, ds, scale)) fail_msg("%s", E.err.msg);
     if (run == 2) {
       assert_int_equal(E.gpu->graph_begin(E.gpu), QVL_OK);
-      int rc = E.gpu->attention(E.gpu, dout, dq, gatt, scale), end = E.gpu->graph_end(E.gpu, &graph);
+      int rc = E.gpu->attention(E.gpu, dout, dq, gatt, dc, ds, scale), end = E.gpu->graph_end(E.gpu, &graph);
       if (rc || end || E.gpu->graph_launch(E.gpu, graph)) fail_msg("%s", E.err.msg);
     }
     char name[96];
-    snprintf(name, sizeof name, "attention %s d%d %s", what, hd, how[run]);
+    snprintf(name, sizeof name, "attention %s d%d%s %s", what, hd, rotary ? " rotary" : "", how[run]);
     compare(name, dout, ref, no, 1e-2);
   }
   E.gpu->graph_free(E.gpu, graph);
   E.gpu->attention_free(E.gpu, gatt), E.cpu->attention_free(E.cpu, catt);
-  E.gpu->free(E.gpu, dq), E.gpu->free(E.gpu, dout), E.gpu->free(E.gpu, dcu);
-  free(cu), free(qkv), free(ref), free(nan);
+  E.gpu->free(E.gpu, dq), E.gpu->free(E.gpu, dout), E.gpu->free(E.gpu, dcu), E.gpu->free(E.gpu, dc);
+  E.gpu->free(E.gpu, ds);
+  free(cu), free(qkv), free(x), free(ref), free(nan), free(cs), free(sn);
 }
 
 static void test_attention(void **s) {
@@ -269,12 +286,13 @@ static void test_attention(void **s) {
   for (int i = 0; i < 200; i++) windows[i] = i % 7 ? 64 : 16 + i % 48;
   for (int i = 0; i < 300; i++) full[i] = 64; /* whole windows: the dense batched path */
   int hds[] = {80, 72, 64, 16};
-  for (int i = 0; i < 4; i++) {
-    attention_case("ragged 5 seqs", mixed, 5, 16, hds[i]);
-    attention_case("200 windows", windows, 200, 4, hds[i]);
-    attention_case("300 full windows", full, 300, 16, hds[i]);
-    attention_case("3 equal images", (const int32_t[]){1024, 1024, 1024}, 3, 16, hds[i]);
-  }
+  for (int i = 0; i < 4; i++)
+    for (int rotary = 0; rotary < 2; rotary++) {
+      attention_case("ragged 5 seqs", mixed, 5, 16, hds[i], rotary);
+      attention_case("200 windows", windows, 200, 4, hds[i], rotary);
+      attention_case("300 full windows", full, 300, 16, hds[i], rotary);
+      attention_case("3 equal images", (const int32_t[]){1024, 1024, 1024}, 3, 16, hds[i], rotary);
+    }
 }
 
 static void test_gather(void **s) {

@@ -10,7 +10,7 @@
  * first re-plans the tower's device memory for exactly its size (peak_mem_gib counts from there: weights, that
  * plan, the pixel rows; plan_gib is the plan alone). --graphs auto|on|off: CUDA-graph replay of the forward
  * where it pays (calls of up to 16,384 patches; the default), always, or never. --attn-only times the attention
- * op alone on each case's sequences. */
+ * op alone, rotary included, on each case's sequences. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,8 +67,29 @@ static int parse_case(bench_case *bc, const char *s) {
   return sscanf(s, "%dx%dx%d%c", &bc->n, &bc->h, &bc->w, &tail) == 3 && bc->n > 0 && bc->h > 0 && bc->w > 0 ? 0 : 1;
 }
 
-/* --attn-only: the attention op alone on the case's full-attention sequences (one per image) and, for Qwen2.5-VL,
- * its 64-patch windows, on random q/k/v; the first run (untimed) picks the engine configuration. */
+/* Rotary tables as the towers' are made: cos/sin of concat(angles, angles), so each pair (d, d + hd/2) turns by one
+ * angle and the repeated in-place rotation of an unfused candidate keeps q and k bounded; angles random in +-60. */
+static int bench_tables(qvl_backend *b, void **cos, void **sin, int64_t rows, int hd) {
+  size_t n = (size_t)(rows * hd), half = (size_t)hd / 2;
+  float *c = malloc(n * sizeof(float)), *s = malloc(n * sizeof(float)), *ang = malloc(n / 2 * sizeof(float));
+  int rc = !c || !s || !ang ? QVL_ERR_NOMEM : QVL_OK;
+  if (!rc) qvl_counter_fill(ang, "rotary:bench", 0, (int64_t)(n / 2), 0.0, 60.0);
+  for (size_t i = 0; !rc && i < n; i++) {
+    float a = ang[i / (size_t)hd * half + i % half];
+    c[i] = cosf(a), s[i] = sinf(a);
+  }
+  if (!rc) rc = b->alloc(b, cos, n * sizeof(float));
+  if (!rc) rc = b->alloc(b, sin, n * sizeof(float));
+  if (!rc) rc = b->upload(b, *cos, c, n * sizeof(float));
+  if (!rc) rc = b->upload(b, *sin, s, n * sizeof(float));
+  if (!rc) rc = b->sync(b); /* the uploads have read c and s */
+  free(c), free(s), free(ang);
+  return rc;
+}
+
+/* --attn-only: the attention op alone, with the rotary as the towers run it, on the case's full-attention sequences
+ * (one per image) and, for Qwen2.5-VL, its 64-patch windows, on random q/k/v; the first run (untimed) picks the
+ * kernel and its configuration. */
 static int run_attn(qvl_engine *e, const bench_case *bc, const int32_t *grid, int64_t N, int iters, int warmup) {
   const qvl_config *c = qvl_engine_config(e);
   const qvl_vision_config *v = &c->vision;
@@ -77,13 +98,14 @@ static int run_attn(qvl_engine *e, const bench_case *bc, const int32_t *grid, in
   int32_t *cu = malloc((size_t)(G + 1) * 2 * sizeof(int32_t)), *wi = malloc((size_t)(G + 1) * sizeof(int32_t));
   float *host = malloc((size_t)(N * 3 * HD) * sizeof(float));
   double *ms = calloc((size_t)iters, sizeof(double));
-  void *qkv = NULL, *o = NULL, *dcu = NULL;
+  void *qkv = NULL, *o = NULL, *dcu = NULL, *cos = NULL, *sin = NULL;
   int rc = !cu || !wi || !host || !ms ? QVL_ERR_NOMEM : QVL_OK;
   if (!rc) qvl_counter_fill(host, "qkv:bench", 0, N * 3 * HD, 0.0, 2.0);
   if (!rc) rc = b->alloc(b, &qkv, (size_t)(N * 3 * HD) * b->elem_bytes);
   if (!rc) rc = b->alloc(b, &o, (size_t)(N * HD) * b->elem_bytes);
   if (!rc) rc = b->alloc(b, &dcu, (size_t)(G + 1) * sizeof(int32_t));
   if (!rc) rc = b->upload_f32(b, qkv, host, N * 3 * HD);
+  if (!rc) rc = bench_tables(b, &cos, &sin, N, v->head_dim);
   for (int kind = 0; !rc && kind < (c->arch == QVL_ARCH_QWEN2_5_VL ? 2 : 1); kind++) {
     int win = v->window_size / v->merge / v->patch;
     int n_seq = kind ? vis_window_index(wi, cu, grid, bc->n, v->merge, win) : vis_cu_seqlens(cu, grid, bc->n);
@@ -92,7 +114,7 @@ static int run_attn(qvl_engine *e, const bench_case *bc, const int32_t *grid, in
     if (!rc) rc = b->attention_prepare(b, &att, cu, dcu, n_seq, v->heads, v->head_dim);
     for (int i = 0; !rc && i < warmup + iters; i++) {
       double t0 = app_now_ms();
-      rc = b->attention(b, o, qkv, att, 1.0f / sqrtf((float)v->head_dim));
+      rc = b->attention(b, o, qkv, att, cos, sin, 1.0f / sqrtf((float)v->head_dim));
       if (!rc) rc = b->sync(b);
       if (i >= warmup) ms[i - warmup] = app_now_ms() - t0;
     }
@@ -108,7 +130,7 @@ static int run_attn(qvl_engine *e, const bench_case *bc, const int32_t *grid, in
     fflush(stdout);
   }
   if (rc) fprintf(stderr, "qvl bench: attention: %s (%s)\n", qvl_errmsg(e), qvl_status_name(rc));
-  b->free(b, qkv), b->free(b, o), b->free(b, dcu);
+  b->free(b, qkv), b->free(b, o), b->free(b, dcu), b->free(b, cos), b->free(b, sin);
   free(cu), free(wi), free(host), free(ms);
   return rc ? 1 : 0;
 }

@@ -98,10 +98,12 @@ struct qvl_backend {
    * from cu (host int32) and fills *att's device state from cu_dev (the same values in an int32 buffer, already
    * uploaded; read in stream order). attention then runs with no host work beyond the launch (it may be
    * captured in a graph) as often as needed: out[rows][heads*head_dim] = softmax(q k^T * scale) v, qkv as
-   * rope_qk. attention_free releases *att (NULL is a no-op). */
+   * rope_qk, q and k rotated as rope_qk first when cos != NULL (f32 table buffers); qkv's q and k may be left
+   * rotated or not (the caller reads them no more). attention_free releases *att (NULL is a no-op). */
   int (*attention_prepare)(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq,
                            int heads, int head_dim);
-  int (*attention)(qvl_backend *b, void *out, const void *qkv, const void *att, float scale);
+  int (*attention)(qvl_backend *b, void *out, void *qkv, const void *att, const float *cos, const float *sin,
+                   float scale);
   void (*attention_free)(qvl_backend *b, void *att);
   /* ---- paged KV cache (language model, batches of sequences) ----
    * A layer's cache is two pools kc, vc of [slots][kv_heads][head_dim] elements; slot = block * block_size +

@@ -79,8 +79,7 @@ static int q3_block(vis_run *r, const vit_layer *L, const void *att) {
   int D = v->hidden, F = r->ffn_width, rc;
   if ((rc = b->layernorm(b, r->x, r->h, L->norm1_w, L->norm1_b, N, D, v->norm_eps)) ||
       (rc = b->linear(b, r->a, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
-      (rc = b->rope_qk(b, r->a, r->cos, r->sin, N, v->heads, v->head_dim)) ||
-      (rc = b->attention(b, r->x, r->a, att, vis_attn_scale(v))) ||
+      (rc = b->attention(b, r->x, r->a, att, r->cos, r->sin, vis_attn_scale(v))) ||
       (rc = b->linear(b, r->h, r->x, L->proj_w, L->proj_b, N, D, D, QVL_EPI_RESIDUAL)) ||
       (rc = b->layernorm(b, r->x, r->h, L->norm2_w, L->norm2_b, N, D, v->norm_eps)) ||
       (rc = b->linear(b, r->a, r->x, L->fc1_w, L->fc1_b, N, F, D, QVL_EPI_GELU_TANH)) ||

@@ -1,6 +1,6 @@
-/* cpu_attention.c - non-causal attention over packed ragged sequences, f32.
- * Per sequence and head: S = Q K^T * scale (sgemm on strided views of qkv), row softmax in f32 with the
- * max subtracted, O = S V (sgemm). Queries go in blocks of 256 rows so S stays small for long sequences
+/* cpu_attention.c - non-causal attention over packed ragged sequences, f32. The rotary, when given, is rope_qk on
+ * qkv in place first. Per sequence and head: S = Q K^T * scale (sgemm on strided views of qkv), row softmax in f32
+ * with the max subtracted, O = S V (sgemm). Queries go in blocks of 256 rows so S stays small for long sequences
  * (a 4096x4096 image is 65,536 patches in one sequence). */
 #include <cblas.h>
 #include <math.h>
@@ -55,10 +55,12 @@ void cpu_attention_free(qvl_backend *b, void *att) {
   free(att);
 }
 
-int cpu_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale) {
+int cpu_attention(qvl_backend *b, void *out, void *qkv, const void *att, const float *cos, const float *sin,
+                  float scale) {
   const cpu_att *a = att;
   const int32_t *cu = a->cu;
-  int n_seq = a->n_seq, heads = a->heads, head_dim = a->head_dim;
+  int n_seq = a->n_seq, heads = a->heads, head_dim = a->head_dim, rc;
+  if (cos && (rc = cpu_rope_qk(b, qkv, cos, sin, cu[n_seq], heads, head_dim))) return rc; /* in place */
   const float *QKV = qkv;
   float *O = out;
   int ld = 3 * heads * head_dim, ldo = heads * head_dim, max_len = 0;

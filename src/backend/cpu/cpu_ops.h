@@ -19,7 +19,8 @@ int cpu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, 
                     int head_dim, float theta);
 int cpu_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
                           int head_dim);
-int cpu_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale);
+int cpu_attention(qvl_backend *b, void *out, void *qkv, const void *att, const float *cos, const float *sin,
+                  float scale);
 void cpu_attention_free(qvl_backend *b, void *att);
 int cpu_qkv_to_cache(qvl_backend *b, void *q, void *kc, void *vc, const void *qkv, const void *q_norm,
                      const void *k_norm, const float *cos, const float *sin, const int32_t *slot, int64_t rows,

@@ -1,5 +1,5 @@
 /* cuda_backend.c - the bf16 CUDA backend: memory, conversions and the op table. Kernels live one family per
- * .cu file (cuda_ops.h); GEMMs in gemm.c (cuBLASLt); attention in sdpa.c (cuDNN). Every op is queued on one
+ * .cu file (cuda_ops.h); GEMMs in gemm.c (cuBLASLt); attention in attention.c (attn_vit.cu or cuDNN, sdpa.c). Every op is queued on one
  * stream; the host synchronises only in downloads and allocations. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -389,7 +389,8 @@ static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
       (rc = cuda_check(b, cudaMalloc((void **)&c->attn_ws, CUDA_ATTN_WS), "attention workspace")) ||
       (rc = cuda_check(b, cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, dev), "SM count")))
     return rc;
-  if (cuda_attention_paged_init()) return cuda_check(b, cudaGetLastError(), "attention kernel attributes");
+  if (cuda_attention_paged_init() || cuda_attn_vit_init())
+    return cuda_check(b, cudaGetLastError(), "attention kernel attributes");
   if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda: cublasLtCreate failed");
   cudnnStatus_t st = cudnnCreate(&c->dnn);

@@ -63,10 +63,17 @@ int cuda_scratch(qvl_backend *b, size_t bytes);
 int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
                 int epi);
 void cuda_gemm_destroy(cuda_ctx *c);
+/* attention.c: backend.h attention, choosing per prepared attention among attn_vit.cu and cuDNN (sdpa.c). */
 int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
                            int head_dim);
-int cuda_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale);
+int cuda_attention(qvl_backend *b, void *out, void *qkv, const void *att, const float *cos, const float *sin,
+                   float scale);
 void cuda_attention_free(qvl_backend *b, void *att);
+/* sdpa.c: the cuDNN candidate, on q and k already rotated (same arguments; *att is set even on failure). */
+int cuda_sdpa_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
+                      int head_dim);
+int cuda_sdpa_run(qvl_backend *b, void *out, const void *qkv, const void *att, float scale);
+void cuda_sdpa_free(qvl_backend *b, void *att);
 void cuda_sdpa_destroy(cuda_ctx *c);
 
 #endif

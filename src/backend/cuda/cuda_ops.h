@@ -81,6 +81,16 @@ int cuda_attention_paged(uint16_t *out, const uint16_t *q, const uint16_t *kc, c
                          float scale, float *ws, size_t ws_bytes, int n_sm, qvl_stream s);
 /* Once per process and device before the first cuda_attention_paged (kernel attributes). */
 int cuda_attention_paged_init(void);
+/* attn_vit.cu: backend.h attention for the vision towers: out [rows][heads * head_dim] = softmax(q k^T * scale) v
+ * over the sequences [cu[i], cu[i+1]) (device int32, n_seq + 1 entries) of qkv [rows][3][heads][head_dim], q and k
+ * first rotated as cuda_rope_qk does when cos/sin (f32 [rows][head_dim]) are non-NULL (qkv is not written). max_len
+ * bounds every sequence's length and rows >= cu[n_seq]: the grid comes from them alone (graph replay with other
+ * boundaries under the same bounds). QVL_ERR_UNSUPPORTED unless head_dim is a multiple of 8 up to 128 and every
+ * pointer is 16-byte aligned; QVL_ERR_LIMIT past 2^31 rows or CTAs. */
+int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin, const int32_t *cu, int n_seq,
+                  int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
+/* Once per process and device before the first cuda_attn_vit (kernel attributes: > 48 KB of shared memory). */
+int cuda_attn_vit_init(void);
 /* argmax.cu: out[r] = index of the largest of x[r][0..n) (lowest among equals; NaN counts as +inf). */
 int cuda_argmax_rows(int32_t *out, const uint16_t *x, int64_t rows, int n, qvl_stream s);
 

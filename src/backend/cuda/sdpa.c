@@ -1,5 +1,6 @@
-/* sdpa.c - non-causal attention over packed ragged sequences through cuDNN's fused SDPA (the unified
- * SDPA_FWD operation of the C backend API, cuDNN >= 9.15; ../shared/reference/sdpa_c.cu shows the calls).
+/* sdpa.c - the cuDNN candidate of the CUDA attention op (attention.c chooses): non-causal attention over packed
+ * ragged sequences through cuDNN's fused SDPA (the unified SDPA_FWD operation of the C backend API, cuDNN >= 9.15;
+ * ../shared/reference/sdpa_c.cu shows the calls). q and k arrive already rotated (attention.c runs rope_qk first).
  *
  * q, k, v are read in place from the QKV GEMM output [N][3][H][D] (token stride 3HD, ragged offsets
  * cu[i]*3HD elements); o is written [N][H][D]. When cuDNN refuses the interleaved strides, q/k/v are first
@@ -14,8 +15,8 @@
  * plans). Smaller ones take the first configuration that finalizes, and equal lengths the dense plan alone: their
  * run is too short to pay for building and timing the others. QVL_SDPA_LOG=1 prints the times;
  * QVL_SDPA_TUNE=0 takes the heuristics' first configuration and the dense plan where there is one, untimed.
- * attention_prepare does all host work; the device metadata (lengths, offsets) is derived on the device from
- * the uploaded boundaries (sdpa_meta.cu), so attention itself is one cudnnBackendExecute. */
+ * cuda_sdpa_prepare does all host work; the device metadata (lengths, offsets) is derived on the device from
+ * the uploaded boundaries (sdpa_meta.cu), so cuda_sdpa_run itself is one cudnnBackendExecute. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,24 +198,24 @@ static int next_pow2(int v) {
 
 /* A prepared attention. dev: ragged metadata (lens [nb] int32 padded to 16 bytes, offsets of q/k/v and of o
  * [nb + 1] int64), then the workspace, then contiguous q, k, v when the interleaved layout was refused. */
-typedef struct cuda_att {
+typedef struct sdpa_att {
   int ragged, dense;   /* plan indices (-1: none) */
   int use_dense;       /* which one runs */
   int decided, packed, heads, head_dim, nb;
   int64_t rows;
   void *dev;
   size_t lens_bytes, ws_off, split_off;
-} cuda_att;
+} sdpa_att;
 
-void cuda_attention_free(qvl_backend *b, void *att) {
-  cuda_att *a = att;
+void cuda_sdpa_free(qvl_backend *b, void *att) {
+  sdpa_att *a = att;
   if (!a) return;
   b->free(b, a->dev);
   free(a);
 }
 
-int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
-                           int head_dim) {
+int cuda_sdpa_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
+                      int head_dim) {
   cuda_ctx *c = b->ctx;
   *att = NULL;
   int max_s = 0, dense = n_seq > 1 && cu[1] % 64 == 0 && cu[1] > 0;
@@ -223,7 +224,7 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
     max_s = cu[i + 1] - cu[i] > max_s ? cu[i + 1] - cu[i] : max_s;
     dense &= cu[i + 1] - cu[i] == cu[1];
   }
-  cuda_att *a = calloc(1, sizeof *a);
+  sdpa_att *a = calloc(1, sizeof *a);
   if (!a) return qvl_fail(b->err, QVL_ERR_NOMEM, "cuda attention: out of memory");
   a->ragged = a->dense = -1, a->packed = 1, a->heads = heads, a->head_dim = head_dim, a->rows = n_seq ? cu[n_seq] : 0;
   *att = a;
@@ -254,7 +255,7 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
 }
 
 /* One execution of plan (a descriptor of p) on the prepared buffers. */
-static cudnnStatus_t run_plan(qvl_backend *b, const cuda_att *a, const sdpa_plan *p, cudnnBackendDescriptor_t plan,
+static cudnnStatus_t run_plan(qvl_backend *b, const sdpa_att *a, const sdpa_plan *p, cudnnBackendDescriptor_t plan,
                               const void *q, const void *k, const void *v, void *out, float *scale) {
   cuda_ctx *c = b->ctx;
   char *d = a->dev;
@@ -285,7 +286,7 @@ static void keep(sdpa_plan *p, int best, float best_ms) {
 
 /* Times every candidate of p once (after one untimed run each) and keeps the fastest; a lone candidate is timed
  * only when compare is set (dense against ragged). QVL_SDPA_TUNE=0: the heuristics' first, untimed. */
-static int tune(qvl_backend *b, const cuda_att *a, sdpa_plan *p, const void *q, const void *k, const void *v,
+static int tune(qvl_backend *b, const sdpa_att *a, sdpa_plan *p, const void *q, const void *k, const void *v,
                 void *out, float *scale, int compare) {
   cuda_ctx *c = b->ctx;
   const char *log = getenv("QVL_SDPA_LOG"), *off = getenv("QVL_SDPA_TUNE");
@@ -316,9 +317,9 @@ static int tune(qvl_backend *b, const cuda_att *a, sdpa_plan *p, const void *q, 
   return cuda_check(b, cudaGetLastError(), "attention tuning");
 }
 
-int cuda_attention(qvl_backend *b, void *out, const void *qkv, const void *att, float scale) {
+int cuda_sdpa_run(qvl_backend *b, void *out, const void *qkv, const void *att, float scale) {
   cuda_ctx *c = b->ctx;
-  cuda_att *a = (cuda_att *)att;
+  sdpa_att *a = (sdpa_att *)att;
   if (a->ragged < 0 && a->dense < 0) return QVL_OK; /* nothing to attend over */
   int64_t HD = (int64_t)a->heads * a->head_dim;
   const uint16_t *q = qkv, *k = q + HD, *v = q + 2 * HD;
@@ -343,10 +344,7 @@ int cuda_attention(qvl_backend *b, void *out, const void *qkv, const void *att, 
     a->use_dense = a->dense >= 0;
   }
   const sdpa_plan *p = &c->plans[a->use_dense ? a->dense : a->ragged];
-  cuda_mark_begin(b, 1);
-  cuda_mark_label(b, "attention %s s %d d %d", p->dense ? "dense" : "ragged", p->s, p->hd);
   cudnnStatus_t st = run_plan(b, a, p, p->plan, q, k, v, out, &scale);
-  cuda_mark_end(b);
   return st ? dnn_fail(b, st, "execute") : QVL_OK;
 }
 

@@ -1,0 +1,182 @@
+/* attention.c - backend.h attention on CUDA: per prepared attention, the fastest of these candidates.
+ *   vit       attn_vit.cu with the rotary fused: q and k are read unrotated, qkv is left as it is
+ *   rope+vit  rope_qk in place, then attn_vit.cu without tables (for long sequences, where the fused kernel reads
+ *             the keys' cos/sin rows again for every query tile)
+ *   cudnn     rope_qk in place, then cuDNN's SDPA (sdpa.c: the best of its plans, tuned on its own first run)
+ * Without a rotary (cos NULL) rope+vit is vit and is left out.
+ *
+ * The first run of a prepared attention outside a graph capture times every candidate once on the real buffers
+ * (after one untimed run each: cuDNN builds and tunes its plans then) and keeps the fastest: first the fused ones,
+ * which leave qkv unrotated, then rope_qk once (timed: its time is added to each unfused candidate) and the unfused
+ * ones on the rotated q/k, so whatever ran last wrote the right output. A capture before any eager run takes vit for
+ * sequences of at most 64 tokens (Qwen2.5-VL's windows: one tile each) and cuDNN otherwise, and leaves the choice
+ * open. QVL_SDPA_LOG=1 prints the times; QVL_SDPA_TUNE=0 takes that same default untimed. Adding a candidate: an
+ * entry in CANDS and a case in cand_run. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backend/cuda/cuda_backend.h"
+
+enum { CAND_VIT, CAND_ROPE_VIT, CAND_DNN, N_CAND, VIT_SHORT = 64 /* attn_vit.cu's one-tile sequences */ };
+
+static const struct cand {
+  const char *name;
+  int fused; /* applies the rotary itself; the others run after rope_qk */
+} CANDS[N_CAND] = {{"vit", 1}, {"rope+vit", 0}, {"cudnn", 0}};
+
+typedef struct cuda_att {
+  int n_seq, max_len, heads, head_dim;
+  int64_t rows;
+  int32_t *cu;       /* device copy of the boundaries [n_seq + 1] (attn_vit.cu reads them at every run) */
+  void *dnn;         /* sdpa.c's prepared attention; NULL when cuDNN has no plan for this layout */
+  int ok[N_CAND];    /* the candidate can run this shape */
+  int choice;        /* -1 until the first eager run */
+} cuda_att;
+
+void cuda_attention_free(qvl_backend *b, void *att) {
+  cuda_att *a = att;
+  if (!a) return;
+  cuda_sdpa_free(b, a->dnn);
+  b->free(b, a->cu);
+  free(a);
+}
+
+int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
+                           int head_dim) {
+  cuda_ctx *c = b->ctx;
+  *att = NULL;
+  int max_len = 0;
+  for (int i = 0; i < n_seq; i++) {
+    if (cu[i + 1] < cu[i]) return qvl_fail(b->err, QVL_ERR_INVALID_ARG, "cuda attention: cu_seqlens not sorted");
+    max_len = cu[i + 1] - cu[i] > max_len ? cu[i + 1] - cu[i] : max_len;
+  }
+  cuda_att *a = calloc(1, sizeof *a);
+  if (!a) return qvl_fail(b->err, QVL_ERR_NOMEM, "cuda attention: out of memory");
+  a->n_seq = n_seq, a->max_len = max_len, a->heads = heads, a->head_dim = head_dim, a->choice = -1;
+  a->rows = n_seq > 0 ? cu[n_seq] : 0;
+  *att = a;
+  if (!max_len) return QVL_OK; /* nothing to attend over: attention is a no-op */
+  int vit = head_dim >= 8 && head_dim <= 128 && head_dim % 8 == 0, rc;
+  if (vit) {
+    size_t bytes = (size_t)(n_seq + 1) * sizeof(int32_t);
+    if ((rc = b->alloc(b, (void **)&a->cu, bytes)) ||
+        (rc = cuda_check(b, cudaMemcpyAsync(a->cu, cu_dev, bytes, cudaMemcpyDeviceToDevice, c->stream),
+                         "attention boundaries")))
+      return rc;
+  }
+  if ((rc = cuda_sdpa_prepare(b, &a->dnn, cu, cu_dev, n_seq, heads, head_dim))) {
+    if (!vit) return rc;
+    qvl_err_clear(b->err); /* attn_vit.cu alone */
+    cuda_sdpa_free(b, a->dnn);
+    a->dnn = NULL;
+  }
+  a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = vit, a->ok[CAND_DNN] = a->dnn != NULL;
+  return QVL_OK;
+}
+
+/* Runs candidate k; rotated: q and k of qkv are rotated already (the tuning's timed rope_qk). */
+static int cand_run(qvl_backend *b, const cuda_att *a, int k, void *out, void *qkv, const float *cos,
+                    const float *sin, float scale, int rotated) {
+  cuda_ctx *c = b->ctx;
+  if (!CANDS[k].fused && cos && !rotated && cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, c->stream))
+    return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: rotary launch failed");
+  if (k == CAND_DNN) return cuda_sdpa_run(b, out, qkv, a->dnn, scale);
+  int fused = k == CAND_VIT;
+  int rc = cuda_attn_vit(out, qkv, fused ? cos : NULL, fused ? sin : NULL, a->cu, a->n_seq, a->max_len, a->rows,
+                         a->heads, a->head_dim, scale, c->stream);
+  return rc ? qvl_fail(b->err, rc, "cuda attention: attn_vit launch failed (%s)", qvl_status_name(rc)) : QVL_OK;
+}
+
+/* vit for one-tile sequences or where cuDNN has no plan, cuDNN otherwise. */
+static int default_choice(const cuda_att *a) {
+  return a->ok[CAND_VIT] && (a->max_len <= VIT_SHORT || !a->ok[CAND_DNN]) ? CAND_VIT : CAND_DNN;
+}
+
+/* ms of what ran on the stream between e0 and e1 (waits for e1). */
+static int elapsed(qvl_backend *b, cudaEvent_t e0, cudaEvent_t e1, float *ms) {
+  cuda_ctx *c = b->ctx;
+  int rc = cuda_check(b, cudaEventRecord(e1, c->stream), "attention timing");
+  if (!rc) rc = cuda_check(b, cudaEventSynchronize(e1), "attention timing");
+  if (!rc) rc = cuda_check(b, cudaEventElapsedTime(ms, e0, e1), "attention timing");
+  return rc;
+}
+
+/* Times every runnable candidate (fused ones first, see the top) into ms[]; out holds the last one's (right) result. */
+static int time_all(qvl_backend *b, const cuda_att *a, const int *ok, float *ms, float *rope_ms, cudaEvent_t e0,
+                    cudaEvent_t e1, void *out, void *qkv, const float *cos, const float *sin, float scale) {
+  cuda_ctx *c = b->ctx;
+  int rc = QVL_OK, rotated = 0;
+  for (int fused = 1; fused >= 0; fused--) {
+    if (!fused && cos) { /* q and k rotated in place once, for every unfused candidate */
+      if ((rc = cuda_check(b, cudaEventRecord(e0, c->stream), "attention timing"))) return rc;
+      if (cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, c->stream))
+        return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: rotary launch failed");
+      if ((rc = elapsed(b, e0, e1, rope_ms))) return rc;
+      rotated = 1;
+    }
+    for (int k = 0; k < N_CAND; k++) {
+      if (!ok[k] || CANDS[k].fused != fused) continue;
+      if ((rc = cand_run(b, a, k, out, qkv, cos, sin, scale, rotated)) ||
+          (rc = cuda_check(b, cudaEventRecord(e0, c->stream), "attention timing")) ||
+          (rc = cand_run(b, a, k, out, qkv, cos, sin, scale, rotated)) || (rc = elapsed(b, e0, e1, &ms[k])))
+        return rc;
+      if (!fused) ms[k] += *rope_ms;
+    }
+  }
+  return QVL_OK;
+}
+
+/* The first eager run: every candidate timed, the fastest kept in a->choice. */
+static int tune(qvl_backend *b, cuda_att *a, void *out, void *qkv, const float *cos, const float *sin, float scale) {
+  float ms[N_CAND] = {0}, rope_ms = 0;
+  int ok[N_CAND], best = -1, rc;
+  for (int k = 0; k < N_CAND; k++) ok[k] = a->ok[k] && (k != CAND_ROPE_VIT || cos);
+  cudaEvent_t e0, e1;
+  if ((rc = cuda_check(b, cudaEventCreate(&e0), "attention timing"))) return rc;
+  if ((rc = cuda_check(b, cudaEventCreate(&e1), "attention timing"))) {
+    cudaEventDestroy(e0);
+    return rc;
+  }
+  rc = time_all(b, a, ok, ms, &rope_ms, e0, e1, out, qkv, cos, sin, scale);
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  if (rc) return rc;
+  for (int k = 0; k < N_CAND; k++)
+    if (ok[k] && (best < 0 || ms[k] < ms[best])) best = k;
+  a->choice = best; /* >= 0: prepare leaves at least one candidate */
+  const char *log = getenv("QVL_SDPA_LOG");
+  if (log && *log == '1') {
+    fprintf(stderr, "qvl attention: %d seqs, max %d, h %d d %d%s:", a->n_seq, a->max_len, a->heads, a->head_dim,
+            cos ? ", rotary" : "");
+    for (int k = 0; k < N_CAND; k++)
+      if (ok[k]) fprintf(stderr, " %s %.3f ms,", CANDS[k].name, ms[k]);
+    fprintf(stderr, " (rope_qk %.3f ms): %s\n", rope_ms, CANDS[best].name);
+  }
+  return QVL_OK;
+}
+
+int cuda_attention(qvl_backend *b, void *out, void *qkv, const void *att, const float *cos, const float *sin,
+                   float scale) {
+  cuda_ctx *c = b->ctx;
+  cuda_att *a = (cuda_att *)att;
+  if (!a->max_len) return QVL_OK; /* nothing to attend over */
+  int k = a->choice, rc;
+  if (k < 0) {
+    enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    cudaStreamIsCapturing(c->stream, &cap);
+    const char *off = getenv("QVL_SDPA_TUNE");
+    if (cap == cudaStreamCaptureStatusNone && !(off && *off == '0')) {
+      cuda_mark_begin(b, 1);
+      cuda_mark_label(b, "attention tuning d %d", a->head_dim);
+      rc = tune(b, a, out, qkv, cos, sin, scale);
+      cuda_mark_end(b);
+      return rc;
+    }
+    k = default_choice(a);
+    if (cap == cudaStreamCaptureStatusNone) a->choice = k; /* tuning off: decided for good */
+  }
+  cuda_mark_begin(b, 1);
+  cuda_mark_label(b, "attention %s max %d d %d", CANDS[k].name, a->max_len, a->head_dim);
+  rc = cand_run(b, a, k, out, qkv, cos, sin, scale, 0);
+  cuda_mark_end(b);
+  return rc;
+}
