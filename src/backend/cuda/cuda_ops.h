@@ -91,6 +91,25 @@ int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *cos, const fl
                   int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
 /* Once per process and device before the first cuda_attn_vit (kernel attributes: > 48 KB of shared memory). */
 int cuda_attn_vit_init(void);
+/* attn_vit_wgmma.cu: non-causal attention of packed ragged sequences (the vision towers) with Hopper wgmma.
+ * qkv [rows][3][heads][head_dim] (q, k, v of a row, already rotated), sequences [cu[i], cu[i+1]) from the device
+ * boundaries cu [n_seq + 1], every length <= max_len; out[r][h*head_dim + d] = softmax(scale q k^T) v for the rows
+ * of the sequences (other rows are not written, nothing outside [0, rows) is read). The grid depends only on n_seq,
+ * max_len and heads, so a captured launch replays with other boundaries. head_dim 64, 72 or 80; qkv 16-byte and out
+ * 4-byte aligned. QVL_ERR_UNSUPPORTED for another head_dim or a device other than compute capability 9.0 (sm_90a
+ * code only). Call cuda_attn_vit_wgmma_init once per process on the device before the first launch and outside
+ * graph capture (kernel attributes, SM count; the first launch does it otherwise); QVL_ATTN_VIT_PINGPONG=0 in the
+ * environment then turns off the alternation of the kernel's two consumer warpgroups (a diagnosis switch). */
+int cuda_attn_vit_wgmma_init(void);
+int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len, int64_t rows,
+                        int heads, int head_dim, float scale, qvl_stream s);
+/* Test only: the same with flags (CUDA_ATTN_VIT_NO_PINGPONG), and, when dbg != NULL, CTA 0's first item (the first
+ * 128 rows of sequence 0, head 0) writes dbg[0 .. 128*128) = raw q k^T of its first 128 keys, dbg[128*128 ..
+ * 2*128*128) = the bf16 probabilities of that tile relative to its row max, dbg[2*128*128 .. + 128*head_dim) = their
+ * product with the tile's v (before any rescale); rows/keys past the sequence are masked or unwritten. */
+enum { CUDA_ATTN_VIT_NO_PINGPONG = 1 };
+int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq,
+                              int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
 /* argmax.cu: out[r] = index of the largest of x[r][0..n) (lowest among equals; NaN counts as +inf). */
 int cuda_argmax_rows(int32_t *out, const uint16_t *x, int64_t rows, int n, qvl_stream s);
 

@@ -1,0 +1,691 @@
+/* attn_vit_wgmma.cu - non-causal attention over packed ragged sequences with Hopper warpgroup MMA (wgmma.mma_async,
+ * bf16 in, f32 accumulators), for the vision towers: Qwen3-VL (head_dim 72), Qwen2.5-VL full-attention layers (80),
+ * and 64. softmax(scale q k^T) v per sequence [cu[i], cu[i+1]) and head, q/k/v read in place from the QKV GEMM's
+ * output [rows][3][heads][D] (already rotated), out [rows][heads][D]. sm_90a only: the launcher refuses other devices.
+ *
+ * Why: cuDNN pads head_dim 72 and 80 to 128, so 4/9 of its tensor work at d72 is padding; here QK^T runs K = 80 (72
+ * plus one zero half k-step) and PV runs N = 72 exactly.
+ *
+ * Work: an item is (sequence, head, 128 query rows). The grid is persistent, min(items, SMs) CTAs of 384 threads (one
+ * per SM: 196 KB of shared memory), each taking items blockIdx.x, + gridDim.x, ...; items whose rows start past their
+ * sequence's end are skipped, so the grid depends only on the host bounds (n_seq, max_len, heads) and a captured
+ * launch replays with other lengths. Item order (sequence, head, q tile) keeps the CTAs running together on a few
+ * heads' K/V, which stay in L2 (a 4,800-row head's K and V are 1.4 MB).
+ *
+ * Roles (warps 0-3 and 4-7 are the two consumer warpgroups, warps 8-11 the producer warpgroup):
+ *   producer warpgroup: per item, the Q tile (128 rows) into one of two Q buffers, then the item's K and V tiles of
+ *     128 keys into a ring of NS = 4 stages, all with 16-byte cp.async (rows past the sequence's end are zero-filled,
+ *     never read); each warp moves 32 rows of every tile, and each fill is signalled by
+ *     cp.async.mbarrier.arrive.noinc on a "full" mbarrier (count 128: one per producer thread). It runs ahead into
+ *     the next item while the consumers finish the current one.
+ *   consumer warpgroup w: query rows 64w .. 64w + 63 of the item. FA3's intra-warpgroup overlap: iteration j issues
+ *     S_j = Q K_j^T (5 x m64n128k16, both operands from shared memory) and then O += P_{j-1} V_{j-1} (8 x m64n72k16,
+ *     P from registers), waits for S_j only, does the online softmax of S_j in f32 registers while the PV GEMM runs,
+ *     then waits for it, rescales O and turns S_j into the bf16 A fragments P_j. The two warpgroups alternate their
+ *     GEMM issue through two named barriers (FA3's "pingpong"), so one's softmax overlaps the other's GEMMs; a
+ *     warpgroup whose 64 rows are all past the end only releases what it is given. Each consumer warp arrives on the
+ *     stage's "empty" mbarrier (count 8) after its PV GEMM completed, and on the Q buffer's once the item is done.
+ *   exp2 with the scale folded in (p = 2^(s * scale * log2 e - m * scale * log2 e)); row max over the quad of lanes
+ *   that share a row (shuffles 1, 2); row sums per thread until the end; keys past the end are -inf before the max
+ *   (every tile processed has a valid key, so m is finite and no -inf - -inf arises).
+ *
+ * Fragments (PTX ISA "Register Fragments", m64nNk16; g = lane / 4, t = lane % 4, warp w4 of the warpgroup):
+ *   accumulator d[i], i < N/2: row 16 w4 + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 t + (i & 1);
+ *   A from registers a[0..3] (bf16x2, low half first): rows 16 w4 + g (+8 for a[1], a[3]), columns 2t, 2t+1
+ *   (+8 for a[2], a[3]). So k-step kk of P V takes S's d[8kk .. 8kk+7] in order: a[r] = bf16x2(d[8kk+2r], d[8kk+2r+1]).
+ *
+ * Shared memory (all operands in the no-swizzle "interleave" canonical layout; a core matrix is 8 rows x 16 bytes
+ * stored as 128 contiguous bytes, conflict-free for the tensor core and for the copies below). Every tile, Q (128
+ * rows), K and V (128 keys), is stored chunk-column major: element (row r, dim d) at byte
+ *     (d / 8) * (128 * 16) + r * 16 + (d % 8) * 2,
+ * i.e. each 8-dim chunk is a contiguous [128 rows][16 B] column. Q and K have KC = 10 chunks at d72 (chunk 9 is the
+ * zero pad, written once at start and never by a copy), V has D / 8 = 9. The same bytes serve both majors:
+ *   Q as A, K-major (imm-trans-a 0), warpgroup w, k-step kk (dims 16kk .. 16kk+15):
+ *       start = Q + 64w * 16 + 2kk * 2048, LBO = 2048 (K direction: the next 8 dims), SBO = 128 (the next 8 rows);
+ *   K as B, K-major (imm-trans-b 0), N = 128 keys, k-step kk:
+ *       start = K + 2kk * 2048, LBO = 2048, SBO = 128;
+ *   V as B, MN-major (imm-trans-b 1: B is keys x dims with dims contiguous), N = D, k-step kk (keys 16kk .. 16kk+15):
+ *       start = V + 16kk * 16, LBO = 128 (K direction: the next 8 keys), SBO = 2048 (MN direction: the next 8 dims).
+ *   (PTX ISA 9.7.15.5.1.2.1, in 16-byte units: K-major without swizzle, LBO is the offset between the two columns of
+ *   an 8x2 tile, i.e. the next 8 K elements, and SBO the offset to the next 8 rows; MN-major interleave, LBO is the
+ *   offset to the next 8 columns (8 K elements) and SBO the offset to the next row (the next 8 MN elements).
+ *   CUTLASS's make_gmma_desc encodes the same.)
+ *   Descriptor bits (PTX ISA "Matrix Descriptor Format"): 0-13 start >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 49-51 base
+ *   offset 0, 62-63 swizzle 0 (none). No swizzle because N = 72 is no multiple of the 16-element MN-major swizzle atoms
+ *   (CUTLASS's own selector falls back to interleave there), and the copies below are conflict-free without it.
+ *   Sizes at d72: Q 2 x 20 KB, K 4 x 20 KB, V 4 x 18 KB, 12 mbarriers: 196,704 bytes (d80 204,896, d64 163,936).
+ *
+ * Copies: a producer warp moves its 32 rows of a tile as 8 instructions of 8 rows x 4 chunks (each lane 16 bytes: 64
+ * contiguous bytes per row from global, four 128-byte runs in shared memory = 4 wavefronts) plus the 9th (and 10th)
+ * chunk as 32 rows x 1 (or 16 x 2). Proxies: cp.async and the pad stores are generic-proxy writes read by wgmma in the
+ * async proxy, so every consumer thread executes fence.proxy.async after the mbarrier wait that publishes them; the
+ * reverse (wgmma reads, then cp.async overwrites) is ordered by wgmma.wait_group (completion implies a proxy fence),
+ * the empty mbarrier's release and the producer's acquire.
+ *
+ * Registers: __launch_bounds__(384, 1) starts every thread at 168 (ptxas gives a 288-thread CTA no more than that
+ * either); setmaxnreg then moves them to the consumers, 72 for the producer and 216 for a consumer, which holds S (64
+ * f32), O (D/2 f32), P (32 bf16x2) and the row state (ptxas: no spills, no wgmma serialization; check with -Xptxas -v
+ * after changes). QVL_ATTN_VIT_PINGPONG=0 (read once at init) turns the warpgroup alternation off. */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdlib.h>
+
+#include "backend/cuda/cuda_ops.h"
+#include "qvl.h"
+
+typedef __nv_bfloat16 bf16;
+
+namespace {
+
+constexpr int BM = 128; /* query rows per item: two consumer warpgroups of 64 */
+constexpr int BN = 128; /* keys per K/V tile */
+constexpr int NS = 4;   /* K/V ring stages */
+constexpr int NT = 384; /* consumer warpgroups 0, 1 (warps 0-7) + the producer warpgroup (warps 8-11) */
+static_assert(BM == BN, "the tile copy and the pad zeroing assume Q and K/V tiles of the same row count");
+
+/* Per head dim: chunks of 8 dims (16 bytes) in a q/k/v row, the K extent of QK^T padded to whole k-steps of 16, and
+ * the shared-memory map. */
+template <int D>
+struct dims {
+  static constexpr int NC = D / 8;            /* 9 at d72 */
+  static constexpr int KC = (NC + 1) / 2 * 2; /* 10 at d72: chunk 9 is zero, QK^T takes KC / 2 = 5 k-steps */
+  static constexpr int Q_BYTES = KC * BM * 16;
+  static constexpr int K_BYTES = KC * BN * 16;
+  static constexpr int V_BYTES = NC * BN * 16;
+  static constexpr int OFF_K = 2 * Q_BYTES;
+  static constexpr int OFF_V = OFF_K + NS * K_BYTES;
+  static constexpr int OFF_BAR = OFF_V + NS * V_BYTES; /* full[NS], empty[NS], qfull[2], qempty[2] */
+  static constexpr int SMEM = OFF_BAR + (2 * NS + 4) * 8;
+};
+
+struct params {
+  bf16 *out;
+  const bf16 *qkv;
+  const int32_t *cu;
+  float *dbg; /* test only: block 0's first item dumps S, P and P V of its first key tile (see dump_*) */
+  int64_t rows;
+  int n_qt;    /* q tiles per (sequence, head): ceil(max_len / BM) */
+  int n_items; /* n_seq * heads * n_qt */
+  int heads;
+  int pingpong;
+  float c; /* scale * log2(e) */
+};
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+/* One item: rows [q0, q0 + BM) of the sequence starting at row0 with len rows, head `head`. */
+struct item {
+  int64_t row0;
+  int len, q0, head;
+};
+
+/* The item's rows; false when its q tile starts past the sequence's end. cu is clamped to [0, rows] so a bad
+ * boundary cannot send the copies outside the buffer. */
+__device__ __forceinline__ bool item_get(const params &p, int idx, item &x) {
+  const int qt = idx % p.n_qt, sh = idx / p.n_qt, seq = sh / p.heads;
+  int64_t b = __ldg(p.cu + seq), e = __ldg(p.cu + seq + 1);
+  b = b < 0 ? 0 : b > p.rows ? p.rows : b;
+  e = e < b ? b : e > p.rows ? p.rows : e;
+  x.row0 = b;
+  x.len = (int)(e - b);
+  x.q0 = qt * BM;
+  x.head = sh - seq * p.heads;
+  return x.q0 < x.len;
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void *ptr) {
+  return (uint32_t)__cvta_generic_to_shared(ptr);
+}
+
+/* 16 bytes global -> shared byte address dst, zero-filled when !valid (src is then not read). */
+__device__ __forceinline__ void cp16(uint32_t dst, const void *src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+
+/* ---- mbarriers, named barriers, fences ---------------------------------------------------------------------- */
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+/* Waits until the phase of parity `parity` has completed (acquire, CTA scope); the lanes leave the spin together,
+ * ready for the .aligned instructions (wgmma, bar) that follow. */
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+  __syncwarp();
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* Arrives on bar once every cp.async this thread issued so far has landed (the count was set for it: .noinc). */
+__device__ __forceinline__ void cp_arrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void bar_sync(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void bar_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+/* Generic-proxy shared-memory accesses before it are ordered before async-proxy (wgmma) accesses after it. */
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+/* ---- wgmma ------------------------------------------------------------------------------------------------------ */
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* Pins register values in place: no access is moved across it, so reads of wgmma results stay after the wait that
+ * completes them (CUTLASS's warpgroup_fence_operand). */
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void fence_regs(uint32_t (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+r"(r[i])::"memory");
+}
+
+/* A no-swizzle shared-memory matrix descriptor (layout above). */
+__device__ __forceinline__ uint64_t gdesc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32;
+}
+
+/* d[64] (+)= A[64x16] B[16x128]: m64n128k16, A (Q) and B (K) from shared memory, both K-major (trans 0).
+ * ACC 0 ignores d (scale-d false). */
+template <int ACC>
+__device__ __forceinline__ void wgmma_qk(float (&d)[64], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+        "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+        "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+        "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "n"(ACC));
+}
+
+/* d[N/2] += A[64x16] B[16xN] for N = D: A (P) from registers (a0..a3 as in the header), B (V) from shared memory,
+ * MN-major (imm-trans-b 1). */
+__device__ __forceinline__ void wgmma_pv(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
+}
+__device__ __forceinline__ void wgmma_pv(float (&d)[36], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35"
+      "}, {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+        "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
+}
+__device__ __forceinline__ void wgmma_pv(float (&d)[40], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39"
+      "}, {%40, %41, %42, %43}, %44, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+        "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
+}
+
+/* S = Q K^T over the padded K extent: KSTEPS k-steps of 16 dims, each 2 chunks = 2 * 2048 bytes further on. */
+template <int KSTEPS>
+__device__ __forceinline__ void gemm_qk(float (&s)[64], uint64_t dq, uint64_t dk) {
+  wgmma_qk<0>(s, dq, dk);
+#pragma unroll
+  for (int kk = 1; kk < KSTEPS; kk++) wgmma_qk<1>(s, dq + kk * (2 * BM * 16 >> 4), dk + kk * (2 * BN * 16 >> 4));
+}
+
+/* O += P V over the tile's BN keys: 8 k-steps of 16 keys, each 16 rows * 16 bytes further on. */
+template <int NO>
+__device__ __forceinline__ void gemm_pv(float (&o)[NO], const uint32_t (&pa)[32], uint64_t dv) {
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; kk++)
+    wgmma_pv(o, pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3], dv + kk * (16 * 16 >> 4));
+}
+
+/* ---- softmax on accumulator fragments --------------------------------------------------------------------- */
+
+__device__ __forceinline__ float ex2(float x) { /* 2^x; -inf gives 0 */
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ uint32_t pack(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *(uint32_t *)&v;
+}
+
+/* Keys at or past kv (tile-relative, < BN) get -inf: column of s[i] is 8 (i >> 2) + 2 t + (i & 1). */
+__device__ __forceinline__ void mask_keys(float (&s)[64], int kv, int t) {
+#pragma unroll
+  for (int i = 0; i < 64; i++)
+    if (8 * (i >> 2) + 2 * t + (i & 1) >= kv) s[i] = -INFINITY;
+}
+
+/* Max of the thread's two rows (s[i] with i & 2 clear: row g; set: row g + 8), over the 4 lanes sharing them. Four
+ * partial maxima per row keep the dependent chains short: a consumer warp shares its scheduler with one other and
+ * the producer, so latency is hidden by instruction-level parallelism, not by other warps. */
+__device__ __forceinline__ void row_max(const float (&s)[64], float &m0, float &m1) {
+  float a[4], b[4];
+#pragma unroll
+  for (int k = 0; k < 4; k++) a[k] = fmaxf(s[4 * k], s[4 * k + 1]), b[k] = fmaxf(s[4 * k + 2], s[4 * k + 3]);
+#pragma unroll
+  for (int i = 16; i < 64; i += 4) {
+    const int k = (i >> 2) & 3;
+    a[k] = fmaxf(a[k], fmaxf(s[i], s[i + 1]));
+    b[k] = fmaxf(b[k], fmaxf(s[i + 2], s[i + 3]));
+  }
+  m0 = fmaxf(fmaxf(a[0], a[1]), fmaxf(a[2], a[3]));
+  m1 = fmaxf(fmaxf(b[0], b[1]), fmaxf(b[2], b[3]));
+  m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 1));
+  m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 1));
+  m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 2));
+  m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 2));
+}
+
+/* s = 2^(s c - m c) in place (m finite); returns this thread's part of the two row sums (four partial sums each). */
+__device__ __forceinline__ void exponentiate(float (&s)[64], float m0, float m1, float c, float &l0, float &l1) {
+  const float mc0 = m0 * c, mc1 = m1 * c;
+  float a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < 64; i += 4) {
+    const int k = (i >> 2) & 3;
+    s[i] = ex2(fmaf(s[i], c, -mc0));
+    s[i + 1] = ex2(fmaf(s[i + 1], c, -mc0));
+    s[i + 2] = ex2(fmaf(s[i + 2], c, -mc1));
+    s[i + 3] = ex2(fmaf(s[i + 3], c, -mc1));
+    a[k] += s[i] + s[i + 1];
+    b[k] += s[i + 2] + s[i + 3];
+  }
+  l0 = (a[0] + a[1]) + (a[2] + a[3]);
+  l1 = (b[0] + b[1]) + (b[2] + b[3]);
+}
+
+__device__ __forceinline__ void to_bf16(uint32_t (&pa)[32], const float (&s)[64]) {
+#pragma unroll
+  for (int j = 0; j < 32; j++) pa[j] = pack(s[2 * j], s[2 * j + 1]);
+}
+
+/* ---- test-only dumps (params.dbg): rows are the item's 128 q rows, columns its first 128 keys or D dims --------- */
+
+__device__ __forceinline__ int frag_row(int wg, int i) {
+  return wg * 64 + (threadIdx.x & 127) / 32 * 16 + (threadIdx.x & 31) / 4 + ((i & 2) ? 8 : 0);
+}
+__device__ __forceinline__ int frag_col(int i) {
+  return 8 * (i >> 2) + 2 * (threadIdx.x & 3) + (i & 1);
+}
+/* dbg[0 .. BM*BN): raw S of key tile 0; dbg[BM*BN .. 2*BM*BN): P of tile 0 as the PV GEMM reads it (bf16, relative
+ * to the tile's row max m0, unnormalised). */
+__device__ void dump_sp(float *dbg, int wg, const float (&s)[64], const uint32_t (&pa)[32], bool p_part) {
+#pragma unroll
+  for (int i = 0; i < 64; i++) {
+    const int at = frag_row(wg, i) * BN + frag_col(i);
+    if (!p_part) {
+      dbg[at] = s[i];
+    } else {
+      const uint32_t u = pa[i >> 1];
+      dbg[BM * BN + at] = __uint_as_float((i & 1) ? u & 0xffff0000u : u << 16);
+    }
+  }
+}
+/* dbg[2*BM*BN .. 2*BM*BN + BM*D): O after the first PV GEMM = P(tile 0) V(tile 0), before any rescale. */
+template <int NO>
+__device__ void dump_o(float *dbg, int wg, const float (&o)[NO]) {
+#pragma unroll
+  for (int i = 0; i < NO; i++) dbg[2 * BM * BN + frag_row(wg, i) * (2 * NO) + frag_col(i)] = o[i];
+}
+
+/* ---- producer ---------------------------------------------------------------------------------------------------- */
+
+/* Producer warp pw's 32 rows [32 pw, 32 pw + 32) of a 128-row tile of one head's q, k or v (row 0 at src, rows rs
+ * bytes apart; rows >= nvalid are zero-filled and not read) into the chunk-column tile at dst: chunks 0-7 as 8
+ * instructions of 8 rows x 4 chunks, chunk 8 (d72) as one of 32 rows, chunks 8-9 (d80) as two of 16 rows x 2. */
+template <int D>
+__device__ __forceinline__ void load_rows(uint32_t dst, const char *src, int nvalid, int64_t rs, int pw, int lane) {
+  constexpr int NC = D / 8;
+  static_assert(NC >= 8 && NC <= 10, "8, 9 or 10 chunks per row");
+  const int r0 = 32 * pw, rl = lane & 7, cl = lane >> 3;
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const int row = r0 + (i >> 1) * 8 + rl, ch = (i & 1) * 4 + cl;
+    const bool ok = row < nvalid;
+    cp16(dst + ch * (BN * 16) + row * 16, src + (ok ? row * rs : 0) + ch * 16, ok);
+  }
+  if (NC == 9) {
+    const int row = r0 + lane;
+    const bool ok = row < nvalid;
+    cp16(dst + 8 * (BN * 16) + row * 16, src + (ok ? row * rs : 0) + 8 * 16, ok);
+  } else if (NC == 10) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int row = r0 + i * 16 + (lane & 15), ch = 8 + (lane >> 4);
+      const bool ok = row < nvalid;
+      cp16(dst + ch * (BN * 16) + row * 16, src + (ok ? row * rs : 0) + ch * 16, ok);
+    }
+  }
+}
+
+template <int D>
+__device__ void producer(const params &p, uint32_t sb) {
+  using L = dims<D>;
+  const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
+  const int lane = threadIdx.x & 31, pw = (threadIdx.x >> 5) & 3;
+  const int64_t rs = (int64_t)3 * p.heads * D * 2, part = (int64_t)p.heads * D * 2; /* bytes: token row, q -> k -> v */
+  int t = 0, it = 0; /* K/V tiles and items so far: ring stage t % NS, Q buffer it % 2 */
+  for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
+    item x;
+    if (!item_get(p, idx, x)) continue;
+    const char *q = (const char *)p.qkv + x.row0 * rs + (int64_t)x.head * D * 2;
+    const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
+    if (it >= 2) mbar_wait(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
+    load_rows<D>(sb + qb * L::Q_BYTES, q + x.q0 * rs, x.len - x.q0, rs, pw, lane);
+    cp_arrive(qfull + 8 * qb);
+    for (int kt = 0; kt < nkt; kt++, t++) {
+      const int s = t % NS;
+      if (t >= NS) mbar_wait(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
+      const char *k = q + part + kt * BN * rs;
+      load_rows<D>(sb + L::OFF_K + s * L::K_BYTES, k, x.len - kt * BN, rs, pw, lane);
+      load_rows<D>(sb + L::OFF_V + s * L::V_BYTES, k + part, x.len - kt * BN, rs, pw, lane);
+      cp_arrive(full + 8 * s);
+    }
+    it++;
+  }
+  asm volatile("cp.async.wait_all;\n" ::: "memory"); /* no exit with copies in flight */
+}
+
+/* ---- consumer ---------------------------------------------------------------------------------------------------- */
+
+template <int D>
+__device__ void consumer(const params &p, uint32_t sb, int wg) {
+  using L = dims<D>;
+  constexpr int NO = D / 2, KSTEPS = L::KC / 2;
+  const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
+  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, w4 = (threadIdx.x & 127) >> 5;
+  const int64_t ld = (int64_t)p.heads * D; /* out row stride, elements */
+  const float c = p.c;
+  float s[64], o[NO];
+  uint32_t pa[32];
+  int t = 0, it = 0;
+  for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
+    item x;
+    if (!item_get(p, idx, x)) continue;
+    const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
+    mbar_wait(qfull + 8 * qb, (it >> 1) & 1);
+    if (x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
+      if (lane == 0) mbar_arrive(qempty + 8 * qb);
+      for (int kt = 0; kt < nkt; kt++, t++) {
+        mbar_wait(full + 8 * (t % NS), (t / NS) & 1);
+        if (lane == 0) mbar_arrive(empty + 8 * (t % NS));
+      }
+      it++;
+      continue;
+    }
+    const bool pp = p.pingpong && x.q0 + 64 < x.len; /* both warpgroups have rows: alternate their GEMMs */
+    const bool dump = p.dbg && blockIdx.x == 0 && it == 0;
+    const uint64_t dq = gdesc(sb + qb * L::Q_BYTES + wg * 64 * 16, BM * 16, 128);
+    fence_proxy_async();
+
+    /* key tile 0: S, its max and P; O starts at 0 */
+    int st = t % NS;
+    mbar_wait(full + 8 * st, (t / NS) & 1);
+    fence_proxy_async();
+    wgmma_fence();
+    gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(s);
+    if (dump) dump_sp(p.dbg, wg, s, pa, false);
+    if (nkt == 1) mask_keys(s, x.len, tq);
+    float m0, m1, l0, l1;
+    row_max(s, m0, m1);
+    exponentiate(s, m0, m1, c, l0, l1);
+    to_bf16(pa, s);
+    if (dump) dump_sp(p.dbg, wg, s, pa, true);
+#pragma unroll
+    for (int i = 0; i < NO; i++) o[i] = 0.f;
+
+    /* tiles 1 .. nkt-1: S_kt and P_{kt-1} V_{kt-1} in flight together, softmax of S_kt while the PV GEMM runs */
+    for (int kt = 1; kt < nkt; kt++) {
+      const int sp = st;
+      t++;
+      st = t % NS;
+      mbar_wait(full + 8 * st, (t / NS) & 1);
+      fence_proxy_async();
+      if (pp) bar_sync(1 + wg, 256);
+      wgmma_fence();
+      gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+      wgmma_commit();
+      gemm_pv(o, pa, gdesc(sb + L::OFF_V + sp * L::V_BYTES, 128, BN * 16));
+      wgmma_commit();
+      if (pp) bar_arrive(2 - wg, 256); /* the other warpgroup's turn */
+      wgmma_wait<1>();                 /* S_kt done, PV still running */
+      fence_regs(s);
+      if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
+      float n0, n1, r0, r1;
+      row_max(s, n0, n1);
+      n0 = fmaxf(n0, m0), n1 = fmaxf(n1, m1);
+      const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c);
+      m0 = n0, m1 = n1;
+      exponentiate(s, m0, m1, c, r0, r1);
+      l0 = l0 * a0 + r0, l1 = l1 * a1 + r1;
+      wgmma_wait<0>(); /* PV done: O and P are ours again, stage sp is free */
+      fence_regs(o);
+      fence_regs(pa);
+      if (lane == 0) mbar_arrive(empty + 8 * sp);
+      __syncwarp();
+      if (dump && kt == 1) dump_o(p.dbg, wg, o);
+#pragma unroll
+      for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
+      to_bf16(pa, s);
+    }
+
+    /* the last tile's P V */
+    wgmma_fence();
+    gemm_pv(o, pa, gdesc(sb + L::OFF_V + st * L::V_BYTES, 128, BN * 16));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(o);
+    if (lane == 0) {
+      mbar_arrive(empty + 8 * st);
+      mbar_arrive(qempty + 8 * qb);
+    }
+    t++;
+    if (dump && nkt == 1) dump_o(p.dbg, wg, o);
+
+    /* O / l; rows g and g + 8 of this warp, 2 dims per 8-dim chunk */
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+    const int r0 = x.q0 + wg * 64 + w4 * 16 + g, r1 = r0 + 8;
+    bf16 *o0 = p.out + (x.row0 + r0) * ld + x.head * D + 2 * tq, *o1 = o0 + 8 * ld;
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) {
+      if (r0 < x.len) *(uint32_t *)(o0 + 8 * j) = pack(o[4 * j] * i0, o[4 * j + 1] * i0);
+      if (r1 < x.len) *(uint32_t *)(o1 + 8 * j) = pack(o[4 * j + 2] * i1, o[4 * j + 3] * i1);
+    }
+    it++;
+  }
+}
+
+#endif /* sm_90a */
+
+template <int D>
+__global__ void __launch_bounds__(NT, 1) attn_vit_wgmma_kernel(const params p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = dims<D>;
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sb = smem_u32(smem);
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < NS; i++) {
+      mbar_init(sb + L::OFF_BAR + 8 * i, 128);      /* full: every producer thread */
+      mbar_init(sb + L::OFF_BAR + 8 * (NS + i), 8); /* empty: every consumer warp */
+    }
+    for (int i = 0; i < 2; i++) {
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + i), 128);
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + 2 + i), 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if (L::KC > L::NC) { /* the pad chunk of both Q buffers and every K stage: zeros that no copy overwrites */
+    for (int i = threadIdx.x; i < (2 + NS) * BN; i += NT) {
+      const int b = i / BN, r = i % BN;
+      const uint32_t a = b < 2 ? sb + b * L::Q_BYTES + L::NC * (BM * 16) + r * 16
+                               : sb + L::OFF_K + (b - 2) * L::K_BYTES + L::NC * (BN * 16) + r * 16;
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(a), "r"(0) : "memory");
+    }
+    fence_proxy_async();
+  }
+  __syncthreads();
+  /* 384 threads start with 168 registers each (__launch_bounds__); the producer warpgroup gives 96 of its 168 back
+   * and the consumers take them: 128 x (168 - 72) = 256 x (216 - 168). */
+  const int warp = threadIdx.x >> 5;
+  if (warp >= 8) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 72;\n" ::: "memory");
+    producer<D>(p, sb);
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 216;\n" ::: "memory");
+    if (p.pingpong && warp < 4) bar_arrive(1, 256); /* warpgroup 0 holds the first turn */
+    consumer<D>(p, sb, warp >> 2);
+  }
+#else
+  (void)p; /* never launched: the launcher requires compute capability 9.0, which runs the sm_90a code */
+#endif
+}
+
+int g_state; /* 0 not initialised, 1 ready, QVL_ERR_UNSUPPORTED for a device other than compute capability 9.0 */
+int g_n_sm;
+int g_pingpong = 1;
+
+template <int D>
+int set_attrs() {
+  return cudaFuncSetAttribute(attn_vit_wgmma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, dims<D>::SMEM) ||
+         cudaFuncSetAttribute(attn_vit_wgmma_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                              cudaSharedmemCarveoutMaxShared);
+}
+
+template <int D>
+int launch(const params &p, int grid, cudaStream_t s) {
+  attn_vit_wgmma_kernel<D><<<grid, NT, dims<D>::SMEM, s>>>(p);
+  return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
+}
+
+int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
+        int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
+  if (head_dim != 64 && head_dim != 72 && head_dim != 80) return QVL_ERR_UNSUPPORTED;
+  if (!out || !qkv || !cu || heads < 1 || !(scale > 0.f) || n_seq < 0 || max_len < 0 || rows < 0 ||
+      ((uintptr_t)qkv & 15) || ((uintptr_t)out & 3))
+    return QVL_ERR_INVALID_ARG;
+  if (g_state == 0) {
+    int rc = cuda_attn_vit_wgmma_init();
+    if (rc != QVL_OK) return rc;
+  }
+  if (g_state != 1) return g_state;
+  if (n_seq == 0 || max_len == 0 || rows == 0) return QVL_OK;
+  const int64_t n_qt = ((int64_t)max_len + BM - 1) / BM, items = (int64_t)n_seq * heads * n_qt;
+  if (items > 0x7fffffff - 2 * 65536 || n_seq >= 0x7fffffff) return QVL_ERR_LIMIT;
+  params p;
+  p.out = (bf16 *)out;
+  p.qkv = (const bf16 *)qkv;
+  p.cu = cu;
+  p.dbg = dbg;
+  p.rows = rows;
+  p.n_qt = (int)n_qt;
+  p.n_items = (int)items;
+  p.heads = heads;
+  p.pingpong = g_pingpong && !(flags & CUDA_ATTN_VIT_NO_PINGPONG);
+  p.c = scale * 1.4426950408889634f;
+  const int grid = (int)(items < g_n_sm ? items : g_n_sm);
+  switch (head_dim) {
+    case 64:
+      return launch<64>(p, grid, (cudaStream_t)s);
+    case 72:
+      return launch<72>(p, grid, (cudaStream_t)s);
+    default:
+      return launch<80>(p, grid, (cudaStream_t)s);
+  }
+}
+
+} /* namespace */
+
+extern "C" int cuda_attn_vit_wgmma_init(void) {
+  int dev = 0, major = 0, minor = 0, n_sm = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return QVL_ERR_DEVICE;
+  if (major != 9 || minor != 0) return g_state = QVL_ERR_UNSUPPORTED;
+  if (set_attrs<64>() || set_attrs<72>() || set_attrs<80>()) return QVL_ERR_DEVICE;
+  const char *e = getenv("QVL_ATTN_VIT_PINGPONG");
+  g_pingpong = !(e && e[0] == '0');
+  g_n_sm = n_sm > 0 ? n_sm : 1;
+  g_state = 1;
+  return QVL_OK;
+}
+
+extern "C" int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
+                                   int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
+  return run(NULL, 0, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
+}
+
+extern "C" int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu,
+                                         int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale,
+                                         qvl_stream s) {
+  return run(dbg, flags, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
+}
