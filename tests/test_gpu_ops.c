@@ -287,9 +287,10 @@ static void test_attention(void **s) {
   for (int i = 0; i < 300; i++) full[i] = 64; /* whole windows: the dense batched path */
   int hds[] = {80, 72, 64, 16};
   for (int i = 0; i < 4; i++)
-    for (int rotary = 0; rotary < 2; rotary++) {
+    for (int rotary = 0; rotary < 2; rotary++) { /* with the rotary: every layout at the towers' head dims */
       attention_case("ragged 5 seqs", mixed, 5, 16, hds[i], rotary);
       attention_case("200 windows", windows, 200, 4, hds[i], rotary);
+      if (rotary && i >= 2) continue;
       attention_case("300 full windows", full, 300, 16, hds[i], rotary);
       attention_case("3 equal images", (const int32_t[]){1024, 1024, 1024}, 3, 16, hds[i], rotary);
     }

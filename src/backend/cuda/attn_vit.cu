@@ -20,21 +20,29 @@
  *     by this kernel without tables, and cuDNN.
  * Per step (head x key tile) q (at a head's first tile), k and v arrive raw through cp.async into one of two
  * stages while the previous step computes; after the barrier the rows of q and k are rotated in place in shared
- * memory (4 pairs (d .. d+3, d+h .. d+h+3) per thread and task, 8-byte accesses: head_dim / 2 need not be a
- * multiple of 8, 72 has 36), another barrier, then each warp: S = q k^T (ldmatrix, padded dims zero), mask,
- * online softmax, O += P V with P kept in registers. A head's last step writes O through the warp's own q rows
- * in shared memory, 16-byte stores.
+ * memory (tasks of 4 pairs (d .. d+3, d+h .. d+h+3), 8-byte accesses: head_dim / 2 need not be a multiple of 8, 72
+ * has 36; a thread reads 3 tasks before writing any), another barrier, then each warp: S = q k^T (ldmatrix, padded
+ * dims zero), mask, online softmax, O += P V with P kept in registers. A head's last step writes O through the
+ * warp's own q rows in shared memory, 16-byte stores.
  *
  * Shared memory: 2 stages x (q, k, v) tiles [64][DP + 8] bf16 (DP = head_dim padded to a multiple of 16; rows of
  * DP + 8 elements put the 8 rows an ldmatrix reads in 8 different bank groups for every DP used, which an XOR
  * swizzle of 16-byte chunks cannot do for 160-byte rows), plus in short mode cos/sin [64][head_dim] f32.
  * d80: 67.5 KB + 40 KB = 108 KB, two CTAs (8 warps) per SM, each with one stage (30 KB) in flight while it
- * computes the other; d64 87 KB; d128 168 KB (one CTA). Registers: o[DP / 8][4] + s[8][4] f32 and fragments,
- * about 128 at d80 (launch bound 2 CTAs of 128 threads). The expected limit for windows is HBM: q, k, v read
- * once, o written once, cos/sin read once per head group (the host picks groups of 8 heads or fewer, enough CTAs
- * for ~4 waves) - 713 MB for 65,536 tokens x 16 heads x d80, ~0.24 ms at 3 TB/s. Shared-memory traffic per step
- * (cp.async fill, rotation read+write, ldmatrix of q/k/v) is ~170 KB at d80, half of what the SM's HBM share
- * allows in the same time; the tensor cores are far from busy. */
+ * rotates and computes the other; d64 87 KB; d128 168 KB (one CTA). Registers: ptxas takes what the bound of 2
+ * CTAs of 128 threads allows (~255 at d80, no spills in short mode; the long mode spills a little at d128).
+ *
+ * Limits. For windows the floor is HBM: q, k, v read once, o written once, cos/sin read once per head group (the
+ * host picks the fewest groups that still give 3 waves of CTAs: all 16 heads in one for 64 images of 448x448) -
+ * 713 MB for 65,536 tokens x 16 heads x d80, 0.24 ms at the 3.0 TB/s a copy reaches on the H100. Measured there
+ * (qvl bench vit --attn-only, 64x448x448): 0.31 ms with the rotary (cuDNN 0.35 + rope_qk 0.26); without it, on
+ * the tests' 300 windows x 16 heads, the kernel moved 3.0 TB/s. The rotary's cost is latency, not bytes: with 8
+ * warps per SM each CTA has one stage in flight, and the rotation pass and its barrier sit between a stage's arrival
+ * and its compute.
+ * Next: one CTA of 8 warps per SM sharing one cos/sin table, with three stages per 4-warp group (160-byte rows
+ * swizzled instead of padded to fit), so two stages are in flight while the third is rotated and computed. For
+ * sequences of 1,024 the kernel is about 2x slower than cuDNN even without the rotary (16 rows per warp: ldmatrix
+ * bound, see attn_paged.cu), so the op keeps cuDNN there. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -46,9 +54,9 @@ typedef __nv_bfloat16 bf16;
 
 namespace {
 
-constexpr int NT = 128;       /* threads per CTA: 4 warps of 16 query rows */
-constexpr int TR = 64;        /* rows of a query tile, keys of a key tile */
-constexpr int SPAN = 2 * TR;  /* rows a short-mode CTA may own: < 64 rows of starts + a last sequence of <= 64 */
+constexpr int NT = 128;      /* threads per CTA: 4 warps of 16 query rows */
+constexpr int TR = 64;       /* rows of a query tile, keys of a key tile */
+constexpr int SPAN = 2 * TR; /* rows a short-mode CTA may own: < 64 rows of starts + a last sequence of <= 64 */
 
 /* ---- helpers (as in attn_paged.cu) ---------------------------------------------------------------------------- */
 
@@ -110,17 +118,17 @@ struct vit_args {
   const float *cos, *sin; /* NULL: no rotary */
   const int32_t *cu;
   int n_seq, heads, hd;
-  int hpc, ng;  /* heads per CTA, head groups (blockIdx.x % ng picks the group) */
-  int n_qt;     /* long mode: query tiles per sequence */
+  int hpc, ng; /* heads per CTA, head groups (blockIdx.x % ng picks the group) */
+  int n_qt;    /* long mode: query tiles per sequence */
   float scale_log2;
 };
 
 /* Byte offsets in dynamic shared memory: q, k, v stages, then (short mode with rotary) cos, sin [64][hd] f32. */
 template <int DP>
 struct lay {
-  static constexpr int RS = DP + 8;         /* elements per tile row */
-  static constexpr int RB = RS * 2;         /* bytes per tile row */
-  static constexpr int TILE = TR * RB;      /* bytes per [64][RS] tile */
+  static constexpr int RS = DP + 8;    /* elements per tile row */
+  static constexpr int RB = RS * 2;    /* bytes per tile row */
+  static constexpr int TILE = TR * RB; /* bytes per [64][RS] tile */
   static constexpr int Q = 0, K = 2 * TILE, V = 4 * TILE, TAB = 6 * TILE;
 };
 
@@ -129,7 +137,8 @@ struct lay {
  * holds the answer (cu is sorted, so the entries below x are a prefix of them): ceil(log_128(n + 1)) rounds. */
 __device__ void cta_lower_bound2(const int32_t *cu, int n, const int x[2], int res[2]) {
   int lo[2] = {0, 0}, hi[2] = {n + 1, n + 1}; /* the answer is in [lo, hi]; cu[j] < x below lo */
-  while (lo[0] < hi[0] || lo[1] < hi[1]) {  /* the same on every thread: all see the same counts */
+  /* the same on every thread: all see the same counts */
+  while (lo[0] < hi[0] || lo[1] < hi[1]) {
 #pragma unroll
     for (int k = 0; k < 2; k++) {
       int step = (hi[k] - lo[k] + NT - 1) / NT, j = lo[k] + (int)threadIdx.x * step; /* step 0: this one is done */
@@ -162,44 +171,63 @@ __device__ __forceinline__ void load_tile(uint32_t t, const vit_args &a, int r0,
 /* Issues step st of a pack: keys tile t = st % n_kt of head h0 + st / n_kt into stage st & 1, and at a head's first
  * tile its q rows into q stage (head index) & 1, so a head's q stays put while its key tiles alternate. */
 template <int DP>
-__device__ __forceinline__ void issue_step(uint32_t base, const vit_args &a, int st, int n_kt, int h0, int q0,
-                                           int nq, int k0, int nk, int hd) {
+__device__ __forceinline__ void issue_step(uint32_t base, const vit_args &a, int st, int n_kt, int h0, int q0, int nq,
+                                           int k0, int nk, int hd) {
   int hh = st / n_kt, t = st - hh * n_kt, kr = k0 + t * TR, kn = min(TR, nk - t * TR);
   if (t == 0) load_tile<DP>(base + lay<DP>::Q + (hh & 1) * lay<DP>::TILE, a, q0, nq, 0, h0 + hh, hd);
   load_tile<DP>(base + lay<DP>::K + (st & 1) * lay<DP>::TILE, a, kr, kn, 1, h0 + hh, hd);
   load_tile<DP>(base + lay<DP>::V + (st & 1) * lay<DP>::TILE, a, kr, kn, 2, h0 + hh, hd);
 }
 
-/* 4 pairs (d .. d+3, d+h .. d+h+3) of the bf16 row x (shared memory) rotated with rope.cu's arithmetic. */
-__device__ __forceinline__ void rot4(bf16 *x, int d, int half, const float4 &cl, const float4 &ch, const float4 &sl,
-                                     const float4 &sh) {
-  uint2 lo = *(const uint2 *)(x + d), hi = *(const uint2 *)(x + d + half), olo, ohi;
+/* 4 pairs (x[0..3], x[h..h+3]) of a bf16 row in shared memory, read before as lo, hi, rotated with rope.cu's
+ * arithmetic by t = {cos[d..], cos[d+h..], sin[d..], sin[d+h..]}. */
+__device__ __forceinline__ void rot4(bf16 *x, int half, uint2 lo, uint2 hi, const float4 (&t)[4]) {
   const bf16 *a = (const bf16 *)&lo, *b = (const bf16 *)&hi;
+  uint2 olo, ohi;
   bf16 *oa = (bf16 *)&olo, *ob = (bf16 *)&ohi;
-  const float cls[4] = {cl.x, cl.y, cl.z, cl.w}, chs[4] = {ch.x, ch.y, ch.z, ch.w};
-  const float sls[4] = {sl.x, sl.y, sl.z, sl.w}, shs[4] = {sh.x, sh.y, sh.z, sh.w};
+  const float cls[4] = {t[0].x, t[0].y, t[0].z, t[0].w}, chs[4] = {t[1].x, t[1].y, t[1].z, t[1].w};
+  const float sls[4] = {t[2].x, t[2].y, t[2].z, t[2].w}, shs[4] = {t[3].x, t[3].y, t[3].z, t[3].w};
 #pragma unroll
   for (int k = 0; k < 4; k++) {
     float av = __bfloat162float(a[k]), bv = __bfloat162float(b[k]);
     oa[k] = __float2bfloat16(av * cls[k] - bv * sls[k]);
     ob[k] = __float2bfloat16(bv * chs[k] + av * shs[k]);
   }
-  *(uint2 *)(x + d) = olo;
-  *(uint2 *)(x + d + half) = ohi;
+  *(uint2 *)x = olo;
+  *(uint2 *)(x + half) = ohi;
 }
 
 /* Rows [0, n) of the q tile tq and/or the k tile tk (NULL: not this one) rotated in place by the tables c, s (row r
- * at c + r * hd; shared or global memory); a task is one row's 4 pairs. */
-template <int DP, int HD>
+ * at c + r * hd; shared or global memory). A task is one row's 4 pairs (d .. d+3, d+h .. d+h+3); a thread reads
+ * BATCH of its tasks before writing any (as far as the compiler knows a store could alias the next task's loads),
+ * so their latencies overlap. */
+template <int DP, int HD, int BATCH>
 __device__ __forceinline__ void rotate(bf16 *tq, bf16 *tk, const float *c, const float *s, int n, int hd) {
-  const int half = hd / 2, G = hd / 8; /* tasks per row */
-  for (int i = threadIdx.x; i < n * G; i += NT) {
-    int r = i / G, d = (i - r * G) * 4;
-    const float *cr = c + (int64_t)r * hd, *sr = s + (int64_t)r * hd;
-    float4 cl = *(const float4 *)(cr + d), ch = *(const float4 *)(cr + d + half);
-    float4 sl = *(const float4 *)(sr + d), sh = *(const float4 *)(sr + d + half);
-    if (tq) rot4(tq + r * lay<DP>::RS, d, half, cl, ch, sl, sh);
-    if (tk) rot4(tk + r * lay<DP>::RS, d, half, cl, ch, sl, sh);
+  constexpr int ITER = (TR * ((HD ? HD : DP) / 8) + NT - 1) / NT, B = ITER < BATCH ? ITER : BATCH; /* tasks, batch */
+  const int half = hd / 2, G = hd / 8; /* G: tasks per row */
+
+#pragma unroll
+  for (int k0 = 0; k0 < ITER; k0 += B) {
+    float4 t[B][4];
+    uint2 x[B][2][2]; /* q, k; lo, hi */
+    int off[B];       /* the task's first element in a tile; -1: none */
+#pragma unroll
+    for (int k = 0; k < B; k++) {
+      int i = (int)threadIdx.x + (k0 + k) * NT, r = i / G, d = (i - r * G) * 4;
+      off[k] = k0 + k < ITER && r < n ? r * lay<DP>::RS + d : -1;
+      if (off[k] < 0) continue;
+      const float *cr = c + (int64_t)r * hd + d, *sr = s + (int64_t)r * hd + d;
+      t[k][0] = *(const float4 *)cr, t[k][1] = *(const float4 *)(cr + half);
+      t[k][2] = *(const float4 *)sr, t[k][3] = *(const float4 *)(sr + half);
+      if (tq) x[k][0][0] = *(const uint2 *)(tq + off[k]), x[k][0][1] = *(const uint2 *)(tq + off[k] + half);
+      if (tk) x[k][1][0] = *(const uint2 *)(tk + off[k]), x[k][1][1] = *(const uint2 *)(tk + off[k] + half);
+    }
+#pragma unroll
+    for (int k = 0; k < B; k++) {
+      if (off[k] < 0) continue;
+      if (tq) rot4(tq + off[k], half, x[k][0][0], x[k][0][1], t[k]);
+      if (tk) rot4(tk + off[k], half, x[k][1][0], x[k][1][1], t[k]);
+    }
   }
 }
 
@@ -300,7 +328,8 @@ __device__ __forceinline__ void store_o(const vit_args &a, bf16 *sq, const float
   for (int k = 0; k < 16 * CH / 32; k++) {
     int i = lane + k * 32, r = warp * 16 + i / CH, c = i % CH;
     if (r < nq && c * 8 < hd)
-      *(uint4 *)(a.out + (int64_t)(q0 + r) * ld + (int64_t)h * hd + c * 8) = *(const uint4 *)(sq + r * lay<DP>::RS + c * 8);
+      *(uint4 *)(a.out + (int64_t)(q0 + r) * ld + (int64_t)h * hd + c * 8) =
+          *(const uint4 *)(sq + r * lay<DP>::RS + c * 8);
   }
 }
 
@@ -317,10 +346,11 @@ __device__ __forceinline__ void run_pack(const vit_args &a, int q0, int nq, int 
   const uint32_t base = smem_u32(smem);
   float *tc = (float *)(smem + L::TAB), *ts = tc + TR * hd;
   const bool rot = a.cos != nullptr;
-  const int n_kt = (nk + TR - 1) / TR, steps = (h1 - h0) * n_kt;
+  const int n_kt = same_rows ? 1 : (nk + TR - 1) / TR, steps = (h1 - h0) * n_kt; /* short: o dies each step */
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const bool active = warp * 16 < nq; /* the warp has query rows */
-  int lo[2], hi[2]; /* keys the lane's two rows see, relative to k0, within [0, nk) */
+  /* the keys the lane's two rows see, relative to k0, within [0, nk) */
+  int lo[2], hi[2];
 #pragma unroll
   for (int hf = 0; hf < 2; hf++) {
     int r = warp * 16 + lane / 4 + 8 * hf;
@@ -353,11 +383,11 @@ __device__ __forceinline__ void run_pack(const vit_args &a, int q0, int nq, int 
     bf16 *sq = (bf16 *)(smem + L::Q + (hh & 1) * L::TILE), *sk = (bf16 *)(smem + L::K + (st & 1) * L::TILE);
     if (rot) {
       if (same_rows) {
-        rotate<DP, HD>(sq, sk, tc, ts, nq, hd);
-      } else {
+        rotate<DP, HD, 3>(sq, sk, tc, ts, nq, hd);
+      } else { /* one task at a time: the accumulators of the head stay live across the key tiles */
         int kr = k0 + t * TR;
-        if (t == 0) rotate<DP, HD>(sq, nullptr, a.cos + (int64_t)q0 * hd, a.sin + (int64_t)q0 * hd, nq, hd);
-        rotate<DP, HD>(nullptr, sk, a.cos + (int64_t)kr * hd, a.sin + (int64_t)kr * hd, min(TR, nk - t * TR), hd);
+        if (t == 0) rotate<DP, HD, 1>(sq, nullptr, a.cos + (int64_t)q0 * hd, a.sin + (int64_t)q0 * hd, nq, hd);
+        rotate<DP, HD, 1>(nullptr, sk, a.cos + (int64_t)kr * hd, a.sin + (int64_t)kr * hd, min(TR, nk - t * TR), hd);
       }
       __syncthreads();
     }
@@ -403,7 +433,8 @@ __global__ void __launch_bounds__(NT, 2) vit_short_kernel(vit_args a) {
   const int first = sq[0], last = min(sq[1], a.n_seq); /* owned: [first, last) */
   if (first >= last) return;
   const int r0 = a.cu[first], r1 = min(a.cu[last], r0 + SPAN); /* SPAN: only if max_len was not a bound */
-  if (r0 >= r1) return; /* only empty sequences */
+  if (r0 >= r1) return;                                        /* only empty sequences */
+
   if (threadIdx.x == 0) s_cut = r0;
   __syncthreads();
   /* each owned sequence fills its rows' key ranges; the first pack ends at the last sequence end <= r0 + 64 */
@@ -455,8 +486,10 @@ int set_attrs() {
 template <int DP, int HD>
 int launch(const vit_args &a, bool short_mode, unsigned ctas, qvl_stream s) {
   size_t shm = smem_bytes<DP>(short_mode && a.cos);
-  if (short_mode) vit_short_kernel<DP, HD><<<ctas, NT, shm, s>>>(a);
-  else vit_long_kernel<DP, HD><<<ctas, NT, shm, s>>>(a);
+  if (short_mode)
+    vit_short_kernel<DP, HD><<<ctas, NT, shm, s>>>(a);
+  else
+    vit_long_kernel<DP, HD><<<ctas, NT, shm, s>>>(a);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
@@ -465,14 +498,12 @@ int launch(const vit_args &a, bool short_mode, unsigned ctas, qvl_stream s) {
 /* Compile-time paths: 80, 72 (padded to 80), 64 and 128 exactly; other multiples of 8 by the padded size. */
 extern "C" int cuda_attn_vit_init(void) {
   int bad = set_attrs<80, 80>() || set_attrs<80, 72>() || set_attrs<64, 64>() || set_attrs<128, 128>() ||
-            set_attrs<16, 0>() || set_attrs<32, 0>() || set_attrs<64, 0>() || set_attrs<80, 0>() ||
-            set_attrs<128, 0>();
+            set_attrs<16, 0>() || set_attrs<32, 0>() || set_attrs<64, 0>() || set_attrs<80, 0>() || set_attrs<128, 0>();
   return bad ? QVL_ERR_DEVICE : QVL_OK;
 }
 
-extern "C" int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin,
-                             const int32_t *cu, int n_seq, int max_len, int64_t rows, int heads, int head_dim,
-                             float scale, qvl_stream s) {
+extern "C" int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin, const int32_t *cu,
+                             int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
   if (head_dim < 8 || head_dim > 128 || head_dim % 8 || heads < 1 || !cos != !sin || (uintptr_t)out % 16 ||
       (uintptr_t)qkv % 16 || (uintptr_t)cos % 16 || (uintptr_t)sin % 16)
     return QVL_ERR_UNSUPPORTED;
@@ -480,24 +511,32 @@ extern "C" int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *co
   if (rows > 2147483647LL - 2 * TR || n_seq > 2147483647 - 1) return QVL_ERR_LIMIT;
   const bool short_mode = max_len <= TR;
   int64_t units = short_mode ? (rows + TR - 1) / TR : (int64_t)n_seq * ((max_len + TR - 1) / TR);
-  /* head groups: as few as give ~4 waves of two CTAs per SM (each group reads its tiles' cos/sin rows again) */
+  /* head groups: as few as give 3 waves of two CTAs per SM (each group reads its tiles' cos/sin rows again and
+   * pays the start of a CTA: the search, the tables, a first step with nothing to overlap) */
   int dev = 0, n_sm = 132;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))
     return QVL_ERR_DEVICE;
   int ng = 1;
-  while (ng < heads && units * ng < 8LL * n_sm) ng++;
+  while (ng < heads && units * ng < 6LL * n_sm) ng++;
   int hpc = (heads + ng - 1) / ng;
   ng = (heads + hpc - 1) / hpc;
   if (units * ng > 2147483647LL) return QVL_ERR_LIMIT;
-  vit_args a = {(bf16 *)out, (const bf16 *)qkv, cos, sin, cu, n_seq, heads, head_dim, hpc, ng,
-                (max_len + TR - 1) / TR, scale * 1.4426950408889634f};
+  vit_args a;
+  a.out = (bf16 *)out, a.qkv = (const bf16 *)qkv, a.cos = cos, a.sin = sin, a.cu = cu;
+  a.n_seq = n_seq, a.heads = heads, a.hd = head_dim, a.hpc = hpc, a.ng = ng, a.n_qt = (max_len + TR - 1) / TR;
+  a.scale_log2 = scale * 1.4426950408889634f;
   unsigned ctas = (unsigned)(units * ng);
   switch (head_dim) {
-    case 80: return launch<80, 80>(a, short_mode, ctas, s);
-    case 72: return launch<80, 72>(a, short_mode, ctas, s);
-    case 64: return launch<64, 64>(a, short_mode, ctas, s);
-    case 128: return launch<128, 128>(a, short_mode, ctas, s);
-    default: break;
+    case 80:
+      return launch<80, 80>(a, short_mode, ctas, s);
+    case 72:
+      return launch<80, 72>(a, short_mode, ctas, s);
+    case 64:
+      return launch<64, 64>(a, short_mode, ctas, s);
+    case 128:
+      return launch<128, 128>(a, short_mode, ctas, s);
+    default:
+      break;
   }
   if (head_dim <= 16) return launch<16, 0>(a, short_mode, ctas, s);
   if (head_dim <= 32) return launch<32, 0>(a, short_mode, ctas, s);
