@@ -11,7 +11,13 @@
  * ones on the rotated q/k, so whatever ran last wrote the right output. A capture before any eager run takes vit for
  * sequences of at most 64 tokens (Qwen2.5-VL's windows: one tile each) and cuDNN otherwise, and leaves the choice
  * open. QVL_SDPA_LOG=1 prints the times; QVL_SDPA_TUNE=0 takes that same default untimed. Adding a candidate: an
- * entry in CANDS and a case in cand_run. */
+ * entry in CANDS and a case in cand_run.
+ *
+ * Choices are remembered per shape class (heads, head_dim, rotary or not, the longest sequence: <= 64 tokens or its
+ * power of two, the sequence count's power of two): a later attention of a known class takes the class's choice
+ * without timing, and is not given cuDNN plans at all when the class runs attn_vit.cu (prepare builds them only when
+ * the class is new or chose cuDNN). A server's vision passes have a new image count nearly every time; each one would
+ * otherwise build cuDNN plans for its exact window count (a dense plan per count) and time every candidate. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,12 +32,47 @@ static const struct cand {
 
 typedef struct cuda_att {
   int n_seq, max_len, heads, head_dim;
+  int key[4];        /* the shape class without the rotary (pick_key) */
   int64_t rows;
   int32_t *cu;    /* device copy of the boundaries [n_seq + 1] (attn_vit.cu reads them at every run) */
   void *dnn;      /* sdpa.c's prepared attention; NULL when cuDNN has no plan for this layout */
   int ok[N_CAND]; /* the candidate can run this shape */
   int choice;     /* -1 until the first eager run */
 } cuda_att;
+
+static int log2_ceil(int v) {
+  int l = 0;
+  while ((1 << l) < v && l < 30) l++;
+  return l;
+}
+
+/* The choice remembered for a's class with the rotary rot, or -1. */
+static int pick_find(const cuda_ctx *c, const cuda_att *a, int rot) {
+  for (int i = 0; i < c->n_att_picks; i++) {
+    const struct cuda_att_pick *p = &c->att_picks[i];
+    if (p->key[0] == a->key[0] && p->key[1] == a->key[1] && p->key[2] == a->key[2] && p->key[3] == a->key[3] &&
+        p->key[4] == rot)
+      return p->choice;
+  }
+  return -1;
+}
+
+/* Remembers choice for a's class (an allocation failure only loses the memory of it). */
+static void pick_keep(cuda_ctx *c, const cuda_att *a, int rot, int choice) {
+  if (pick_find(c, a, rot) >= 0) return;
+  if (c->n_att_picks == c->cap_att_picks) {
+    int cap = c->cap_att_picks ? 2 * c->cap_att_picks : 32;
+    struct cuda_att_pick *p = realloc(c->att_picks, (size_t)cap * sizeof *p);
+    if (!p) return;
+    c->att_picks = p, c->cap_att_picks = cap;
+  }
+  c->att_picks[c->n_att_picks++] = (struct cuda_att_pick){{a->key[0], a->key[1], a->key[2], a->key[3], rot}, choice};
+}
+
+void cuda_attention_destroy(cuda_ctx *c) {
+  free(c->att_picks);
+  c->att_picks = NULL, c->n_att_picks = c->cap_att_picks = 0;
+}
 
 void cuda_attention_free(qvl_backend *b, void *att) {
   cuda_att *a = att;
@@ -54,6 +95,8 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
   if (!a) return qvl_fail(b->err, QVL_ERR_NOMEM, "cuda attention: out of memory");
   a->n_seq = n_seq, a->max_len = max_len, a->heads = heads, a->head_dim = head_dim, a->choice = -1;
   a->rows = n_seq > 0 ? cu[n_seq] : 0;
+  a->key[0] = heads, a->key[1] = head_dim, a->key[2] = max_len <= VIT_SHORT ? 0 : log2_ceil(max_len);
+  a->key[3] = log2_ceil(n_seq);
   *att = a;
   if (!max_len) return QVL_OK; /* nothing to attend over: attention is a no-op */
   int vit = head_dim >= 8 && head_dim <= 128 && head_dim % 8 == 0, rc;
@@ -63,6 +106,11 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
         (rc = cuda_check(b, cudaMemcpyAsync(a->cu, cu_dev, bytes, cudaMemcpyDeviceToDevice, c->stream),
                          "attention boundaries")))
       return rc;
+  }
+  int known = vit ? pick_find(c, a, 1) : -1; /* the towers always pass the rotary */
+  if (known >= 0 && known != CAND_DNN) { /* this class runs attn_vit.cu: no cuDNN plans */
+    a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = 1;
+    return QVL_OK;
   }
   if ((rc = cuda_sdpa_prepare(b, &a->dnn, cu, cu_dev, n_seq, heads, head_dim))) {
     if (!vit) return rc;
@@ -146,6 +194,7 @@ static int tune(qvl_backend *b, cuda_att *a, void *out, void *qkv, const float *
   for (int k = 0; k < N_CAND; k++)
     if (ok[k] && (best < 0 || ms[k] < ms[best])) best = k;
   a->choice = best; /* >= 0: prepare leaves at least one candidate */
+  pick_keep(b->ctx, a, cos != NULL, best);
   const char *log = getenv("QVL_SDPA_LOG");
   if (log && *log == '1') {
     fprintf(stderr, "qvl attention: %d seqs, max %d, h %d d %d%s:", a->n_seq, a->max_len, a->heads, a->head_dim,
@@ -163,6 +212,10 @@ int cuda_attention(qvl_backend *b, void *out, void *qkv, const void *att, const 
   cuda_att *a = (cuda_att *)att;
   if (!a->max_len) return QVL_OK; /* nothing to attend over */
   int k = a->choice, rc;
+  if (k < 0) { /* a class already decided: its choice, untimed */
+    int known = pick_find(c, a, cos != NULL);
+    if (known >= 0 && a->ok[known]) k = a->choice = known;
+  }
   if (k < 0) {
     enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     cudaStreamIsCapturing(c->stream, &cap);

@@ -232,6 +232,7 @@ static void cu_destroy(qvl_backend *b) {
     cudaStreamSynchronize(c->stream);
     cuda_gemm_destroy(c);
     cuda_sdpa_destroy(c);
+    cuda_attention_destroy(c);
     if (c->dnn) cudnnDestroy(c->dnn);
     if (c->lt) cublasLtDestroy(c->lt);
     for (int i = 0; i < c->cap_marks; i++) cudaEventDestroy(c->marks[i].a), cudaEventDestroy(c->marks[i].z);

@@ -38,6 +38,8 @@ typedef struct cuda_ctx {
   cudnnHandle_t dnn;
   sdpa_plan *plans;       /* cuDNN SDPA plans per shape bucket (sdpa.c) */
   int n_plans, cap_plans;
+  struct cuda_att_pick { int key[5], choice; } *att_picks; /* attention.c: the kernel chosen per shape class */
+  int n_att_picks, cap_att_picks;
   struct cuda_block { void *p; size_t bytes; } *live, *cache; /* allocated; freed and kept for reuse */
   int n_live, cap_live, n_cache, cap_cache;
   void *scratch;          /* f32 staging of the conversions (upload_f32, download_f32) */
@@ -69,6 +71,7 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
 int cuda_attention(qvl_backend *b, void *out, void *qkv, const void *att, const float *cos, const float *sin,
                    float scale);
 void cuda_attention_free(qvl_backend *b, void *att);
+void cuda_attention_destroy(cuda_ctx *c);
 /* sdpa.c: the cuDNN candidate, on q and k already rotated (same arguments; *att is set even on failure). */
 int cuda_sdpa_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
                       int head_dim);
