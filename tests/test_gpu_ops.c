@@ -94,6 +94,12 @@ static void test_linear(void **s) {
     linear_case(5, 4608, 3584, 1, QVL_EPI_NONE);
     linear_case(16, 1000, 1000, 0, QVL_EPI_GELU_TANH);
   }
+  /* other row counts of the same quarter-octave buckets: the plans above, their layouts set to these rows (and back) */
+  linear_case(2100, 1152, 4352, 1, QVL_EPI_RESIDUAL);
+  linear_case(2400, 1152, 4352, 1, QVL_EPI_RESIDUAL);
+  linear_case(2048, 1152, 4352, 1, QVL_EPI_RESIDUAL);
+  linear_case(1700, 4352, 1152, 1, QVL_EPI_GELU_TANH);
+  linear_case(1030, 3840, 1280, 1, QVL_EPI_NONE);
 }
 
 /* y [m][n] from gemv.cu's kernel alone (whatever cuda_linear would pick), on the backend's stream. */
