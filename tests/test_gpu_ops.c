@@ -156,8 +156,8 @@ static void test_gemv(void **s) {
 static void test_norms(void **s) {
   (void)s;
   const int64_t rows = 777;
-  const int dims[] = {1280, 1152, 4608, 64};
-  for (int i = 0; i < 4; i++) {
+  const int dims[] = {1280, 1152, 4608, 64, 3584, 4096}; /* 4608: past the register-held rows (4,096) */
+  for (int i = 0; i < 6; i++) {
     int d = dims[i];
     float *x = rnd((size_t)(rows * d), -3, 3), *w = rnd((size_t)d, 0.5f, 1.5f), *b = rnd((size_t)d, -0.2f, 0.2f);
     float *ref = malloc((size_t)(rows * d) * sizeof(float));
