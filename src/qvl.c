@@ -437,8 +437,7 @@ typedef struct gen_seq {
   const int32_t *grid;          /* [n_img][3] */
   int n_img;
   const float *pixels;          /* the images' pixel rows for the tower (host), */
-  const void *dev_pixels;       /* or on the device (GPU preprocessing), or */
-  const qvl_vision_out *given;  /* its outputs from an earlier call */
+  const void *dev_pixels;       /* or on the device (GPU preprocessing) */
   const qvl_sampling *s;
   qvl_vision_out vis;           /* the tower's outputs (prefill only) */
   lm_seq seq;
@@ -497,10 +496,8 @@ static void gen_chunk(gen_seq *g, lm_chunk *c, int32_t *pos3) {
   memset(c, 0, sizeof *c);
   c->seq = &g->seq;
   if (g->seq.len == 0) {
-    const qvl_vision_out *v = g->given ? g->given : &g->vis;
+    const qvl_vision_out *v = &g->vis; /* in the engine's buffers */
     c->ids = g->ids, c->n = g->n_ids, c->pos = g->pos;
-    c->vision = v->n ? v->data[0] : NULL;
-    c->deepstack = v->n ? (const float *const *)v->data + 1 : NULL;
     c->vision_dev = v->n ? v->dev[0] : NULL;
     c->deepstack_dev = v->n ? (const void *const *)v->dev + 1 : NULL;
     c->n_deepstack = v->n ? v->n - 1 : 0;
@@ -541,7 +538,7 @@ static int gen_run(qvl_engine *e, gen_seq *g, int n, gen_cb cb, void *ud) {
   for (int i = 0; i < n && !rc;) { /* prefill */
     int k = 0, rows = 0;
     for (; i < n && (k == 0 || rows + g[i].n_ids <= PREFILL_ROWS); i++, k++) {
-      if (g[i].n_img && !g[i].given &&
+      if (g[i].n_img &&
           (rc = vision_pixels(e, g[i].grid, g[i].n_img, g[i].pixels, g[i].dev_pixels, 1, &g[i].vis)))
         break;
       gen_chunk(&g[i], &c[k], pos3[k]), who[k] = i, rows += g[i].n_ids;
@@ -571,7 +568,7 @@ int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *
   gen_seq g = {.ids = ids, .n_ids = n, .grid = grid, .n_img = n_img, .pixels = pixels, .s = &s};
   int rc = gen_check(e, &g, 0);
   if (!rc) rc = engine_lm(e, (n + LM_BLOCK - 1) / LM_BLOCK);
-  if (!rc && n_img) rc = qvl_engine_vision(e, grid, n_img, pixels, &g.vis, NULL, NULL);
+  if (!rc && n_img) rc = vision_pixels(e, grid, n_img, pixels, NULL, 1, &g.vis);
   if (!rc) {
     lm_chunk c;
     gen_chunk(&g, &c, NULL);
@@ -722,6 +719,23 @@ static int prompts_step(const qvl_prompt *p, int n, int first, int64_t *blocks) 
   return k;
 }
 
+/* The tower's host features (given to the caller) copied into the engine's buffers for the language model. */
+static int vision_upload(qvl_engine *e, const qvl_vision_out *host, qvl_vision_out *dev) {
+  qvl_backend *b = e->be;
+  int64_t n = host->rows * host->cols;
+  memset(dev, 0, sizeof *dev);
+  dev->n = host->n, dev->rows = host->rows, dev->cols = host->cols, dev->be = b;
+  for (int l = 0; l < host->n; l++) {
+    int rc = b->alloc(b, &dev->dev[l], (size_t)n * b->elem_bytes);
+    if (!rc) rc = b->upload_f32(b, dev->dev[l], host->data[l], n);
+    if (rc) {
+      qvl_vision_out_free(dev);
+      return qvl_fail(&e->err, rc, "encode: %s", b->err->msg);
+    }
+  }
+  return QVL_OK;
+}
+
 /* The language model over the checked prompts, step by step; each step's sequences freed after it. */
 static int prompts_run(qvl_engine *e, const qvl_prompt *p, int n, int32_t *const *pos, const int64_t *vis_at,
                        qvl_hidden *h) {
@@ -733,9 +747,11 @@ static int prompts_run(qvl_engine *e, const qvl_prompt *p, int n, int32_t *const
   int rc = engine_lm(e, most);
   lm_chunk *c = calloc((size_t)n, sizeof *c);
   lm_seq *seq = calloc((size_t)n, sizeof *seq);
-  const float *(*ds)[QVL_MAX_LIST] = calloc((size_t)n, sizeof *ds);
+  const void *(*ds)[QVL_MAX_LIST] = calloc((size_t)n, sizeof *ds);
   if (!rc && (!c || !seq || !ds)) rc = qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
-  const qvl_vision_out *v = h->f ? &h->f->out : NULL;
+  qvl_vision_out dv = {0}, *v = NULL;
+  if (!rc && h->f && !(rc = vision_upload(e, &h->f->out, &dv))) v = &dv;
+  size_t row_bytes = (size_t)H * e->be->elem_bytes;
   for (int i = 0, k = 0; !rc && i < n; i += k) {
     k = prompts_step(p, n, i, &blocks);
     for (int j = 0; j < k && !rc; j++) {
@@ -747,12 +763,14 @@ static int prompts_run(qvl_engine *e, const qvl_prompt *p, int n, int32_t *const
       c[j] = (lm_chunk){.seq = &seq[j], .ids = q->ids, .n = q->n_ids, .pos = pos[i + j], .hidden = h->data[i + j],
                         .hidden_layer = h->layer};
       if (!v || !q->n_images) continue;
-      for (int l = 0; l < v->n - 1; l++) ds[j][l] = v->data[1 + l] + vis_at[i + j] * H; /* its rows of each level */
-      c[j].vision = v->data[0] + vis_at[i + j] * H, c[j].deepstack = ds[j], c[j].n_deepstack = v->n - 1;
+      size_t at = (size_t)vis_at[i + j] * row_bytes; /* its rows of each level */
+      for (int l = 1; l < v->n; l++) ds[j][l - 1] = (const char *)v->dev[l] + at;
+      c[j].vision_dev = (const char *)v->dev[0] + at, c[j].deepstack_dev = ds[j], c[j].n_deepstack = v->n - 1;
     }
     if (!rc) rc = lm_step(e->lm, c, k, &e->err);
     for (int j = 0; j < k; j++) lm_seq_free(e->lm, &seq[j]);
   }
+  qvl_vision_out_free(&dv);
   free(c), free(seq), free(ds);
   return rc;
 }

@@ -189,7 +189,9 @@ static void test_chunks_through_an_image(void **state) {
     im.rows = malloc((size_t)(96 * row) * sizeof(float));
     tu_uniform(im.rows, (size_t)(96 * row), -1, 1, &rng);
     qvl_vision_out vis = {0};
-    if (qvl_engine_vision(e, im.grid, 1, im.rows, &vis, NULL, NULL)) fail_msg("%s", qvl_errmsg(e));
+    vis_input in = {im.grid, 1, im.rows, NULL, 0, 1}; /* the features left in the engine's buffers */
+    if (qvl_engine_vision_input(e, &in, &vis, NULL, NULL)) fail_msg("%s", qvl_errmsg(e));
+    size_t row_bytes = (size_t)H * vis.be->elem_bytes;
     assert_int_equal(vis.rows, PADS);
     int32_t ids[N], pos[3 * N];
     int64_t delta;
@@ -202,8 +204,8 @@ static void test_chunks_through_an_image(void **state) {
     lm_seq a, b;
     assert_int_equal(lm_seq_init(&a, N), QVL_OK);
     assert_int_equal(lm_seq_init(&b, N), QVL_OK);
-    lm_chunk whole = {.seq = &a, .ids = ids, .n = N, .pos = pos, .vision = vis.data[0],
-                      .deepstack = (const float *const *)vis.data + 1, .n_deepstack = vis.n - 1, .logits = ref,
+    lm_chunk whole = {.seq = &a, .ids = ids, .n = N, .pos = pos, .vision_dev = vis.dev[0],
+                      .deepstack_dev = (const void *const *)vis.dev + 1, .n_deepstack = vis.n - 1, .logits = ref,
                       .all_logits = 1};
     if (lm_step(m, &whole, 1, err)) fail_msg("%s", err->msg);
     static const int cut[] = {0, 9, 10, 21, 33, N}; /* pads at 5 .. 28 */
@@ -214,10 +216,12 @@ static void test_chunks_through_an_image(void **state) {
       for (int j = from; j < from + n; j++) pads += ids[j] == cfg->image_token_id;
       int32_t cp[3 * N];
       for (int ax = 0; ax < 3; ax++) memcpy(cp + ax * n, pos + ax * N + from, (size_t)n * sizeof(int32_t));
-      const float *ds[QVL_MAX_LIST];
-      for (int l = 1; l < vis.n; l++) ds[l - 1] = vis.data[l] + (size_t)first_pad * H;
+      const void *ds[QVL_MAX_LIST];
+      for (int l = 1; l < vis.n; l++) ds[l - 1] = (const char *)vis.dev[l] + (size_t)first_pad * row_bytes;
       lm_chunk c = {.seq = &b, .ids = ids + from, .n = n, .pos = cp, .logits = got + (size_t)from * V, .all_logits = 1};
-      if (pads) c.vision = vis.data[0] + (size_t)first_pad * H, c.deepstack = ds, c.n_deepstack = vis.n - 1;
+      if (pads)
+        c.vision_dev = (const char *)vis.dev[0] + (size_t)first_pad * row_bytes, c.deepstack_dev = ds,
+        c.n_deepstack = vis.n - 1;
       if (lm_step(m, &c, 1, err)) fail_msg("%s", err->msg);
     }
     check_rows(mi ? "qwen3_vl chunks cutting an image" : "qwen2_5_vl chunks cutting an image", got, ref, (size_t)N * V);

@@ -28,7 +28,7 @@ typedef struct lm_plan {
 /* Device buffers of a step, kept between steps; capacities in rows / sequences / table entries. */
 typedef struct lm_ws {
   int64_t rows, seqs, table, outs, vis;
-  void *h, *x, *qkv, *q, *att, *gu, *mlp, *logits, *vis_rows, *in; /* mlp also takes the lm_head rows */
+  void *h, *x, *qkv, *q, *att, *gu, *mlp, *logits, *in; /* mlp also takes the lm_head rows */
   int32_t *argmax;
 } lm_ws;
 
@@ -46,8 +46,8 @@ struct lm_model {
   void *stage;                /* host staging block (host_alloc: pinned on CUDA, so the upload is asynchronous) */
   int64_t stage_bytes;
   int stage_busy;             /* an upload from the stage may still be in flight */
-  float *host_logits, *vis_host; /* several chunks' logits; several chunks' vision rows, per level */
-  int64_t host_logits_n, vis_host_n;
+  float *host_logits;         /* several chunks' logits */
+  int64_t host_logits_n;
   int32_t *host_argmax, *row_of; /* argmax of each out row; per chunk: its first logits row, its argmax row */
   int64_t host_argmax_n, row_of_n;
   struct { /* the step lm_step_begin queued, for lm_step_end */
@@ -123,7 +123,7 @@ static lm_in in_layout(int64_t rows, int64_t seqs, int64_t table, int64_t outs, 
 }
 
 static void ws_free(qvl_backend *b, lm_ws *ws) {
-  void *all[] = {ws->h, ws->x, ws->qkv, ws->q, ws->att, ws->gu, ws->mlp, ws->logits, ws->vis_rows, ws->in, ws->argmax};
+  void *all[] = {ws->h, ws->x, ws->qkv, ws->q, ws->att, ws->gu, ws->mlp, ws->logits, ws->in, ws->argmax};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) b->free(b, all[i]);
   memset(ws, 0, sizeof *ws);
 }
@@ -150,7 +150,6 @@ static int ws_reserve(lm_model *m, lm_ws *ws, int64_t rows, int64_t seqs, int64_
       (rc = b->alloc(b, &w.gu, (size_t)(w.rows * 2 * I) * e)) ||
       (rc = b->alloc(b, &w.mlp, (size_t)(w.rows * I > w.outs * H ? w.rows * I : w.outs * H) * e)) ||
       (rc = b->alloc(b, &w.logits, (size_t)(w.outs * t->vocab) * e)) ||
-      (rc = b->alloc(b, &w.vis_rows, (size_t)((w.vis ? w.vis : 1) * H) * e)) ||
       (rc = b->alloc(b, &w.in, (size_t)L.total * 4)) || (rc = b->alloc(b, (void **)&w.argmax, (size_t)w.outs * 4))) {
     ws_free(b, &w);
     return rc;
@@ -209,7 +208,7 @@ void lm_close(lm_model *m) {
   ws_free(b, &m->ws), ws_free(b, &m->gws);
   if (m->stage) b->host_free(b, m->stage);
   free(m->kc), free(m->vc), free(m->refs), free(m->free_list);
-  free(m->host_logits), free(m->vis_host), free(m->host_argmax), free(m->row_of);
+  free(m->host_logits), free(m->host_argmax), free(m->row_of);
   free(m);
 }
 
@@ -269,16 +268,11 @@ static int take_hidden(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_
 static int is_pad(const lm_model *m, int32_t id) { return id == m->c->image_token_id; }
 
 /* Level `level` of the step's vision rows (0: the features, l: DeepStack l - 1) into ws->h at the pads: set
- * (spec §4.6) or added (DeepStack, §3.7). Host rows (vis) are uploaded once for all pads; device rows are scattered
- * chunk by chunk from where they are (the pads of the chunks follow each other in vis_idx). */
-static int put_vision(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chunk *c, int n_chunks,
-                      const float *const *vis, int level) {
+ * (spec §4.6) or added (DeepStack, §3.7), scattered chunk by chunk from where they are on the device (the pads of
+ * the chunks follow each other in vis_idx). */
+static int put_vision(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chunk *c, int n_chunks, int level) {
   qvl_backend *b = m->b;
   int64_t H = m->c->text.hidden, at = 0;
-  if (vis[level]) {
-    int rc = b->upload_f32(b, ws->vis_rows, vis[level], p->n_vis * H);
-    return rc ? rc : b->scatter_rows(b, ws->h, ws->vis_rows, IN(ws, p, vis_idx), p->n_vis, H, level > 0);
-  }
   for (int i = 0; i < n_chunks; i++) {
     int64_t pads = 0;
     for (int j = 0; j < c[i].n; j++) pads += is_pad(m, c[i].ids[j]);
@@ -291,21 +285,19 @@ static int put_vision(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_c
   return QVL_OK;
 }
 
-/* Every op of a step, after its inputs were uploaded. vis: host f32 vision rows [1 + n_deepstack][n_vis][H] of the
- * pads, or NULLs when the chunks' rows are on the device (eager steps only: their uploads cannot be part of a
- * graph); c: the chunks whose hidden states are taken and whose device vision rows are read. */
-static int forward(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chunk *c, int n_chunks,
-                   const float *const *vis, int n_deepstack) {
+/* Every op of a step, after its inputs were uploaded; c: the chunks whose hidden states are taken and whose vision
+ * rows are read (graph steps have none). */
+static int forward(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chunk *c, int n_chunks, int n_deepstack) {
   const qvl_text_config *t = &m->c->text;
   qvl_backend *b = m->b;
   int64_t H = t->hidden;
   int rc = b->gather_rows(b, ws->h, m->w->embed, IN(ws, p, ids), p->rows, H);
-  if (!rc && p->n_vis) rc = put_vision(m, ws, p, c, n_chunks, vis, 0);
+  if (!rc && p->n_vis) rc = put_vision(m, ws, p, c, n_chunks, 0);
   if (!rc) rc = take_hidden(m, ws, p, c, n_chunks, 0);
   for (int l = 0; !rc && l < p->layers; l++) {
     const lm_layer *L = &m->w->lm[l];
     if ((rc = attention_block(m, ws, p, L, l)) || (rc = mlp_block(m, ws, p, L))) break;
-    if (l < n_deepstack && p->n_vis) rc = put_vision(m, ws, p, c, n_chunks, vis, 1 + l);
+    if (l < n_deepstack && p->n_vis) rc = put_vision(m, ws, p, c, n_chunks, 1 + l);
     if (!rc) rc = take_hidden(m, ws, p, c, n_chunks, l + 1);
   }
   if (rc || !p->outs) return rc;
@@ -322,7 +314,7 @@ static int forward(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_chun
 /* Everything that can refuse the step, before blocks are taken or the device is touched. */
 static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   const qvl_config *cfg = m->c;
-  int need = 0, host_rows = 0, dev_rows = 0;
+  int need = 0;
   if (n_chunks < 1) return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: a step of no sequences");
   for (int i = 0; i < n_chunks; i++) {
     const lm_chunk *k = &c[i];
@@ -341,11 +333,8 @@ static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err
                         j, k->ids[j], cfg->text.vocab);
       pads += is_pad(m, k->ids[j]);
     }
-    if (pads && !k->vision && !k->vision_dev)
+    if (pads && !k->vision_dev)
       return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: %d image pad tokens but no vision rows", pads);
-    if (k->vision && k->vision_dev)
-      return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: chunk %d has host and device vision rows", i);
-    host_rows |= k->vision != NULL, dev_rows |= k->vision_dev != NULL;
     if (k->hidden && (k->hidden_layer < 0 || k->hidden_layer > cfg->text.layers))
       return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: hidden layer %d is outside 0..%d", k->hidden_layer,
                       cfg->text.layers);
@@ -354,8 +343,6 @@ static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err
                       k->n_deepstack, cfg->vision.n_deepstack);
     need += lm_seq_blocks_needed(k->seq, k->n);
   }
-  if (host_rows && dev_rows)
-    return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: a step mixes host and device vision rows");
   if (need > m->n_free)
     return qvl_fail(err, QVL_ERR_LIMIT, "language model: the step needs %d more KV blocks, %d of %d are free", need,
                     m->n_free, m->n_blocks);
@@ -444,40 +431,14 @@ static void stage_step(lm_model *m, const lm_chunk *c, int n_chunks, const lm_pl
   S[p->in.cu_q + p->n_seq] = (int32_t)p->rows;
 }
 
-/* Host vision rows of the step's pads per level: the one vision chunk's arrays, or the chunks' rows gathered.
- * None when the chunks' rows are on the device (forward scatters those in place). */
-static int gather_vision(lm_model *m, const lm_chunk *c, int n_chunks, const lm_plan *p, const float **vis) {
-  int64_t H = m->c->text.hidden, levels = 1 + m->c->vision.n_deepstack, with = 0, at = 0;
-  const lm_chunk *only = NULL;
-  for (int i = 0; i < n_chunks; i++)
-    if (c[i].vision) with++, only = &c[i];
-  if (!p->n_vis || !with) return QVL_OK;
-  if (with == 1) {
-    vis[0] = only->vision;
-    for (int l = 1; l < levels; l++) vis[l] = only->deepstack[l - 1];
-    return QVL_OK;
-  }
-  if (host_grow((void **)&m->vis_host, &m->vis_host_n, levels * p->n_vis * H, sizeof(float))) return QVL_ERR_NOMEM;
-  for (int i = 0; i < n_chunks; i++) {
-    int64_t pads = 0;
-    for (int j = 0; j < c[i].n; j++) pads += is_pad(m, c[i].ids[j]);
-    for (int l = 0; pads && l < levels; l++)
-      memcpy(m->vis_host + (l * p->n_vis + at) * H, l ? c[i].deepstack[l - 1] : c[i].vision,
-             (size_t)(pads * H) * sizeof(float));
-    at += pads;
-  }
-  for (int l = 0; l < levels; l++) vis[l] = m->vis_host + l * p->n_vis * H;
-  return QVL_OK;
-}
-
 /* Runs a decode step as a graph: replayed when its bucket has one, else run eagerly and then captured. */
 static int run_graph(lm_model *m, const lm_plan *p) {
   qvl_backend *b = m->b;
   int bi = log2_ceil(p->n_seq), ki = log2_ceil(p->max_kv / MIN_CTX_BUCKET), rc;
   if (ki >= N_CTX_BUCKETS) return -1;
   if (m->graph[bi][ki]) return b->graph_launch(b, m->graph[bi][ki]);
-  if ((rc = forward(m, &m->gws, p, NULL, 0, NULL, 0)) || (rc = b->graph_begin(b))) return rc;
-  rc = forward(m, &m->gws, p, NULL, 0, NULL, 0);
+  if ((rc = forward(m, &m->gws, p, NULL, 0, 0)) || (rc = b->graph_begin(b))) return rc;
+  rc = forward(m, &m->gws, p, NULL, 0, 0);
   void *g = NULL;
   int rc2 = b->graph_end(b, &g);
   if (!rc) rc = rc2;
@@ -541,7 +502,6 @@ int lm_step_begin(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   int graph = can_graph(m, c, n_chunks);
   lm_plan p;
   plan_step(m, c, n_chunks, graph, &p);
-  const float *vis[1 + QVL_MAX_LIST] = {0};
   lm_ws *ws = graph ? &m->gws : &m->ws;
   if (m->stage_bytes < p.in.total * 4) {
     if ((rc = b->sync(b))) return qvl_fail(err, rc, "language model: %s", b->err->msg);
@@ -552,8 +512,7 @@ int lm_step_begin(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
     if ((rc = b->host_alloc(b, &m->stage, (size_t)bytes))) return qvl_fail(err, rc, "language model: %s", b->err->msg);
     m->stage_bytes = bytes;
   }
-  if ((rc = host_grow((void **)&m->row_of, &m->row_of_n, 2 * (int64_t)n_chunks, 4)) ||
-      (rc = gather_vision(m, c, n_chunks, &p, vis)))
+  if ((rc = host_grow((void **)&m->row_of, &m->row_of_n, 2 * (int64_t)n_chunks, 4)))
     return qvl_fail(err, QVL_ERR_NOMEM, "language model: out of memory");
   if (m->stage_busy && (rc = b->sync(b))) return qvl_fail(err, rc, "language model: %s", b->err->msg);
   stage_step(m, c, n_chunks, &p, graph);
@@ -561,7 +520,7 @@ int lm_step_begin(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err) {
   else rc = ws_reserve(m, ws, p.rows, p.n_seq, (int64_t)p.n_seq * p.max_blocks, p.outs, p.n_vis);
   if (!rc) rc = b->upload(b, ws->in, m->stage, (size_t)p.in.total * 4);
   m->stage_busy = !p.outs; /* the upload may read the stage until the next sync (collect's downloads) */
-  if (!rc) rc = graph ? run_graph(m, &p) : forward(m, ws, &p, c, n_chunks, vis, m->c->vision.n_deepstack);
+  if (!rc) rc = graph ? run_graph(m, &p) : forward(m, ws, &p, c, n_chunks, m->c->vision.n_deepstack);
   if (rc) return b->err != err || !err->code ? qvl_fail(err, rc, "language model: %s", b->err->msg) : rc;
   m->pend.c = c, m->pend.n = n_chunks, m->pend.p = p, m->pend.ws = ws, m->pend.on = 1;
   return QVL_OK;

@@ -53,10 +53,9 @@ typedef struct lm_chunk {
   const int32_t *ids;            /* [n] */
   int n;
   const int32_t *pos;            /* [3][n] M-RoPE positions (mrope.h; decode: len + rope_delta on all three) */
-  const float *vision;           /* [pads in the chunk][H] host f32 rows for its image pad tokens, in order; or NULL */
-  const float *const *deepstack; /* n_deepstack arrays like vision (Qwen3-VL), or NULL */
-  const void *vision_dev;        /* instead of vision / deepstack: the same rows in the backend's buffers and dtype, */
-  const void *const *deepstack_dev; /* read in place (one step has chunks of one kind or the other) */
+  const void *vision_dev;        /* [pads in the chunk][H] rows for its image pad tokens, in order, in the backend's
+                                  * buffers and dtype (read in place); NULL without pads */
+  const void *const *deepstack_dev; /* n_deepstack arrays like vision_dev (Qwen3-VL), or NULL */
   int n_deepstack;
   /* outputs (host), each NULL when not wanted: */
   float *logits;                 /* [n][vocab] when all_logits, else the last row's [vocab] */
