@@ -16,15 +16,6 @@ static const char *FIXTURES[][2] = {
   {"qwen3_vl_text", "tests/data/tiny-qwen3_vl"},     {"qwen3_vl_two_images", "tests/data/tiny-qwen3_vl"},
 };
 
-static int64_t *ints(const st_model *g, const char *name, int64_t *n) {
-  const st_tensor *t = st_find(g, name);
-  if (!t) return *n = 0, NULL;
-  int64_t *v = malloc((size_t)t->numel * sizeof(int64_t));
-  assert_int_equal(st_to_i64(t, v, NULL), QVL_OK);
-  *n = t->numel;
-  return v;
-}
-
 static void test_fixture(void **state) {
   const char **f = *state;
   char path[256];
@@ -38,7 +29,8 @@ static void test_fixture(void **state) {
   if (qvl_engine_open(&e, &p)) fail_msg("%s", qvl_errmsg(e));
   const qvl_config *c = qvl_engine_config(e);
   int64_t n, n_grid, n_gen;
-  int64_t *ids64 = ints(g, "input_ids", &n), *grid64 = ints(g, "image_grid_thw", &n_grid), *gen = ints(g, "generated", &n_gen);
+  int64_t *ids64 = tu_golden_ints(g, f[0], "input_ids", 0, &n), *gen = tu_golden_ints(g, f[0], "generated", 0, &n_gen);
+  int64_t *grid64 = tu_golden_ints(g, f[0], "image_grid_thw", 1, &n_grid);
   int32_t ids[128], grid[24];
   for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)ids64[i];
   for (int64_t i = 0; i < n_grid; i++) grid[i] = (int32_t)grid64[i];

@@ -16,15 +16,6 @@ static const char *FIXTURES[][2] = {
   {"qwen3_vl_image", "tests/data/tiny-qwen3_vl"},          {"qwen3_vl_two_images", "tests/data/tiny-qwen3_vl"},
 };
 
-static int64_t *ints(const st_model *g, const char *fx, const char *name, int64_t *n) {
-  const st_tensor *t = st_find(g, name);
-  if (!t) fail_msg("%s: golden %s missing", fx, name);
-  int64_t *v = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(int64_t));
-  assert_int_equal(st_to_i64(t, v, NULL), QVL_OK);
-  *n = t->numel;
-  return v;
-}
-
 static void test_fixture(void **state) {
   const char **f = *state;
   char path[256];
@@ -38,9 +29,10 @@ static void test_fixture(void **state) {
   if (qvl_engine_open(&e, &p)) fail_msg("%s", qvl_errmsg(e));
   const qvl_config *c = qvl_engine_config(e);
   int64_t n, n_grid = 0, n_gen, n_pos, n_delta;
-  int64_t *ids64 = ints(g, f[0], "input_ids", &n), *gen = ints(g, f[0], "generated", &n_gen);
-  int64_t *pos_ref = ints(g, f[0], "position_ids", &n_pos), *delta_ref = ints(g, f[0], "rope_delta", &n_delta);
-  int64_t *grid64 = st_find(g, "image_grid_thw") ? ints(g, f[0], "image_grid_thw", &n_grid) : NULL;
+  int64_t *ids64 = tu_golden_ints(g, f[0], "input_ids", 0, &n), *gen = tu_golden_ints(g, f[0], "generated", 0, &n_gen);
+  int64_t *pos_ref = tu_golden_ints(g, f[0], "position_ids", 0, &n_pos);
+  int64_t *delta_ref = tu_golden_ints(g, f[0], "rope_delta", 0, &n_delta);
+  int64_t *grid64 = tu_golden_ints(g, f[0], "image_grid_thw", 1, &n_grid);
   int n_img = (int)(n_grid / 3), V = c->text.vocab;
   int32_t grid[24], *ids = malloc((size_t)(n + n_gen) * sizeof(int32_t)), *pos = malloc((size_t)n * 3 * sizeof(int32_t));
   for (int i = 0; i < n_grid; i++) grid[i] = (int32_t)grid64[i];

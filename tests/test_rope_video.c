@@ -155,15 +155,6 @@ static void test_image_then_video(void **state) {
   assert_int_equal(delta, 12 - i);
 }
 
-static int64_t *ints(const st_model *g, const char *name, int64_t *n) {
-  const st_tensor *t = st_find(g, name);
-  if (!t) fail_msg("golden %s missing", name);
-  int64_t *v = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *v);
-  assert_int_equal(st_to_i64(t, v, NULL), QVL_OK);
-  *n = t->numel;
-  return v;
-}
-
 /* transformers' own get_rope_index on video prompts (scripts/make_lm_goldens.py, rope_<arch>_video): Qwen3-VL
  * exactly; Qwen2.5-VL under QVL_VIDEO_ROPE_HF5, the rule that switch exists for. */
 static void test_video_goldens(void **state) {
@@ -181,8 +172,8 @@ static void test_video_goldens(void **state) {
     }
     qvl_config c = load(archs[a]);
     int64_t n, ng, np, nd;
-    int64_t *ids64 = ints(g, "input_ids", &n), *grid64 = ints(g, "video_grid_thw", &ng);
-    int64_t *ref = ints(g, "position_ids", &np), *dref = ints(g, "rope_delta", &nd);
+    int64_t *ids64 = tu_golden_ints(g, rel, "input_ids", 0, &n), *grid64 = tu_golden_ints(g, rel, "video_grid_thw", 0, &ng);
+    int64_t *ref = tu_golden_ints(g, rel, "position_ids", 0, &np), *dref = tu_golden_ints(g, rel, "rope_delta", 0, &nd);
     int32_t *ids = malloc((size_t)n * sizeof *ids), *pos = malloc((size_t)n * 3 * sizeof *pos), grid[24];
     float spg[8];
     for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)ids64[i];

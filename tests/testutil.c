@@ -137,3 +137,15 @@ int tu_collect(void *ud, int32_t id) {
   if (t->n < 64) t->ids[t->n++] = id;
   return 0;
 }
+
+int64_t *tu_golden_ints(const st_model *g, const char *fx, const char *name, int optional, int64_t *n) {
+  const st_tensor *t = st_find(g, name);
+  *n = 0;
+  if (!t && optional) return NULL;
+  if (!t) fail_msg("%s: golden %s missing", fx, name);
+  int64_t *v = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *v);
+  assert_non_null(v);
+  assert_int_equal(st_to_i64(t, v, NULL), QVL_OK);
+  *n = t->numel;
+  return v;
+}

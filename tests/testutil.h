@@ -8,8 +8,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "io/safetensors.h"
 #include "qvl.h"
 
+/* A golden file's integer tensor `name` as int64 values (malloc'd, *n of them): fails the test, naming fixture fx,
+ * when it is missing, unless optional (then NULL and *n = 0). */
+int64_t *tu_golden_ints(const st_model *g, const char *fx, const char *name, int optional, int64_t *n);
 /* $QVL_SOURCE_DIR/rel (set by ctest); the string lives until the test program exits. */
 const char *tu_path(const char *rel);
 /* A fresh empty directory under $TMPDIR (or /tmp); removed by tu_rmtree. */
