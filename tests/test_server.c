@@ -556,6 +556,8 @@ static void test_metrics(void **state) {
   assert_int_equal(metric("\nqvl_queue_capacity "), 1);
   assert_true(metric("\nqvl_stage_seconds_count{stage=\"vision\"} ") >= 1);
   assert_true(metric("\nqvl_steps_total ") >= 1 && metric("\nqvl_step_tokens_total ") >= metric("\nqvl_steps_total "));
+  assert_true(metric("\nqvl_stage_seconds_count{stage=\"step\"} ") == metric("\nqvl_steps_total ")); /* each one */
+  assert_true(metric("\nqvl_stage_seconds_count{stage=\"gap\"} ") >= 1); /* between a request's decode steps */
   assert_int_equal(metric("\nqvl_kv_cache_blocks_total "), 16384 / 16);
   /* once the cancelled requests of test_queue_and_cancel are gone, the blocks in use are the ones the prefix cache
    * keeps (a request the scheduler admitted just before its client's hang-up was seen leaves at the next step) */

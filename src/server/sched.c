@@ -66,6 +66,7 @@ struct sched {
   struct seq **run; /* admitted, oldest first */
   int n_run;
   step st;
+  double last_end;  /* when the previous step's outputs were taken; 0 after an iteration without a step */
 };
 
 /* ---- publishing ------------------------------------------------------------------------------------ */
@@ -768,17 +769,24 @@ static void iterate(qvl_server *s, step *st) {
   }
   plan(s, st);
   qvl_err err = {0};
+  double t_begin = srv_now();
   int rc = st->n ? lm_step_begin(s->sc->lm, st->c, st->n, &err) : QVL_OK;
   admit_waiting(s);
   vision(s);
   if (st->n) {
     if (!rc) rc = lm_step_end(s->sc->lm, &err);
+    double t_end = srv_now();
     pthread_mutex_lock(&s->mu);
+    srv_observe(&s->m.stage[STAGE_STEP], t_end - t_begin);
+    if (s->sc->last_end > 0) srv_observe(&s->m.stage[STAGE_GAP], t_begin - s->sc->last_end);
     s->m.steps++;
     for (int i = 0; i < st->n; i++) s->m.step_tokens += (uint64_t)st->len[i];
     for (int i = 0; rc && i < st->n; i++) fail_job(st->who[i]->j, rc, err.msg);
     pthread_mutex_unlock(&s->mu);
     if (!rc) after_step(s, st);
+    s->sc->last_end = t_end;
+  } else {
+    s->sc->last_end = 0;
   }
   for (int r = 0; r < s->sc->n_run;) {
     struct seq *q = s->sc->run[r];

@@ -23,7 +23,7 @@ typedef struct srv_rate {
   double n[SRV_RATE_SECS];
 } srv_rate;
 
-enum { STAGE_PREPROCESS, STAGE_VISION, STAGE_PREFILL, STAGE_DECODE, N_STAGES };
+enum { STAGE_PREPROCESS, STAGE_VISION, STAGE_PREFILL, STAGE_DECODE, STAGE_STEP, STAGE_GAP, N_STAGES };
 
 typedef struct srv_metrics {
   uint64_t by_code[SRV_N_CODES];
@@ -40,7 +40,9 @@ typedef struct srv_metrics {
   srv_hist queue;             /* queueing to the start of the work */
   srv_hist stage[N_STAGES];   /* image preprocessing (per scheduler call, the images of every request it encodes),
                                * the vision tower (per call), prefill (admission to the first token), decode (first
-                               * to last token) */
+                               * to last token), step (a step queued to its outputs, with the vision pass queued
+                               * behind it), gap (the previous step's outputs to the next step queued: host work while
+                               * the device has nothing to do) */
   srv_rate prompt_rate, gen_rate, image_rate;
 } srv_metrics;
 
