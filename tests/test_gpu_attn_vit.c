@@ -6,16 +6,25 @@
  * alternation, d80 and d64, a graph captured once and replayed with other boundaries, and refusals. Every output
  * row of the sequences must be written (the buffer is NaN first), rows past `rows` untouched (a sentinel), and the
  * relative L2 error <= 1e-2 overall and per sequence (sequences over 1,024 rows are checked on every 7th row and the
- * first and last 192). Skips, saying why, without a compute capability 9.0 GPU.
+ * first and last 192), and NaN q/k/v rows after the last sequence (rows > cu[n]) must not reach the output. Skips,
+ * saying why, without a compute capability 9.0 GPU.
+ *
+ * Every compile-time configuration of the kernel (cuda_attn_vit_wgmma_n_cfg) runs every case, each in its own
+ * process (forked before any CUDA call, QVL_ATTN_VIT_WGMMA_CFG=<n> set in it, so the public entry point takes that
+ * configuration too): a configuration that deadlocks or faults fails alone and the others still report. With
+ * QVL_ATTN_VIT_WGMMA_CFG set by the caller, only that configuration runs, in this process.
  *
  * QVL_ATTN_VIT_BENCH=1 also times the kernel alone (3 warm-ups, median of 20, CUDA events) on 20 x 4800 and
- * 64 x 1024 tokens, 16 heads, d72, one JSON line each: ms and TFLOP/s of real work (4 sum(len^2) heads 72 / t). */
+ * 64 x 1024 tokens, 16 heads, d72, one JSON line per (configuration, case): ms and TFLOP/s of real work
+ * (4 sum(len^2) heads 72 / t). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend/cuda/cuda_ops.h"
 #include "core/half.h"
@@ -26,6 +35,7 @@ static const uint16_t POISON = 0xffff, SENTINEL = 0x7e57;
 
 static uint64_t rng;
 static cudaStream_t stream;
+static int g_cfg; /* the configuration this process tests */
 
 #define CU(call) assert_int_equal((int)(call), (int)cudaSuccess)
 
@@ -56,7 +66,8 @@ static void wait_stream(const char *what, double limit) {
 
 typedef struct batch {
   int n_seq, heads, hd, max_len;
-  int64_t rows;
+  int64_t rows; /* passed to the kernel: cu[n_seq] plus `tail` rows of NaN q/k/v that no sequence owns */
+  int tail;
   int32_t *cu;   /* host, n_seq + 1 */
   float *qkv;    /* host, bf16-representable, [rows][3][heads][hd] */
   uint16_t *out; /* host copy of the device output, rows + GUARD rows */
@@ -73,18 +84,20 @@ static void set_lens(batch *b, const int *lens, int n_seq) {
   }
 }
 
-static void batch_make(batch *b, const int *lens, int n_seq, int heads, int hd) {
+static void batch_make_tail(batch *b, const int *lens, int n_seq, int heads, int hd, int tail) {
   memset(b, 0, sizeof *b);
   b->heads = heads, b->hd = hd;
   b->cu = malloc((size_t)(n_seq + 1) * sizeof(int32_t));
   set_lens(b, lens, n_seq);
-  b->rows = b->cu[n_seq];
+  b->tail = tail;
+  b->rows = b->cu[n_seq] + tail;
   size_t n = (size_t)b->rows * 3 * heads * hd, no = (size_t)(b->rows + GUARD) * heads * hd;
+  size_t nseq = (size_t)b->cu[n_seq] * 3 * heads * hd;
   b->qkv = malloc(n * sizeof(float));
   uint16_t *h = malloc(n * 2);
   tu_uniform(b->qkv, n, -2.f, 2.f, &rng);
   for (size_t i = 0; i < n; i++) {
-    h[i] = qvl_f32_to_bf16(b->qkv[i]);
+    h[i] = i < nseq ? qvl_f32_to_bf16(b->qkv[i]) : POISON; /* the tail: NaN */
     b->qkv[i] = qvl_bf16_to_f32(h[i]);
   }
   CU(cudaMalloc(&b->d_qkv, n * 2));
@@ -96,9 +109,13 @@ static void batch_make(batch *b, const int *lens, int n_seq, int heads, int hd) 
   b->out = malloc(no * 2);
 }
 
-/* NaN in the rows, the sentinel past them. */
+static void batch_make(batch *b, const int *lens, int n_seq, int heads, int hd) {
+  batch_make_tail(b, lens, n_seq, heads, hd, 0);
+}
+
+/* NaN in the sequences' rows, the sentinel past them (the tail rows and the guard rows). */
 static void poison_out(batch *b) {
-  size_t nr = (size_t)b->rows * b->heads * b->hd, no = (size_t)(b->rows + GUARD) * b->heads * b->hd;
+  size_t nr = (size_t)b->cu[b->n_seq] * b->heads * b->hd, no = (size_t)(b->rows + GUARD) * b->heads * b->hd;
   for (size_t i = 0; i < no; i++) b->out[i] = i < nr ? POISON : SENTINEL;
   CU(cudaMemcpy(b->d_out, b->out, no * 2, cudaMemcpyHostToDevice));
 }
@@ -112,10 +129,12 @@ static float scale_of(int hd) {
   return 1.f / sqrtf((float)hd);
 }
 
+/* flags < 0: the public entry point (its configuration from QVL_ATTN_VIT_WGMMA_CFG, set for this process);
+ * else the debug one with this process's configuration. */
 static int run(batch *b, int flags) {
   int rc = flags < 0 ? cuda_attn_vit_wgmma(b->d_out, b->d_qkv, b->d_cu, b->n_seq, b->max_len, b->rows, b->heads, b->hd,
                                            scale_of(b->hd), stream)
-                     : cuda_attn_vit_wgmma_debug(NULL, flags, b->d_out, b->d_qkv, b->d_cu, b->n_seq, b->max_len,
+                     : cuda_attn_vit_wgmma_debug(g_cfg, NULL, flags, b->d_out, b->d_qkv, b->d_cu, b->n_seq, b->max_len,
                                                  b->rows, b->heads, b->hd, scale_of(b->hd), stream);
   return rc;
 }
@@ -156,15 +175,15 @@ static int row_checked(int r, int len, int all) {
 /* Downloads the output and compares; returns the overall relative L2 error. all: every row of long sequences. */
 static double check(batch *b, const char *name, int all) {
   const int H = b->heads, D = b->hd;
-  const size_t ld = (size_t)H * D, no = (size_t)(b->rows + GUARD) * ld;
+  const size_t ld = (size_t)H * D, no = (size_t)(b->rows + GUARD) * ld, nr = (size_t)b->cu[b->n_seq] * ld;
   CU(cudaMemcpy(b->out, b->d_out, no * 2, cudaMemcpyDeviceToHost));
   size_t nan = 0, guard = 0;
-  for (size_t i = 0; i < (size_t)b->rows * ld; i++) nan += isnan(qvl_bf16_to_f32(b->out[i])) != 0;
-  for (size_t i = (size_t)b->rows * ld; i < no; i++) guard += b->out[i] != SENTINEL;
-  printf("  %s: %d sequences, %d heads, d%d, %lld rows%s\n", name, b->n_seq, H, D, (long long)b->rows,
-         nan || guard ? "" : "; every row written, guard rows untouched");
+  for (size_t i = 0; i < nr; i++) nan += isnan(qvl_bf16_to_f32(b->out[i])) != 0;
+  for (size_t i = nr; i < no; i++) guard += b->out[i] != SENTINEL;
+  printf("  cfg %d, %s: %d sequences, %d heads, d%d, %lld rows%s\n", g_cfg, name, b->n_seq, H, D, (long long)b->rows,
+         nan || guard ? "" : "; every row written, rows past the sequences untouched");
   if (nan) printf("    %zu NaN elements in rows that exist (unwritten or NaN)\n", nan);
-  if (guard) printf("    %zu elements past `rows` changed\n", guard);
+  if (guard) printf("    %zu elements past the last sequence changed\n", guard);
   double e_all = 0, r_all = 0, worst = 0;
   int bad_seq = -1, shown = 0;
   for (int s = 0; s < b->n_seq; s++) {
@@ -217,7 +236,7 @@ static double check(batch *b, const char *name, int all) {
   }
   const double rel = r_all > 0 ? sqrt(e_all / r_all) : 0;
   printf("    overall rel_l2 %.2e\n", rel);
-  if (nan || guard) fail_msg("%s: %zu NaN in written rows, %zu guard elements changed", name, nan, guard);
+  if (nan || guard) fail_msg("%s: %zu NaN in written rows, %zu elements past the sequences changed", name, nan, guard);
   if (bad_seq >= 0) fail_msg("%s: sequence %d rel_l2 above 1e-2 (worst %.3e)", name, bad_seq, worst);
   if (!(rel <= 1e-2)) fail_msg("%s: overall rel_l2 %.3e > 1e-2", name, rel);
   return rel;
@@ -263,7 +282,8 @@ static void test_fragments(void **st) {
   CU(cudaMalloc((void **)&d_dbg, nd * sizeof(float)));
   CU(cudaMemcpy(d_dbg, dbg, nd * sizeof(float), cudaMemcpyHostToDevice));
   assert_int_equal(
-      cuda_attn_vit_wgmma_debug(d_dbg, 0, b.d_out, b.d_qkv, b.d_cu, 1, len, b.rows, H, D, scale_of(D), stream), QVL_OK);
+      cuda_attn_vit_wgmma_debug(g_cfg, d_dbg, 0, b.d_out, b.d_qkv, b.d_cu, 1, len, b.rows, H, D, scale_of(D), stream),
+      QVL_OK);
   wait_stream("fragments", 30);
   CU(cudaMemcpy(dbg, d_dbg, nd * sizeof(float), cudaMemcpyDeviceToHost));
   const size_t ld = (size_t)H * D;
@@ -293,9 +313,9 @@ static void test_fragments(void **st) {
   }
   const double rs = rel_l2(e[0], r[0]), rp = rel_l2(e[1], r[1]), ro = rel_l2(e[2], r[2]);
   printf(
-      "  one tile: S = q k^T rel_l2 %.2e (Q/K descriptors, accumulator layout); P rel_l2 %.2e (row max, exp2); "
+      "  cfg %d, one tile: S = q k^T rel_l2 %.2e (Q/K descriptors, accumulator layout); P rel_l2 %.2e (row max, exp2); "
       "P V rel_l2 %.2e (V descriptor, P as A fragments)\n",
-      rs, rp, ro);
+      g_cfg, rs, rp, ro);
   int shown = 0;
   for (int i = 0; i < BM && shown < 8; i++)
     for (int j = 0; j < NB && shown < 8; j++) {
@@ -353,6 +373,20 @@ static void test_d64(void **st) {
   (void)st;
   const int lens[] = {1000, 64, 0, 65, 255};
   case_run(lens, 5, 4, 64, -1, "ragged d64 (one empty sequence)");
+}
+
+/* 64 rows of NaN q/k/v after the last sequence (rows = cu[n] + 64): a kernel that reads rows past a sequence's end
+ * (TMA boxes do) must keep them out of the output; the first sequence ends mid-tile inside the second's rows. */
+static void test_nan_tail(void **st) {
+  (void)st;
+  const int lens[] = {300, 77};
+  batch b;
+  batch_make_tail(&b, lens, 2, 4, 72, 64);
+  poison_out(&b);
+  assert_int_equal(run(&b, -1), QVL_OK);
+  wait_stream("NaN tail", 60);
+  check(&b, "NaN rows after the last sequence", 1);
+  batch_free(&b);
 }
 
 /* Captured once with bounds (3 sequences, max_len 1024, 2048 rows), replayed with two other boundary sets. */
@@ -429,7 +463,9 @@ static void bench_case(int n_seq, int len, int heads, int D) {
   float ms[20];
   for (int it = 0; it < 23; it++) {
     CU(cudaEventRecord(e0, stream));
-    assert_int_equal(cuda_attn_vit_wgmma(d_out, d_qkv, d_cu, n_seq, len, rows, heads, D, scale_of(D), stream), QVL_OK);
+    assert_int_equal(
+        cuda_attn_vit_wgmma_debug(g_cfg, NULL, 0, d_out, d_qkv, d_cu, n_seq, len, rows, heads, D, scale_of(D), stream),
+        QVL_OK);
     CU(cudaEventRecord(e1, stream));
     wait_stream("bench", 60);
     if (it >= 3) CU(cudaEventElapsedTime(&ms[it - 3], e0, e1));
@@ -437,9 +473,9 @@ static void bench_case(int n_seq, int len, int heads, int D) {
   qsort(ms, 20, sizeof(float), cmp_f);
   const double med = 0.5 * (ms[9] + ms[10]), flop = 4.0 * (double)len * len * n_seq * heads * 72;
   printf(
-      "{\"kernel\": \"attn_vit_wgmma\", \"sequences\": %d, \"len\": %d, \"heads\": %d, \"head_dim\": %d, "
-      "\"ms\": %.4f, \"ms_min\": %.4f, \"tflops\": %.1f}\n",
-      n_seq, len, heads, D, med, ms[0], flop / (med * 1e-3) / 1e12);
+      "{\"kernel\": \"attn_vit_wgmma\", \"cfg\": %d, \"cfg_name\": \"%s\", \"sequences\": %d, \"len\": %d, "
+      "\"heads\": %d, \"head_dim\": %d, \"ms\": %.4f, \"ms_min\": %.4f, \"tflops\": %.1f}\n",
+      g_cfg, cuda_attn_vit_wgmma_cfg_name(g_cfg), n_seq, len, heads, D, med, ms[0], flop / (med * 1e-3) / 1e12);
   uint16_t probe[64];
   CU(cudaMemcpy(probe, d_out, sizeof probe, cudaMemcpyDeviceToHost));
   for (int i = 0; i < 64; i++) assert_false(isnan(qvl_bf16_to_f32(probe[i])));
@@ -471,7 +507,9 @@ static int teardown(void **s) {
   return 0;
 }
 
-int main(void) {
+/* One configuration's cases in this process. */
+static int run_cfg(int cfg) {
+  g_cfg = cfg;
   if (qvl_cuda_device_count() == 0) {
     printf("test_gpu_attn_vit: no CUDA device here; skipped\n");
     return 0;
@@ -490,9 +528,55 @@ int main(void) {
     printf("test_gpu_attn_vit: cuda_attn_vit_wgmma_init failed (%d)\n", rc);
     return 1;
   }
-  const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fragments),   cmocka_unit_test(test_uniform_d72), cmocka_unit_test(test_ragged_d72),
-      cmocka_unit_test(test_no_pingpong), cmocka_unit_test(test_d80),         cmocka_unit_test(test_d64),
-      cmocka_unit_test(test_graph),       cmocka_unit_test(test_refusals),    cmocka_unit_test(test_bench)};
+  if (cuda_attn_vit_wgmma_cfg_default() != cfg) {
+    printf("test_gpu_attn_vit: QVL_ATTN_VIT_WGMMA_CFG=%d was not taken (default %d)\n", cfg,
+           cuda_attn_vit_wgmma_cfg_default());
+    return 1;
+  }
+  printf("test_gpu_attn_vit: configuration %d (%s)\n", cfg, cuda_attn_vit_wgmma_cfg_name(cfg));
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_fragments),  cmocka_unit_test(test_uniform_d72),
+                                     cmocka_unit_test(test_ragged_d72), cmocka_unit_test(test_no_pingpong),
+                                     cmocka_unit_test(test_d80),        cmocka_unit_test(test_d64),
+                                     cmocka_unit_test(test_nan_tail),   cmocka_unit_test(test_graph),
+                                     cmocka_unit_test(test_refusals),   cmocka_unit_test(test_bench)};
   return cmocka_run_group_tests(tests, setup, teardown);
+}
+
+int main(void) {
+  const int n = cuda_attn_vit_wgmma_n_cfg();
+  const char *e = getenv("QVL_ATTN_VIT_WGMMA_CFG");
+  if (e && *e) {
+    const int c = atoi(e);
+    if (c < 0 || c >= n) {
+      printf("test_gpu_attn_vit: QVL_ATTN_VIT_WGMMA_CFG=%s is not a configuration (0 .. %d)\n", e, n - 1);
+      return 1;
+    }
+    return run_cfg(c);
+  }
+  int failed = 0;
+  char res[16][96];
+  for (int c = 0; c < n && c < 16; c++) {
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      char v[16];
+      snprintf(v, sizeof v, "%d", c);
+      setenv("QVL_ATTN_VIT_WGMMA_CFG", v, 1);
+      const int rc = run_cfg(c);
+      fflush(stdout);
+      exit(rc == 0 ? 0 : 1);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) status = -1;
+    const int ok = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok) failed++;
+    snprintf(res[c], sizeof res[c], "configuration %d (%s): %s", c, cuda_attn_vit_wgmma_cfg_name(c),
+             ok                    ? "passed (or skipped: its output says which)"
+             : status == -1        ? "could not run (fork/wait failed)"
+             : WIFSIGNALED(status) ? "FAILED (killed by a signal)"
+                                   : "FAILED (see its output above)");
+  }
+  printf("test_gpu_attn_vit summary:\n");
+  for (int c = 0; c < n && c < 16; c++) printf("  %s\n", res[c]);
+  return failed ? 1 : 0;
 }

@@ -65,9 +65,45 @@
  * Registers: __launch_bounds__(384, 1) starts every thread at 168 (ptxas gives a 288-thread CTA no more than that
  * either); setmaxnreg then moves them to the consumers, 72 for the producer and 216 for a consumer, which holds S (64
  * f32), O (D/2 f32), P (32 bf16x2) and the row state (ptxas: no spills, no wgmma serialization; check with -Xptxas -v
- * after changes). QVL_ATTN_VIT_PINGPONG=0 (read once at init) turns the warpgroup alternation off. */
+ * after changes). QVL_ATTN_VIT_PINGPONG=0 (read once at init) turns the warpgroup alternation off.
+ *
+ * Configurations (struct cfg; QVL_ATTN_VIT_WGMMA_CFG=<n> read once at init picks the default, 0 unless set; the test
+ * runs every one). All describe the same computation with the same shared-memory layout and wgmma descriptors as
+ * above; cfg 0 is the kernel described above, its PTX identical to the verified commit ecc2450's (checked with
+ * nvcc -ptx, names aside). Per 128 query rows x 128 keys at d72 on one SM (4,096 dense bf16 FLOP/clk, 16 ex2/clk):
+ * MMA 2 x (5 x 64 + 8 x 36) = 1,216 clk, ex2 128 x 128 / 16 = 1,024 clk on the SFUs, K+V 36 KB from L2; measured
+ * cfg 0 takes about 4,000 clk for it (275 TFLOP/s), so the MMA pipe idles about 2/3 of the time.
+ *   0 bm128-cpasync: as above (2 consumer warpgroups, 128 producer threads with 16-byte cp.async, setmaxnreg
+ *     72/216, intra-warpgroup overlap, pingpong).
+ *   1 bm128-tma: the producer is one thread issuing one cp.async.bulk.tensor per Q, K and V tile (5-D tensor map,
+ *     tmap_encode: box (8 dims, rows, chunks) whose shared image is the chunk-column tile, no swizzle) and arming
+ *     the full barrier (count 1) with expect_tx. Why faster: the 2,304 16-byte copies per K/V tile (72 warp
+ *     instructions plus their addressing, ~300 issue slots on the SM sub-partitions the consumers run on) become 2
+ *     instructions; the consumers skip fence.proxy.async after every wait (TMA writes in the async proxy); the
+ *     producer needs 24 registers, the consumers get 240. Rows a box reads past a sequence's end belong to the next
+ *     sequence (or are zeros past `rows`): K is masked as before, Q rows are not stored, and the consumers zero V
+ *     rows past the end of a partial last tile before its P V (zero_v_rows). Risk: a box's rows are 16 bytes wide;
+ *     if the TMA unit moves about one such row per clock, a K+V tile (2,304 rows) takes longer than its 1,216 MMA
+ *     clk and the kernel is TMA-bound near the MMA's pace of cfg 0; then the next step is 128-byte swizzled Q/K
+ *     boxes for dims 0-63 (K-major SW128: SBO 1024, k-step = +32 bytes of start address) plus one no-swizzle box
+ *     for the last chunk.
+ *   2 bm128-tma-skip: 1, and a warp skips the rescale of O (D/2 FMUL per thread per tile) when none of its row maxima
+ *     grew (a warp vote): exact (the factors would be 2^0 = 1); after the first tiles of a long sequence most tiles
+ *     leave the maxima unchanged, about 10% fewer softmax instructions.
+ *   3 bm192-cpasync: three consumer warpgroups (512 threads, 192 query rows per item): K/V traffic from L2 per query
+ *     row falls by a third (24 KB per 128 rows instead of 36) and three consumer warps per sub-partition hide the
+ *     softmax latency. With 128 registers at launch the consumers get 152 (producer 56); S, P and O of the
+ *     intra-warpgroup overlap need ~160 (ptxas spills and serialises the wgmmas, C7512), so these run S, softmax,
+ *     P V in turn per warpgroup (OVL false) and overlap across the three warpgroups through the round-robin named
+ *     barriers 1..3. Shared memory: Q 2 x 30 KB, 4 K/V stages: 217,184 bytes at d72, 225,376 at d80.
+ *   4 bm192-tma: 3 with the TMA producer of 1 (producer 24 registers, consumers 160).
+ *   5 bm192-tma-skip: 4 with the conditional rescale of 2.
+ * ptxas (sm_90a): configurations 0-2 and 4-5 have no spills (168 or 128 registers at launch); 3 spills 20-60 bytes
+ * (its consumers at 152 registers); no C7512/C7514/C7515 wgmma serialization warning in any. */
+#include <cuda.h> /* CUtensorMap and its enums only: cuTensorMapEncodeTiled comes through cudaGetDriverEntryPointByVersion */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "backend/cuda/cuda_ops.h"
@@ -77,15 +113,40 @@ typedef __nv_bfloat16 bf16;
 
 namespace {
 
-constexpr int BM = 128; /* query rows per item: two consumer warpgroups of 64 */
 constexpr int BN = 128; /* keys per K/V tile */
 constexpr int NS = 4;   /* K/V ring stages */
-constexpr int NT = 384; /* consumer warpgroups 0, 1 (warps 0-7) + the producer warpgroup (warps 8-11) */
-static_assert(BM == BN, "the tile copy and the pad zeroing assume Q and K/V tiles of the same row count");
 
-/* Per head dim: chunks of 8 dims (16 bytes) in a q/k/v row, the K extent of QK^T padded to whole k-steps of 16, and
- * the shared-memory map. */
-template <int D>
+/* The compile-time configurations (the top comment says what each changes and why); cfg_0 is the verified kernel.
+ * WG consumer warpgroups of 64 query rows (BM = 64 WG rows per item), the producer warpgroup after them; TMA: the
+ * producer is one thread issuing cp.async.bulk.tensor (else 128 threads issuing 16-byte cp.async); SKIP: a warp skips
+ * the rescale of O when none of its row maxima grew. PREG/CREG: setmaxnreg of the producer / consumers, so that
+ * 128 PREG + 128 WG CREG <= 65536 (the CTA's registers at launch: NT x the launch-bounds maximum). */
+template <int WG_, bool TMA_, bool SKIP_>
+struct cfg {
+  static constexpr int WG = WG_, BM = 64 * WG_, NT = 128 * (WG_ + 1);
+  static constexpr bool TMA = TMA_, SKIP = SKIP_;
+  /* OVL: FA3's intra-warpgroup overlap (S_j and P_{j-1} V_{j-1} in flight together: S, P and O live at once, 132
+   * registers at d72). Only with two consumer warpgroups: at 160 registers ptxas spills and serialises the wgmmas
+   * (C7512), so three warpgroups run S, softmax, P V in turn and overlap across warpgroups only. */
+  static constexpr bool OVL = WG_ == 2;
+  static constexpr int PREG = TMA_ ? 24 : WG_ == 2 ? 72 : 56;
+  static constexpr int CREG = WG_ == 2 ? (TMA_ ? 240 : 216) : TMA_ ? 160 : 152;
+  static_assert((WG == 2 || WG == 3) && OVL == (WG == 2) && SKIP == SKIP_, "two or three consumer warpgroups");
+  static_assert(128 * PREG + 128 * WG_ * CREG <= 65536, "setmaxnreg budget");
+};
+typedef cfg<2, false, false> cfg_0; /* verified: BM 128, cp.async */
+typedef cfg<2, true, false> cfg_1;  /* BM 128, TMA */
+typedef cfg<2, true, true> cfg_2;   /* BM 128, TMA, conditional rescale */
+typedef cfg<3, false, false> cfg_3; /* BM 192, cp.async */
+typedef cfg<3, true, false> cfg_4;  /* BM 192, TMA */
+typedef cfg<3, true, true> cfg_5;   /* BM 192, TMA, conditional rescale */
+constexpr int N_CFG = 6;
+const char *const CFG_NAME[N_CFG] = {"bm128-cpasync", "bm128-tma", "bm128-tma-skip",
+                                     "bm192-cpasync", "bm192-tma", "bm192-tma-skip"};
+
+/* Per head dim and query tile rows BM: chunks of 8 dims (16 bytes) in a q/k/v row, the K extent of QK^T padded to
+ * whole k-steps of 16, and the shared-memory map. */
+template <int D, int BM>
 struct dims {
   static constexpr int NC = D / 8;            /* 9 at d72 */
   static constexpr int KC = (NC + 1) / 2 * 2; /* 10 at d72: chunk 9 is zero, QK^T takes KC / 2 = 5 k-steps */
@@ -96,6 +157,7 @@ struct dims {
   static constexpr int OFF_V = OFF_K + NS * K_BYTES;
   static constexpr int OFF_BAR = OFF_V + NS * V_BYTES; /* full[NS], empty[NS], qfull[2], qempty[2] */
   static constexpr int SMEM = OFF_BAR + (2 * NS + 4) * 8;
+  static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
 struct params {
@@ -111,7 +173,19 @@ struct params {
   float c; /* scale * log2(e) */
 };
 
+/* TMA configurations: the two tensor maps (built on the host, see tmap_encode) ride in the kernel parameters
+ * (__grid_constant__), so a captured launch keeps them. q: box of BM rows, kv: box of BN rows. */
+struct tmaps {
+  CUtensorMap q, kv;
+};
+struct targs {
+  params p;
+  tmaps m;
+};
+
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+constexpr int DR = 128; /* rows of the test-only dumps (params.dbg): consumer warpgroups 0 and 1 */
 
 /* One item: rows [q0, q0 + BM) of the sequence starting at row0 with len rows, head `head`. */
 struct item {
@@ -121,6 +195,7 @@ struct item {
 
 /* The item's rows; false when its q tile starts past the sequence's end. cu is clamped to [0, rows] so a bad
  * boundary cannot send the copies outside the buffer. */
+template <int BM>
 __device__ __forceinline__ bool item_get(const params &p, int idx, item &x) {
   const int qt = idx % p.n_qt, sh = idx / p.n_qt, seq = sh / p.heads;
   int64_t b = __ldg(p.cu + seq), e = __ldg(p.cu + seq + 1);
@@ -280,8 +355,9 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[40], uint32_t a0, uint32_t a
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
 }
 
-/* S = Q K^T over the padded K extent: KSTEPS k-steps of 16 dims, each 2 chunks = 2 * 2048 bytes further on. */
-template <int KSTEPS>
+/* S = Q K^T over the padded K extent: KSTEPS k-steps of 16 dims, each 2 chunks = 2 * (BM or BN) * 16 bytes further
+ * on. */
+template <int KSTEPS, int BM>
 __device__ __forceinline__ void gemm_qk(float (&s)[64], uint64_t dq, uint64_t dk) {
   wgmma_qk<0>(s, dq, dk);
 #pragma unroll
@@ -368,7 +444,7 @@ __device__ __forceinline__ int frag_row(int wg, int i) {
 __device__ __forceinline__ int frag_col(int i) {
   return 8 * (i >> 2) + 2 * (threadIdx.x & 3) + (i & 1);
 }
-/* dbg[0 .. BM*BN): raw S of key tile 0; dbg[BM*BN .. 2*BM*BN): P of tile 0 as the PV GEMM reads it (bf16, relative
+/* dbg[0 .. DR*BN): raw S of key tile 0; dbg[DR*BN .. 2*DR*BN): P of tile 0 as the PV GEMM reads it (bf16, relative
  * to the tile's row max m0, unnormalised). */
 __device__ void dump_sp(float *dbg, int wg, const float (&s)[64], const uint32_t (&pa)[32], bool p_part) {
 #pragma unroll
@@ -378,15 +454,15 @@ __device__ void dump_sp(float *dbg, int wg, const float (&s)[64], const uint32_t
       dbg[at] = s[i];
     } else {
       const uint32_t u = pa[i >> 1];
-      dbg[BM * BN + at] = __uint_as_float((i & 1) ? u & 0xffff0000u : u << 16);
+      dbg[DR * BN + at] = __uint_as_float((i & 1) ? u & 0xffff0000u : u << 16);
     }
   }
 }
-/* dbg[2*BM*BN .. 2*BM*BN + BM*D): O after the first PV GEMM = P(tile 0) V(tile 0), before any rescale. */
+/* dbg[2*DR*BN .. 2*DR*BN + DR*D): O after the first PV GEMM = P(tile 0) V(tile 0), before any rescale. */
 template <int NO>
 __device__ void dump_o(float *dbg, int wg, const float (&o)[NO]) {
 #pragma unroll
-  for (int i = 0; i < NO; i++) dbg[2 * BM * BN + frag_row(wg, i) * (2 * NO) + frag_col(i)] = o[i];
+  for (int i = 0; i < NO; i++) dbg[2 * DR * BN + frag_row(wg, i) * (2 * NO) + frag_col(i)] = o[i];
 }
 
 /* ---- producer ---------------------------------------------------------------------------------------------------- */
@@ -419,20 +495,43 @@ __device__ __forceinline__ void load_rows(uint32_t dst, const char *src, int nva
   }
 }
 
-template <int D>
+/* The same for a tile of 4 RW rows (RW a multiple of 8: warp pw moves rows [RW pw, RW pw + RW)) whose chunk columns
+ * are CS bytes apart: the Q tile of the 192-row configurations (RW 48, CS 3072). */
+template <int D, int CS, int RW>
+__device__ __forceinline__ void load_rows_n(uint32_t dst, const char *src, int nvalid, int64_t rs, int pw, int lane) {
+  constexpr int NC = D / 8;
+  static_assert(NC >= 8 && NC <= 10 && RW % 8 == 0, "8, 9 or 10 chunks per row, whole 8-row groups");
+  const int r0 = RW * pw, rl = lane & 7, cl = lane >> 3;
+#pragma unroll
+  for (int i = 0; i < RW / 4; i++) {
+    const int row = r0 + (i >> 1) * 8 + rl, ch = (i & 1) * 4 + cl;
+    const bool ok = row < nvalid;
+    cp16(dst + ch * CS + row * 16, src + (ok ? row * rs : 0) + ch * 16, ok);
+  }
+  for (int j = lane; j < (NC - 8) * RW; j += 32) { /* chunks 8 (and 9): RW rows each */
+    const int row = r0 + j % RW, ch = 8 + j / RW;
+    const bool ok = row < nvalid;
+    cp16(dst + ch * CS + row * 16, src + (ok ? row * rs : 0) + ch * 16, ok);
+  }
+}
+
+template <int D, class C>
 __device__ void producer(const params &p, uint32_t sb) {
-  using L = dims<D>;
+  using L = dims<D, C::BM>;
   const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
   const int lane = threadIdx.x & 31, pw = (threadIdx.x >> 5) & 3;
   const int64_t rs = (int64_t)3 * p.heads * D * 2, part = (int64_t)p.heads * D * 2; /* bytes: token row, q -> k -> v */
   int t = 0, it = 0; /* K/V tiles and items so far: ring stage t % NS, Q buffer it % 2 */
   for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
     item x;
-    if (!item_get(p, idx, x)) continue;
+    if (!item_get<C::BM>(p, idx, x)) continue;
     const char *q = (const char *)p.qkv + x.row0 * rs + (int64_t)x.head * D * 2;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
     if (it >= 2) mbar_wait(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
-    load_rows<D>(sb + qb * L::Q_BYTES, q + x.q0 * rs, x.len - x.q0, rs, pw, lane);
+    if (C::BM == BN)
+      load_rows<D>(sb + qb * L::Q_BYTES, q + x.q0 * rs, x.len - x.q0, rs, pw, lane);
+    else
+      load_rows_n<D, C::BM * 16, C::BM / 4>(sb + qb * L::Q_BYTES, q + x.q0 * rs, x.len - x.q0, rs, pw, lane);
     cp_arrive(qfull + 8 * qb);
     for (int kt = 0; kt < nkt; kt++, t++) {
       const int s = t % NS;
@@ -447,11 +546,83 @@ __device__ void producer(const params &p, uint32_t sb) {
   asm volatile("cp.async.wait_all;\n" ::: "memory"); /* no exit with copies in flight */
 }
 
+/* ---- TMA producer (C::TMA) ----------------------------------------------------------------------------------------
+ */
+
+/* Adds `bytes` to the transaction count of bar's current phase and arrives (the full/qfull barriers count 1). */
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+/* One box of the 5-D map (dims: 8 dims of a chunk, token row, chunk, head, q/k/v) at (0, row, 0, head, part) into
+ * shared memory at dst; its bytes complete_tx on bar. The box's shared-memory image is the chunk-column tile itself
+ * (see tmap_encode), so the wgmma descriptors are those of the cp.async configurations. Rows >= `rows` read as 0. */
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, uint32_t bar, int row, int head,
+                                         int part) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
+      "%6}], [%7];\n" ::"r"(dst),
+      "l"(map), "r"(0), "r"(row), "r"(0), "r"(head), "r"(part), "r"(bar)
+      : "memory");
+}
+
+/* The whole warp runs the loop (mbar_wait ends in __syncwarp), lane 0 issues: per item one Q box, per K/V tile one K
+ * and one V box, each stage's full barrier armed with the bytes of both. Rows of a box past the sequence's end are
+ * the next sequence's (or zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored,
+ * and the consumers zero V rows past it before the last tile's P V (P is 0 there, but 0 x NaN is not 0). */
+template <int D, class C>
+__device__ void producer_tma(const params &p, const tmaps *m, uint32_t sb) {
+  using L = dims<D, C::BM>;
+  const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
+  const bool lead = (threadIdx.x & 31) == 0;
+  if (lead) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->q) : "memory");
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->kv) : "memory");
+  }
+  int t = 0, it = 0;
+  for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
+    item x;
+    if (!item_get<C::BM>(p, idx, x)) continue;
+    const int qb = it & 1, nkt = (x.len + BN - 1) / BN, r0 = (int)x.row0;
+    if (it >= 2) mbar_wait(qempty + 8 * qb, ((it >> 1) + 1) & 1);
+    if (lead) {
+      mbar_expect_tx(qfull + 8 * qb, L::NC * C::BM * 16);
+      tma_load(sb + qb * L::Q_BYTES, &m->q, qfull + 8 * qb, r0 + x.q0, x.head, 0);
+    }
+    for (int kt = 0; kt < nkt; kt++, t++) {
+      const int s = t % NS;
+      if (t >= NS) mbar_wait(empty + 8 * s, ((t / NS) + 1) & 1);
+      if (lead) {
+        mbar_expect_tx(full + 8 * s, 2 * L::NC * BN * 16);
+        tma_load(sb + L::OFF_K + s * L::K_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 1);
+        tma_load(sb + L::OFF_V + s * L::V_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 2);
+      }
+    }
+    it++;
+  }
+  /* no wait needed before exit: every box is consumed (its full barrier waited on) by the consumers before they exit */
+}
+
 /* ---- consumer ---------------------------------------------------------------------------------------------------- */
 
+/* TMA configurations: rows [from, BN) of a V tile to zero (they hold the next sequence's rows, or anything the caller
+ * left past the sequences); thread i of the warpgroup owns row i. Both (all) warpgroups store the same zeros, each
+ * before its own P V, then fence and sync among themselves: a store that lands while another warpgroup's wgmma
+ * reads the row writes the value already there. */
 template <int D>
+__device__ __forceinline__ void zero_v_rows(uint32_t v, int from, int wg) {
+  const int r = threadIdx.x & 127;
+  if (r >= from) {
+#pragma unroll
+    for (int ch = 0; ch < D / 8; ch++)
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(v + ch * (BN * 16) + r * 16), "r"(0) : "memory");
+  }
+  fence_proxy_async();
+  bar_sync(4 + wg, 128);
+}
+
+template <int D, class C>
 __device__ void consumer(const params &p, uint32_t sb, int wg) {
-  using L = dims<D>;
+  using L = dims<D, C::BM>;
   constexpr int NO = D / 2, KSTEPS = L::KC / 2;
   const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, w4 = (threadIdx.x & 127) >> 5;
@@ -462,7 +633,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
   int t = 0, it = 0;
   for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
     item x;
-    if (!item_get(p, idx, x)) continue;
+    if (!item_get<C::BM>(p, idx, x)) continue;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
     mbar_wait(qfull + 8 * qb, (it >> 1) & 1);
     if (x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
@@ -474,17 +645,19 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
       it++;
       continue;
     }
-    const bool pp = p.pingpong && x.q0 + 64 < x.len; /* both warpgroups have rows: alternate their GEMMs */
-    const bool dump = p.dbg && blockIdx.x == 0 && it == 0;
-    const uint64_t dq = gdesc(sb + qb * L::Q_BYTES + wg * 64 * 16, BM * 16, 128);
-    fence_proxy_async();
+    /* every warpgroup has rows: alternate their GEMMs (round robin over named barriers 1 .. WG) */
+    const bool pp = p.pingpong && x.q0 + 64 * (C::WG - 1) < x.len;
+    const bool dump = p.dbg && blockIdx.x == 0 && it == 0 && (C::WG == 2 || wg < 2);
+    const uint64_t dq = gdesc(sb + qb * L::Q_BYTES + wg * 64 * 16, C::BM * 16, 128);
+    if (!C::TMA) fence_proxy_async(); /* cp.async wrote Q in the generic proxy; TMA writes in the async proxy */
 
     /* key tile 0: S, its max and P; O starts at 0 */
     int st = t % NS;
     mbar_wait(full + 8 * st, (t / NS) & 1);
-    fence_proxy_async();
+    if (!C::TMA) fence_proxy_async();
+    if (C::TMA && nkt == 1 && x.len < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len, wg);
     wgmma_fence();
-    gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+    gemm_qk<KSTEPS, C::BM>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(s);
@@ -500,39 +673,84 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
 
     /* tiles 1 .. nkt-1: S_kt and P_{kt-1} V_{kt-1} in flight together, softmax of S_kt while the PV GEMM runs */
     for (int kt = 1; kt < nkt; kt++) {
-      const int sp = st;
-      t++;
-      st = t % NS;
-      mbar_wait(full + 8 * st, (t / NS) & 1);
-      fence_proxy_async();
-      if (pp) bar_sync(1 + wg, 256);
-      wgmma_fence();
-      gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
-      wgmma_commit();
-      gemm_pv(o, pa, gdesc(sb + L::OFF_V + sp * L::V_BYTES, 128, BN * 16));
-      wgmma_commit();
-      if (pp) bar_arrive(2 - wg, 256); /* the other warpgroup's turn */
-      wgmma_wait<1>();                 /* S_kt done, PV still running */
-      fence_regs(s);
-      if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
-      float n0, n1, r0, r1;
-      row_max(s, n0, n1);
-      n0 = fmaxf(n0, m0), n1 = fmaxf(n1, m1);
-      const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c);
-      m0 = n0, m1 = n1;
-      exponentiate(s, m0, m1, c, r0, r1);
-      l0 = l0 * a0 + r0, l1 = l1 * a1 + r1;
-      wgmma_wait<0>(); /* PV done: O and P are ours again, stage sp is free */
-      fence_regs(o);
-      fence_regs(pa);
-      if (lane == 0) mbar_arrive(empty + 8 * sp);
-      __syncwarp();
-      if (dump && kt == 1) dump_o(p.dbg, wg, o);
+      if (C::OVL) {
+        const int sp = st;
+        t++;
+        st = t % NS;
+        mbar_wait(full + 8 * st, (t / NS) & 1);
+        if (!C::TMA) fence_proxy_async();
+        if (C::TMA && kt == nkt - 1 && x.len - kt * BN < BN)
+          zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
+        if (pp) bar_sync(1 + wg, 256);
+        wgmma_fence();
+        gemm_qk<KSTEPS, C::BM>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+        wgmma_commit();
+        gemm_pv(o, pa, gdesc(sb + L::OFF_V + sp * L::V_BYTES, 128, BN * 16));
+        wgmma_commit();
+        if (pp) bar_arrive(C::WG == 2 ? 2 - wg : 1 + (wg + 1) % C::WG, 256); /* the next warpgroup's turn */
+        wgmma_wait<1>();                                                     /* S_kt done, PV still running */
+        fence_regs(s);
+        if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
+        float n0, n1, r0, r1;
+        row_max(s, n0, n1);
+        n0 = fmaxf(n0, m0), n1 = fmaxf(n1, m1);
+        /* SKIP: when no row max of the warp grew, every factor below is 2^0 = 1 and O stays as it is */
+        const bool grew = !C::SKIP || __any_sync(0xffffffffu, n0 > m0 || n1 > m1);
+        const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c);
+        m0 = n0, m1 = n1;
+        exponentiate(s, m0, m1, c, r0, r1);
+        l0 = l0 * a0 + r0, l1 = l1 * a1 + r1;
+        wgmma_wait<0>(); /* PV done: O and P are ours again, stage sp is free */
+        fence_regs(o);
+        fence_regs(pa);
+        if (lane == 0) mbar_arrive(empty + 8 * sp);
+        __syncwarp();
+        if (dump && kt == 1) dump_o(p.dbg, wg, o);
+        if (grew) {
 #pragma unroll
-      for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
-      to_bf16(pa, s);
+          for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
+        }
+        to_bf16(pa, s);
+      } else {
+        /* P_{kt-1} V_{kt-1}, then S_kt and its softmax: only S or P is live beside O */
+        wgmma_fence();
+        gemm_pv(o, pa, gdesc(sb + L::OFF_V + st * L::V_BYTES, 128, BN * 16));
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_regs(o);
+        fence_regs(pa);
+        if (lane == 0) mbar_arrive(empty + 8 * st);
+        __syncwarp();
+        if (dump && kt == 1) dump_o(p.dbg, wg, o);
+        t++;
+        st = t % NS;
+        mbar_wait(full + 8 * st, (t / NS) & 1);
+        if (!C::TMA) fence_proxy_async();
+        if (C::TMA && kt == nkt - 1 && x.len - kt * BN < BN)
+          zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
+        if (pp) bar_sync(1 + wg, 256);
+        wgmma_fence();
+        gemm_qk<KSTEPS, C::BM>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+        wgmma_commit();
+        if (pp) bar_arrive(C::WG == 2 ? 2 - wg : 1 + (wg + 1) % C::WG, 256);
+        wgmma_wait<0>();
+        fence_regs(s);
+        if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
+        float n0, n1, r0, r1;
+        row_max(s, n0, n1);
+        n0 = fmaxf(n0, m0), n1 = fmaxf(n1, m1);
+        const bool grew = !C::SKIP || __any_sync(0xffffffffu, n0 > m0 || n1 > m1);
+        const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c);
+        m0 = n0, m1 = n1;
+        exponentiate(s, m0, m1, c, r0, r1);
+        l0 = l0 * a0 + r0, l1 = l1 * a1 + r1;
+        if (grew) {
+#pragma unroll
+          for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
+        }
+        to_bf16(pa, s);
+      }
     }
-
     /* the last tile's P V */
     wgmma_fence();
     gemm_pv(o, pa, gdesc(sb + L::OFF_V + st * L::V_BYTES, 128, BN * 16));
@@ -563,73 +781,202 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
   }
 }
 
-#endif /* sm_90a */
-
-template <int D>
-__global__ void __launch_bounds__(NT, 1) attn_vit_wgmma_kernel(const params p) {
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using L = dims<D>;
+template <int D, class C>
+__device__ __forceinline__ void body(const params &p, const tmaps *m) {
+  using L = dims<D, C::BM>;
   extern __shared__ __align__(1024) unsigned char smem[];
   const uint32_t sb = smem_u32(smem);
   if (threadIdx.x == 0) {
     for (int i = 0; i < NS; i++) {
-      mbar_init(sb + L::OFF_BAR + 8 * i, 128);      /* full: every producer thread */
-      mbar_init(sb + L::OFF_BAR + 8 * (NS + i), 8); /* empty: every consumer warp */
+      mbar_init(sb + L::OFF_BAR + 8 * i, C::TMA ? 1 : 128); /* full: the TMA thread's expect_tx, or every copier */
+      mbar_init(sb + L::OFF_BAR + 8 * (NS + i), 4 * C::WG); /* empty: every consumer warp */
     }
     for (int i = 0; i < 2; i++) {
-      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + i), 128);
-      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + 2 + i), 8);
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + i), C::TMA ? 1 : 128);
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + 2 + i), 4 * C::WG);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   if (L::KC > L::NC) { /* the pad chunk of both Q buffers and every K stage: zeros that no copy overwrites */
-    for (int i = threadIdx.x; i < (2 + NS) * BN; i += NT) {
-      const int b = i / BN, r = i % BN;
-      const uint32_t a = b < 2 ? sb + b * L::Q_BYTES + L::NC * (BM * 16) + r * 16
-                               : sb + L::OFF_K + (b - 2) * L::K_BYTES + L::NC * (BN * 16) + r * 16;
-      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(a), "r"(0) : "memory");
+    if (C::BM == BN) {
+      for (int i = threadIdx.x; i < (2 + NS) * BN; i += C::NT) {
+        const int b = i / BN, r = i % BN;
+        const uint32_t a = b < 2 ? sb + b * L::Q_BYTES + L::NC * (C::BM * 16) + r * 16
+                                 : sb + L::OFF_K + (b - 2) * L::K_BYTES + L::NC * (BN * 16) + r * 16;
+        asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(a), "r"(0) : "memory");
+      }
+    } else {
+      for (int i = threadIdx.x; i < 2 * C::BM + NS * BN; i += C::NT) {
+        const int j = i - 2 * C::BM;
+        const uint32_t a = j < 0 ? sb + (i / C::BM) * L::Q_BYTES + L::NC * (C::BM * 16) + (i % C::BM) * 16
+                                 : sb + L::OFF_K + (j / BN) * L::K_BYTES + L::NC * (BN * 16) + (j % BN) * 16;
+        asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(a), "r"(0) : "memory");
+      }
     }
     fence_proxy_async();
   }
   __syncthreads();
-  /* 384 threads start with 168 registers each (__launch_bounds__); the producer warpgroup gives 96 of its 168 back
-   * and the consumers take them: 128 x (168 - 72) = 256 x (216 - 168). */
+  /* NT threads start with the launch-bounds maximum (168 for 384 threads, 128 for 512); the producer warpgroup gives
+   * registers back and the consumers take them (cfg_0: 128 x (168 - 72) = 256 x (216 - 168)). */
   const int warp = threadIdx.x >> 5;
-  if (warp >= 8) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 72;\n" ::: "memory");
-    producer<D>(p, sb);
+  if (warp >= 4 * C::WG) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::PREG) : "memory");
+    if (!C::TMA)
+      producer<D, C>(p, sb);
+    else if (warp == 4 * C::WG)
+      producer_tma<D, C>(p, m, sb);
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 216;\n" ::: "memory");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::CREG) : "memory");
     if (p.pingpong && warp < 4) bar_arrive(1, 256); /* warpgroup 0 holds the first turn */
-    consumer<D>(p, sb, warp >> 2);
+    consumer<D, C>(p, sb, warp >> 2);
   }
+}
+
+#endif /* sm_90a */
+
+/* cp.async configurations. */
+template <int D, class C>
+__global__ void __launch_bounds__(C::NT, 1) attn_vit_wgmma_kernel(const params p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  body<D, C>(p, nullptr);
 #else
   (void)p; /* never launched: the launcher requires compute capability 9.0, which runs the sm_90a code */
+#endif
+}
+
+/* TMA configurations: the tensor maps must live in the parameter space (__grid_constant__) for the TMA unit. */
+template <int D, class C>
+__global__ void __launch_bounds__(C::NT, 1) attn_vit_wgmma_tma_kernel(const __grid_constant__ targs a) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  body<D, C>(a.p, &a.m);
+#else
+  (void)a;
 #endif
 }
 
 int g_state; /* 0 not initialised, 1 ready, QVL_ERR_UNSUPPORTED for a device other than compute capability 9.0 */
 int g_n_sm;
 int g_pingpong = 1;
+int g_cfg; /* the default configuration: QVL_ATTN_VIT_WGMMA_CFG, read once at init */
 
-template <int D>
-int set_attrs() {
-  return cudaFuncSetAttribute(attn_vit_wgmma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, dims<D>::SMEM) ||
-         cudaFuncSetAttribute(attn_vit_wgmma_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                              cudaSharedmemCarveoutMaxShared);
+/* ---- tensor maps (TMA configurations) ------------------------------------------------------------------------ */
+
+typedef CUresult (*encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                              const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+encode_fn g_encode; /* cuTensorMapEncodeTiled from the driver, NULL where unavailable (TMA configurations refuse) */
+
+/* One head-agnostic map of qkv [rows][3][heads][D] whose box is a chunk-column tile of `box_rows` rows: dims
+ * (innermost first) 8 dims of a chunk (16 bytes), token row (stride 3 heads D 2 bytes), chunk (stride 16 bytes), head
+ * (stride 2 D), q/k/v (stride 2 heads D); box (8, box_rows, D / 8, 1, 1). TMA lays a box out with its first dim
+ * fastest, so box element (e, r, ch) lands at byte ((ch * box_rows) + r) * 16 + 2 e: the no-swizzle chunk-column
+ * layout of the cp.async configurations exactly (the pad chunk of Q/K is outside the box and stays zero). Rows >=
+ * `rows` are out of bounds: zero-filled, never read. No swizzle, no interleave; L2 promotion 256 B (a head's K/V
+ * rows are re-read by every q tile of the head). */
+int tmap_encode(CUtensorMap *map, const void *qkv, int64_t rows, int heads, int D, int box_rows) {
+  const cuuint64_t dim[5] = {8, (cuuint64_t)rows, (cuuint64_t)(D / 8), (cuuint64_t)heads, 3};
+  const cuuint64_t stride[4] = {(cuuint64_t)3 * heads * D * 2, 16, (cuuint64_t)D * 2, (cuuint64_t)heads * D * 2};
+  const cuuint32_t box[5] = {8, (cuuint32_t)box_rows, (cuuint32_t)(D / 8), 1, 1}, estride[5] = {1, 1, 1, 1, 1};
+  return g_encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, (void *)qkv, dim, stride, box, estride,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
+             ? QVL_OK
+             : QVL_ERR_UNSUPPORTED;
 }
 
-template <int D>
+/* Maps per (qkv, rows, heads, D, BM), so repeated calls on the same buffers (every layer of a tower) encode nothing;
+ * a captured launch carries its maps in its parameters. 16 entries, replaced round robin, under a mutex. */
+struct tmap_entry {
+  const void *qkv;
+  int64_t rows;
+  int heads, d, bm;
+  tmaps m;
+};
+tmap_entry g_tmaps[16];
+int g_tmaps_n, g_tmaps_next;
+pthread_mutex_t g_tmaps_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int tmaps_get(tmaps *out, const void *qkv, int64_t rows, int heads, int D, int bm) {
+  if (!g_encode) return QVL_ERR_UNSUPPORTED;
+  if (rows > 0x7fffffff) return QVL_ERR_LIMIT; /* TMA coordinates are int32 */
+  int rc = QVL_OK;
+  pthread_mutex_lock(&g_tmaps_mu);
+  int i = 0;
+  while (i < g_tmaps_n && !(g_tmaps[i].qkv == qkv && g_tmaps[i].rows == rows && g_tmaps[i].heads == heads &&
+                            g_tmaps[i].d == D && g_tmaps[i].bm == bm))
+    i++;
+  if (i == g_tmaps_n) {
+    tmap_entry e = {qkv, rows, heads, D, bm, {}};
+    rc = tmap_encode(&e.m.q, qkv, rows, heads, D, bm);
+    if (rc == QVL_OK) rc = tmap_encode(&e.m.kv, qkv, rows, heads, D, BN);
+    if (rc == QVL_OK) {
+      i = g_tmaps_n < 16 ? g_tmaps_n++ : (g_tmaps_next++ & 15);
+      g_tmaps[i] = e;
+    }
+  }
+  if (rc == QVL_OK) *out = g_tmaps[i].m;
+  pthread_mutex_unlock(&g_tmaps_mu);
+  return rc;
+}
+
+/* ---- launch --------------------------------------------------------------------------------------------------- */
+
+template <int D, class C>
+int set_attrs() {
+  if constexpr (C::TMA)
+    return cudaFuncSetAttribute(attn_vit_wgmma_tma_kernel<D, C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                dims<D, C::BM>::SMEM) ||
+           cudaFuncSetAttribute(attn_vit_wgmma_tma_kernel<D, C>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                cudaSharedmemCarveoutMaxShared);
+  else
+    return cudaFuncSetAttribute(attn_vit_wgmma_kernel<D, C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                dims<D, C::BM>::SMEM) ||
+           cudaFuncSetAttribute(attn_vit_wgmma_kernel<D, C>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                cudaSharedmemCarveoutMaxShared);
+}
+
+template <class C>
+int set_attrs_cfg() {
+  return set_attrs<64, C>() || set_attrs<72, C>() || set_attrs<80, C>();
+}
+
+template <int D, class C>
 int launch(const params &p, int grid, cudaStream_t s) {
-  attn_vit_wgmma_kernel<D><<<grid, NT, dims<D>::SMEM, s>>>(p);
+  if constexpr (C::TMA) {
+    targs a;
+    a.p = p;
+    int rc = tmaps_get(&a.m, p.qkv, p.rows, p.heads, D, C::BM);
+    if (rc != QVL_OK) return rc;
+    attn_vit_wgmma_tma_kernel<D, C><<<grid, C::NT, dims<D, C::BM>::SMEM, s>>>(a);
+  } else {
+    attn_vit_wgmma_kernel<D, C><<<grid, C::NT, dims<D, C::BM>::SMEM, s>>>(p);
+  }
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
-int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
+/* Items and grid of configuration C for these bounds, then the launch for the head dim. */
+template <class C>
+int launch_cfg(params p, int n_seq, int max_len, int head_dim, cudaStream_t s) {
+  const int64_t n_qt = ((int64_t)max_len + C::BM - 1) / C::BM, items = (int64_t)n_seq * p.heads * n_qt;
+  if (items > 0x7fffffff - 2 * 65536 || n_seq >= 0x7fffffff) return QVL_ERR_LIMIT;
+  p.n_qt = (int)n_qt;
+  p.n_items = (int)items;
+  const int grid = (int)(items < g_n_sm ? items : g_n_sm);
+  switch (head_dim) {
+    case 64:
+      return launch<64, C>(p, grid, s);
+    case 72:
+      return launch<72, C>(p, grid, s);
+    default:
+      return launch<80, C>(p, grid, s);
+  }
+}
+
+int run(int cfg, float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
         int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
   if (head_dim != 64 && head_dim != 72 && head_dim != 80) return QVL_ERR_UNSUPPORTED;
   if (!out || !qkv || !cu || heads < 1 || !(scale > 0.f) || n_seq < 0 || max_len < 0 || rows < 0 ||
-      ((uintptr_t)qkv & 15) || ((uintptr_t)out & 3))
+      ((uintptr_t)qkv & 15) || ((uintptr_t)out & 3) || cfg >= N_CFG)
     return QVL_ERR_INVALID_ARG;
   if (g_state == 0) {
     int rc = cuda_attn_vit_wgmma_init();
@@ -637,27 +984,31 @@ int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t
   }
   if (g_state != 1) return g_state;
   if (n_seq == 0 || max_len == 0 || rows == 0) return QVL_OK;
-  const int64_t n_qt = ((int64_t)max_len + BM - 1) / BM, items = (int64_t)n_seq * heads * n_qt;
-  if (items > 0x7fffffff - 2 * 65536 || n_seq >= 0x7fffffff) return QVL_ERR_LIMIT;
   params p;
   p.out = (bf16 *)out;
   p.qkv = (const bf16 *)qkv;
   p.cu = cu;
   p.dbg = dbg;
   p.rows = rows;
-  p.n_qt = (int)n_qt;
-  p.n_items = (int)items;
+  p.n_qt = 0;
+  p.n_items = 0;
   p.heads = heads;
   p.pingpong = g_pingpong && !(flags & CUDA_ATTN_VIT_NO_PINGPONG);
   p.c = scale * 1.4426950408889634f;
-  const int grid = (int)(items < g_n_sm ? items : g_n_sm);
-  switch (head_dim) {
-    case 64:
-      return launch<64>(p, grid, (cudaStream_t)s);
-    case 72:
-      return launch<72>(p, grid, (cudaStream_t)s);
+  const cudaStream_t st = (cudaStream_t)s;
+  switch (cfg < 0 ? g_cfg : cfg) {
+    case 0:
+      return launch_cfg<cfg_0>(p, n_seq, max_len, head_dim, st);
+    case 1:
+      return launch_cfg<cfg_1>(p, n_seq, max_len, head_dim, st);
+    case 2:
+      return launch_cfg<cfg_2>(p, n_seq, max_len, head_dim, st);
+    case 3:
+      return launch_cfg<cfg_3>(p, n_seq, max_len, head_dim, st);
+    case 4:
+      return launch_cfg<cfg_4>(p, n_seq, max_len, head_dim, st);
     default:
-      return launch<80>(p, grid, (cudaStream_t)s);
+      return launch_cfg<cfg_5>(p, n_seq, max_len, head_dim, st);
   }
 }
 
@@ -671,9 +1022,21 @@ extern "C" int cuda_attn_vit_wgmma_init(void) {
       cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return QVL_ERR_DEVICE;
   if (major != 9 || minor != 0) return g_state = QVL_ERR_UNSUPPORTED;
-  if (set_attrs<64>() || set_attrs<72>() || set_attrs<80>()) return QVL_ERR_DEVICE;
+  if (set_attrs_cfg<cfg_0>() || set_attrs_cfg<cfg_1>() || set_attrs_cfg<cfg_2>() || set_attrs_cfg<cfg_3>() ||
+      set_attrs_cfg<cfg_4>() || set_attrs_cfg<cfg_5>())
+    return QVL_ERR_DEVICE;
+  /* cuTensorMapEncodeTiled (driver API, CUDA 12.0) through the runtime: no link dependency on libcuda */
+  void *fn = NULL;
+  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+      q == cudaDriverEntryPointSuccess)
+    g_encode = (encode_fn)fn;
+  else
+    (void)cudaGetLastError(); /* TMA configurations refuse; nothing else depends on it */
   const char *e = getenv("QVL_ATTN_VIT_PINGPONG");
   g_pingpong = !(e && e[0] == '0');
+  e = getenv("QVL_ATTN_VIT_WGMMA_CFG");
+  g_cfg = e && e[0] >= '0' && e[0] < '0' + N_CFG && !e[1] ? e[0] - '0' : 0;
   g_n_sm = n_sm > 0 ? n_sm : 1;
   g_state = 1;
   return QVL_OK;
@@ -681,11 +1044,23 @@ extern "C" int cuda_attn_vit_wgmma_init(void) {
 
 extern "C" int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
                                    int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
-  return run(NULL, 0, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
+  return run(-1, NULL, 0, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
 }
 
-extern "C" int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu,
-                                         int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale,
-                                         qvl_stream s) {
-  return run(dbg, flags, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
+extern "C" int cuda_attn_vit_wgmma_debug(int cfg, float *dbg, int flags, uint16_t *out, const uint16_t *qkv,
+                                         const int32_t *cu, int n_seq, int max_len, int64_t rows, int heads,
+                                         int head_dim, float scale, qvl_stream s) {
+  return run(cfg, dbg, flags, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
+}
+
+extern "C" int cuda_attn_vit_wgmma_n_cfg(void) {
+  return N_CFG;
+}
+
+extern "C" const char *cuda_attn_vit_wgmma_cfg_name(int cfg) {
+  return cfg >= 0 && cfg < N_CFG ? CFG_NAME[cfg] : "?";
+}
+
+extern "C" int cuda_attn_vit_wgmma_cfg_default(void) {
+  return g_cfg;
 }
