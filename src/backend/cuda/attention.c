@@ -1,5 +1,7 @@
 /* attention.c - backend.h attention on CUDA: per prepared attention, the fastest of these candidates.
  *   vit       attn_vit.cu with the rotary fused: q and k are read unrotated, qkv is left as it is
+ *   vit3      attn_vit.cu's three-stage short path (cuda_attn_vit_short), fused too, the same output bits; only for
+ *             sequences of at most 64 tokens and the head dims it has (cuda_attn_vit_short_ok)
  *   rope+vit  rope_qk in place, then attn_vit.cu without tables (for long sequences, where the fused kernel reads
  *             the keys' cos/sin rows again for every query tile)
  *   cudnn     rope_qk in place, then cuDNN's SDPA (sdpa.c: the best of its plans, tuned on its own first run)
@@ -23,12 +25,12 @@
 
 #include "backend/cuda/cuda_backend.h"
 
-enum { CAND_VIT, CAND_ROPE_VIT, CAND_DNN, N_CAND, VIT_SHORT = 64 /* attn_vit.cu's one-tile sequences */ };
+enum { CAND_VIT, CAND_VIT3, CAND_ROPE_VIT, CAND_DNN, N_CAND, VIT_SHORT = 64 /* attn_vit.cu's one-tile sequences */ };
 
 static const struct cand {
   const char *name;
   int fused; /* applies the rotary itself; the others run after rope_qk */
-} CANDS[N_CAND] = {{"vit", 1}, {"rope+vit", 0}, {"cudnn", 0}};
+} CANDS[N_CAND] = {{"vit", 1}, {"vit3", 1}, {"rope+vit", 0}, {"cudnn", 0}};
 
 typedef struct cuda_att {
   int n_seq, max_len, heads, head_dim;
@@ -110,6 +112,7 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
   int known = vit ? pick_find(c, a, 1) : -1; /* the towers always pass the rotary */
   if (known >= 0 && known != CAND_DNN) { /* this class runs attn_vit.cu: no cuDNN plans */
     a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = 1;
+    a->ok[CAND_VIT3] = cuda_attn_vit_short_ok(max_len, head_dim);
     return QVL_OK;
   }
   if ((rc = cuda_sdpa_prepare(b, &a->dnn, cu, cu_dev, n_seq, heads, head_dim))) {
@@ -119,6 +122,7 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
     a->dnn = NULL;
   }
   a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = vit, a->ok[CAND_DNN] = a->dnn != NULL;
+  a->ok[CAND_VIT3] = vit && cuda_attn_vit_short_ok(max_len, head_dim);
   return QVL_OK;
 }
 
@@ -129,9 +133,13 @@ static int cand_run(qvl_backend *b, const cuda_att *a, int k, void *out, void *q
   if (!CANDS[k].fused && cos && !rotated && cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, c->stream))
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: rotary launch failed");
   if (k == CAND_DNN) return cuda_sdpa_run(b, out, qkv, a->dnn, scale);
-  int fused = k == CAND_VIT;
-  int rc = cuda_attn_vit(out, qkv, fused ? cos : NULL, fused ? sin : NULL, a->cu, a->n_seq, a->max_len, a->rows,
-                         a->heads, a->head_dim, scale, c->stream);
+  int fused = CANDS[k].fused, rc;
+  if (k == CAND_VIT3)
+    rc = cuda_attn_vit_short(out, qkv, cos, sin, a->cu, a->n_seq, a->max_len, a->rows, a->heads, a->head_dim, scale,
+                             c->stream);
+  else
+    rc = cuda_attn_vit(out, qkv, fused ? cos : NULL, fused ? sin : NULL, a->cu, a->n_seq, a->max_len, a->rows, a->heads,
+                       a->head_dim, scale, c->stream);
   return rc ? qvl_fail(b->err, rc, "cuda attention: attn_vit launch failed (%s)", qvl_status_name(rc)) : QVL_OK;
 }
 
