@@ -649,6 +649,26 @@ extern "C" int cuda_attn_vit_init(void) {
   return QVL_OK;
 }
 
+/* The arguments and grid of a launch over `units` row tiles: head groups as few as give 3 waves of two CTAs per SM
+ * (each group reads its tiles' cos/sin rows again and pays the start of a CTA: the search, the tables, a first step
+ * with nothing to overlap). */
+static int plan(vit_args *a, unsigned *ctas, uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin,
+                const int32_t *cu, int n_seq, int max_len, int64_t units, int heads, int head_dim, float scale) {
+  int dev = 0, n_sm = 132;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))
+    return QVL_ERR_DEVICE;
+  int ng = 1;
+  while (ng < heads && units * ng < 6LL * n_sm) ng++;
+  int hpc = (heads + ng - 1) / ng;
+  ng = (heads + hpc - 1) / hpc;
+  if (units * ng > 2147483647LL) return QVL_ERR_LIMIT;
+  a->out = (bf16 *)out, a->qkv = (const bf16 *)qkv, a->cos = cos, a->sin = sin, a->cu = cu;
+  a->n_seq = n_seq, a->heads = heads, a->hd = head_dim, a->hpc = hpc, a->ng = ng, a->n_qt = (max_len + TR - 1) / TR;
+  a->scale_log2 = scale * 1.4426950408889634f;
+  *ctas = (unsigned)(units * ng);
+  return QVL_OK;
+}
+
 extern "C" int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin, const int32_t *cu,
                              int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
   if (head_dim < 8 || head_dim > 128 || head_dim % 8 || heads < 1 || !cos != !sin || (uintptr_t)out % 16 ||
@@ -658,21 +678,10 @@ extern "C" int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *co
   if (rows > 2147483647LL - 2 * TR || n_seq > 2147483647 - 1) return QVL_ERR_LIMIT;
   const bool short_mode = max_len <= TR;
   int64_t units = short_mode ? (rows + TR - 1) / TR : (int64_t)n_seq * ((max_len + TR - 1) / TR);
-  /* head groups: as few as give 3 waves of two CTAs per SM (each group reads its tiles' cos/sin rows again and
-   * pays the start of a CTA: the search, the tables, a first step with nothing to overlap) */
-  int dev = 0, n_sm = 132;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))
-    return QVL_ERR_DEVICE;
-  int ng = 1;
-  while (ng < heads && units * ng < 6LL * n_sm) ng++;
-  int hpc = (heads + ng - 1) / ng;
-  ng = (heads + hpc - 1) / hpc;
-  if (units * ng > 2147483647LL) return QVL_ERR_LIMIT;
   vit_args a;
-  a.out = (bf16 *)out, a.qkv = (const bf16 *)qkv, a.cos = cos, a.sin = sin, a.cu = cu;
-  a.n_seq = n_seq, a.heads = heads, a.hd = head_dim, a.hpc = hpc, a.ng = ng, a.n_qt = (max_len + TR - 1) / TR;
-  a.scale_log2 = scale * 1.4426950408889634f;
-  unsigned ctas = (unsigned)(units * ng);
+  unsigned ctas;
+  int rc = plan(&a, &ctas, out, qkv, cos, sin, cu, n_seq, max_len, units, heads, head_dim, scale);
+  if (rc) return rc;
   switch (head_dim) {
     case 80:
       return launch<80, 80>(a, short_mode, ctas, s);
@@ -709,21 +718,10 @@ extern "C" int cuda_attn_vit_short(uint16_t *out, const uint16_t *qkv, const flo
     return QVL_ERR_UNSUPPORTED;
   if (n_seq < 1 || rows < 1 || max_len < 1) return QVL_OK;
   if (rows > 2147483647LL - 2 * TR || n_seq > 2147483647 - 1) return QVL_ERR_LIMIT;
-  const int64_t units = (rows + TR - 1) / TR;
-  /* head groups as cuda_attn_vit picks them: as few as give 3 waves of two CTAs per SM */
-  int dev = 0, n_sm = 132;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))
-    return QVL_ERR_DEVICE;
-  int ng = 1;
-  while (ng < heads && units * ng < 6LL * n_sm) ng++;
-  int hpc = (heads + ng - 1) / ng;
-  ng = (heads + hpc - 1) / hpc;
-  if (units * ng > 2147483647LL) return QVL_ERR_LIMIT;
   vit_args a;
-  a.out = (bf16 *)out, a.qkv = (const bf16 *)qkv, a.cos = cos, a.sin = sin, a.cu = cu;
-  a.n_seq = n_seq, a.heads = heads, a.hd = head_dim, a.hpc = hpc, a.ng = ng, a.n_qt = 1;
-  a.scale_log2 = scale * 1.4426950408889634f;
-  const unsigned ctas = (unsigned)(units * ng);
+  unsigned ctas;
+  int rc = plan(&a, &ctas, out, qkv, cos, sin, cu, n_seq, max_len, (rows + TR - 1) / TR, heads, head_dim, scale);
+  if (rc) return rc;
   switch (head_dim) {
     case 80:
       return launch3<80, 80>(a, ctas, s);
