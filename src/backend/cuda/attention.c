@@ -34,7 +34,7 @@ static const struct cand {
 
 typedef struct cuda_att {
   int n_seq, max_len, heads, head_dim;
-  int key[4];        /* the shape class without the rotary (pick_key) */
+  int key[4];        /* the shape class without the rotary: heads, head_dim, length class, count class */
   int64_t rows;
   int32_t *cu;    /* device copy of the boundaries [n_seq + 1] (attn_vit.cu reads them at every run) */
   void *dnn;      /* sdpa.c's prepared attention; NULL when cuDNN has no plan for this layout */
