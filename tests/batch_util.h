@@ -43,6 +43,26 @@ typedef struct req {
   int n_ids;
 } req;
 
+/* Eight greedy requests of different lengths, three after one system message and two of those on one image (shared
+ * prefix blocks with an image in them): test_sched's small-pool preemption case and test_gpu_serve's batch. */
+enum { SHARED_N = 8 };
+#define SHARED_SYSTEM "You look at pictures and answer in a few words, naming the main object first, then its colour."
+static int shared_prefix_requests(req r[SHARED_N]) {
+  const char *sys = SHARED_SYSTEM;
+  const req all[SHARED_N] = {
+      {"Hello there", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
+      {"What is the capital of France? Answer briefly.", NULL, 9, 0, 1, NULL, NULL, NULL, 0},
+      {"Describe it.", "jpeg_20x20.jpg", 7, 0, 1, NULL, sys, NULL, 0},
+      {"Count to ten", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
+      {"A much longer prompt that goes on for a while, so that its prefill is longer than the others", NULL, 5, 0, 1,
+       NULL, NULL, NULL, 0},
+      {"Tags?", "png_1x1.png", 6, 0, 1, NULL, sys, NULL, 0},
+      {"Describe it in more words.", "jpeg_20x20.jpg", 7, 0, 1, NULL, sys, NULL, 0},
+      {"x", NULL, 1, 0, 1, NULL, NULL, NULL, 0}};
+  memcpy(r, all, sizeof all);
+  return SHARED_N;
+}
+
 /* What qvl_generate_ids gives the request alone (the same seed as the batch line); r->ids gets its prompt. */
 static char *alone(req *r) {
   qvl_image_batch *batch = NULL;

@@ -10,17 +10,8 @@
 
 static void test_batched_vs_alone(void **state) {
   (void)state;
-  const char *sys = "You look at pictures and answer in a few words, naming the main object first, then its colour.";
-  req r[] = {{"Hello there", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
-             {"What is the capital of France? Answer briefly.", NULL, 9, 0, 1, NULL, NULL, NULL, 0},
-             {"Describe it.", "jpeg_20x20.jpg", 7, 0, 1, NULL, sys, NULL, 0},
-             {"Count to ten", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
-             {"A much longer prompt that goes on for a while, so that its prefill is longer than the others", NULL, 5,
-              0, 1, NULL, NULL, NULL, 0},
-             {"Tags?", "png_1x1.png", 6, 0, 1, NULL, sys, NULL, 0},
-             {"Describe it in more words.", "jpeg_20x20.jpg", 7, 0, 1, NULL, sys, NULL, 0},
-             {"x", NULL, 1, 0, 1, NULL, NULL, NULL, 0}};
-  int n = (int)(sizeof r / sizeof r[0]);
+  req r[SHARED_N];
+  int n = shared_prefix_requests(r);
   for (int i = 0; i < n; i++) r[i].want = alone(&r[i]);
   qvl_engine *e = g_direct; /* the same engine: its KV pool is free again once the batch ends */
   g_differ = 0;

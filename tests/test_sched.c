@@ -75,17 +75,8 @@ static void test_preemption(void **state) {
 static void test_preemption_shared_prefix(void **state) {
   (void)state;
   NEED_TOKENIZER();
-  const char *sys = "You look at pictures and answer in a few words, naming the main object first, then its colour.";
-  req r[] = {{"Hello there", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
-             {"What is the capital of France? Answer briefly.", NULL, 9, 0, 1, NULL, NULL, NULL, 0},
-             {"Describe it.", "jpeg_20x20.jpg", 7, 0, 1, NULL, sys, NULL, 0},
-             {"Count to ten", NULL, 12, 0, 1, NULL, NULL, NULL, 0},
-             {"A much longer prompt that goes on for a while, so that its prefill is longer than the others", NULL, 5,
-              0, 1, NULL, NULL, NULL, 0},
-             {"Tags?", "png_1x1.png", 6, 0, 1, NULL, sys, NULL, 0},
-             {"Describe it in more words.", "jpeg_20x20.jpg", 7, 0, 1, NULL, sys, NULL, 0},
-             {"x", NULL, 1, 0, 1, NULL, NULL, NULL, 0}};
-  int n = (int)(sizeof r / sizeof r[0]);
+  req r[SHARED_N];
+  int n = shared_prefix_requests(r);
   for (int i = 0; i < n; i++) r[i].want = alone(&r[i]);
   qvl_engine *e = open_engine(160);
   qvl_server_params p = {.max_queue = 8, .kv_tokens = 160};
@@ -101,7 +92,7 @@ static void test_preemption_shared_prefix(void **state) {
            "{\"role\": \"user\", \"content\": \"%s\"}], \"max_tokens\": 150}}\n"
            "{\"custom_id\": \"small\", \"body\": {\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], "
            "\"max_tokens\": 4}}\n",
-           sys, sys);
+           SHARED_SYSTEM, SHARED_SYSTEM);
   FILE *in = fmemopen(in_text, strlen(in_text), "r"), *out = open_memstream(&out_text, &out_len);
   signal(SIGALRM, batch_deadline);
   alarm(BATCH_DEADLINE_S);
