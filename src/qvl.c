@@ -625,6 +625,32 @@ int qvl_generate_batch(qvl_engine *e, const qvl_request *r, int n, qvl_batch_cb 
   return rc;
 }
 
+static void features_name(qvl_features *f) {
+  snprintf(f->names[0], sizeof f->names[0], "features");
+  for (int i = 1; i < f->out.n; i++) snprintf(f->names[i], sizeof f->names[i], "deepstack.%d", i - 1);
+}
+
+/* The caller's copy of features the tower left in the engine's buffers (dev stays for the language model). */
+static int features_download(qvl_engine *e, const qvl_vision_out *dev, qvl_features **out) {
+  qvl_backend *b = e->be;
+  int64_t n = dev->rows * dev->cols;
+  qvl_features *f = calloc(1, sizeof *f);
+  int rc = f ? QVL_OK : qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
+  if (f) f->out.n = dev->n, f->out.rows = dev->rows, f->out.cols = dev->cols;
+  for (int l = 0; !rc && l < dev->n; l++)
+    if (!(f->out.data[l] = malloc((size_t)n * sizeof(float))))
+      rc = qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory for %lld features", (long long)n);
+    else if ((rc = b->download_f32(b, f->out.data[l], dev->dev[l], n)))
+      rc = qvl_fail(&e->err, rc, "encode: %s", b->err->msg);
+  if (rc) {
+    qvl_features_free(f);
+    return rc;
+  }
+  features_name(f);
+  *out = f;
+  return QVL_OK;
+}
+
 int qvl_encode_pixels(qvl_engine *e, const qvl_pixels *px, qvl_features **out) {
   if (!out) return QVL_ERR_INVALID_ARG;
   *out = NULL;
@@ -636,8 +662,7 @@ int qvl_encode_pixels(qvl_engine *e, const qvl_pixels *px, qvl_features **out) {
     qvl_features_free(f);
     return rc;
   }
-  snprintf(f->names[0], sizeof f->names[0], "features");
-  for (int i = 1; i < f->out.n; i++) snprintf(f->names[i], sizeof f->names[i], "deepstack.%d", i - 1);
+  features_name(f);
   *out = f;
   return QVL_OK;
 }
@@ -719,26 +744,10 @@ static int prompts_step(const qvl_prompt *p, int n, int first, int64_t *blocks) 
   return k;
 }
 
-/* The tower's host features (given to the caller) copied into the engine's buffers for the language model. */
-static int vision_upload(qvl_engine *e, const qvl_vision_out *host, qvl_vision_out *dev) {
-  qvl_backend *b = e->be;
-  int64_t n = host->rows * host->cols;
-  memset(dev, 0, sizeof *dev);
-  dev->n = host->n, dev->rows = host->rows, dev->cols = host->cols, dev->be = b;
-  for (int l = 0; l < host->n; l++) {
-    int rc = b->alloc(b, &dev->dev[l], (size_t)n * b->elem_bytes);
-    if (!rc) rc = b->upload_f32(b, dev->dev[l], host->data[l], n);
-    if (rc) {
-      qvl_vision_out_free(dev);
-      return qvl_fail(&e->err, rc, "encode: %s", b->err->msg);
-    }
-  }
-  return QVL_OK;
-}
-
-/* The language model over the checked prompts, step by step; each step's sequences freed after it. */
+/* The language model over the checked prompts, step by step; each step's sequences freed after it. v: the images'
+ * features in the engine's buffers, or NULL. */
 static int prompts_run(qvl_engine *e, const qvl_prompt *p, int n, int32_t *const *pos, const int64_t *vis_at,
-                       qvl_hidden *h) {
+                       const qvl_vision_out *v, qvl_hidden *h) {
   int64_t blocks, most = 0, H = e->cfg.text.hidden;
   for (int i = 0, k; i < n; i += k) {
     k = prompts_step(p, n, i, &blocks);
@@ -749,8 +758,6 @@ static int prompts_run(qvl_engine *e, const qvl_prompt *p, int n, int32_t *const
   lm_seq *seq = calloc((size_t)n, sizeof *seq);
   const void *(*ds)[QVL_MAX_LIST] = calloc((size_t)n, sizeof *ds);
   if (!rc && (!c || !seq || !ds)) rc = qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory");
-  qvl_vision_out dv = {0}, *v = NULL;
-  if (!rc && h->f && !(rc = vision_upload(e, &h->f->out, &dv))) v = &dv;
   size_t row_bytes = (size_t)H * e->be->elem_bytes;
   for (int i = 0, k = 0; !rc && i < n; i += k) {
     k = prompts_step(p, n, i, &blocks);
@@ -770,7 +777,6 @@ static int prompts_run(qvl_engine *e, const qvl_prompt *p, int n, int32_t *const
     if (!rc) rc = lm_step(e->lm, c, k, &e->err);
     for (int j = 0; j < k; j++) lm_seq_free(e->lm, &seq[j]);
   }
-  qvl_vision_out_free(&dv);
   free(c), free(seq), free(ds);
   return rc;
 }
@@ -802,8 +808,13 @@ int qvl_encode_prompts(qvl_engine *e, const qvl_prompt *prompts, int n, const qv
     if (!(h->data[i] = malloc((size_t)(prompts[i].n_ids * h->cols) * sizeof(float))))
       rc = qvl_fail(&e->err, QVL_ERR_NOMEM, "encode: out of memory for prompt %d's hidden states", i);
     else h->rows[i] = prompts[i].n_ids;
-  if (!rc && images && images->n_images) rc = qvl_encode_pixels(e, images, &h->f);
-  if (!rc) rc = prompts_run(e, prompts, n, pos, vis_at, h);
+  qvl_vision_out dv = {0}; /* the features on the device, for the language model; h->f gets the caller's copy */
+  int imgs = images && images->n_images;
+  if (!rc && imgs)
+    rc = vision_pixels(e, images->grid_thw, images->n_images, images->rows, images->dev_rows, 1, &dv);
+  if (!rc && imgs) rc = features_download(e, &dv, &h->f);
+  if (!rc) rc = prompts_run(e, prompts, n, pos, vis_at, imgs ? &dv : NULL, h);
+  qvl_vision_out_free(&dv);
   for (int i = 0; pos && i < n; i++) free(pos[i]);
   free(pos), free(vis_at);
   if (rc) qvl_hidden_free(h);
