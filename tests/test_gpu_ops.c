@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_ops.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_ops.h"
 #include "core/half.h"
@@ -230,8 +231,9 @@ static void test_rope(void **s) {
     float *x = rnd(n, -2, 2), *cs, *sn;
     rope_tables(rows, hd, &cs, &sn);
     void *dx = dev(x, n), *dc = dev_raw(cs, (size_t)(rows * hd) * 4), *ds = dev_raw(sn, (size_t)(rows * hd) * 4);
-    assert_int_equal(E.cpu->rope_qk(E.cpu, x, cs, sn, rows, heads, hd), QVL_OK);
-    assert_int_equal(E.gpu->rope_qk(E.gpu, dx, dc, ds, rows, heads, hd), QVL_OK);
+    /* the rotary the attention op applies (cpu_attention.c, attention.c's unfused candidates) */
+    assert_int_equal(cpu_rope_qk(E.cpu, x, cs, sn, rows, heads, hd), QVL_OK);
+    assert_int_equal(cuda_rope_qk(dx, dc, ds, rows, heads, hd, ((cuda_ctx *)E.gpu->ctx)->stream), QVL_OK);
     char name[64];
     snprintf(name, sizeof name, "rope_qk head_dim %d", hd);
     compare(name, dx, x, n, 8e-3);

@@ -84,10 +84,6 @@ struct qvl_backend {
   /* y = gelu(x), exact erf form (nn.GELU()) or tanh approximation (gelu_pytorch_tanh); y may alias x */
   int (*gelu_erf)(qvl_backend *b, void *y, const void *x, int64_t n);
   int (*gelu_tanh)(qvl_backend *b, void *y, const void *x, int64_t n);
-  /* In place on qkv [rows][3][heads][head_dim]: q and k rotated NeoX style (pair d, d + head_dim/2) by
-   * the f32 tables cos/sin [rows][head_dim] (buffers of floats, not of the activation dtype). */
-  int (*rope_qk)(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads,
-                 int head_dim);
   /* Rotary tables cos/sin [rows][head_dim] (f32 buffers) from int32 positions pos [n][2] = (row, col): row r
    * uses pos[order ? order[r] : r]; frequencies 1/theta^(2j/(head_dim/2)), angles [row*f, col*f],
    * cos/sin of concat(angles, angles) (models/vision_index.h vis_rope_tables). */
@@ -97,9 +93,10 @@ struct qvl_backend {
    * cu[n_seq] = rows), in two steps. attention_prepare does the host work once: picks the kernel and its plan
    * from cu (host int32) and fills *att's device state from cu_dev (the same values in an int32 buffer, already
    * uploaded; read in stream order). attention then runs with no host work beyond the launch (it may be
-   * captured in a graph) as often as needed: out[rows][heads*head_dim] = softmax(q k^T * scale) v, qkv as
-   * rope_qk, q and k rotated as rope_qk first when cos != NULL (f32 table buffers); qkv's q and k may be left
-   * rotated or not (the caller reads them no more). attention_free releases *att (NULL is a no-op). */
+   * captured in a graph) as often as needed: out[rows][heads*head_dim] = softmax(q k^T * scale) v, qkv
+   * [rows][3][heads][head_dim]; when cos != NULL, q and k are first rotated NeoX style (pair d, d + head_dim/2, f32
+   * math, one rounding) by the f32 table buffers cos/sin [rows][head_dim]; qkv's q and k may be left rotated or
+   * not (the caller reads them no more). attention_free releases *att (NULL is a no-op). */
   int (*attention_prepare)(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq,
                            int heads, int head_dim);
   int (*attention)(qvl_backend *b, void *out, void *qkv, const void *att, const float *cos, const float *sin,

@@ -88,7 +88,6 @@ int qvl_backend_cpu_create(qvl_backend **out, int n_threads, qvl_err *err) {
   b->swiglu = cpu_swiglu;
   b->gelu_erf = cpu_gelu_erf;
   b->gelu_tanh = cpu_gelu_tanh;
-  b->rope_qk = cpu_rope_qk;
   b->rope_tables = cpu_rope_tables;
   b->qkv_to_cache = cpu_qkv_to_cache;
   b->attention_paged = cpu_attention_paged;

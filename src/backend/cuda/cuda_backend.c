@@ -291,11 +291,6 @@ static int cu_gelu_tanh(qvl_backend *b, void *y, const void *x, int64_t n) {
   OTHER(b, cuda_gelu(y, x, n, 1, STREAM(b)), "gelu_tanh");
 }
 
-static int cu_rope_qk(qvl_backend *b, void *qkv, const float *cos, const float *sin, int64_t rows, int heads,
-                      int head_dim) {
-  OTHER(b, cuda_rope_qk(qkv, cos, sin, rows, heads, head_dim, STREAM(b)), "rope");
-}
-
 static int cu_rope_tables(qvl_backend *b, float *cos, float *sin, const int32_t *pos, const int32_t *order,
                           int64_t rows, int head_dim, float theta) {
   OTHER(b, cuda_rope_tables(cos, sin, pos, order, rows, head_dim, theta, STREAM(b)), "rope_tables");
@@ -425,7 +420,7 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   if (c->profiling) b->profile = cu_profile;
   b->linear = cuda_linear, b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
   b->silu_mul = cu_silu_mul, b->swiglu = cu_swiglu, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh;
-  b->rope_qk = cu_rope_qk, b->rope_tables = cu_rope_tables;
+  b->rope_tables = cu_rope_tables;
   b->scatter_rows = cu_scatter_rows;
   b->attention_prepare = cuda_attention_prepare, b->attention = cuda_attention;
   b->attention_free = cuda_attention_free, b->gather_rows = cu_gather_rows, b->add_bilinear = cu_add_bilinear;
