@@ -1,40 +1,52 @@
 /* attention.c - backend.h attention on CUDA: per prepared attention, the fastest of these candidates.
- *   vit       attn_vit.cu with the rotary fused: q and k are read unrotated, qkv is left as it is
- *   vit3      attn_vit.cu's three-stage short path (cuda_attn_vit_short), fused too, the same output bits; only for
- *             sequences of at most 64 tokens and the head dims it has (cuda_attn_vit_short_ok)
- *   rope+vit  rope_qk in place, then attn_vit.cu without tables (for long sequences, where the fused kernel reads
- *             the keys' cos/sin rows again for every query tile)
- *   cudnn     rope_qk in place, then cuDNN's SDPA (sdpa.c: the best of its plans, tuned on its own first run)
+ *   vit         attn_vit.cu with the rotary fused: q and k are read unrotated, qkv is left as it is
+ *   vit3        attn_vit.cu's three-stage short path (cuda_attn_vit_short), fused too, the same output bits; only for
+ *               sequences of at most 64 tokens and the head dims it has (cuda_attn_vit_short_ok)
+ *   rope+vit    rope_qk in place, then attn_vit.cu without tables (for long sequences, where the fused kernel reads
+ *               the keys' cos/sin rows again for every query tile); the same output bits as vit
+ *   cudnn       rope_qk in place, then cuDNN's SDPA (sdpa.c: the best of its plans, tuned on its own first run)
+ *   rope+wgmma  rope_qk in place, then attn_vit_wgmma.cu (Hopper wgmma, head_dim 64/72/80 exactly where cuDNN pads
+ *               to 128; only for sequences longer than 64 tokens, on compute capability 9.0)
  * Without a rotary (cos NULL) rope+vit is vit and is left out.
  *
  * The first run of a prepared attention outside a graph capture times every candidate once on the real buffers
  * (after one untimed run each: cuDNN builds and tunes its plans then) and keeps the fastest: first the fused ones,
  * which leave qkv unrotated, then rope_qk once (timed: its time is added to each unfused candidate) and the unfused
- * ones on the rotated q/k, so whatever ran last wrote the right output. A capture before any eager run takes vit for
- * sequences of at most 64 tokens (Qwen2.5-VL's windows: one tile each) and cuDNN otherwise, and leaves the choice
- * open. QVL_SDPA_LOG=1 prints the times; QVL_SDPA_TUNE=0 takes that same default untimed. Adding a candidate: an
- * entry in CANDS and a case in cand_run.
+ * ones on the rotated q/k. Then, unless the fastest ran last, it runs once more (a fused one without its tables on
+ * the rotated q/k: the same bits), so that the first run's output is the one every later run gives. A capture
+ * before any eager run takes vit for sequences of at most 64 tokens (Qwen2.5-VL's windows: one tile each) and
+ * cuDNN otherwise, and leaves the choice open. QVL_SDPA_LOG=1 prints the times; QVL_SDPA_TUNE=0 takes that same
+ * default untimed. Adding a candidate: an entry in CANDS and a case in cand_run.
  *
  * Choices are remembered per shape class (heads, head_dim, rotary or not, the longest sequence: <= 64 tokens or its
  * power of two, the sequence count's power of two): a later attention of a known class takes the class's choice
- * without timing, and is not given cuDNN plans at all when the class runs attn_vit.cu (prepare builds them only when
- * the class is new or chose cuDNN). A server's vision passes have a new image count nearly every time; each one would
- * otherwise build cuDNN plans for its exact window count (a dense plan per count) and time every candidate. */
+ * without timing, and is not given cuDNN plans at all when the class runs attn_vit.cu or attn_vit_wgmma.cu (prepare
+ * builds them only when the class is new or chose cuDNN). A server's vision passes have a new image count nearly
+ * every time; each one would otherwise build cuDNN plans for its exact window count (a dense plan per count) and
+ * time every candidate. */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "backend/cuda/cuda_backend.h"
 
-enum { CAND_VIT, CAND_VIT3, CAND_ROPE_VIT, CAND_DNN, N_CAND, VIT_SHORT = 64 /* attn_vit.cu's one-tile sequences */ };
+enum {
+  CAND_VIT,
+  CAND_VIT3,
+  CAND_ROPE_VIT,
+  CAND_DNN,
+  CAND_WGMMA,
+  N_CAND,
+  VIT_SHORT = 64 /* attn_vit.cu's one-tile sequences */
+};
 
 static const struct cand {
   const char *name;
   int fused; /* applies the rotary itself; the others run after rope_qk */
-} CANDS[N_CAND] = {{"vit", 1}, {"vit3", 1}, {"rope+vit", 0}, {"cudnn", 0}};
+} CANDS[N_CAND] = {{"vit", 1}, {"vit3", 1}, {"rope+vit", 0}, {"cudnn", 0}, {"rope+wgmma", 0}};
 
 typedef struct cuda_att {
   int n_seq, max_len, heads, head_dim;
-  int key[4];        /* the shape class without the rotary: heads, head_dim, length class, count class */
+  int key[4]; /* the shape class without the rotary: heads, head_dim, length class, count class */
   int64_t rows;
   int32_t *cu;    /* device copy of the boundaries [n_seq + 1] (attn_vit.cu reads them at every run) */
   void *dnn;      /* sdpa.c's prepared attention; NULL when cuDNN has no plan for this layout */
@@ -109,8 +121,11 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
                          "attention boundaries")))
       return rc;
   }
+  /* attn_vit_wgmma.cu: its head dims, more than one tile of attn_vit.cu, a device it runs on, 32-bit TMA rows */
+  a->ok[CAND_WGMMA] =
+      c->wgmma && max_len > VIT_SHORT && (head_dim == 64 || head_dim == 72 || head_dim == 80) && a->rows < INT32_MAX;
   int known = vit ? pick_find(c, a, 1) : -1; /* the towers always pass the rotary */
-  if (known >= 0 && known != CAND_DNN) { /* this class runs attn_vit.cu: no cuDNN plans */
+  if (known >= 0 && known != CAND_DNN) {     /* this class runs attn_vit.cu or attn_vit_wgmma.cu: no cuDNN plans */
     a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = 1;
     a->ok[CAND_VIT3] = cuda_attn_vit_short_ok(max_len, head_dim);
     return QVL_OK;
@@ -126,21 +141,25 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
   return QVL_OK;
 }
 
-/* Runs candidate k; rotated: q and k of qkv are rotated already (the tuning's timed rope_qk). */
+/* Runs candidate k; rotated: q and k of qkv are rotated already (the tuning's timed rope_qk), so a fused candidate
+ * runs without its tables (the same bits). */
 static int cand_run(qvl_backend *b, const cuda_att *a, int k, void *out, void *qkv, const float *cos, const float *sin,
                     float scale, int rotated) {
   cuda_ctx *c = b->ctx;
   if (!CANDS[k].fused && cos && !rotated && cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, c->stream))
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: rotary launch failed");
   if (k == CAND_DNN) return cuda_sdpa_run(b, out, qkv, a->dnn, scale);
-  int fused = CANDS[k].fused, rc;
-  if (k == CAND_VIT3)
-    rc = cuda_attn_vit_short(out, qkv, cos, sin, a->cu, a->n_seq, a->max_len, a->rows, a->heads, a->head_dim, scale,
-                             c->stream);
+  int fused = CANDS[k].fused && !rotated, rc;
+  if (k == CAND_WGMMA)
+    rc = cuda_attn_vit_wgmma(out, qkv, a->cu, a->n_seq, a->max_len, a->rows, a->heads, a->head_dim, scale, c->stream);
+  else if (k == CAND_VIT3)
+    rc = cuda_attn_vit_short(out, qkv, fused ? cos : NULL, fused ? sin : NULL, a->cu, a->n_seq, a->max_len, a->rows,
+                             a->heads, a->head_dim, scale, c->stream);
   else
     rc = cuda_attn_vit(out, qkv, fused ? cos : NULL, fused ? sin : NULL, a->cu, a->n_seq, a->max_len, a->rows, a->heads,
                        a->head_dim, scale, c->stream);
-  return rc ? qvl_fail(b->err, rc, "cuda attention: attn_vit launch failed (%s)", qvl_status_name(rc)) : QVL_OK;
+  return rc ? qvl_fail(b->err, rc, "cuda attention: %s launch failed (%s)", CANDS[k].name, qvl_status_name(rc))
+            : QVL_OK;
 }
 
 /* vit for one-tile sequences or where cuDNN has no plan, cuDNN otherwise. */
@@ -157,11 +176,14 @@ static int elapsed(qvl_backend *b, cudaEvent_t e0, cudaEvent_t e1, float *ms) {
   return rc;
 }
 
-/* Times every runnable candidate (fused ones first, see the top) into ms[]; out holds the last one's (right) result. */
-static int time_all(qvl_backend *b, const cuda_att *a, const int *ok, float *ms, float *rope_ms, cudaEvent_t e0,
-                    cudaEvent_t e1, void *out, void *qkv, const float *cos, const float *sin, float scale) {
+/* Times every runnable candidate (fused ones first, see the top) into ms[]; one whose launcher refuses the shape or
+ * the device (QVL_ERR_UNSUPPORTED, nothing launched) leaves ok[]; *rotated: q and k of qkv were rotated in
+ * place on the way, *last: the candidate whose output out holds. */
+static int time_all(qvl_backend *b, const cuda_att *a, int *ok, float *ms, float *rope_ms, int *rotated, int *last,
+                    cudaEvent_t e0, cudaEvent_t e1, void *out, void *qkv, const float *cos, const float *sin,
+                    float scale) {
   cuda_ctx *c = b->ctx;
-  int rc = QVL_OK, rotated = 0;
+  int rc = QVL_OK;
   for (int fused = 1; fused >= 0; fused--) {
     if (!fused && cos) { /* q and k rotated in place once, for every unfused candidate */
       /* first an untimed rope_qk on out seen as a third of the rows of qkv (scratch: every candidate writes all of
@@ -171,24 +193,29 @@ static int time_all(qvl_backend *b, const cuda_att *a, const int *ok, float *ms,
           cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, c->stream))
         return rc ? rc : qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: rotary launch failed");
       if ((rc = elapsed(b, e0, e1, rope_ms))) return rc;
-      rotated = 1;
+      *rotated = 1;
     }
     for (int k = 0; k < N_CAND; k++) {
       if (!ok[k] || CANDS[k].fused != fused) continue;
-      if ((rc = cand_run(b, a, k, out, qkv, cos, sin, scale, rotated)) ||
-          (rc = cuda_check(b, cudaEventRecord(e0, c->stream), "attention timing")) ||
-          (rc = cand_run(b, a, k, out, qkv, cos, sin, scale, rotated)) || (rc = elapsed(b, e0, e1, &ms[k])))
+      if ((rc = cand_run(b, a, k, out, qkv, cos, sin, scale, *rotated)) == QVL_ERR_UNSUPPORTED) {
+        qvl_err_clear(b->err);
+        ok[k] = 0;
+        continue;
+      }
+      if (rc || (rc = cuda_check(b, cudaEventRecord(e0, c->stream), "attention timing")) ||
+          (rc = cand_run(b, a, k, out, qkv, cos, sin, scale, *rotated)) || (rc = elapsed(b, e0, e1, &ms[k])))
         return rc;
       if (!fused) ms[k] += *rope_ms;
+      *last = k;
     }
   }
   return QVL_OK;
 }
 
-/* The first eager run: every candidate timed, the fastest kept in a->choice. */
+/* The first eager run: every candidate timed, the fastest kept in a->choice and its output left in out. */
 static int tune(qvl_backend *b, cuda_att *a, void *out, void *qkv, const float *cos, const float *sin, float scale) {
   float ms[N_CAND] = {0}, rope_ms = 0;
-  int ok[N_CAND], best = -1, rc;
+  int ok[N_CAND], best = -1, rotated = 0, last = -1, rc;
   for (int k = 0; k < N_CAND; k++) ok[k] = a->ok[k] && (k != CAND_ROPE_VIT || cos);
   cudaEvent_t e0, e1;
   if ((rc = cuda_check(b, cudaEventCreate(&e0), "attention timing"))) return rc;
@@ -196,12 +223,14 @@ static int tune(qvl_backend *b, cuda_att *a, void *out, void *qkv, const float *
     cudaEventDestroy(e0);
     return rc;
   }
-  rc = time_all(b, a, ok, ms, &rope_ms, e0, e1, out, qkv, cos, sin, scale);
+  rc = time_all(b, a, ok, ms, &rope_ms, &rotated, &last, e0, e1, out, qkv, cos, sin, scale);
   cudaEventDestroy(e0), cudaEventDestroy(e1);
   if (rc) return rc;
   for (int k = 0; k < N_CAND; k++)
     if (ok[k] && (best < 0 || ms[k] < ms[best])) best = k;
-  a->choice = best; /* >= 0: prepare leaves at least one candidate */
+  if (best < 0) return qvl_fail(b->err, QVL_ERR_UNSUPPORTED, "cuda attention: no kernel runs this shape");
+  if (best != last && (rc = cand_run(b, a, best, out, qkv, cos, sin, scale, rotated))) return rc;
+  a->choice = best;
   pick_keep(b->ctx, a, cos != NULL, best);
   const char *log = getenv("QVL_SDPA_LOG");
   if (log && *log == '1') {

@@ -387,6 +387,8 @@ static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
     return rc;
   if (cuda_attention_paged_init() || cuda_attn_vit_init())
     return cuda_check(b, cudaGetLastError(), "attention kernel attributes");
+  c->wgmma = cuda_attn_vit_wgmma_init() == QVL_OK; /* not on this device: attention.c leaves the candidate out */
+  if (!c->wgmma) (void)cudaGetLastError();
   if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda: cublasLtCreate failed");
   cudnnStatus_t st = cudnnCreate(&c->dnn);

@@ -47,6 +47,7 @@ typedef struct cuda_ctx {
   int n_marks, cap_marks, profiling;
   size_t scratch_bytes;
   int n_sm;               /* streaming multiprocessors: how many attention splits fill the device */
+  int wgmma;              /* attn_vit_wgmma.cu runs on this device (compute capability 9.0) */
   float *attn_ws;         /* attention_paged split partials, CUDA_ATTN_WS bytes, allocated at creation so that
                            * a graph capture never allocates */
 } cuda_ctx;
