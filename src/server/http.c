@@ -406,6 +406,14 @@ static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn
            (double)m.steps);
   emit_one(b, CAP, &n, "qvl_step_tokens_total", "counter", "Tokens through those steps (prefill and decode).",
            (double)m.step_tokens);
+  if (m.device_profile) { /* QVL_PROFILE=1 or 2: the ops' device time, for the device's busy share */
+    static const char *kinds[3] = {"gemm", "attention", "other"};
+    emit(b, CAP, &n,
+         "# HELP qvl_device_seconds_total Device time of the steps' and vision passes' ops (QVL_PROFILE).\n"
+         "# TYPE qvl_device_seconds_total counter\n");
+    for (int k = 0; k < 3; k++)
+      emit(b, CAP, &n, "qvl_device_seconds_total{kind=\"%s\"} %.6f\n", kinds[k], m.device_ms[k] / 1e3);
+  }
   if (!s->p.no_prefix_cache) {
     emit_one(b, CAP, &n, "qvl_prefix_cache_hit_tokens_total", "counter",
              "Prompt tokens whose KV came from the prefix cache (whole blocks).", (double)m.prefix_hit_tokens);

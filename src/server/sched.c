@@ -775,8 +775,11 @@ static void iterate(qvl_server *s, step *st) {
   vision(s);
   if (st->n) {
     if (!rc) rc = lm_step_end(s->sc->lm, &err);
-    double t_end = srv_now();
+    double t_end = srv_now(), dev[3] = {0, 0, 0};
+    qvl_backend *be = qvl_engine_backend(s->e);
+    if (be->profile && be->profile(be, dev)) dev[0] = dev[1] = dev[2] = 0; /* lost: the counters only miss it */
     pthread_mutex_lock(&s->mu);
+    for (int k = 0; k < 3; k++) s->m.device_ms[k] += dev[k];
     srv_observe(&s->m.stage[STAGE_STEP], t_end - t_begin);
     if (s->sc->last_end > 0) srv_observe(&s->m.stage[STAGE_GAP], t_begin - s->sc->last_end);
     s->m.steps++;

@@ -30,6 +30,9 @@ typedef struct srv_metrics {
   uint64_t prompt_tokens, gen_tokens, images;
   uint64_t vision_images;     /* through the tower (encoder cache misses) */
   uint64_t steps, step_tokens, preemptions;
+  int device_profile;         /* the backend profiles its ops (QVL_PROFILE=1 or 2): device_ms counts */
+  double device_ms[3];        /* with QVL_PROFILE=1 or 2 only: device time of the steps' and vision passes' ops,
+                               * [0] GEMMs, [1] attention, [2] everything else (the backend's profile) */
   int64_t kv_blocks_used, kv_blocks_total; /* used: held by sequences or the prefix cache */
   uint64_t prefix_hit_tokens, prefix_query_tokens;
   int64_t prefix_blocks;
