@@ -7,35 +7,27 @@
  * row of the sequences must be written (the buffer is NaN first), rows past `rows` untouched (a sentinel), and the
  * relative L2 error <= 1e-2 overall and per sequence (sequences over 1,024 rows are checked on every 7th row and the
  * first and last 192), and NaN q/k/v rows after the last sequence (rows > cu[n]) must not reach the output. Skips,
- * saying why, without a compute capability 9.0 GPU.
- *
- * Every compile-time configuration of the kernel (cuda_attn_vit_wgmma_n_cfg) runs every case, each in its own
- * process (forked before any CUDA call, QVL_ATTN_VIT_WGMMA_CFG=<n> set in it, so the public entry point takes that
- * configuration too): a configuration that deadlocks or faults fails alone and the others still report. With
- * QVL_ATTN_VIT_WGMMA_CFG set by the caller, only that configuration runs, in this process.
+ * saying why, without a compute capability 9.0 GPU (or without the driver's cuTensorMapEncodeTiled). A kernel that
+ * deadlocks (an mbarrier or named-barrier protocol error) fails the test after a time limit instead of hanging.
  *
  * QVL_ATTN_VIT_BENCH=1 also times the kernel alone (3 warm-ups, median of 20, CUDA events) on 20 x 4800 and
- * 64 x 1024 tokens, 16 heads, d72, one JSON line per (configuration, case): ms and TFLOP/s of real work
- * (4 sum(len^2) heads 72 / t). */
+ * 64 x 1024 tokens, 16 heads, d72, one JSON line per case: ms and TFLOP/s of real work (4 sum(len^2) heads 72 / t). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "backend/cuda/cuda_ops.h"
 #include "core/half.h"
 #include "testutil.h"
 
-enum { GUARD = 16, BM = 128 };
+enum { GUARD = 16, DR = 128 /* rows of the kernel's test-only dumps */ };
 static const uint16_t POISON = 0xffff, SENTINEL = 0x7e57;
 
 static uint64_t rng;
 static cudaStream_t stream;
-static int g_cfg; /* the configuration this process tests */
 
 #define CU(call) assert_int_equal((int)(call), (int)cudaSuccess)
 
@@ -129,12 +121,11 @@ static float scale_of(int hd) {
   return 1.f / sqrtf((float)hd);
 }
 
-/* flags < 0: the public entry point (its configuration from QVL_ATTN_VIT_WGMMA_CFG, set for this process);
- * else the debug one with this process's configuration. */
+/* flags < 0: the public entry point; else the debug one with these flags. */
 static int run(batch *b, int flags) {
   int rc = flags < 0 ? cuda_attn_vit_wgmma(b->d_out, b->d_qkv, b->d_cu, b->n_seq, b->max_len, b->rows, b->heads, b->hd,
                                            scale_of(b->hd), stream)
-                     : cuda_attn_vit_wgmma_debug(g_cfg, NULL, flags, b->d_out, b->d_qkv, b->d_cu, b->n_seq, b->max_len,
+                     : cuda_attn_vit_wgmma_debug(NULL, flags, b->d_out, b->d_qkv, b->d_cu, b->n_seq, b->max_len,
                                                  b->rows, b->heads, b->hd, scale_of(b->hd), stream);
   return rc;
 }
@@ -180,7 +171,7 @@ static double check(batch *b, const char *name, int all) {
   size_t nan = 0, guard = 0;
   for (size_t i = 0; i < nr; i++) nan += isnan(qvl_bf16_to_f32(b->out[i])) != 0;
   for (size_t i = nr; i < no; i++) guard += b->out[i] != SENTINEL;
-  printf("  cfg %d, %s: %d sequences, %d heads, d%d, %lld rows%s\n", g_cfg, name, b->n_seq, H, D, (long long)b->rows,
+  printf("  %s: %d sequences, %d heads, d%d, %lld rows%s\n", name, b->n_seq, H, D, (long long)b->rows,
          nan || guard ? "" : "; every row written, rows past the sequences untouched");
   if (nan) printf("    %zu NaN elements in rows that exist (unwritten or NaN)\n", nan);
   if (guard) printf("    %zu elements past the last sequence changed\n", guard);
@@ -266,32 +257,32 @@ static int find_in(const double *ref, int rows, int cols, double v, double tol, 
   return *col = -1, -1;
 }
 
-/* One sequence of 300 rows, 2 heads, d72; CTA 0's first item is rows 0..127 of head 0, its first key tile keys
- * 0..127 (all valid). S is checked against q k^T, P against 2^((S - max S) scale log2 e) from the GPU's own S, and
- * P V against the CPU product of the GPU's own P with v, so each stage is judged alone; a wrong value is traced
- * to the reference element it equals (a layout error shows as a permutation). */
+/* One sequence of 300 rows, 2 heads, d72; CTA 0's first item is rows 0..191 of head 0, whose first DR = 128 rows
+ * (consumer warpgroups 0 and 1) the kernel dumps, its first key tile keys 0..127 (all valid). S is checked against q
+ * k^T, P against 2^((S - max S) scale log2 e) from the GPU's own S, and P V against the CPU product of the GPU's own P
+ * with v, so each stage is judged alone; a wrong value is traced to the reference element it equals (a layout error
+ * shows as a permutation). */
 static void test_fragments(void **st) {
   (void)st;
   const int len = 300, H = 2, D = 72, NB = 128;
   batch b;
   batch_make(&b, &len, 1, H, D);
   poison_out(&b);
-  const size_t nd = 2 * (size_t)BM * NB + (size_t)BM * D;
+  const size_t nd = 2 * (size_t)DR * NB + (size_t)DR * D;
   float *dbg = malloc(nd * sizeof(float)), *d_dbg;
   for (size_t i = 0; i < nd; i++) dbg[i] = NAN;
   CU(cudaMalloc((void **)&d_dbg, nd * sizeof(float)));
   CU(cudaMemcpy(d_dbg, dbg, nd * sizeof(float), cudaMemcpyHostToDevice));
   assert_int_equal(
-      cuda_attn_vit_wgmma_debug(g_cfg, d_dbg, 0, b.d_out, b.d_qkv, b.d_cu, 1, len, b.rows, H, D, scale_of(D), stream),
-      QVL_OK);
+      cuda_attn_vit_wgmma_debug(d_dbg, 0, b.d_out, b.d_qkv, b.d_cu, 1, len, b.rows, H, D, scale_of(D), stream), QVL_OK);
   wait_stream("fragments", 30);
   CU(cudaMemcpy(dbg, d_dbg, nd * sizeof(float), cudaMemcpyDeviceToHost));
   const size_t ld = (size_t)H * D;
-  const float *S = dbg, *P = dbg + (size_t)BM * NB, *O = dbg + 2 * (size_t)BM * NB;
+  const float *S = dbg, *P = dbg + (size_t)DR * NB, *O = dbg + 2 * (size_t)DR * NB;
   const double c = scale_of(D) * 1.4426950408889634;
-  double *sref = malloc((size_t)BM * NB * sizeof(double)), *oref = malloc((size_t)BM * D * sizeof(double));
+  double *sref = malloc((size_t)DR * NB * sizeof(double)), *oref = malloc((size_t)DR * D * sizeof(double));
   double e[3] = {0}, r[3] = {0};
-  for (int i = 0; i < BM; i++) {
+  for (int i = 0; i < DR; i++) {
     const float *q = b.qkv + (size_t)i * 3 * ld;
     double m = -INFINITY;
     for (int j = 0; j < NB; j++) m = fmax(m, S[i * NB + j]);
@@ -313,24 +304,24 @@ static void test_fragments(void **st) {
   }
   const double rs = rel_l2(e[0], r[0]), rp = rel_l2(e[1], r[1]), ro = rel_l2(e[2], r[2]);
   printf(
-      "  cfg %d, one tile: S = q k^T rel_l2 %.2e (Q/K descriptors, accumulator layout); P rel_l2 %.2e (row max, exp2); "
+      "  one tile: S = q k^T rel_l2 %.2e (Q/K descriptors, accumulator layout); P rel_l2 %.2e (row max, exp2); "
       "P V rel_l2 %.2e (V descriptor, P as A fragments)\n",
-      g_cfg, rs, rp, ro);
+      rs, rp, ro);
   int shown = 0;
-  for (int i = 0; i < BM && shown < 8; i++)
+  for (int i = 0; i < DR && shown < 8; i++)
     for (int j = 0; j < NB && shown < 8; j++) {
       const double got = S[i * NB + j], want = sref[i * NB + j];
       if (!(fabs(got - want) <= 1e-3 * (1 + fabs(want)))) {
-        int jj, ii = find_in(sref, BM, NB, got, 1e-3 * (1 + fabs(got)), &jj);
+        int jj, ii = find_in(sref, DR, NB, got, 1e-3 * (1 + fabs(got)), &jj);
         printf("    S[%d][%d] = %g, want %g (equals q k^T [%d][%d])\n", i, j, got, want, ii, jj);
         shown++;
       }
     }
-  for (int i = 0; i < BM && shown < 16; i++)
+  for (int i = 0; i < DR && shown < 16; i++)
     for (int d = 0; d < D && shown < 16; d++) {
       const double got = O[i * D + d], want = oref[i * D + d];
       if (!(fabs(got - want) <= 1e-3 * (1 + fabs(want)))) {
-        int dd, ii = find_in(oref, BM, D, got, 1e-3 * (1 + fabs(got)), &dd);
+        int dd, ii = find_in(oref, DR, D, got, 1e-3 * (1 + fabs(got)), &dd);
         printf("    (P V)[%d][%d] = %g, want %g (equals P V [%d][%d])\n", i, d, got, want, ii, dd);
         shown++;
       }
@@ -463,9 +454,7 @@ static void bench_case(int n_seq, int len, int heads, int D) {
   float ms[20];
   for (int it = 0; it < 23; it++) {
     CU(cudaEventRecord(e0, stream));
-    assert_int_equal(
-        cuda_attn_vit_wgmma_debug(g_cfg, NULL, 0, d_out, d_qkv, d_cu, n_seq, len, rows, heads, D, scale_of(D), stream),
-        QVL_OK);
+    assert_int_equal(cuda_attn_vit_wgmma(d_out, d_qkv, d_cu, n_seq, len, rows, heads, D, scale_of(D), stream), QVL_OK);
     CU(cudaEventRecord(e1, stream));
     wait_stream("bench", 60);
     if (it >= 3) CU(cudaEventElapsedTime(&ms[it - 3], e0, e1));
@@ -473,9 +462,9 @@ static void bench_case(int n_seq, int len, int heads, int D) {
   qsort(ms, 20, sizeof(float), cmp_f);
   const double med = 0.5 * (ms[9] + ms[10]), flop = 4.0 * (double)len * len * n_seq * heads * 72;
   printf(
-      "{\"kernel\": \"attn_vit_wgmma\", \"cfg\": %d, \"cfg_name\": \"%s\", \"sequences\": %d, \"len\": %d, "
-      "\"heads\": %d, \"head_dim\": %d, \"ms\": %.4f, \"ms_min\": %.4f, \"tflops\": %.1f}\n",
-      g_cfg, cuda_attn_vit_wgmma_cfg_name(g_cfg), n_seq, len, heads, D, med, ms[0], flop / (med * 1e-3) / 1e12);
+      "{\"kernel\": \"attn_vit_wgmma\", \"sequences\": %d, \"len\": %d, \"heads\": %d, \"head_dim\": %d, "
+      "\"ms\": %.4f, \"ms_min\": %.4f, \"tflops\": %.1f}\n",
+      n_seq, len, heads, D, med, ms[0], flop / (med * 1e-3) / 1e12);
   uint16_t probe[64];
   CU(cudaMemcpy(probe, d_out, sizeof probe, cudaMemcpyDeviceToHost));
   for (int i = 0; i < 64; i++) assert_false(isnan(qvl_bf16_to_f32(probe[i])));
@@ -507,9 +496,7 @@ static int teardown(void **s) {
   return 0;
 }
 
-/* One configuration's cases in this process. */
-static int run_cfg(int cfg) {
-  g_cfg = cfg;
+int main(void) {
   if (qvl_cuda_device_count() == 0) {
     printf("test_gpu_attn_vit: no CUDA device here; skipped\n");
     return 0;
@@ -520,63 +507,20 @@ static int run_cfg(int cfg) {
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    printf("test_gpu_attn_vit: the device is compute capability %d.%d, the kernel is sm_90a only; skipped\n", major,
-           minor);
+    printf(
+        "test_gpu_attn_vit: the device is compute capability %d.%d (the kernel is sm_90a only), or the driver has no "
+        "cuTensorMapEncodeTiled; skipped\n",
+        major, minor);
     return 0;
   }
   if (rc != QVL_OK) {
     printf("test_gpu_attn_vit: cuda_attn_vit_wgmma_init failed (%d)\n", rc);
     return 1;
   }
-  if (cuda_attn_vit_wgmma_cfg_default() != cfg) {
-    printf("test_gpu_attn_vit: QVL_ATTN_VIT_WGMMA_CFG=%d was not taken (default %d)\n", cfg,
-           cuda_attn_vit_wgmma_cfg_default());
-    return 1;
-  }
-  printf("test_gpu_attn_vit: configuration %d (%s)\n", cfg, cuda_attn_vit_wgmma_cfg_name(cfg));
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_fragments),  cmocka_unit_test(test_uniform_d72),
                                      cmocka_unit_test(test_ragged_d72), cmocka_unit_test(test_no_pingpong),
                                      cmocka_unit_test(test_d80),        cmocka_unit_test(test_d64),
                                      cmocka_unit_test(test_nan_tail),   cmocka_unit_test(test_graph),
                                      cmocka_unit_test(test_refusals),   cmocka_unit_test(test_bench)};
   return cmocka_run_group_tests(tests, setup, teardown);
-}
-
-int main(void) {
-  const int n = cuda_attn_vit_wgmma_n_cfg();
-  const char *e = getenv("QVL_ATTN_VIT_WGMMA_CFG");
-  if (e && *e) {
-    const int c = atoi(e);
-    if (c < 0 || c >= n) {
-      printf("test_gpu_attn_vit: QVL_ATTN_VIT_WGMMA_CFG=%s is not a configuration (0 .. %d)\n", e, n - 1);
-      return 1;
-    }
-    return run_cfg(c);
-  }
-  int failed = 0;
-  char res[16][96];
-  for (int c = 0; c < n && c < 16; c++) {
-    fflush(stdout);
-    const pid_t pid = fork();
-    if (pid == 0) {
-      char v[16];
-      snprintf(v, sizeof v, "%d", c);
-      setenv("QVL_ATTN_VIT_WGMMA_CFG", v, 1);
-      const int rc = run_cfg(c);
-      fflush(stdout);
-      exit(rc == 0 ? 0 : 1);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) status = -1;
-    const int ok = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (!ok) failed++;
-    snprintf(res[c], sizeof res[c], "configuration %d (%s): %s", c, cuda_attn_vit_wgmma_cfg_name(c),
-             ok                    ? "passed (or skipped: its output says which)"
-             : status == -1        ? "could not run (fork/wait failed)"
-             : WIFSIGNALED(status) ? "FAILED (killed by a signal)"
-                                   : "FAILED (see its output above)");
-  }
-  printf("test_gpu_attn_vit summary:\n");
-  for (int c = 0; c < n && c < 16; c++) printf("  %s\n", res[c]);
-  return failed ? 1 : 0;
 }

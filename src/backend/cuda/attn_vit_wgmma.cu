@@ -6,28 +6,49 @@
  * Why: cuDNN pads head_dim 72 and 80 to 128, so 4/9 of its tensor work at d72 is padding; here QK^T runs K = 80 (72
  * plus one zero half k-step) and PV runs N = 72 exactly.
  *
- * Work: an item is (sequence, head, 128 query rows). The grid is persistent, min(items, SMs) CTAs of 384 threads (one
- * per SM: 196 KB of shared memory), each taking items blockIdx.x, + gridDim.x, ...; items whose rows start past their
- * sequence's end are skipped, so the grid depends only on the host bounds (n_seq, max_len, heads) and a captured
- * launch replays with other lengths. Item order (sequence, head, q tile) keeps the CTAs running together on a few
- * heads' K/V, which stay in L2 (a 4,800-row head's K and V are 1.4 MB).
+ * Why this shape: on an H100 (2026-11-21, 20 sequences x 4,800 rows x 16 heads, d72) it ran 411 TFLOP/s as
+ * configuration "bm192-tma-skip" of six, against 276 for "bm128-cpasync" (two consumer warpgroups, a cp.async
+ * producer warpgroup: the first verified kernel), 382 for "bm192-cpasync" and 402 for "bm192-tma" (no rescale skip)
+ * (at 64 x 1,024 rows: 276, against 232, 285 and 273); the cp.async and 128-row variants were deleted after that.
  *
- * Roles (warps 0-3 and 4-7 are the two consumer warpgroups, warps 8-11 the producer warpgroup):
- *   producer warpgroup: per item, the Q tile (128 rows) into one of two Q buffers, then the item's K and V tiles of
- *     128 keys into a ring of NS = 4 stages, all with 16-byte cp.async (rows past the sequence's end are zero-filled,
- *     never read); each warp moves 32 rows of every tile, and each fill is signalled by
- *     cp.async.mbarrier.arrive.noinc on a "full" mbarrier (count 128: one per producer thread). It runs ahead into
- *     the next item while the consumers finish the current one.
- *   consumer warpgroup w: query rows 64w .. 64w + 63 of the item. FA3's intra-warpgroup overlap: iteration j issues
- *     S_j = Q K_j^T (5 x m64n128k16, both operands from shared memory) and then O += P_{j-1} V_{j-1} (8 x m64n72k16,
- *     P from registers), waits for S_j only, does the online softmax of S_j in f32 registers while the PV GEMM runs,
- *     then waits for it, rescales O and turns S_j into the bf16 A fragments P_j. The two warpgroups alternate their
- *     GEMM issue through two named barriers (FA3's "pingpong"), so one's softmax overlaps the other's GEMMs; a
- *     warpgroup whose 64 rows are all past the end only releases what it is given. Each consumer warp arrives on the
- *     stage's "empty" mbarrier (count 8) after its PV GEMM completed, and on the Q buffer's once the item is done.
+ * Work: an item is (sequence, head, BM = 192 query rows). The grid is persistent, min(items, SMs) CTAs of 512 threads
+ * (one per SM: 212 KB of shared memory at d72), each taking items blockIdx.x, + gridDim.x, ...; items whose rows start
+ * past their sequence's end are skipped, so the grid depends only on the host bounds (n_seq, max_len, heads) and a
+ * captured launch replays with other lengths. Item order (sequence, head, q tile) keeps the CTAs running together on
+ * a few heads' K/V, which stay in L2 (a 4,800-row head's K and V are 1.4 MB). 192 rows rather than 128: K/V traffic
+ * from L2 per query row falls by a third (24 KB per 128 rows instead of 36), and three consumer warps per SM
+ * sub-partition hide the softmax's latency.
+ *
+ * Roles (warps 0-3, 4-7 and 8-11 are the three consumer warpgroups, warps 12-15 the producer warpgroup):
+ *   producer: one thread (lane 0 of warp 12; warps 13-15 leave at once) issues per item one cp.async.bulk.tensor
+ *     (TMA) box of the Q tile (192 rows) into one of two Q buffers, then per K/V tile of BN = 128 keys one box of K
+ *     and one of V into a ring of NS = 4 stages, arming the stage's "full" mbarrier (count 1) with expect_tx of the
+ *     bytes of both (the 5-D tensor map of tmap_encode: box (8 dims, rows, chunks) whose shared image is the
+ *     chunk-column tile below, no swizzle). It runs ahead into the next item while the consumers finish the current
+ *     one. Why TMA: 16-byte cp.async took 2,304 copies per K/V tile (72 warp instructions plus their addressing,
+ *     issue slots on the SM sub-partitions the consumers run on); TMA takes 2 instructions, needs no
+ *     fence.proxy.async after a wait (it writes in the async proxy, like wgmma reads) and lets the producer warpgroup
+ *     give its registers to the consumers. Rows a box reads past a sequence's end belong to the next sequence (or
+ *     are zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored, and the
+ *     consumers zero V rows past the end of a partial last tile before its P V (zero_v_rows).
+ *   consumer warpgroup w: query rows 64w .. 64w + 63 of the item. Per key tile j, in turn: S_j = Q K_j^T (5 x
+ *     m64n128k16 at d72, both operands from shared memory), the online softmax of S_j in f32 registers, the bf16 A
+ *     fragments P_j, O += P_j V_j (8 x m64n72k16, P from registers). Only S or P lives beside O; 160 registers are
+ *     too few for FA3's intra-warpgroup overlap (S_j and P_{j-1} V_{j-1} in flight together: ptxas spilled and
+ *     serialised the wgmmas, C7512), so the overlap is across warpgroups: the three take turns issuing their Q K^T
+ *     through the named barriers 1..3 (FA3's "pingpong", round robin over three), so two softmaxes run while the
+ *     third warpgroup's GEMMs do. The turns only run on items where every warpgroup has rows; a warpgroup whose 64
+ *     rows are all past the end only releases what it is given. Each consumer warp arrives on the stage's "empty"
+ *     mbarrier (count 12) after its P V GEMM completed, and on the Q buffer's once the item is done.
  *   exp2 with the scale folded in (p = 2^(s * scale * log2 e - m * scale * log2 e)); row max over the quad of lanes
  *   that share a row (shuffles 1, 2); row sums per thread until the end; keys past the end are -inf before the max
- *   (every tile processed has a valid key, so m is finite and no -inf - -inf arises).
+ *   (every tile processed has a valid key, so m is finite and no -inf - -inf arises). Conditional rescale: a warp
+ *   skips the rescale of O (D/2 FMUL per thread per tile) when none of its row maxima grew (a warp vote): exact (the
+ *   factors would be 2^0 = 1); after the first tiles of a long sequence most tiles leave the maxima unchanged, about
+ *   10% fewer softmax instructions.
+ *   Per 192 query rows x 128 keys at d72 on one SM (4,096 dense bf16 FLOP/clk, 16 ex2/clk): MMA 3 x (5 x 64 + 8 x
+ *   36) = 1,824 clk, ex2 192 x 128 / 16 = 1,536 clk on the SFUs, K+V 36 KB from L2: the softmax of two warpgroups
+ *   has to hide behind the third's GEMMs for the MMA pipe to stay busy.
  *
  * Fragments (PTX ISA "Register Fragments", m64nNk16; g = lane / 4, t = lane % 4, warp w4 of the warpgroup):
  *   accumulator d[i], i < N/2: row 16 w4 + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 t + (i & 1);
@@ -35,13 +56,14 @@
  *   (+8 for a[2], a[3]). So k-step kk of P V takes S's d[8kk .. 8kk+7] in order: a[r] = bf16x2(d[8kk+2r], d[8kk+2r+1]).
  *
  * Shared memory (all operands in the no-swizzle "interleave" canonical layout; a core matrix is 8 rows x 16 bytes
- * stored as 128 contiguous bytes, conflict-free for the tensor core and for the copies below). Every tile, Q (128
- * rows), K and V (128 keys), is stored chunk-column major: element (row r, dim d) at byte
- *     (d / 8) * (128 * 16) + r * 16 + (d % 8) * 2,
- * i.e. each 8-dim chunk is a contiguous [128 rows][16 B] column. Q and K have KC = 10 chunks at d72 (chunk 9 is the
- * zero pad, written once at start and never by a copy), V has D / 8 = 9. The same bytes serve both majors:
+ * stored as 128 contiguous bytes, conflict-free for the tensor core). Every tile, Q (192 rows), K and V (128 keys), is
+ * stored chunk-column major: element (row r, dim d) of a tile of R rows at byte
+ *     (d / 8) * (R * 16) + r * 16 + (d % 8) * 2,
+ * i.e. each 8-dim chunk is a contiguous [R rows][16 B] column. Q and K have KC = 10 chunks at d72 (chunk 9 is the
+ * zero pad, written once at start and never by TMA: it is outside the box), V has D / 8 = 9. The same bytes serve
+ * both majors:
  *   Q as A, K-major (imm-trans-a 0), warpgroup w, k-step kk (dims 16kk .. 16kk+15):
- *       start = Q + 64w * 16 + 2kk * 2048, LBO = 2048 (K direction: the next 8 dims), SBO = 128 (the next 8 rows);
+ *       start = Q + 64w * 16 + 2kk * 3072, LBO = 3072 (K direction: the next 8 dims), SBO = 128 (the next 8 rows);
  *   K as B, K-major (imm-trans-b 0), N = 128 keys, k-step kk:
  *       start = K + 2kk * 2048, LBO = 2048, SBO = 128;
  *   V as B, MN-major (imm-trans-b 1: B is keys x dims with dims contiguous), N = D, k-step kk (keys 16kk .. 16kk+15):
@@ -52,54 +74,18 @@
  *   CUTLASS's make_gmma_desc encodes the same.)
  *   Descriptor bits (PTX ISA "Matrix Descriptor Format"): 0-13 start >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 49-51 base
  *   offset 0, 62-63 swizzle 0 (none). No swizzle because N = 72 is no multiple of the 16-element MN-major swizzle atoms
- *   (CUTLASS's own selector falls back to interleave there), and the copies below are conflict-free without it.
- *   Sizes at d72: Q 2 x 20 KB, K 4 x 20 KB, V 4 x 18 KB, 12 mbarriers: 196,704 bytes (d80 204,896, d64 163,936).
+ *   (CUTLASS's own selector falls back to interleave there).
+ *   Sizes at d72: Q 2 x 30 KB, K 4 x 20 KB, V 4 x 18 KB, 12 mbarriers: 217,184 bytes (d80 225,376, d64 180,320).
  *
- * Copies: a producer warp moves its 32 rows of a tile as 8 instructions of 8 rows x 4 chunks (each lane 16 bytes: 64
- * contiguous bytes per row from global, four 128-byte runs in shared memory = 4 wavefronts) plus the 9th (and 10th)
- * chunk as 32 rows x 1 (or 16 x 2). Proxies: cp.async and the pad stores are generic-proxy writes read by wgmma in the
- * async proxy, so every consumer thread executes fence.proxy.async after the mbarrier wait that publishes them; the
- * reverse (wgmma reads, then cp.async overwrites) is ordered by wgmma.wait_group (completion implies a proxy fence),
- * the empty mbarrier's release and the producer's acquire.
+ * Proxies: TMA writes and wgmma reads are both async-proxy accesses, ordered by the mbarriers (complete_tx, then the
+ * consumers' acquire; wgmma.wait_group, the empty mbarrier's release, then the producer's acquire). The generic-proxy
+ * stores, the pad chunks at start and zero_v_rows, are each followed by fence.proxy.async before the barrier that
+ * publishes them.
  *
- * Registers: __launch_bounds__(384, 1) starts every thread at 168 (ptxas gives a 288-thread CTA no more than that
- * either); setmaxnreg then moves them to the consumers, 72 for the producer and 216 for a consumer, which holds S (64
+ * Registers: __launch_bounds__(512, 1) starts every thread at 128 (65,536 / 512); setmaxnreg then moves them to the
+ * consumers, 24 for the producer warpgroup and 160 for a consumer (128 x 24 + 384 x 160 <= 65,536), which holds S (64
  * f32), O (D/2 f32), P (32 bf16x2) and the row state (ptxas: no spills, no wgmma serialization; check with -Xptxas -v
- * after changes). QVL_ATTN_VIT_PINGPONG=0 (read once at init) turns the warpgroup alternation off.
- *
- * Configurations (struct cfg; QVL_ATTN_VIT_WGMMA_CFG=<n> read once at init picks the default, 0 unless set; the test
- * runs every one). All describe the same computation with the same shared-memory layout and wgmma descriptors as
- * above; cfg 0 is the kernel described above, its PTX identical to the verified commit ecc2450's (checked with
- * nvcc -ptx, names aside). Per 128 query rows x 128 keys at d72 on one SM (4,096 dense bf16 FLOP/clk, 16 ex2/clk):
- * MMA 2 x (5 x 64 + 8 x 36) = 1,216 clk, ex2 128 x 128 / 16 = 1,024 clk on the SFUs, K+V 36 KB from L2; measured
- * cfg 0 takes about 4,000 clk for it (275 TFLOP/s), so the MMA pipe idles about 2/3 of the time.
- *   0 bm128-cpasync: as above (2 consumer warpgroups, 128 producer threads with 16-byte cp.async, setmaxnreg
- *     72/216, intra-warpgroup overlap, pingpong).
- *   1 bm128-tma: the producer is one thread issuing one cp.async.bulk.tensor per Q, K and V tile (5-D tensor map,
- *     tmap_encode: box (8 dims, rows, chunks) whose shared image is the chunk-column tile, no swizzle) and arming
- *     the full barrier (count 1) with expect_tx. Why faster: the 2,304 16-byte copies per K/V tile (72 warp
- *     instructions plus their addressing, ~300 issue slots on the SM sub-partitions the consumers run on) become 2
- *     instructions; the consumers skip fence.proxy.async after every wait (TMA writes in the async proxy); the
- *     producer needs 24 registers, the consumers get 240. Rows a box reads past a sequence's end belong to the next
- *     sequence (or are zeros past `rows`): K is masked as before, Q rows are not stored, and the consumers zero V
- *     rows past the end of a partial last tile before its P V (zero_v_rows). Risk: a box's rows are 16 bytes wide;
- *     if the TMA unit moves about one such row per clock, a K+V tile (2,304 rows) takes longer than its 1,216 MMA
- *     clk and the kernel is TMA-bound near the MMA's pace of cfg 0; then the next step is 128-byte swizzled Q/K
- *     boxes for dims 0-63 (K-major SW128: SBO 1024, k-step = +32 bytes of start address) plus one no-swizzle box
- *     for the last chunk.
- *   2 bm128-tma-skip: 1, and a warp skips the rescale of O (D/2 FMUL per thread per tile) when none of its row maxima
- *     grew (a warp vote): exact (the factors would be 2^0 = 1); after the first tiles of a long sequence most tiles
- *     leave the maxima unchanged, about 10% fewer softmax instructions.
- *   3 bm192-cpasync: three consumer warpgroups (512 threads, 192 query rows per item): K/V traffic from L2 per query
- *     row falls by a third (24 KB per 128 rows instead of 36) and three consumer warps per sub-partition hide the
- *     softmax latency. With 128 registers at launch the consumers get 152 (producer 56); S, P and O of the
- *     intra-warpgroup overlap need ~160 (ptxas spills and serialises the wgmmas, C7512), so these run S, softmax,
- *     P V in turn per warpgroup (OVL false) and overlap across the three warpgroups through the round-robin named
- *     barriers 1..3. Shared memory: Q 2 x 30 KB, 4 K/V stages: 217,184 bytes at d72, 225,376 at d80.
- *   4 bm192-tma: 3 with the TMA producer of 1 (producer 24 registers, consumers 160).
- *   5 bm192-tma-skip: 4 with the conditional rescale of 2.
- * ptxas (sm_90a): configurations 0-2 and 4-5 have no spills (168 or 128 registers at launch); 3 spills 20-60 bytes
- * (its consumers at 152 registers); no C7512/C7514/C7515 wgmma serialization warning in any. */
+ * after changes). QVL_ATTN_VIT_PINGPONG=0 (read once at init) stops the warpgroups taking turns. */
 #include <cuda.h> /* CUtensorMap and its enums only: cuTensorMapEncodeTiled comes through cudaGetDriverEntryPointByVersion */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -113,40 +99,17 @@ typedef __nv_bfloat16 bf16;
 
 namespace {
 
-constexpr int BN = 128; /* keys per K/V tile */
-constexpr int NS = 4;   /* K/V ring stages */
+constexpr int WG = 3;                /* consumer warpgroups of 64 query rows; the producer warpgroup comes after them */
+constexpr int BM = 64 * WG;          /* query rows per item */
+constexpr int NT = 128 * (WG + 1);   /* threads per CTA */
+constexpr int BN = 128;              /* keys per K/V tile */
+constexpr int NS = 4;                /* K/V ring stages */
+constexpr int PREG = 24, CREG = 160; /* setmaxnreg of the producer warpgroup / the consumers */
+static_assert(128 * PREG + 128 * WG * CREG <= 65536, "setmaxnreg budget: the CTA's registers at launch");
 
-/* The compile-time configurations (the top comment says what each changes and why); cfg_0 is the verified kernel.
- * WG consumer warpgroups of 64 query rows (BM = 64 WG rows per item), the producer warpgroup after them; TMA: the
- * producer is one thread issuing cp.async.bulk.tensor (else 128 threads issuing 16-byte cp.async); SKIP: a warp skips
- * the rescale of O when none of its row maxima grew. PREG/CREG: setmaxnreg of the producer / consumers, so that
- * 128 PREG + 128 WG CREG <= 65536 (the CTA's registers at launch: NT x the launch-bounds maximum). */
-template <int WG_, bool TMA_, bool SKIP_>
-struct cfg {
-  static constexpr int WG = WG_, BM = 64 * WG_, NT = 128 * (WG_ + 1);
-  static constexpr bool TMA = TMA_, SKIP = SKIP_;
-  /* OVL: FA3's intra-warpgroup overlap (S_j and P_{j-1} V_{j-1} in flight together: S, P and O live at once, 132
-   * registers at d72). Only with two consumer warpgroups: at 160 registers ptxas spills and serialises the wgmmas
-   * (C7512), so three warpgroups run S, softmax, P V in turn and overlap across warpgroups only. */
-  static constexpr bool OVL = WG_ == 2;
-  static constexpr int PREG = TMA_ ? 24 : WG_ == 2 ? 72 : 56;
-  static constexpr int CREG = WG_ == 2 ? (TMA_ ? 240 : 216) : TMA_ ? 160 : 152;
-  static_assert((WG == 2 || WG == 3) && OVL == (WG == 2) && SKIP == SKIP_, "two or three consumer warpgroups");
-  static_assert(128 * PREG + 128 * WG_ * CREG <= 65536, "setmaxnreg budget");
-};
-typedef cfg<2, false, false> cfg_0; /* verified: BM 128, cp.async */
-typedef cfg<2, true, false> cfg_1;  /* BM 128, TMA */
-typedef cfg<2, true, true> cfg_2;   /* BM 128, TMA, conditional rescale */
-typedef cfg<3, false, false> cfg_3; /* BM 192, cp.async */
-typedef cfg<3, true, false> cfg_4;  /* BM 192, TMA */
-typedef cfg<3, true, true> cfg_5;   /* BM 192, TMA, conditional rescale */
-constexpr int N_CFG = 6;
-const char *const CFG_NAME[N_CFG] = {"bm128-cpasync", "bm128-tma", "bm128-tma-skip",
-                                     "bm192-cpasync", "bm192-tma", "bm192-tma-skip"};
-
-/* Per head dim and query tile rows BM: chunks of 8 dims (16 bytes) in a q/k/v row, the K extent of QK^T padded to
- * whole k-steps of 16, and the shared-memory map. */
-template <int D, int BM>
+/* Per head dim: chunks of 8 dims (16 bytes) in a q/k/v row, the K extent of QK^T padded to whole k-steps of 16, and
+ * the shared-memory map. */
+template <int D>
 struct dims {
   static constexpr int NC = D / 8;            /* 9 at d72 */
   static constexpr int KC = (NC + 1) / 2 * 2; /* 10 at d72: chunk 9 is zero, QK^T takes KC / 2 = 5 k-steps */
@@ -173,8 +136,8 @@ struct params {
   float c; /* scale * log2(e) */
 };
 
-/* TMA configurations: the two tensor maps (built on the host, see tmap_encode) ride in the kernel parameters
- * (__grid_constant__), so a captured launch keeps them. q: box of BM rows, kv: box of BN rows. */
+/* The two tensor maps (built on the host, see tmap_encode) ride in the kernel parameters (__grid_constant__), so a
+ * captured launch keeps them. q: box of BM rows, kv: box of BN rows. */
 struct tmaps {
   CUtensorMap q, kv;
 };
@@ -194,8 +157,7 @@ struct item {
 };
 
 /* The item's rows; false when its q tile starts past the sequence's end. cu is clamped to [0, rows] so a bad
- * boundary cannot send the copies outside the buffer. */
-template <int BM>
+ * boundary cannot send the boxes or the stores outside the buffers. */
 __device__ __forceinline__ bool item_get(const params &p, int idx, item &x) {
   const int qt = idx % p.n_qt, sh = idx / p.n_qt, seq = sh / p.heads;
   int64_t b = __ldg(p.cu + seq), e = __ldg(p.cu + seq + 1);
@@ -210,11 +172,6 @@ __device__ __forceinline__ bool item_get(const params &p, int idx, item &x) {
 
 __device__ __forceinline__ uint32_t smem_u32(const void *ptr) {
   return (uint32_t)__cvta_generic_to_shared(ptr);
-}
-
-/* 16 bytes global -> shared byte address dst, zero-filled when !valid (src is then not read). */
-__device__ __forceinline__ void cp16(uint32_t dst, const void *src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
 
 /* ---- mbarriers, named barriers, fences ---------------------------------------------------------------------- */
@@ -237,10 +194,6 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
 }
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-/* Arrives on bar once every cp.async this thread issued so far has landed (the count was set for it: .noinc). */
-__device__ __forceinline__ void cp_arrive(uint32_t bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ void bar_sync(int id, int n) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
@@ -357,7 +310,7 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[40], uint32_t a0, uint32_t a
 
 /* S = Q K^T over the padded K extent: KSTEPS k-steps of 16 dims, each 2 chunks = 2 * (BM or BN) * 16 bytes further
  * on. */
-template <int KSTEPS, int BM>
+template <int KSTEPS>
 __device__ __forceinline__ void gemm_qk(float (&s)[64], uint64_t dq, uint64_t dk) {
   wgmma_qk<0>(s, dq, dk);
 #pragma unroll
@@ -393,8 +346,9 @@ __device__ __forceinline__ void mask_keys(float (&s)[64], int kv, int t) {
 }
 
 /* Max of the thread's two rows (s[i] with i & 2 clear: row g; set: row g + 8), over the 4 lanes sharing them. Four
- * partial maxima per row keep the dependent chains short: a consumer warp shares its scheduler with one other and
- * the producer, so latency is hidden by instruction-level parallelism, not by other warps. */
+ * partial maxima per row keep the dependent chains short: a consumer warp shares its scheduler with only two others
+ * (and, on one of the four, the producer), so latency is hidden by instruction-level parallelism more than by other
+ * warps. */
 __device__ __forceinline__ void row_max(const float (&s)[64], float &m0, float &m1) {
   float a[4], b[4];
 #pragma unroll
@@ -436,7 +390,7 @@ __device__ __forceinline__ void to_bf16(uint32_t (&pa)[32], const float (&s)[64]
   for (int j = 0; j < 32; j++) pa[j] = pack(s[2 * j], s[2 * j + 1]);
 }
 
-/* ---- test-only dumps (params.dbg): rows are the item's 128 q rows, columns its first 128 keys or D dims --------- */
+/* ---- test-only dumps (params.dbg): rows are the item's first DR q rows, columns its first 128 keys or D dims ----- */
 
 __device__ __forceinline__ int frag_row(int wg, int i) {
   return wg * 64 + (threadIdx.x & 127) / 32 * 16 + (threadIdx.x & 31) / 4 + ((i & 2) ? 8 : 0);
@@ -465,89 +419,7 @@ __device__ void dump_o(float *dbg, int wg, const float (&o)[NO]) {
   for (int i = 0; i < NO; i++) dbg[2 * DR * BN + frag_row(wg, i) * (2 * NO) + frag_col(i)] = o[i];
 }
 
-/* ---- producer ---------------------------------------------------------------------------------------------------- */
-
-/* Producer warp pw's 32 rows [32 pw, 32 pw + 32) of a 128-row tile of one head's q, k or v (row 0 at src, rows rs
- * bytes apart; rows >= nvalid are zero-filled and not read) into the chunk-column tile at dst: chunks 0-7 as 8
- * instructions of 8 rows x 4 chunks, chunk 8 (d72) as one of 32 rows, chunks 8-9 (d80) as two of 16 rows x 2. */
-template <int D>
-__device__ __forceinline__ void load_rows(uint32_t dst, const char *src, int nvalid, int64_t rs, int pw, int lane) {
-  constexpr int NC = D / 8;
-  static_assert(NC >= 8 && NC <= 10, "8, 9 or 10 chunks per row");
-  const int r0 = 32 * pw, rl = lane & 7, cl = lane >> 3;
-#pragma unroll
-  for (int i = 0; i < 8; i++) {
-    const int row = r0 + (i >> 1) * 8 + rl, ch = (i & 1) * 4 + cl;
-    const bool ok = row < nvalid;
-    cp16(dst + ch * (BN * 16) + row * 16, src + (ok ? row * rs : 0) + ch * 16, ok);
-  }
-  if (NC == 9) {
-    const int row = r0 + lane;
-    const bool ok = row < nvalid;
-    cp16(dst + 8 * (BN * 16) + row * 16, src + (ok ? row * rs : 0) + 8 * 16, ok);
-  } else if (NC == 10) {
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      const int row = r0 + i * 16 + (lane & 15), ch = 8 + (lane >> 4);
-      const bool ok = row < nvalid;
-      cp16(dst + ch * (BN * 16) + row * 16, src + (ok ? row * rs : 0) + ch * 16, ok);
-    }
-  }
-}
-
-/* The same for a tile of 4 RW rows (RW a multiple of 8: warp pw moves rows [RW pw, RW pw + RW)) whose chunk columns
- * are CS bytes apart: the Q tile of the 192-row configurations (RW 48, CS 3072). */
-template <int D, int CS, int RW>
-__device__ __forceinline__ void load_rows_n(uint32_t dst, const char *src, int nvalid, int64_t rs, int pw, int lane) {
-  constexpr int NC = D / 8;
-  static_assert(NC >= 8 && NC <= 10 && RW % 8 == 0, "8, 9 or 10 chunks per row, whole 8-row groups");
-  const int r0 = RW * pw, rl = lane & 7, cl = lane >> 3;
-#pragma unroll
-  for (int i = 0; i < RW / 4; i++) {
-    const int row = r0 + (i >> 1) * 8 + rl, ch = (i & 1) * 4 + cl;
-    const bool ok = row < nvalid;
-    cp16(dst + ch * CS + row * 16, src + (ok ? row * rs : 0) + ch * 16, ok);
-  }
-  for (int j = lane; j < (NC - 8) * RW; j += 32) { /* chunks 8 (and 9): RW rows each */
-    const int row = r0 + j % RW, ch = 8 + j / RW;
-    const bool ok = row < nvalid;
-    cp16(dst + ch * CS + row * 16, src + (ok ? row * rs : 0) + ch * 16, ok);
-  }
-}
-
-template <int D, class C>
-__device__ void producer(const params &p, uint32_t sb) {
-  using L = dims<D, C::BM>;
-  const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
-  const int lane = threadIdx.x & 31, pw = (threadIdx.x >> 5) & 3;
-  const int64_t rs = (int64_t)3 * p.heads * D * 2, part = (int64_t)p.heads * D * 2; /* bytes: token row, q -> k -> v */
-  int t = 0, it = 0; /* K/V tiles and items so far: ring stage t % NS, Q buffer it % 2 */
-  for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
-    item x;
-    if (!item_get<C::BM>(p, idx, x)) continue;
-    const char *q = (const char *)p.qkv + x.row0 * rs + (int64_t)x.head * D * 2;
-    const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
-    if (it >= 2) mbar_wait(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
-    if (C::BM == BN)
-      load_rows<D>(sb + qb * L::Q_BYTES, q + x.q0 * rs, x.len - x.q0, rs, pw, lane);
-    else
-      load_rows_n<D, C::BM * 16, C::BM / 4>(sb + qb * L::Q_BYTES, q + x.q0 * rs, x.len - x.q0, rs, pw, lane);
-    cp_arrive(qfull + 8 * qb);
-    for (int kt = 0; kt < nkt; kt++, t++) {
-      const int s = t % NS;
-      if (t >= NS) mbar_wait(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
-      const char *k = q + part + kt * BN * rs;
-      load_rows<D>(sb + L::OFF_K + s * L::K_BYTES, k, x.len - kt * BN, rs, pw, lane);
-      load_rows<D>(sb + L::OFF_V + s * L::V_BYTES, k + part, x.len - kt * BN, rs, pw, lane);
-      cp_arrive(full + 8 * s);
-    }
-    it++;
-  }
-  asm volatile("cp.async.wait_all;\n" ::: "memory"); /* no exit with copies in flight */
-}
-
-/* ---- TMA producer (C::TMA) ----------------------------------------------------------------------------------------
- */
+/* ---- producer (TMA) ------------------------------------------------------------------------------------------- */
 
 /* Adds `bytes` to the transaction count of bar's current phase and arrives (the full/qfull barriers count 1). */
 __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
@@ -555,7 +427,7 @@ __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
 }
 /* One box of the 5-D map (dims: 8 dims of a chunk, token row, chunk, head, q/k/v) at (0, row, 0, head, part) into
  * shared memory at dst; its bytes complete_tx on bar. The box's shared-memory image is the chunk-column tile itself
- * (see tmap_encode), so the wgmma descriptors are those of the cp.async configurations. Rows >= `rows` read as 0. */
+ * (see tmap_encode), which the wgmma descriptors above describe. Rows >= `rows` read as 0. */
 __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, uint32_t bar, int row, int head,
                                          int part) {
   asm volatile(
@@ -569,28 +441,28 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, u
  * and one V box, each stage's full barrier armed with the bytes of both. Rows of a box past the sequence's end are
  * the next sequence's (or zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored,
  * and the consumers zero V rows past it before the last tile's P V (P is 0 there, but 0 x NaN is not 0). */
-template <int D, class C>
-__device__ void producer_tma(const params &p, const tmaps *m, uint32_t sb) {
-  using L = dims<D, C::BM>;
+template <int D>
+__device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
+  using L = dims<D>;
   const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
   const bool lead = (threadIdx.x & 31) == 0;
   if (lead) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->q) : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->kv) : "memory");
   }
-  int t = 0, it = 0;
+  int t = 0, it = 0; /* K/V tiles and items so far: ring stage t % NS, Q buffer it % 2 */
   for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
     item x;
-    if (!item_get<C::BM>(p, idx, x)) continue;
+    if (!item_get(p, idx, x)) continue;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN, r0 = (int)x.row0;
-    if (it >= 2) mbar_wait(qempty + 8 * qb, ((it >> 1) + 1) & 1);
+    if (it >= 2) mbar_wait(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
     if (lead) {
-      mbar_expect_tx(qfull + 8 * qb, L::NC * C::BM * 16);
+      mbar_expect_tx(qfull + 8 * qb, L::NC * BM * 16);
       tma_load(sb + qb * L::Q_BYTES, &m->q, qfull + 8 * qb, r0 + x.q0, x.head, 0);
     }
     for (int kt = 0; kt < nkt; kt++, t++) {
       const int s = t % NS;
-      if (t >= NS) mbar_wait(empty + 8 * s, ((t / NS) + 1) & 1);
+      if (t >= NS) mbar_wait(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
       if (lead) {
         mbar_expect_tx(full + 8 * s, 2 * L::NC * BN * 16);
         tma_load(sb + L::OFF_K + s * L::K_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 1);
@@ -604,9 +476,9 @@ __device__ void producer_tma(const params &p, const tmaps *m, uint32_t sb) {
 
 /* ---- consumer ---------------------------------------------------------------------------------------------------- */
 
-/* TMA configurations: rows [from, BN) of a V tile to zero (they hold the next sequence's rows, or anything the caller
- * left past the sequences); thread i of the warpgroup owns row i. Both (all) warpgroups store the same zeros, each
- * before its own P V, then fence and sync among themselves: a store that lands while another warpgroup's wgmma
+/* Rows [from, BN) of a V tile to zero (they hold the next sequence's rows, or anything the caller left past the
+ * sequences); thread i of the warpgroup owns row i. Every warpgroup stores the same zeros, each before its own P V,
+ * then fences and syncs its own threads (named barrier 4 + wg): a store that lands while another warpgroup's wgmma
  * reads the row writes the value already there. */
 template <int D>
 __device__ __forceinline__ void zero_v_rows(uint32_t v, int from, int wg) {
@@ -620,9 +492,9 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int from, int wg) {
   bar_sync(4 + wg, 128);
 }
 
-template <int D, class C>
+template <int D>
 __device__ void consumer(const params &p, uint32_t sb, int wg) {
-  using L = dims<D, C::BM>;
+  using L = dims<D>;
   constexpr int NO = D / 2, KSTEPS = L::KC / 2;
   const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, w4 = (threadIdx.x & 127) >> 5;
@@ -633,7 +505,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
   int t = 0, it = 0;
   for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
     item x;
-    if (!item_get<C::BM>(p, idx, x)) continue;
+    if (!item_get(p, idx, x)) continue;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
     mbar_wait(qfull + 8 * qb, (it >> 1) & 1);
     if (x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
@@ -645,19 +517,17 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
       it++;
       continue;
     }
-    /* every warpgroup has rows: alternate their GEMMs (round robin over named barriers 1 .. WG) */
-    const bool pp = p.pingpong && x.q0 + 64 * (C::WG - 1) < x.len;
-    const bool dump = p.dbg && blockIdx.x == 0 && it == 0 && (C::WG == 2 || wg < 2);
-    const uint64_t dq = gdesc(sb + qb * L::Q_BYTES + wg * 64 * 16, C::BM * 16, 128);
-    if (!C::TMA) fence_proxy_async(); /* cp.async wrote Q in the generic proxy; TMA writes in the async proxy */
+    /* every warpgroup has rows: take turns issuing Q K^T (round robin over named barriers 1 .. WG) */
+    const bool pp = p.pingpong && x.q0 + 64 * (WG - 1) < x.len;
+    const bool dump = p.dbg && blockIdx.x == 0 && it == 0 && wg < 2;
+    const uint64_t dq = gdesc(sb + qb * L::Q_BYTES + wg * 64 * 16, BM * 16, 128);
 
     /* key tile 0: S, its max and P; O starts at 0 */
     int st = t % NS;
     mbar_wait(full + 8 * st, (t / NS) & 1);
-    if (!C::TMA) fence_proxy_async();
-    if (C::TMA && nkt == 1 && x.len < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len, wg);
+    if (nkt == 1 && x.len < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len, wg);
     wgmma_fence();
-    gemm_qk<KSTEPS, C::BM>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+    gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(s);
@@ -671,85 +541,43 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
 #pragma unroll
     for (int i = 0; i < NO; i++) o[i] = 0.f;
 
-    /* tiles 1 .. nkt-1: S_kt and P_{kt-1} V_{kt-1} in flight together, softmax of S_kt while the PV GEMM runs */
+    /* tiles 1 .. nkt-1: P_{kt-1} V_{kt-1}, then S_kt and its softmax: only S or P is live beside O */
     for (int kt = 1; kt < nkt; kt++) {
-      if (C::OVL) {
-        const int sp = st;
-        t++;
-        st = t % NS;
-        mbar_wait(full + 8 * st, (t / NS) & 1);
-        if (!C::TMA) fence_proxy_async();
-        if (C::TMA && kt == nkt - 1 && x.len - kt * BN < BN)
-          zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
-        if (pp) bar_sync(1 + wg, 256);
-        wgmma_fence();
-        gemm_qk<KSTEPS, C::BM>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
-        wgmma_commit();
-        gemm_pv(o, pa, gdesc(sb + L::OFF_V + sp * L::V_BYTES, 128, BN * 16));
-        wgmma_commit();
-        if (pp) bar_arrive(C::WG == 2 ? 2 - wg : 1 + (wg + 1) % C::WG, 256); /* the next warpgroup's turn */
-        wgmma_wait<1>();                                                     /* S_kt done, PV still running */
-        fence_regs(s);
-        if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
-        float n0, n1, r0, r1;
-        row_max(s, n0, n1);
-        n0 = fmaxf(n0, m0), n1 = fmaxf(n1, m1);
-        /* SKIP: when no row max of the warp grew, every factor below is 2^0 = 1 and O stays as it is */
-        const bool grew = !C::SKIP || __any_sync(0xffffffffu, n0 > m0 || n1 > m1);
-        const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c);
-        m0 = n0, m1 = n1;
-        exponentiate(s, m0, m1, c, r0, r1);
-        l0 = l0 * a0 + r0, l1 = l1 * a1 + r1;
-        wgmma_wait<0>(); /* PV done: O and P are ours again, stage sp is free */
-        fence_regs(o);
-        fence_regs(pa);
-        if (lane == 0) mbar_arrive(empty + 8 * sp);
-        __syncwarp();
-        if (dump && kt == 1) dump_o(p.dbg, wg, o);
-        if (grew) {
+      wgmma_fence();
+      gemm_pv(o, pa, gdesc(sb + L::OFF_V + st * L::V_BYTES, 128, BN * 16));
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(o);
+      fence_regs(pa);
+      if (lane == 0) mbar_arrive(empty + 8 * st);
+      __syncwarp();
+      if (dump && kt == 1) dump_o(p.dbg, wg, o);
+      t++;
+      st = t % NS;
+      mbar_wait(full + 8 * st, (t / NS) & 1);
+      if (kt == nkt - 1 && x.len - kt * BN < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
+      if (pp) bar_sync(1 + wg, 256);
+      wgmma_fence();
+      gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+      wgmma_commit();
+      if (pp) bar_arrive(1 + (wg + 1) % WG, 256); /* the next warpgroup's turn */
+      wgmma_wait<0>();
+      fence_regs(s);
+      if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
+      float n0, n1, r0, r1;
+      row_max(s, n0, n1);
+      n0 = fmaxf(n0, m0), n1 = fmaxf(n1, m1);
+      /* when no row max of the warp grew, every factor below is 2^0 = 1 and O stays as it is */
+      const bool grew = __any_sync(0xffffffffu, n0 > m0 || n1 > m1);
+      const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c);
+      m0 = n0, m1 = n1;
+      exponentiate(s, m0, m1, c, r0, r1);
+      l0 = l0 * a0 + r0, l1 = l1 * a1 + r1;
+      if (grew) {
 #pragma unroll
-          for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
-        }
-        to_bf16(pa, s);
-      } else {
-        /* P_{kt-1} V_{kt-1}, then S_kt and its softmax: only S or P is live beside O */
-        wgmma_fence();
-        gemm_pv(o, pa, gdesc(sb + L::OFF_V + st * L::V_BYTES, 128, BN * 16));
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_regs(o);
-        fence_regs(pa);
-        if (lane == 0) mbar_arrive(empty + 8 * st);
-        __syncwarp();
-        if (dump && kt == 1) dump_o(p.dbg, wg, o);
-        t++;
-        st = t % NS;
-        mbar_wait(full + 8 * st, (t / NS) & 1);
-        if (!C::TMA) fence_proxy_async();
-        if (C::TMA && kt == nkt - 1 && x.len - kt * BN < BN)
-          zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
-        if (pp) bar_sync(1 + wg, 256);
-        wgmma_fence();
-        gemm_qk<KSTEPS, C::BM>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
-        wgmma_commit();
-        if (pp) bar_arrive(C::WG == 2 ? 2 - wg : 1 + (wg + 1) % C::WG, 256);
-        wgmma_wait<0>();
-        fence_regs(s);
-        if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
-        float n0, n1, r0, r1;
-        row_max(s, n0, n1);
-        n0 = fmaxf(n0, m0), n1 = fmaxf(n1, m1);
-        const bool grew = !C::SKIP || __any_sync(0xffffffffu, n0 > m0 || n1 > m1);
-        const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c);
-        m0 = n0, m1 = n1;
-        exponentiate(s, m0, m1, c, r0, r1);
-        l0 = l0 * a0 + r0, l1 = l1 * a1 + r1;
-        if (grew) {
-#pragma unroll
-          for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
-        }
-        to_bf16(pa, s);
+        for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
       }
+      to_bf16(pa, s);
     }
     /* the last tile's P V */
     wgmma_fence();
@@ -781,98 +609,76 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
   }
 }
 
-template <int D, class C>
+template <int D>
 __device__ __forceinline__ void body(const params &p, const tmaps *m) {
-  using L = dims<D, C::BM>;
+  using L = dims<D>;
   extern __shared__ __align__(1024) unsigned char smem[];
   const uint32_t sb = smem_u32(smem);
   if (threadIdx.x == 0) {
     for (int i = 0; i < NS; i++) {
-      mbar_init(sb + L::OFF_BAR + 8 * i, C::TMA ? 1 : 128); /* full: the TMA thread's expect_tx, or every copier */
-      mbar_init(sb + L::OFF_BAR + 8 * (NS + i), 4 * C::WG); /* empty: every consumer warp */
+      mbar_init(sb + L::OFF_BAR + 8 * i, 1);             /* full: the TMA thread's expect_tx */
+      mbar_init(sb + L::OFF_BAR + 8 * (NS + i), 4 * WG); /* empty: every consumer warp */
     }
     for (int i = 0; i < 2; i++) {
-      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + i), C::TMA ? 1 : 128);
-      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + 2 + i), 4 * C::WG);
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + i), 1);
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + 2 + i), 4 * WG);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  if (L::KC > L::NC) { /* the pad chunk of both Q buffers and every K stage: zeros that no copy overwrites */
-    if (C::BM == BN) {
-      for (int i = threadIdx.x; i < (2 + NS) * BN; i += C::NT) {
-        const int b = i / BN, r = i % BN;
-        const uint32_t a = b < 2 ? sb + b * L::Q_BYTES + L::NC * (C::BM * 16) + r * 16
-                                 : sb + L::OFF_K + (b - 2) * L::K_BYTES + L::NC * (BN * 16) + r * 16;
-        asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(a), "r"(0) : "memory");
-      }
-    } else {
-      for (int i = threadIdx.x; i < 2 * C::BM + NS * BN; i += C::NT) {
-        const int j = i - 2 * C::BM;
-        const uint32_t a = j < 0 ? sb + (i / C::BM) * L::Q_BYTES + L::NC * (C::BM * 16) + (i % C::BM) * 16
-                                 : sb + L::OFF_K + (j / BN) * L::K_BYTES + L::NC * (BN * 16) + (j % BN) * 16;
-        asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(a), "r"(0) : "memory");
-      }
+  if (L::KC > L::NC) { /* the pad chunk of both Q buffers and every K stage: zeros that no box overwrites */
+    for (int i = threadIdx.x; i < 2 * BM + NS * BN; i += NT) {
+      const int j = i - 2 * BM;
+      const uint32_t a = j < 0 ? sb + (i / BM) * L::Q_BYTES + L::NC * (BM * 16) + (i % BM) * 16
+                               : sb + L::OFF_K + (j / BN) * L::K_BYTES + L::NC * (BN * 16) + (j % BN) * 16;
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(a), "r"(0) : "memory");
     }
     fence_proxy_async();
   }
   __syncthreads();
-  /* NT threads start with the launch-bounds maximum (168 for 384 threads, 128 for 512); the producer warpgroup gives
-   * registers back and the consumers take them (cfg_0: 128 x (168 - 72) = 256 x (216 - 168)). */
+  /* NT threads start with the launch-bounds maximum, 128; the producer warpgroup gives registers back and the
+   * consumers take them: 128 x (128 - 24) >= 384 x (160 - 128). */
   const int warp = threadIdx.x >> 5;
-  if (warp >= 4 * C::WG) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::PREG) : "memory");
-    if (!C::TMA)
-      producer<D, C>(p, sb);
-    else if (warp == 4 * C::WG)
-      producer_tma<D, C>(p, m, sb);
+  if (warp >= 4 * WG) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PREG) : "memory");
+    if (warp == 4 * WG) producer<D>(p, m, sb);
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::CREG) : "memory");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CREG) : "memory");
     if (p.pingpong && warp < 4) bar_arrive(1, 256); /* warpgroup 0 holds the first turn */
-    consumer<D, C>(p, sb, warp >> 2);
+    consumer<D>(p, sb, warp >> 2);
   }
 }
 
 #endif /* sm_90a */
 
-/* cp.async configurations. */
-template <int D, class C>
-__global__ void __launch_bounds__(C::NT, 1) attn_vit_wgmma_kernel(const params p) {
+/* The tensor maps must live in the parameter space (__grid_constant__) for the TMA unit. */
+template <int D>
+__global__ void __launch_bounds__(NT, 1) attn_vit_wgmma_kernel(const __grid_constant__ targs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  body<D, C>(p, nullptr);
+  body<D>(a.p, &a.m);
 #else
-  (void)p; /* never launched: the launcher requires compute capability 9.0, which runs the sm_90a code */
+  (void)a; /* never launched: the launcher requires compute capability 9.0, which runs the sm_90a code */
 #endif
 }
 
-/* TMA configurations: the tensor maps must live in the parameter space (__grid_constant__) for the TMA unit. */
-template <int D, class C>
-__global__ void __launch_bounds__(C::NT, 1) attn_vit_wgmma_tma_kernel(const __grid_constant__ targs a) {
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  body<D, C>(a.p, &a.m);
-#else
-  (void)a;
-#endif
-}
-
-int g_state; /* 0 not initialised, 1 ready, QVL_ERR_UNSUPPORTED for a device other than compute capability 9.0 */
+int g_state; /* 0 not initialised, 1 ready, QVL_ERR_UNSUPPORTED for a device other than compute capability 9.0 or a
+              * driver without cuTensorMapEncodeTiled */
 int g_n_sm;
 int g_pingpong = 1;
-int g_cfg; /* the default configuration: QVL_ATTN_VIT_WGMMA_CFG, read once at init */
 
-/* ---- tensor maps (TMA configurations) ------------------------------------------------------------------------ */
+/* ---- tensor maps ---------------------------------------------------------------------------------------------- */
 
 typedef CUresult (*encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
                               const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
                               CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-encode_fn g_encode; /* cuTensorMapEncodeTiled from the driver, NULL where unavailable (TMA configurations refuse) */
+encode_fn g_encode; /* cuTensorMapEncodeTiled from the driver (set by init, which refuses without it) */
 
 /* One head-agnostic map of qkv [rows][3][heads][D] whose box is a chunk-column tile of `box_rows` rows: dims
  * (innermost first) 8 dims of a chunk (16 bytes), token row (stride 3 heads D 2 bytes), chunk (stride 16 bytes), head
  * (stride 2 D), q/k/v (stride 2 heads D); box (8, box_rows, D / 8, 1, 1). TMA lays a box out with its first dim
  * fastest, so box element (e, r, ch) lands at byte ((ch * box_rows) + r) * 16 + 2 e: the no-swizzle chunk-column
- * layout of the cp.async configurations exactly (the pad chunk of Q/K is outside the box and stays zero). Rows >=
- * `rows` are out of bounds: zero-filled, never read. No swizzle, no interleave; L2 promotion 256 B (a head's K/V
- * rows are re-read by every q tile of the head). */
+ * layout of the top comment exactly (the pad chunk of Q/K is outside the box and stays zero). Rows >= `rows` are out
+ * of bounds: zero-filled, never read. No swizzle, no interleave; L2 promotion 256 B (a head's K/V rows are re-read by
+ * every q tile of the head). */
 int tmap_encode(CUtensorMap *map, const void *qkv, int64_t rows, int heads, int D, int box_rows) {
   const cuuint64_t dim[5] = {8, (cuuint64_t)rows, (cuuint64_t)(D / 8), (cuuint64_t)heads, 3};
   const cuuint64_t stride[4] = {(cuuint64_t)3 * heads * D * 2, 16, (cuuint64_t)D * 2, (cuuint64_t)heads * D * 2};
@@ -884,30 +690,29 @@ int tmap_encode(CUtensorMap *map, const void *qkv, int64_t rows, int heads, int 
              : QVL_ERR_UNSUPPORTED;
 }
 
-/* Maps per (qkv, rows, heads, D, BM), so repeated calls on the same buffers (every layer of a tower) encode nothing;
- * a captured launch carries its maps in its parameters. 16 entries, replaced round robin, under a mutex. */
+/* Maps per (qkv, rows, heads, D), so repeated calls on the same buffers (every layer of a tower) encode nothing; a
+ * captured launch carries its maps in its parameters. 16 entries, replaced round robin, under a mutex. */
 struct tmap_entry {
   const void *qkv;
   int64_t rows;
-  int heads, d, bm;
+  int heads, d;
   tmaps m;
 };
 tmap_entry g_tmaps[16];
 int g_tmaps_n, g_tmaps_next;
 pthread_mutex_t g_tmaps_mu = PTHREAD_MUTEX_INITIALIZER;
 
-int tmaps_get(tmaps *out, const void *qkv, int64_t rows, int heads, int D, int bm) {
-  if (!g_encode) return QVL_ERR_UNSUPPORTED;
+int tmaps_get(tmaps *out, const void *qkv, int64_t rows, int heads, int D) {
   if (rows > 0x7fffffff) return QVL_ERR_LIMIT; /* TMA coordinates are int32 */
   int rc = QVL_OK;
   pthread_mutex_lock(&g_tmaps_mu);
   int i = 0;
-  while (i < g_tmaps_n && !(g_tmaps[i].qkv == qkv && g_tmaps[i].rows == rows && g_tmaps[i].heads == heads &&
-                            g_tmaps[i].d == D && g_tmaps[i].bm == bm))
+  while (i < g_tmaps_n &&
+         !(g_tmaps[i].qkv == qkv && g_tmaps[i].rows == rows && g_tmaps[i].heads == heads && g_tmaps[i].d == D))
     i++;
   if (i == g_tmaps_n) {
-    tmap_entry e = {qkv, rows, heads, D, bm, {}};
-    rc = tmap_encode(&e.m.q, qkv, rows, heads, D, bm);
+    tmap_entry e = {qkv, rows, heads, D, {}};
+    rc = tmap_encode(&e.m.q, qkv, rows, heads, D, BM);
     if (rc == QVL_OK) rc = tmap_encode(&e.m.kv, qkv, rows, heads, D, BN);
     if (rc == QVL_OK) {
       i = g_tmaps_n < 16 ? g_tmaps_n++ : (g_tmaps_next++ & 15);
@@ -921,62 +726,28 @@ int tmaps_get(tmaps *out, const void *qkv, int64_t rows, int heads, int D, int b
 
 /* ---- launch --------------------------------------------------------------------------------------------------- */
 
-template <int D, class C>
+template <int D>
 int set_attrs() {
-  if constexpr (C::TMA)
-    return cudaFuncSetAttribute(attn_vit_wgmma_tma_kernel<D, C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                dims<D, C::BM>::SMEM) ||
-           cudaFuncSetAttribute(attn_vit_wgmma_tma_kernel<D, C>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                cudaSharedmemCarveoutMaxShared);
-  else
-    return cudaFuncSetAttribute(attn_vit_wgmma_kernel<D, C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                dims<D, C::BM>::SMEM) ||
-           cudaFuncSetAttribute(attn_vit_wgmma_kernel<D, C>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                cudaSharedmemCarveoutMaxShared);
+  return cudaFuncSetAttribute(attn_vit_wgmma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, dims<D>::SMEM) ||
+         cudaFuncSetAttribute(attn_vit_wgmma_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                              cudaSharedmemCarveoutMaxShared);
 }
 
-template <class C>
-int set_attrs_cfg() {
-  return set_attrs<64, C>() || set_attrs<72, C>() || set_attrs<80, C>();
-}
-
-template <int D, class C>
+template <int D>
 int launch(const params &p, int grid, cudaStream_t s) {
-  if constexpr (C::TMA) {
-    targs a;
-    a.p = p;
-    int rc = tmaps_get(&a.m, p.qkv, p.rows, p.heads, D, C::BM);
-    if (rc != QVL_OK) return rc;
-    attn_vit_wgmma_tma_kernel<D, C><<<grid, C::NT, dims<D, C::BM>::SMEM, s>>>(a);
-  } else {
-    attn_vit_wgmma_kernel<D, C><<<grid, C::NT, dims<D, C::BM>::SMEM, s>>>(p);
-  }
+  targs a;
+  a.p = p;
+  int rc = tmaps_get(&a.m, p.qkv, p.rows, p.heads, D);
+  if (rc != QVL_OK) return rc;
+  attn_vit_wgmma_kernel<D><<<grid, NT, dims<D>::SMEM, s>>>(a);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
-/* Items and grid of configuration C for these bounds, then the launch for the head dim. */
-template <class C>
-int launch_cfg(params p, int n_seq, int max_len, int head_dim, cudaStream_t s) {
-  const int64_t n_qt = ((int64_t)max_len + C::BM - 1) / C::BM, items = (int64_t)n_seq * p.heads * n_qt;
-  if (items > 0x7fffffff - 2 * 65536 || n_seq >= 0x7fffffff) return QVL_ERR_LIMIT;
-  p.n_qt = (int)n_qt;
-  p.n_items = (int)items;
-  const int grid = (int)(items < g_n_sm ? items : g_n_sm);
-  switch (head_dim) {
-    case 64:
-      return launch<64, C>(p, grid, s);
-    case 72:
-      return launch<72, C>(p, grid, s);
-    default:
-      return launch<80, C>(p, grid, s);
-  }
-}
-
-int run(int cfg, float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
+int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
         int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
   if (head_dim != 64 && head_dim != 72 && head_dim != 80) return QVL_ERR_UNSUPPORTED;
   if (!out || !qkv || !cu || heads < 1 || !(scale > 0.f) || n_seq < 0 || max_len < 0 || rows < 0 ||
-      ((uintptr_t)qkv & 15) || ((uintptr_t)out & 3) || cfg >= N_CFG)
+      ((uintptr_t)qkv & 15) || ((uintptr_t)out & 3))
     return QVL_ERR_INVALID_ARG;
   if (g_state == 0) {
     int rc = cuda_attn_vit_wgmma_init();
@@ -984,31 +755,28 @@ int run(int cfg, float *dbg, int flags, uint16_t *out, const uint16_t *qkv, cons
   }
   if (g_state != 1) return g_state;
   if (n_seq == 0 || max_len == 0 || rows == 0) return QVL_OK;
+  const int64_t n_qt = ((int64_t)max_len + BM - 1) / BM, items = (int64_t)n_seq * heads * n_qt;
+  if (items > 0x7fffffff - 2 * 65536 || n_seq >= 0x7fffffff) return QVL_ERR_LIMIT;
   params p;
   p.out = (bf16 *)out;
   p.qkv = (const bf16 *)qkv;
   p.cu = cu;
   p.dbg = dbg;
   p.rows = rows;
-  p.n_qt = 0;
-  p.n_items = 0;
+  p.n_qt = (int)n_qt;
+  p.n_items = (int)items;
   p.heads = heads;
   p.pingpong = g_pingpong && !(flags & CUDA_ATTN_VIT_NO_PINGPONG);
   p.c = scale * 1.4426950408889634f;
+  const int grid = (int)(items < g_n_sm ? items : g_n_sm);
   const cudaStream_t st = (cudaStream_t)s;
-  switch (cfg < 0 ? g_cfg : cfg) {
-    case 0:
-      return launch_cfg<cfg_0>(p, n_seq, max_len, head_dim, st);
-    case 1:
-      return launch_cfg<cfg_1>(p, n_seq, max_len, head_dim, st);
-    case 2:
-      return launch_cfg<cfg_2>(p, n_seq, max_len, head_dim, st);
-    case 3:
-      return launch_cfg<cfg_3>(p, n_seq, max_len, head_dim, st);
-    case 4:
-      return launch_cfg<cfg_4>(p, n_seq, max_len, head_dim, st);
+  switch (head_dim) {
+    case 64:
+      return launch<64>(p, grid, st);
+    case 72:
+      return launch<72>(p, grid, st);
     default:
-      return launch_cfg<cfg_5>(p, n_seq, max_len, head_dim, st);
+      return launch<80>(p, grid, st);
   }
 }
 
@@ -1022,21 +790,18 @@ extern "C" int cuda_attn_vit_wgmma_init(void) {
       cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return QVL_ERR_DEVICE;
   if (major != 9 || minor != 0) return g_state = QVL_ERR_UNSUPPORTED;
-  if (set_attrs_cfg<cfg_0>() || set_attrs_cfg<cfg_1>() || set_attrs_cfg<cfg_2>() || set_attrs_cfg<cfg_3>() ||
-      set_attrs_cfg<cfg_4>() || set_attrs_cfg<cfg_5>())
-    return QVL_ERR_DEVICE;
+  if (set_attrs<64>() || set_attrs<72>() || set_attrs<80>()) return QVL_ERR_DEVICE;
   /* cuTensorMapEncodeTiled (driver API, CUDA 12.0) through the runtime: no link dependency on libcuda */
   void *fn = NULL;
   cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-      q == cudaDriverEntryPointSuccess)
-    g_encode = (encode_fn)fn;
-  else
-    (void)cudaGetLastError(); /* TMA configurations refuse; nothing else depends on it */
+  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+      q != cudaDriverEntryPointSuccess) {
+    (void)cudaGetLastError();
+    return g_state = QVL_ERR_UNSUPPORTED;
+  }
+  g_encode = (encode_fn)fn;
   const char *e = getenv("QVL_ATTN_VIT_PINGPONG");
   g_pingpong = !(e && e[0] == '0');
-  e = getenv("QVL_ATTN_VIT_WGMMA_CFG");
-  g_cfg = e && e[0] >= '0' && e[0] < '0' + N_CFG && !e[1] ? e[0] - '0' : 0;
   g_n_sm = n_sm > 0 ? n_sm : 1;
   g_state = 1;
   return QVL_OK;
@@ -1044,23 +809,11 @@ extern "C" int cuda_attn_vit_wgmma_init(void) {
 
 extern "C" int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
                                    int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
-  return run(-1, NULL, 0, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
+  return run(NULL, 0, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
 }
 
-extern "C" int cuda_attn_vit_wgmma_debug(int cfg, float *dbg, int flags, uint16_t *out, const uint16_t *qkv,
-                                         const int32_t *cu, int n_seq, int max_len, int64_t rows, int heads,
-                                         int head_dim, float scale, qvl_stream s) {
-  return run(cfg, dbg, flags, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
-}
-
-extern "C" int cuda_attn_vit_wgmma_n_cfg(void) {
-  return N_CFG;
-}
-
-extern "C" const char *cuda_attn_vit_wgmma_cfg_name(int cfg) {
-  return cfg >= 0 && cfg < N_CFG ? CFG_NAME[cfg] : "?";
-}
-
-extern "C" int cuda_attn_vit_wgmma_cfg_default(void) {
-  return g_cfg;
+extern "C" int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu,
+                                         int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale,
+                                         qvl_stream s) {
+  return run(dbg, flags, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
 }

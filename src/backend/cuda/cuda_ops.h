@@ -103,30 +103,23 @@ int cuda_attn_vit_short(uint16_t *out, const uint16_t *qkv, const float *cos, co
  * boundaries cu [n_seq + 1], every length <= max_len; out[r][h*head_dim + d] = softmax(scale q k^T) v for the rows
  * of the sequences (other rows are not written, nothing outside [0, rows) is read). The grid depends only on n_seq,
  * max_len and heads, so a captured launch replays with other boundaries. head_dim 64, 72 or 80; qkv 16-byte and out
- * 4-byte aligned. QVL_ERR_UNSUPPORTED for another head_dim or a device other than compute capability 9.0 (sm_90a
- * code only). Call cuda_attn_vit_wgmma_init once per process on the device before the first launch and outside
- * graph capture (kernel attributes, SM count; the first launch does it otherwise); QVL_ATTN_VIT_PINGPONG=0 in the
- * environment then turns off the alternation of the kernel's consumer warpgroups (a diagnosis switch), and
- * QVL_ATTN_VIT_WGMMA_CFG=<n> (0 .. cuda_attn_vit_wgmma_n_cfg() - 1, read once at init; default 0, the verified
- * configuration) picks the compile-time configuration the launches use (attn_vit_wgmma.cu's top comment lists them).
- * A configuration that cannot run returns QVL_ERR_UNSUPPORTED (the TMA ones without the driver's
- * cuTensorMapEncodeTiled); they also need rows < 2^31. */
+ * 4-byte aligned; rows < 2^31 (QVL_ERR_LIMIT otherwise: TMA coordinates are int32). QVL_ERR_UNSUPPORTED for another
+ * head_dim, a device other than compute capability 9.0 (sm_90a code only) or a driver without cuTensorMapEncodeTiled.
+ * Call cuda_attn_vit_wgmma_init once per process on the device before the first launch and outside graph capture
+ * (kernel attributes, SM count, the driver's tensor-map encoder; the first launch does it otherwise);
+ * QVL_ATTN_VIT_PINGPONG=0 in the environment then stops the kernel's three consumer warpgroups from taking turns at
+ * issuing their GEMMs (a diagnosis switch). */
 int cuda_attn_vit_wgmma_init(void);
 int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len, int64_t rows,
                         int heads, int head_dim, float scale, qvl_stream s);
-/* Test only: the same with configuration cfg (-1: the default above), flags (CUDA_ATTN_VIT_NO_PINGPONG), and, when
- * dbg != NULL, CTA 0's first item (the first rows of sequence 0, head 0) writes dbg[0 .. 128*128) = raw q k^T of its
- * first 128 rows x 128 keys, dbg[128*128 .. 2*128*128) = the bf16 probabilities of that tile relative to its row
- * max, dbg[2*128*128 .. + 128*head_dim) = their product with the tile's v (before any rescale); rows/keys past the
+/* Test only: the same with flags (CUDA_ATTN_VIT_NO_PINGPONG), and, when dbg != NULL, CTA 0's first item (the first
+ * rows of sequence 0, head 0) writes dbg[0 .. 128*128) = raw q k^T of its first 128 rows x 128 keys,
+ * dbg[128*128 .. 2*128*128) = the bf16 probabilities of that tile relative to its row max,
+ * dbg[2*128*128 .. + 128*head_dim) = their product with the tile's v (before any rescale); rows/keys past the
  * sequence are masked or unwritten. */
 enum { CUDA_ATTN_VIT_NO_PINGPONG = 1 };
-int cuda_attn_vit_wgmma_debug(int cfg, float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu,
-                              int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
-/* The number of configurations, a short name of each ("?" out of range; no device call), and the default after
- * cuda_attn_vit_wgmma_init (0 before it). */
-int cuda_attn_vit_wgmma_n_cfg(void);
-const char *cuda_attn_vit_wgmma_cfg_name(int cfg);
-int cuda_attn_vit_wgmma_cfg_default(void);
+int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq,
+                              int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
 /* argmax.cu: out[r] = index of the largest of x[r][0..n) (lowest among equals; NaN counts as +inf). */
 int cuda_argmax_rows(int32_t *out, const uint16_t *x, int64_t rows, int n, qvl_stream s);
 
