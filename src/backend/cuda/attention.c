@@ -21,9 +21,10 @@
  * Choices are remembered per shape class (heads, head_dim, rotary or not, the longest sequence: <= 64 tokens or its
  * power of two, the sequence count's power of two): a later attention of a known class takes the class's choice
  * without timing, and is not given cuDNN plans at all when the class runs attn_vit.cu or attn_vit_wgmma.cu (prepare
- * builds them only when the class is new or chose cuDNN). A server's vision passes have a new image count nearly
+ * builds them only when the class is new or chose cuDNN, and for a known cuDNN class only the ragged plan of the
+ * count's power-of-two bucket, shared by every count in it). A server's vision passes have a new image count nearly
  * every time; each one would otherwise build cuDNN plans for its exact window count (a dense plan per count) and
- * time every candidate. */
+ * time every candidate, with the device idle behind the host. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -130,7 +131,9 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
     a->ok[CAND_VIT3] = cuda_attn_vit_short_ok(max_len, head_dim);
     return QVL_OK;
   }
-  if ((rc = cuda_sdpa_prepare(b, &a->dnn, cu, cu_dev, n_seq, heads, head_dim))) {
+  /* a new class may take cuDNN's dense plan for its exact count; a known cuDNN class keeps to the ragged plans of
+   * power-of-two buckets, which every count of the bucket shares (no plan built per count) */
+  if ((rc = cuda_sdpa_prepare(b, &a->dnn, cu, cu_dev, n_seq, heads, head_dim, known < 0))) {
     if (!vit) return rc;
     qvl_err_clear(b->err); /* attn_vit.cu alone */
     cuda_sdpa_free(b, a->dnn);

@@ -17,7 +17,7 @@ typedef struct gemm_entry {
   cublasLtMatrixLayout_t la, lb, lc;
   cublasLtMatmulAlgo_t algo;        /* the one chosen (tuned) */
   cublasLtMatmulAlgo_t run;         /* the one that runs for m: algo, or the heuristic's where m refuses algo */
-  cublasLtMatmulAlgo_t cand[8];     /* the heuristic's candidates until tuned */
+  cublasLtMatmulAlgo_t cand[32];    /* the heuristic's candidates until tuned (gemm.c: QVL_GEMM_CANDS) */
   int n_cand, tuned;
   int gemv_ok;                      /* gemv.cu's kernel is a candidate (m <= CUDA_GEMV_MAX_ROWS, k % 8 == 0) */
   int gemv;                         /* it runs instead of algo (where x and w are 16-byte aligned) */
@@ -73,9 +73,10 @@ int cuda_attention(qvl_backend *b, void *out, void *qkv, const void *att, const 
                    float scale);
 void cuda_attention_free(qvl_backend *b, void *att);
 void cuda_attention_destroy(cuda_ctx *c);
-/* sdpa.c: the cuDNN candidate, on q and k already rotated (same arguments; *att is set even on failure). */
+/* sdpa.c: the cuDNN candidate, on q and k already rotated (same arguments; *att is set even on failure); dense: the
+ * exact-count dense plan may be built (else only the ragged plan of the count's power-of-two bucket). */
 int cuda_sdpa_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
-                      int head_dim);
+                      int head_dim, int dense);
 int cuda_sdpa_run(qvl_backend *b, void *out, const void *qkv, const void *att, float scale);
 void cuda_sdpa_free(qvl_backend *b, void *att);
 void cuda_sdpa_destroy(cuda_ctx *c);

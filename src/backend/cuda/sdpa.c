@@ -7,7 +7,9 @@
  * copied to contiguous [N][H][D] buffers. Plans are cached per bucket: the sequence count rounded up to a
  * power of two and the longest sequence to a multiple of 64; unused slots get length 0 (legal).
  * When every sequence has the same length L, a multiple of 64 (whole 64-token windows of Qwen2.5-VL, a batch
- * of same-size images), a dense batched [n, H, L, D] plan keyed by the exact (n, L) is a second candidate.
+ * of same-size images), a dense batched [n, H, L, D] plan keyed by the exact (n, L) is a second candidate, where
+ * the caller allows it (attention.c: only for a shape class seen for the first time; a server's passes bring a new
+ * count nearly every time, and a dense plan per count costs up to BUILD_MS of host time while the device waits).
  *
  * A plan of at least 16,384 (slots x length) tokens keeps every engine configuration the heuristics return (mode
  * A, then FALLBACK) that finalizes within 2 s of building, and the first run of a prepared attention outside graph capture times each
@@ -215,10 +217,10 @@ void cuda_sdpa_free(qvl_backend *b, void *att) {
 }
 
 int cuda_sdpa_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,
-                      int head_dim) {
+                      int head_dim, int dense_ok) {
   cuda_ctx *c = b->ctx;
   *att = NULL;
-  int max_s = 0, dense = n_seq > 1 && cu[1] % 64 == 0 && cu[1] > 0;
+  int max_s = 0, dense = dense_ok && n_seq > 1 && cu[1] % 64 == 0 && cu[1] > 0;
   for (int i = 0; i < n_seq; i++) {
     if (cu[i + 1] < cu[i]) return qvl_fail(b->err, QVL_ERR_INVALID_ARG, "cuda attention: cu_seqlens not sorted");
     max_s = cu[i + 1] - cu[i] > max_s ? cu[i + 1] - cu[i] : max_s;
