@@ -1,8 +1,7 @@
 /* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in
  * the epilogue. Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T.
  * QVL_EPI_GELU_TANH uses the GELU(_BIAS) epilogue; QVL_EPI_RESIDUAL reads y as C with beta = 1.
- * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms (QVL_GEMM_CANDS=<1..32>
- * asks for that many instead; read once per plan); from 1024 rows on, per
+ * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms; from 1024 rows on, per
  * quarter octave of m instead (1024 .. 1217, 1218 .. 1448, ...): a server's prefill steps and vision passes have
  * a new row count nearly every time, and one plan per count would be tuned again each time. Such a plan serves
  * every m of its bucket: its B and C layouts are set to the call's rows, and where cuBLASLt's check refuses the
@@ -20,7 +19,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 
-enum { TUNE_MIN_ROWS = 1024, MAX_CANDS = 32 };
+enum { TUNE_MIN_ROWS = 1024 };
 
 static int lt_fail(qvl_backend *b, cublasStatus_t st, const char *what, int64_t m, int n, int k) {
   return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda linear [%lld x %d] = [%lld x %d] [%d x %d]^T: %s failed (%d)",
@@ -47,11 +46,9 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   cublasLtMatmulPreferenceCreate(&pref);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_bytes,
                                        sizeof c->lt_ws_bytes);
-  cublasLtMatmulHeuristicResult_t h[MAX_CANDS];
-  const char *nc = getenv("QVL_GEMM_CANDS");
-  int found = 0, want = nc ? atoi(nc) : 8;
-  want = want < 1 ? 1 : want > MAX_CANDS ? MAX_CANDS : want;
-  st = cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->la, g->lb, g->lc, g->lc, pref, want, h, &found);
+  cublasLtMatmulHeuristicResult_t h[8];
+  int found = 0;
+  st = cublasLtMatmulAlgoGetHeuristic(c->lt, g->op, g->la, g->lb, g->lc, g->lc, pref, 8, h, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st || !found) return lt_fail(b, st, "no cuBLASLt algorithm:", g->m, g->n, g->k);
   for (int i = 0; i < found; i++) g->cand[i] = h[i].algo;
