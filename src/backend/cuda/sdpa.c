@@ -9,36 +9,33 @@
  * When every sequence has the same length L, a multiple of 64 (whole 64-token windows of Qwen2.5-VL, a batch
  * of same-size images), a dense batched [n, H, L, D] plan keyed by the exact (n, L) is a second candidate, where
  * the caller allows it (attention.c: only for a shape class seen for the first time; a server's passes bring a new
- * count nearly every time, and a dense plan per count costs up to BUILD_MS of host time while the device waits).
+ * count nearly every time, and every plan built is host time while the device waits).
  *
- * A plan of at least 16,384 (slots x length) tokens keeps every engine configuration the heuristics return (mode
- * A, then FALLBACK) that finalizes within 2 s of building, and the first run of a prepared attention outside graph capture times each
- * once on the real buffers and keeps the fastest (and, where both exist, the faster of the dense and ragged
- * plans). Smaller ones take the first configuration that finalizes, and equal lengths the dense plan alone: their
- * run is too short to pay for building and timing the others. QVL_SDPA_LOG=1 prints the times;
- * QVL_SDPA_TUNE=0 takes the heuristics' first configuration and the dense plan where there is one, untimed.
+ * A plan is the first engine configuration of the heuristics (mode A, then FALLBACK) that finalizes. (Until
+ * a4cd465 a plan of 16,384 tokens or more built every configuration within 2 s and timed them: on the H100, in
+ * three runs of 8 buckets each (Qwen2.5-VL windows and full layers, Qwen3-VL 960x1280 and 512x512, dense and
+ * ragged), the first was the fastest every time, by 5% to 2.2x; the others only cost build time.) Where a prepared
+ * attention has both a dense and a ragged plan of at least 16,384 tokens, its first run outside graph capture
+ * times each once on the real buffers and keeps the faster; smaller ones with equal lengths take the dense plan
+ * alone. QVL_SDPA_LOG=1 prints the times; QVL_SDPA_TUNE=0 takes the dense plan where there is one, untimed.
  * cuda_sdpa_prepare does all host work; the device metadata (lengths, offsets) is derived on the device from
  * the uploaded boundaries (sdpa_meta.cu), so cuda_sdpa_run itself is one cudnnBackendExecute. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend/cuda/cuda_backend.h"
 
-enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO, N_DESC = 16, MAX_CAND = 16,
-       TUNE_MIN_TOKENS = 16384, /* buckets of fewer (slots x length) take the heuristics' first config */
-       BUILD_MS = 2000 };       /* no further candidates are built once a bucket's plans took this long */
+enum { U_Q = 1, U_K, U_V, U_O, U_SCALE, U_SLQ, U_SLKV, U_RQ, U_RK, U_RV, U_RO, N_DESC = 16, MAX_CFG = 16,
+       TUNE_MIN_TOKENS = 16384 }; /* prepared attentions of fewer (slots x length) with equal lengths: dense alone */
 
 struct sdpa_plan {
   int b, s, heads, hd, packed, dense; /* the bucket */
   cudnnBackendDescriptor_t plan, desc[N_DESC];
-  cudnnBackendDescriptor_t cand[MAX_CAND]; /* finalized plans of the heuristics' configs until tuned */
-  int64_t cand_ws[MAX_CAND];
-  int n_cand, n_desc, tuned;
-  int64_t ws_bytes;                   /* the largest candidate's workspace until tuned, then the chosen one's */
-  float best_ms;                      /* the chosen plan's time when tuned (0: not timed) */
+  int n_desc, tuned;
+  int64_t ws_bytes;
+  float best_ms; /* the plan's time when timed (0: not timed) */
 };
 
 static int dnn_fail(qvl_backend *b, cudnnStatus_t st, const char *what) {
@@ -102,10 +99,10 @@ static int sdpa_op(qvl_backend *b, sdpa_plan *p, cudnnBackendDescriptor_t *op) {
   return QVL_OK;
 }
 
-/* Every engine configuration of the heuristics (mode A, then FALLBACK when A has none) that finalizes. */
+/* The first engine configuration of the heuristics (mode A, then FALLBACK when A has none) that finalizes. */
 static int sdpa_build(qvl_backend *b, sdpa_plan *p) {
   cuda_ctx *c = b->ctx;
-  cudnnBackendDescriptor_t op, graph, heur, cfgs[MAX_CAND];
+  cudnnBackendDescriptor_t op, graph, heur, cfgs[MAX_CFG];
   if (sdpa_op(b, p, &op)) return b->err->code;
   DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph), "graph");
   p->desc[p->n_desc++] = graph;
@@ -114,7 +111,7 @@ static int sdpa_build(qvl_backend *b, sdpa_plan *p) {
   DN(cudnnBackendFinalize(graph), "graph finalize");
   cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
   cudnnStatus_t last = CUDNN_STATUS_SUCCESS;
-  for (int i = 0; i < 2 && !p->n_cand; i++) {
+  for (int i = 0; i < 2 && !p->plan; i++) {
     int64_t n_cfg = 0;
     DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur), "heuristics");
     p->desc[p->n_desc++] = heur;
@@ -122,16 +119,11 @@ static int sdpa_build(qvl_backend *b, sdpa_plan *p) {
        "heuristics graph");
     DN(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[i]), "heur mode");
     DN(cudnnBackendFinalize(heur), "heuristics finalize");
-    for (int k = 0; k < MAX_CAND; k++)
+    for (int k = 0; k < MAX_CFG; k++)
       DN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[k]), "engine config");
     cudnnStatus_t st = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                                MAX_CAND, &n_cfg, cfgs);
-    int want = (int64_t)p->b * p->s < TUNE_MIN_TOKENS ? 1 : MAX_CAND;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int k = 0; !st && k < n_cfg && k < MAX_CAND && p->n_cand < want; k++) {
-      clock_gettime(CLOCK_MONOTONIC, &t1); /* engines built at run time can take seconds each: 2 s for them all */
-      if (p->n_cand && (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 > BUILD_MS) break;
+                                                MAX_CFG, &n_cfg, cfgs);
+    for (int k = 0; !st && k < n_cfg && k < MAX_CFG && !p->plan; k++) {
       cudnnBackendDescriptor_t plan;
       if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) continue;
       int64_t got = 0, ws = 0;
@@ -146,24 +138,20 @@ static int sdpa_build(qvl_backend *b, sdpa_plan *p) {
         cudnnBackendDestroyDescriptor(plan);
         continue;
       }
-      p->cand_ws[p->n_cand] = ws;
-      p->cand[p->n_cand++] = plan;
-      if (ws > p->ws_bytes) p->ws_bytes = ws;
+      p->plan = plan, p->ws_bytes = ws;
     }
-    for (int k = 0; k < MAX_CAND; k++) cudnnBackendDestroyDescriptor(cfgs[k]);
+    for (int k = 0; k < MAX_CFG; k++) cudnnBackendDestroyDescriptor(cfgs[k]);
     if (st) last = st;
   }
-  if (!p->n_cand) {
+  if (!p->plan) {
     if (last) return dnn_fail(b, last, "no engine configuration finalizes for this layout");
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: cuDNN has no engine for this layout");
   }
-  p->plan = p->cand[0];
   return QVL_OK;
 }
 
 static void plan_free(sdpa_plan *p) {
-  for (int i = 0; i < p->n_cand; i++) cudnnBackendDestroyDescriptor(p->cand[i]);
-  if (p->n_cand == 0 && p->plan) cudnnBackendDestroyDescriptor(p->plan);
+  if (p->plan) cudnnBackendDestroyDescriptor(p->plan);
   for (int i = 0; i < p->n_desc; i++) cudnnBackendDestroyDescriptor(p->desc[i]);
   memset(p, 0, sizeof *p);
 }
@@ -278,44 +266,29 @@ static cudnnStatus_t run_plan(qvl_backend *b, const sdpa_att *a, const sdpa_plan
   return st;
 }
 
-/* Keeps candidate best of p (the others are destroyed). */
-static void keep(sdpa_plan *p, int best, float best_ms) {
-  for (int i = 0; i < p->n_cand; i++)
-    if (i != best) cudnnBackendDestroyDescriptor(p->cand[i]);
-  p->plan = p->cand[best], p->ws_bytes = p->cand_ws[best], p->best_ms = best_ms, p->tuned = 1;
-  p->n_cand = 0;
-}
-
-/* Times every candidate of p once (after one untimed run each) and keeps the fastest; a lone candidate is timed
- * only when compare is set (dense against ragged). QVL_SDPA_TUNE=0: the heuristics' first, untimed. */
+/* Times p once on the real buffers (after one untimed run) when compare is set (dense against ragged); settles it
+ * untimed otherwise and with QVL_SDPA_TUNE=0. */
 static int tune(qvl_backend *b, const sdpa_att *a, sdpa_plan *p, const void *q, const void *k, const void *v,
                 void *out, float *scale, int compare) {
   cuda_ctx *c = b->ctx;
   const char *log = getenv("QVL_SDPA_LOG"), *off = getenv("QVL_SDPA_TUNE");
-  if ((off && *off == '0') || (p->n_cand == 1 && !compare)) {
-    keep(p, 0, 0);
-    return QVL_OK;
-  }
+  p->tuned = 1;
+  if ((off && *off == '0') || !compare) return QVL_OK;
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0), cudaEventCreate(&e1);
-  int best = -1;
-  float best_ms = 0;
-  for (int i = 0; i < p->n_cand; i++) {
-    float ms = 0;
-    cudnnStatus_t st = run_plan(b, a, p, p->cand[i], q, k, v, out, scale);
-    cudaEventRecord(e0, c->stream);
-    if (!st) st = run_plan(b, a, p, p->cand[i], q, k, v, out, scale);
-    cudaEventRecord(e1, c->stream);
-    cudaEventSynchronize(e1);
-    cudaEventElapsedTime(&ms, e0, e1);
-    if (log && *log == '1')
-      fprintf(stderr, "qvl sdpa: %s b %d s %d h %d d %d: engine config %d of %d: %s %.3f ms\n",
-              p->dense ? "dense" : "ragged", p->b, p->s, p->heads, p->hd, i, p->n_cand, st ? "failed" : "ok", ms);
-    if (!st && (best < 0 || ms < best_ms)) best = i, best_ms = ms;
-  }
+  float ms = 0;
+  cudnnStatus_t st = run_plan(b, a, p, p->plan, q, k, v, out, scale);
+  cudaEventRecord(e0, c->stream);
+  if (!st) st = run_plan(b, a, p, p->plan, q, k, v, out, scale);
+  cudaEventRecord(e1, c->stream);
+  cudaEventSynchronize(e1);
+  cudaEventElapsedTime(&ms, e0, e1);
   cudaEventDestroy(e0), cudaEventDestroy(e1);
-  if (best < 0) return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: no engine configuration runs");
-  keep(p, best, best_ms);
+  if (log && *log == '1')
+    fprintf(stderr, "qvl sdpa: %s b %d s %d h %d d %d: %s %.3f ms\n", p->dense ? "dense" : "ragged", p->b, p->s,
+            p->heads, p->hd, st ? "failed" : "ok", ms);
+  if (st) return dnn_fail(b, st, "execute");
+  p->best_ms = ms;
   return cuda_check(b, cudaGetLastError(), "attention tuning");
 }
 
