@@ -11,7 +11,7 @@ SDPA, CUDA). Every batch of --batch JPEGs goes the way a transformers user would
 PIL one), the chat prompt of serve_throughput.py's question with each image's pads, then `generate` of exactly
 --max-tokens greedy tokens (all 448x448 images have one grid, so the batch needs no padding). The wall clock covers
 everything from the JPEG bytes on, after one warm-up batch; a second figure leaves preprocessing out. Prints one JSON
-line; with --qvl-json (serve_throughput.py's line) it also prints qvl's images/s and the ratio.
+line; with --qvl-json (serve_throughput.py's output; its serve_throughput line) it also prints qvl's images/s and the ratio.
 """
 import argparse
 import glob
@@ -95,7 +95,8 @@ def main():
            "wall_s": round(wall, 3), "images_per_s": round(len(data) / wall, 2),
            "images_per_s_without_preprocessing": round(len(data) / gen_s, 2)}
     if a.qvl_json:
-        q = json.loads(open(a.qvl_json).read().strip().splitlines()[-1])
+        q = [json.loads(l) for l in open(a.qvl_json) if l.strip()]
+        q = next(x for x in q if x.get("bench") == "serve_throughput")
         res["qvl_images_per_s"] = q["images_per_s"]
         res["qvl_over_hf"] = round(q["images_per_s"] / res["images_per_s"], 2)
     print(json.dumps(res), flush=True)

@@ -11,7 +11,9 @@ and the encoder cache cannot help, and 64 more under DIR/warmup/ that run and tt
 captures, attention plans), without giving the timed requests a cache hit. run sends --requests completions, each one JPEG as a data: URL and the same
 ~30-token question, max_tokens 5, temperature 0, from --clients threads at once; it prints one JSON line with
 the wall time, images/s, and the latency percentiles, and exits 1 unless every answer is a 200 with 1..max_tokens
-completion tokens. ttft sends them one at a time, streamed, and reports the time to the first content chunk
+completion tokens; a second line, serve_phase, has what /metrics counted during the timed requests alone (the
+differences of two scrapes: steps, step tokens, host seconds per stage, vision passes over 50 ms, and with
+QVL_PROFILE set on the server the device seconds per kind and their share of the wall time). ttft sends them one at a time, streamed, and reports the time to the first content chunk
 (p50/p99). bench/hf_tagging.py runs the same JPEGs and question through transformers' batched generate.
 """
 import argparse
@@ -59,6 +61,37 @@ def pct(v, p):
     return v[min(len(v) - 1, int(p / 100 * len(v)))] if v else None
 
 
+def scrape(port):
+    """/metrics as {'name{labels}': value} (comments skipped)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, val = line.rpartition(" ")
+            out[key] = float(val)
+    return out
+
+
+def phase(before, after, wall):
+    """What the server counted between two scrapes, as one JSON object."""
+    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    out = {"bench": "serve_phase", "wall_s": round(wall, 3), "steps": int(d.get("qvl_steps_total", 0)),
+           "step_tokens": int(d.get("qvl_step_tokens_total", 0))}
+    for st in ("preprocess", "vision", "step", "gap"):
+        out[f"{st}_s"] = round(d.get(f'qvl_stage_seconds_sum{{stage="{st}"}}', 0.0), 3)
+        out[f"{st}_n"] = int(d.get(f'qvl_stage_seconds_count{{stage="{st}"}}', 0))
+    out["vision_over_50ms"] = int(out["vision_n"] - d.get('qvl_stage_seconds_bucket{stage="vision",le="0.05"}', 0))
+    dev = {k: d[f'qvl_device_seconds_total{{kind="{k}"}}'] for k in ("gemm", "attention", "other")
+           if f'qvl_device_seconds_total{{kind="{k}"}}' in d}
+    if dev:
+        out.update({f"device_{k}_s": round(v, 3) for k, v in dev.items()})
+        out["device_busy_share"] = round(sum(dev.values()) / wall, 3)
+    return out
+
+
 def warm_up(a):
     warm = sorted(glob.glob(os.path.join(a.jpegs, "warmup", "*.jpg")))[:a.warmup]
     if warm:
@@ -99,6 +132,7 @@ def run(a, jpegs, quiet=False):
                     bad.append(data[:200])
         c.close()
 
+    before = None if quiet else scrape(a.port)
     t0 = time.perf_counter()
     ts = [threading.Thread(target=client) for _ in range(a.clients)]
     [t.start() for t in ts]
@@ -106,10 +140,12 @@ def run(a, jpegs, quiet=False):
     wall = time.perf_counter() - t0
     if quiet:
         return 1 if bad else 0
+    after = scrape(a.port)
     print(json.dumps({"bench": "serve_throughput", "requests": a.requests, "clients": a.clients,
                       "max_tokens": a.max_tokens, "failed": len(bad), "wall_s": round(wall, 3),
                       "images_per_s": round(a.requests / wall, 2), "generated_tokens": tokens[0],
                       "latency_p50_s": round(pct(lat, 50), 4), "latency_p99_s": round(pct(lat, 99), 4)}), flush=True)
+    print(json.dumps(phase(before, after, wall)), flush=True)
     if bad:
         print("failures:", bad[:3], file=sys.stderr)
     return 1 if bad else 0
