@@ -7,13 +7,15 @@
     python3 bench/serve_throughput.py ttft --port P --jpegs DIR [--requests 100] [--warmup 8]
 
 make-jpegs writes N distinct JPEGs (seeded noise over gradients, quality 90), so no two requests share an image
-and the encoder cache cannot help, and 64 more under DIR/warmup/ that run and ttft send first, untimed (CUDA graph
-captures, attention plans), without giving the timed requests a cache hit. run sends --requests completions, each one JPEG as a data: URL and the same
+and the encoder cache cannot help, 64 more under DIR/warmup/ that run and ttft send first, untimed (CUDA graph
+captures, attention plans), without giving the timed requests a cache hit, and 100 more under DIR/ttft/ that only
+ttft sends: its requests follow a run over DIR, so they need images the server has not seen (an image seen before
+hits the encoder and prefix caches and its time to first token is that of a cached prompt). run sends --requests completions, each one JPEG as a data: URL and the same
 ~30-token question, max_tokens 5, temperature 0, from --clients threads at once; it prints one JSON line with
 the wall time, images/s, and the latency percentiles, and exits 1 unless every answer is a 200 with 1..max_tokens
 completion tokens; a second line, serve_phase, has what /metrics counted during the timed requests alone (the
 differences of two scrapes: steps, step tokens, host seconds per stage, vision passes over 50 ms, and with
-QVL_PROFILE set on the server the device seconds per kind and their share of the wall time). ttft sends them one at a time, streamed, and reports the time to the first content chunk
+QVL_PROFILE set on the server the device seconds per kind and their share of the wall time). ttft sends DIR/ttft/ one at a time, streamed, and reports the time to the first content chunk
 (p50/p99). bench/hf_tagging.py runs the same JPEGs and question through transformers' batched generate.
 """
 import argparse
@@ -36,12 +38,14 @@ def make_jpegs(a):
     from PIL import Image
     os.makedirs(a.dir, exist_ok=True)
     y, x = np.mgrid[0:a.size, 0:a.size].astype(np.float32) / a.size
-    os.makedirs(os.path.join(a.dir, "warmup"), exist_ok=True)
-    for i in range(a.n + 64):
+    for sub in ("warmup", "ttft"):
+        os.makedirs(os.path.join(a.dir, sub), exist_ok=True)
+    for i in range(a.n + 64 + 100):
         rng = np.random.default_rng(i if i < a.n else 1000000 + i)
         base = np.stack([x * rng.uniform(50, 255), y * rng.uniform(50, 255), (x + y) * rng.uniform(20, 127)], -1)
         img = np.clip(base + rng.normal(0, 24, base.shape), 0, 255).astype(np.uint8)
-        name = f"{i:06d}.jpg" if i < a.n else os.path.join("warmup", f"{i - a.n:06d}.jpg")
+        name = (f"{i:06d}.jpg" if i < a.n else os.path.join("warmup", f"{i - a.n:06d}.jpg") if i < a.n + 64 else
+                os.path.join("ttft", f"{i - a.n - 64:06d}.jpg"))
         Image.fromarray(img).save(os.path.join(a.dir, name), quality=90)
     print(json.dumps({"made": a.n, "dir": a.dir, "size": a.size}))
 
@@ -133,11 +137,13 @@ def run(a, jpegs, quiet=False):
         c.close()
 
     before = None if quiet else scrape(a.port)
+    stamp("warm-up" if quiet else "timed", "start")
     t0 = time.perf_counter()
     ts = [threading.Thread(target=client) for _ in range(a.clients)]
     [t.start() for t in ts]
     [t.join() for t in ts]
     wall = time.perf_counter() - t0
+    stamp("warm-up" if quiet else "timed", "end")
     if quiet:
         return 1 if bad else 0
     after = scrape(a.port)
@@ -151,8 +157,14 @@ def run(a, jpegs, quiet=False):
     return 1 if bad else 0
 
 
+def stamp(what, edge):
+    """The phase boundaries on stderr in Unix time, to line up with a time-stamped server log."""
+    print(f"# {what} {edge} {time.time():.3f}", file=sys.stderr, flush=True)
+
+
 def ttft(a, jpegs):
     firsts, bad = [], 0
+    stamp("ttft", "start")
     for i in range(a.requests):
         b = body(jpegs[i % len(jpegs)], a.max_tokens, stream=True)
         c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=600)
@@ -173,6 +185,7 @@ def ttft(a, jpegs):
             bad += 1
         else:
             firsts.append(first)
+    stamp("ttft", "end")
     print(json.dumps({"bench": "serve_ttft", "requests": a.requests, "failed": bad,
                       "ttft_p50_ms": round(pct(firsts, 50) * 1e3, 2) if firsts else None,
                       "ttft_p99_ms": round(pct(firsts, 99) * 1e3, 2) if firsts else None,
@@ -198,9 +211,9 @@ def main():
     a = ap.parse_args()
     if a.cmd == "make-jpegs":
         return make_jpegs(a)
-    jpegs = sorted(glob.glob(os.path.join(a.jpegs, "*.jpg")))
+    jpegs = sorted(glob.glob(os.path.join(a.jpegs, "*.jpg" if a.cmd == "run" else "ttft/*.jpg")))
     if not jpegs:
-        raise SystemExit(f"no .jpg in {a.jpegs} (make-jpegs writes them)")
+        raise SystemExit(f"no .jpg in {a.jpegs}{'' if a.cmd == 'run' else '/ttft'} (make-jpegs writes them)")
     warm_up(a)
     return run(a, jpegs) if a.cmd == "run" else ttft(a, jpegs)
 
