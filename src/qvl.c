@@ -581,6 +581,45 @@ int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *
   return rc;
 }
 
+/* A backend that times its GEMM kernels per row count (linear_record/linear_tune) makes those choices here, ahead:
+ * the linears of the tower (one synthetic 16 x 16-patch image) for 1024 .. vision_rows rows, then those of the
+ * language model (a synthetic 64-token prompt and one generated token) for 1 .. lm_rows. */
+int qvl_engine_tune(qvl_engine *e, int64_t vision_rows, int64_t lm_rows, int *n_tuned) {
+  qvl_backend *be = e->be;
+  int n = 0, rc = QVL_OK;
+  *n_tuned = 0;
+  qvl_err_clear(&e->err);
+  if (!be || !be->linear_record || !be->linear_tune) return QVL_OK;
+  if (e->w.patch_w && e->ws && vision_rows > 0) {
+    const qvl_vision_config *v = &e->cfg.vision;
+    int32_t grid[3] = {1, 16, 16};
+    int64_t row_len = (int64_t)v->in_channels * v->temporal_patch * v->patch * v->patch, count = 256 * row_len;
+    float *px = malloc((size_t)count * sizeof *px);
+    if (!px) return qvl_fail(&e->err, QVL_ERR_NOMEM, "tune: out of memory");
+    uint32_t st = 12345u;
+    for (int64_t i = 0; i < count; i++) st = st * 1664525u + 1013904223u, px[i] = (float)(st >> 8) / 8388608.0f - 1.0f;
+    vis_input in = {grid, 1, px, NULL, 0, 1};
+    be->linear_record(be);
+    rc = qvl_engine_vision_input(e, &in, NULL, NULL, NULL);
+    int rc2 = be->linear_tune(be, 1024, vision_rows, &n); /* ends the recording in any case */
+    free(px);
+    if (!rc) rc = rc2; /* the backend reported it in e->err */
+    *n_tuned += n;
+  }
+  if (!rc && lm_rows > 0) {
+    int32_t ids[64];
+    for (int i = 0; i < 64; i++) ids[i] = 100 + (i * 7919) % 20000; /* ordinary text tokens */
+    qvl_sampling s = qvl_sampling_default();
+    s.max_tokens = 2;
+    be->linear_record(be);
+    rc = qvl_generate_ids(e, ids, 64, NULL, &s, NULL, NULL);
+    int rc2 = be->linear_tune(be, 1, lm_rows, &n);
+    if (!rc) rc = rc2; /* the backend reported it in e->err */
+    *n_tuned += n;
+  }
+  return rc;
+}
+
 qvl_sampling qvl_sampling_default(void) {
   qvl_sampling s = {0};
   s.max_tokens = 256;

@@ -103,6 +103,42 @@ static void test_linear(void **s) {
   linear_case(1030, 3840, 1280, 1, QVL_EPI_NONE);
 }
 
+/* linear_record / linear_tune: two shapes recorded at 64 and 16 rows, tuned for 1 .. 4096 rows, make a choice for
+ * every key they would meet (m = 1 .. 16 exactly, quarter octaves from 1024 rows: 1024, 1218, ..., 4096), the second
+ * scaled to a quarter of the rows, less the keys their recorded calls made; then calls in tuned buckets still match
+ * the CPU, and a second tuning finds nothing new. */
+static void test_linear_tune(void **s) {
+  (void)s;
+  const int n = 640, k = 384; /* shapes no other test uses */
+  float *x = rnd((size_t)4096 * k, -2, 2), *w = rnd((size_t)n * k, -0.05f, 0.05f), *b = rnd((size_t)n, -0.5f, 0.5f);
+  float *ref = rnd((size_t)4096 * n, -1, 1);
+  void *dx = dev(x, (size_t)4096 * k), *dw = dev(w, (size_t)n * k), *db = dev(b, (size_t)n);
+  void *dy = dev_poisoned((size_t)4096 * n);
+  int tuned = -1;
+  assert_int_equal(E.gpu->linear_record(E.gpu), QVL_OK);
+  assert_int_equal(E.gpu->linear(E.gpu, dy, dx, dw, db, 64, n, k, QVL_EPI_NONE), QVL_OK);
+  assert_int_equal(E.gpu->linear(E.gpu, dy, dx, dw, NULL, 16, k, n, QVL_EPI_RESIDUAL), QVL_OK); /* [k x n] */
+  assert_int_equal(E.gpu->linear_tune(E.gpu, 1, 4096, &tuned), QVL_OK);
+  assert_int_equal(tuned, (16 + 9) + (15 + 1));
+  assert_int_equal(E.gpu->linear_record(E.gpu), QVL_OK);
+  assert_int_equal(E.gpu->linear(E.gpu, dy, dx, dw, db, 64, n, k, QVL_EPI_NONE), QVL_OK);
+  assert_int_equal(E.gpu->linear_tune(E.gpu, 1, 4096, &tuned), QVL_OK);
+  assert_int_equal(tuned, 0);
+  static const int64_t ms[] = {3, 1100, 2900, 4096};
+  for (size_t i = 0; i < sizeof ms / sizeof *ms; i++) {
+    int64_t m = ms[i];
+    E.gpu->free(E.gpu, dy);
+    dy = dev_poisoned((size_t)m * n);
+    assert_int_equal(E.cpu->linear(E.cpu, ref, x, w, b, m, n, k, QVL_EPI_NONE), QVL_OK);
+    assert_int_equal(E.gpu->linear(E.gpu, dy, dx, dw, db, m, n, k, QVL_EPI_NONE), QVL_OK);
+    char name[64];
+    snprintf(name, sizeof name, "tuned linear %lldx%dx%d+bias", (long long)m, n, k);
+    compare(name, dy, ref, (size_t)m * n, 8e-3);
+  }
+  E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dw), E.gpu->free(E.gpu, db), E.gpu->free(E.gpu, dy);
+  free(x), free(w), free(b), free(ref);
+}
+
 /* y [m][n] from gemv.cu's kernel alone (whatever cuda_linear would pick), on the backend's stream. */
 static void *gemv_run(const float *x, const float *w, const float *b, const float *y0, int m, int n, int k, int epi) {
   void *dx = dev(x, (size_t)m * k), *dw = dev(w, (size_t)n * k), *db = b ? dev(b, (size_t)n) : NULL;
@@ -376,7 +412,8 @@ int main(void) {
     printf("test_gpu_ops: no CUDA device here; skipped\n");
     return 0;
   }
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_linear), cmocka_unit_test(test_gemv),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_tune),
+                                     cmocka_unit_test(test_gemv),
                                      cmocka_unit_test(test_norms),  cmocka_unit_test(test_eltwise),
                                      cmocka_unit_test(test_rope),   cmocka_unit_test(test_attention),
                                      cmocka_unit_test(test_gather), cmocka_unit_test(test_lm_ops)};

@@ -3,9 +3,11 @@
  *   qvl serve --model DIR [--dummy] [--tokenizer FILE] [--host H] [--port P] [--served-model-name NAME]
  *             [--max-queue N] [--max-tokens N] [--max-images N] [--allowed-local-media-path DIR] [--quiet]
  *             [--kv-cache-tokens N] [--max-running N] [--step-tokens N] [--encoder-cache-mb N] [--no-prefix-cache]
+ *             [--no-tune]
  * Prints "qvl serve: listening on http://H:P" on stderr once it accepts requests (P is the real port when
  * --port 0 asks for any free one), then one line per request ("qvl serve: <request id> POST /v1/... 200 ...")
- * unless --quiet.
+ * unless --quiet. Before listening it chooses the GEMM kernels of every row count a vision pass or a step can have
+ * (on a GPU: a few seconds; --no-tune leaves each to the first request that needs it).
  *   qvl batch IN.jsonl [-o OUT.jsonl] --model DIR [--dummy] [--tokenizer FILE] [--concurrency N] [--max-tokens N]
  *             [--max-images N] [--allowed-local-media-path DIR]
  * Writes one answer line per request line (stdout without -o), a progress line and a throughput summary on
@@ -51,6 +53,8 @@ static int split_args(serve_opts *o, int argc, char **argv, char **rest, int *n_
       o->quiet = 1;
     else if (!strcmp(a, "--no-prefix-cache"))
       o->p.no_prefix_cache = 1;
+    else if (!strcmp(a, "--no-tune"))
+      o->p.no_tune = 1;
     else if (!strcmp(a, "--kv-cache-tokens") && v)
       o->p.kv_tokens = atoll(argv[++i]);
     else if (!strcmp(a, "--max-running") && v)

@@ -69,6 +69,12 @@ struct qvl_backend {
   /* y[m,n] = x[m,k] w[n,k]^T (+ bias[n] when bias != NULL), then the epilogue epi (qvl_epi) */
   int (*linear)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
                 int epi);
+  /* Optional (NULL where a backend picks its GEMM kernels without timing them): linear_record starts noting each
+   * linear's shape and weights, linear_tune stops it and makes ahead, on synthetic operands, every timed choice
+   * that calls of those shapes with lo .. hi rows would make on their first run (each shape's hi scaled by its
+   * share of the recorded rows); *n_tuned: the choices made. For a server, whose batches meet new row counts. */
+  int (*linear_record)(qvl_backend *b);
+  int (*linear_tune)(qvl_backend *b, int64_t lo, int64_t hi, int *n_tuned);
   /* y = x / sqrt(mean(x^2) + eps) * w, per row of dim */
   int (*rmsnorm)(qvl_backend *b, void *y, const void *x, const void *w, int64_t rows, int dim, float eps);
   /* y = (x - mean) / sqrt(var + eps) * w + bias, per row of dim */

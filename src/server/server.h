@@ -34,6 +34,7 @@ typedef struct qvl_server_params {
   int step_tokens;       /* tokens of one step (decode tokens + prefill chunks); 0 = 8192 */
   int64_t encoder_cache_bytes; /* vision rows kept by image hash, at most this many bytes; 0 = 1 GiB, < 0 = off */
   int no_prefix_cache;   /* 1: prompts never start on KV blocks of earlier ones */
+  int no_tune;           /* 1: GEMM kernels timed when a row count first comes, not for all of them at start */
   FILE *log;             /* one line per request (its id, route, status, tokens, seconds, error); NULL = none */
 } qvl_server_params;
 

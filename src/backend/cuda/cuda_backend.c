@@ -420,7 +420,8 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   const char *prof = getenv("QVL_PROFILE");
   c->profiling = prof && (*prof == '1' || *prof == '2') ? *prof - '0' : 0;
   if (c->profiling) b->profile = cu_profile;
-  b->linear = cuda_linear, b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
+  b->linear = cuda_linear, b->linear_record = cuda_linear_record, b->linear_tune = cuda_linear_tune;
+  b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
   b->silu_mul = cu_silu_mul, b->swiglu = cu_swiglu, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh;
   b->rope_tables = cu_rope_tables;
   b->scatter_rows = cu_scatter_rows;

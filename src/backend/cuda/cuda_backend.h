@@ -35,6 +35,8 @@ typedef struct cuda_ctx {
   int n_gemms, cap_gemms;
   int *gemm_slots;        /* open-addressed index of gemms: entry + 1, 0 = empty; n_gemm_slots a power of two */
   int n_gemm_slots;
+  struct cuda_rec { const void *w, *bias; int64_t m; int n, k, epi; } *rec; /* linears seen while recording */
+  int n_rec, cap_rec, recording;
   cudnnHandle_t dnn;
   sdpa_plan *plans;       /* cuDNN SDPA plans per shape bucket (sdpa.c) */
   int n_plans, cap_plans;
@@ -65,6 +67,9 @@ int cuda_scratch(qvl_backend *b, size_t bytes);
 
 int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
                 int epi);
+/* backend.h linear_record / linear_tune (gemm.c) */
+int cuda_linear_record(qvl_backend *b);
+int cuda_linear_tune(qvl_backend *b, int64_t lo, int64_t hi, int *n_tuned);
 void cuda_gemm_destroy(cuda_ctx *c);
 /* attention.c: backend.h attention, choosing per prepared attention among attn_vit.cu and cuDNN (sdpa.c). */
 int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const int32_t *cu_dev, int n_seq, int heads,

@@ -10,7 +10,9 @@
  * candidate on the real operands (a residual GEMM writes its timing runs to a temporary, not into y) and keeps the
  * fastest; m <= 16 runs thrice each from a cold L2, as a decode step meets its weights. Shapes of 17 .. 1023 rows
  * (prefill chunks of any length) and shapes first seen inside a graph capture keep the heuristic's first, so a
- * shape never runs two algorithms. Plans are found through a hash index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMV=0 never runs
+ * shape never runs two algorithms. A server meets a new bucket with requests waiting: linear_record notes the
+ * linears of a synthetic pass and linear_tune makes each bucket's choice ahead (qvl_engine_tune, at its start).
+ * Plans are found through a hash index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMV=0 never runs
  * the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed; QVL_GEMM_LOG=1 prints the times. */
 #include <stdint.h>
 #include <stdio.h>
@@ -226,10 +228,103 @@ static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const voi
   return cuda_check(b, cudaGetLastError(), "linear tuning");
 }
 
+/* While recording, a linear's shape (n, k, bias, epilogue) is kept with its weights and the most rows it had. */
+static void record(cuda_ctx *c, const void *w, const void *bias, int64_t m, int n, int k, int epi) {
+  for (int i = 0; i < c->n_rec; i++) {
+    struct cuda_rec *r = &c->rec[i];
+    if (r->n == n && r->k == k && (r->bias != NULL) == (bias != NULL) && r->epi == epi) {
+      r->m = m > r->m ? m : r->m;
+      return;
+    }
+  }
+  if (c->n_rec == c->cap_rec) {
+    int cap = c->cap_rec ? 2 * c->cap_rec : 16;
+    struct cuda_rec *p = realloc(c->rec, (size_t)cap * sizeof *p);
+    if (!p) return; /* a shape not recorded is only not tuned ahead */
+    c->rec = p, c->cap_rec = cap;
+  }
+  c->rec[c->n_rec++] = (struct cuda_rec){w, bias, m, n, k, epi};
+}
+
+int cuda_linear_record(qvl_backend *b) {
+  cuda_ctx *c = b->ctx;
+  c->recording = 1, c->n_rec = 0;
+  return QVL_OK;
+}
+
+/* The first row count past m's cache key (one more below TUNE_MIN_ROWS). */
+static int64_t next_key(int64_t m) {
+  if (m < TUNE_MIN_ROWS) return m + 1;
+  int64_t hi = m * 2;
+  while (row_key(hi - 1) != row_key(m)) hi--;
+  return hi;
+}
+
+enum { SEED_FLOATS = 1 << 20 };
+
+/* bytes of bf16 at p: the seed's values, repeated (doubling copies on the stream). */
+static int fill(qvl_backend *b, void *p, size_t bytes, const float *seed) {
+  cuda_ctx *c = b->ctx;
+  size_t first = bytes / 2 < SEED_FLOATS ? bytes / 2 : SEED_FLOATS;
+  int rc = b->upload_f32(b, p, seed, (int64_t)first);
+  for (size_t at = first * 2; !rc && at < bytes; at *= 2)
+    rc = cuda_check(b, cudaMemcpyAsync((char *)p + at, p, at < bytes - at ? at : bytes - at, cudaMemcpyDeviceToDevice,
+                                       c->stream),
+                    "tuning operands");
+  return rc;
+}
+
+/* Every cache key a recorded shape meets between lo and hi rows, scaled to its share of the recorded rows (a shape
+ * recorded at a quarter of the largest rows, the merger after a 2x2 merge, is tuned up to hi / 4): the tuned ones,
+ * m <= 16 and m >= 1024, each tuned at the first row count of its key, on synthetic operands (random values
+ * uploaded once and repeated: timings on zeros would run at the clocks of a GPU that draws less power). */
+int cuda_linear_tune(qvl_backend *b, int64_t lo, int64_t hi, int *n_tuned) {
+  cuda_ctx *c = b->ctx;
+  const char *off = getenv("QVL_GEMM_TUNE");
+  c->recording = 0, *n_tuned = 0;
+  if (off && *off == '0') return c->n_rec = 0, QVL_OK; /* nothing is timed */
+  int64_t most = 1;
+  size_t x_bytes = 0, y_bytes = 0;
+  for (int i = 0; i < c->n_rec; i++) most = c->rec[i].m > most ? c->rec[i].m : most;
+  for (int i = 0; i < c->n_rec; i++) {
+    struct cuda_rec *r = &c->rec[i];
+    r->m = hi * r->m / most; /* from here on: its highest row count to tune */
+    size_t xb = (size_t)r->m * (size_t)r->k * 2, yb = (size_t)r->m * (size_t)r->n * 2;
+    x_bytes = xb > x_bytes ? xb : x_bytes, y_bytes = yb > y_bytes ? yb : y_bytes;
+  }
+  float *seed = malloc(SEED_FLOATS * sizeof *seed);
+  void *x = x_bytes ? tune_alloc(b, x_bytes) : NULL, *y = y_bytes ? tune_alloc(b, y_bytes) : NULL;
+  int rc = QVL_OK;
+  if (seed && x && y) {
+    uint64_t st = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < SEED_FLOATS; i++) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      seed[i] = (float)((int)(st >> 40) - (1 << 23)) / (float)(1 << 23); /* [-1, 1) */
+    }
+    rc = fill(b, x, x_bytes, seed);
+    if (!rc) rc = fill(b, y, y_bytes, seed);
+    for (int i = 0; !rc && i < c->n_rec; i++) {
+      const struct cuda_rec *r = &c->rec[i];
+      for (int64_t m = lo > 0 ? lo : 1; !rc && m <= r->m; m = next_key(m)) {
+        if (m > CUDA_GEMV_MAX_ROWS && m < TUNE_MIN_ROWS) m = TUNE_MIN_ROWS; /* not tuned there */
+        if (m > r->m) break;
+        int fresh = c->n_gemms;
+        rc = cuda_linear(b, y, x, r->w, r->bias, m, r->n, r->k, r->epi);
+        *n_tuned += c->n_gemms > fresh;
+      }
+    }
+  } /* else no room for the operands: the shapes are tuned when they come */
+  free(seed);
+  tune_free(b, x, x_bytes), tune_free(b, y, y_bytes);
+  c->n_rec = 0;
+  return rc;
+}
+
 int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t m, int n, int k,
                 int epi) {
   cuda_ctx *c = b->ctx;
   if (m == 0) return QVL_OK;
+  if (c->recording) record(c, w, bias, m, n, k, epi);
   gemm_entry *g = gemm_find(b, m, n, k, bias != NULL, epi);
   cuda_mark_begin(b, 0);
   if (!g) return b->err->code ? b->err->code : qvl_fail(b->err, QVL_ERR_NOMEM, "cuda linear: out of memory");
@@ -265,5 +360,5 @@ void cuda_gemm_destroy(cuda_ctx *c) {
     cublasLtMatrixLayoutDestroy(c->gemms[i].lb);
     cublasLtMatrixLayoutDestroy(c->gemms[i].lc);
   }
-  free(c->gemms), free(c->gemm_slots);
+  free(c->gemms), free(c->gemm_slots), free(c->rec);
 }
