@@ -581,9 +581,42 @@ int qvl_engine_prefill(qvl_engine *e, const int32_t *ids, int n, const int32_t *
   return rc;
 }
 
+/* The attention kernels the towers choose per shape class (heads, head dim, the longest sequence: <= 64 or its power
+ * of two, the sequence count's power of two): the tower over k images of 2^L patches (grids 4 x 4 .. 128 x 128),
+ * k = 1, 2, 4, .. while k <= 128 and k 2^L <= rows, meets every class of full-attention layers that passes of up
+ * to `rows` patches can have and (Qwen2.5-VL) every class of window layers; the pixels are synthetic, one upload. */
+static int tune_attention(qvl_engine *e, int64_t rows) {
+  qvl_backend *be = e->be;
+  const qvl_vision_config *v = &e->cfg.vision;
+  int64_t row_len = (int64_t)v->in_channels * v->temporal_patch * v->patch * v->patch;
+  int32_t *grid = malloc(128 * 3 * sizeof *grid);
+  float *px = malloc((size_t)row_len * 4096 * sizeof *px);
+  void *dev = NULL;
+  int rc = grid && px ? be->alloc(be, &dev, (size_t)(rows * row_len) * be->elem_bytes) : QVL_ERR_NOMEM;
+  if (!rc) {
+    uint32_t st = 54321u;
+    for (int64_t i = 0; i < row_len * 4096; i++)
+      st = st * 1664525u + 1013904223u, px[i] = (float)(st >> 8) / 8388608.0f - 1.0f;
+    for (int64_t at = 0; !rc && at < rows; at += 4096) /* 4096 random rows, repeated */
+      rc = be->upload_f32(be, (char *)dev + (size_t)(at * row_len) * be->elem_bytes, px,
+                          (rows - at < 4096 ? rows - at : 4096) * row_len);
+  }
+  for (int L = 4; !rc && L <= 14 && ((int64_t)1 << L) <= rows; L++)
+    for (int k = 1; !rc && k <= 128 && ((int64_t)k << L) <= rows; k *= 2) {
+      for (int i = 0; i < k; i++) grid[3 * i] = 1, grid[3 * i + 1] = 1 << (L / 2), grid[3 * i + 2] = 1 << (L - L / 2);
+      vis_input in = {grid, k, NULL, dev, 0, 1};
+      rc = qvl_engine_vision_input(e, &in, NULL, NULL, NULL);
+    }
+  if (rc == QVL_ERR_NOMEM && !e->err.code) rc = qvl_fail(&e->err, rc, "tune: out of memory");
+  if (dev) be->free(be, dev);
+  free(grid), free(px);
+  return rc;
+}
+
 /* A backend that times its GEMM kernels per row count (linear_record/linear_tune) makes those choices here, ahead:
- * the linears of the tower (one synthetic 16 x 16-patch image) for 1024 .. vision_rows rows, then those of the
- * language model (a synthetic 64-token prompt and one generated token) for 1 .. lm_rows. */
+ * the linears of the tower (one synthetic 16 x 16-patch image) for 1024 .. vision_rows rows, its attention classes
+ * (tune_attention), then the linears of the language model (a synthetic 64-token prompt and one generated token)
+ * for 1 .. lm_rows. */
 int qvl_engine_tune(qvl_engine *e, int64_t vision_rows, int64_t lm_rows, int *n_tuned) {
   qvl_backend *be = e->be;
   int n = 0, rc = QVL_OK;
@@ -605,6 +638,7 @@ int qvl_engine_tune(qvl_engine *e, int64_t vision_rows, int64_t lm_rows, int *n_
     free(px);
     if (!rc) rc = rc2; /* the backend reported it in e->err */
     *n_tuned += n;
+    if (!rc) rc = tune_attention(e, vision_rows);
   }
   if (!rc && lm_rows > 0) {
     int32_t ids[64];

@@ -32,10 +32,10 @@ int64_t qvl_engine_vision_bytes(const qvl_engine *e); /* device bytes of the vis
 /* The same with pixel rows possibly already on the device, and out == NULL to keep the features there. */
 int qvl_engine_vision_input(qvl_engine *e, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap, void *ud);
 
-/* Chooses ahead, on synthetic inputs, the GEMM kernels that a backend which times them would choose at the first
- * call of each row count: the tower's linears for 1024 .. vision_rows rows, the language model's for 1 .. lm_rows
- * (0: that part not), *n_tuned choices made; a no-op on backends without linear_tune. For servers, whose batches
- * meet new row counts all the time. */
+/* Chooses ahead, on synthetic inputs, the kernels that a backend which times them would choose at the first call
+ * of each shape: the tower's linears for 1024 .. vision_rows rows and its attention classes for passes of up to
+ * vision_rows patches, the language model's linears for 1 .. lm_rows (0: that part not); *n_tuned GEMM choices
+ * made. A no-op on backends without linear_tune. For servers, whose batches meet new shapes all the time. */
 int qvl_engine_tune(qvl_engine *e, int64_t vision_rows, int64_t lm_rows, int *n_tuned);
 
 /* The engine's language model (models/lm.h) with a KV pool of at least min_blocks blocks, opened or grown (only

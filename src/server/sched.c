@@ -825,13 +825,16 @@ int srv_sched_open(qvl_server *s, char *err, size_t err_cap) {
   if (!sc->run || !st->c || !st->who || !st->len || !st->pads || !st->pos || !st->ds)
     return snprintf(err, err_cap, "out of memory"), -1;
   s->m.kv_blocks_total = lm_blocks_total(sc->lm);
-  /* every row count a vision pass or a step can have gets its GEMM kernels now, not with a request waiting (and
-   * the device idle behind the host while candidates are timed) */
+  /* every row count a vision pass or a step can have gets its GEMM kernels now, and every attention class of a
+   * vision pass its kernel, not with requests waiting (and the device idle behind the host while candidates are
+   * timed) */
   double t0 = srv_now();
   int n_tuned = 0;
   if (!s->p.no_tune && qvl_engine_tune(s->e, VISION_PATCHES, (int64_t)s->p.step_tokens + cap, &n_tuned))
     return snprintf(err, err_cap, "choosing GEMM kernels: %s", qvl_errmsg(s->e)), -1;
-  if (n_tuned) fprintf(stderr, "qvl: %d GEMM kernel choices made ahead in %.1f s\n", n_tuned, srv_now() - t0);
+  if (n_tuned)
+    fprintf(stderr, "qvl: kernels chosen ahead in %.1f s (GEMMs of %d shapes x row buckets, attention classes)\n",
+            srv_now() - t0, n_tuned);
   return 0;
 }
 
