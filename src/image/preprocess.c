@@ -274,8 +274,10 @@ int64_t qvl_image_batch_rows(const qvl_image_batch *b, int64_t *row_len) {
   return b ? b->n_rows : 0;
 }
 
-/* The GPU path's digests: every image not hashed yet, from one download of the batch's resized RGB (pinned), hashed
- * in parallel as the CPU path hashes each image. */
+/* The GPU path's digests: every image not hashed yet, from one download of the batch's resized RGB, hashed in
+ * parallel as the CPU path hashes each image. The download goes to ordinary memory: a pinned buffer per batch
+ * would cost a cudaHostAlloc (pinning pages: host time while a server's device waits for its vision pass) and a
+ * cudaFreeHost, which waits for the device. */
 static int hash_device(qvl_image_batch *b) {
   int n = b->px.n_images;
   int64_t lo = -1, hi = 0;
@@ -287,16 +289,15 @@ static int hash_device(qvl_image_batch *b) {
     if (end > hi) hi = end;
   }
   if (lo < 0) return QVL_OK;
-  uint8_t *rgb = NULL;
-  int rc = b->be->host_alloc(b->be, (void **)&rgb, (size_t)(hi - lo));
-  if (!rc) rc = b->be->download(b->be, rgb, b->dev_rgb + lo, (size_t)(hi - lo));
+  uint8_t *rgb = malloc((size_t)(hi - lo));
+  int rc = rgb ? b->be->download(b->be, rgb, b->dev_rgb + lo, (size_t)(hi - lo)) : QVL_ERR_NOMEM;
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
   for (int i = 0; i < n; i++) {
     if (rc || b->hashed[i]) continue;
     const int32_t *g = b->grid + 3 * i;
     hash_image(b->hash[i], rgb + (b->rgb_at[i] - lo), g[2] * b->patch, g[1] * b->patch, g), b->hashed[i] = 1;
   }
-  b->be->host_free(b->be, rgb);
+  free(rgb);
   return rc;
 }
 
