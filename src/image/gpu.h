@@ -35,11 +35,17 @@ typedef struct img_gpu_stats {
   double decode_ms, tail_ms, device_ms;
 } img_gpu_stats;
 
-/* A pipeline on backend b (a CUDA backend: its device and stream; the rows are b's buffers). nvJPEG is optional:
+/* A pipeline on backend b (a CUDA backend: its device; the pipeline has its own stream). nvJPEG is optional:
  * without it (or without a usable GPU decoder) every image is decoded on the CPU and uploaded once. */
 int img_gpu_open(img_gpu **out, struct qvl_backend *b, qvl_err *err);
 void img_gpu_close(img_gpu *g); /* NULL is a no-op */
 struct qvl_backend *img_gpu_backend(const img_gpu *g);
+/* A batch's device memory (rows, resized RGB), from the pipeline's pool in order on its own stream; img_gpu_free
+ * returns it in order on b's stream (the backend's: after the work queued there that reads it). */
+int img_gpu_alloc(img_gpu *g, void **p, size_t bytes);
+void img_gpu_free(struct qvl_backend *b, void *p);
+/* bytes from the device to host memory, on the pipeline's stream (not waiting for the backend's). */
+int img_gpu_download(img_gpu *g, void *dst, const void *src, size_t bytes, qvl_err *err);
 /* nvJPEG hardware engines in use (0: none, or no nvJPEG in this build). */
 int img_gpu_engines(const img_gpu *g);
 const img_gpu_stats *img_gpu_last(const img_gpu *g);

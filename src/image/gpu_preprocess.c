@@ -1,5 +1,5 @@
 /* gpu_preprocess.c - the GPU image pipeline (gpu.h): route each image to a decoder, decode, then colour, resample
- * and write the rows on the backend's stream, every step one launch over a group of images.
+ * and write the rows on the pipeline's stream, every step one launch over a group of images.
  *
  * A run: the host routes every image (TurboJPEG + nvJPEG header parse) and decodes the CPU-path ones on its threads;
  * then per chunk (up to CHUNK_IMAGES images and CHUNK_BYTES of planes + work memory), cut into up to GROUPS groups:
@@ -10,6 +10,13 @@
  * images: colour (planes -> source RGB), the horizontal pass (source -> tmp), the vertical pass fused with the rows
  * (tmp -> rows and resized RGB). So the kernels of one group run while the engines decode the next. One
  * synchronisation at the end: every run ends with the streams drained.
+ *
+ * The pipeline's kernels and copies run on its own stream, beside the backend's: a server queues its language-model
+ * step on the backend's stream before it preprocesses the next images, and a run on that stream would wait for the
+ * step at its final drain, the tower then queued only after the step (and the host's hashing) with the device
+ * idle in between. The rows and resized RGB of a batch come from the pipeline's memory pool in stream order
+ * (img_gpu_alloc) and go back to it on the backend's stream (img_gpu_free), after the tower read them there: a block
+ * the backend's cache handed out could still be read by work queued on the backend's stream.
  *
  * Buffers are the pipeline's own, grown to the largest chunk seen and kept: planes, work (source RGB + tmp of a
  * chunk), coefficients + descriptors (device and pinned host), the normalization table. nvJPEG's state and its
@@ -47,7 +54,8 @@ typedef struct dbuf {
 
 struct img_gpu {
   qvl_backend *b;
-  cudaStream_t s;
+  cudaStream_t s;        /* the pipeline's own */
+  cudaMemPool_t pool;    /* batches' rows and RGB (img_gpu_alloc) */
 #ifdef QVL_HAVE_NVJPEG
   img_nvjpeg *nvj;
   cudaStream_t ds[GROUPS];       /* decode streams */
@@ -95,7 +103,16 @@ int img_gpu_open(img_gpu **out, qvl_backend *b, qvl_err *err) {
     free(g);
     return qvl_fail(err, QVL_ERR_NOMEM, "GPU preprocessing: out of memory");
   }
-  g->b = b, g->s = ((cuda_ctx *)b->ctx)->stream;
+  g->b = b;
+  struct cudaMemPoolProps pp = {.allocType = cudaMemAllocationTypePinned,
+                                .location = {.type = cudaMemLocationTypeDevice, .id = ((cuda_ctx *)b->ctx)->dev}};
+  uint64_t keep = UINT64_MAX; /* the pool keeps what it has: batches of one size then never map memory again */
+  if (cudaStreamCreateWithFlags(&g->s, cudaStreamNonBlocking) || cudaMemPoolCreate(&g->pool, &pp) ||
+      cudaMemPoolSetAttribute(g->pool, cudaMemPoolAttrReleaseThreshold, &keep)) {
+    (void)cudaGetLastError();
+    img_gpu_close(g);
+    return qvl_fail(err, QVL_ERR_DEVICE, "GPU preprocessing: cannot create its stream and memory pool");
+  }
 #ifdef QVL_HAVE_NVJPEG
   char msg[160] = "";
   if (img_nvjpeg_open(&g->nvj, msg, sizeof msg)) { /* no nvJPEG decoder: every image goes through the CPU */
@@ -115,7 +132,7 @@ int img_gpu_open(img_gpu **out, qvl_backend *b, qvl_err *err) {
 
 void img_gpu_close(img_gpu *g) {
   if (!g) return;
-  cudaStreamSynchronize(g->s);
+  if (g->s) cudaStreamSynchronize(g->s);
   dbuf *bufs[] = {&g->planes, &g->work, &g->table, &g->lut};
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cudaFree(bufs[i]->p);
   cudaFreeHost(g->stage);
@@ -126,11 +143,31 @@ void img_gpu_close(img_gpu *g) {
     if (g->ds[k]) cudaStreamSynchronize(g->ds[k]), cudaStreamDestroy(g->ds[k]);
   img_nvjpeg_close(g->nvj);
 #endif
+  if (g->s) cudaStreamDestroy(g->s);
+  if (g->pool) cudaMemPoolDestroy(g->pool); /* released once the last batch's memory is freed */
   tjDestroy(g->tj);
   free(g);
 }
 
 qvl_backend *img_gpu_backend(const img_gpu *g) { return g->b; }
+
+int img_gpu_alloc(img_gpu *g, void **p, size_t bytes) {
+  *p = NULL;
+  if (cudaMallocFromPoolAsync(p, bytes ? bytes : 1, g->pool, g->s) == cudaSuccess) return QVL_OK;
+  (void)cudaGetLastError();
+  *p = NULL;
+  return QVL_ERR_NOMEM;
+}
+
+void img_gpu_free(qvl_backend *b, void *p) {
+  if (p) cudaFreeAsync(p, ((cuda_ctx *)b->ctx)->stream);
+}
+
+int img_gpu_download(img_gpu *g, void *dst, const void *src, size_t bytes, qvl_err *err) {
+  cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g->s);
+  if (!e) e = cudaStreamSynchronize(g->s);
+  return e ? cuda_fail(err, e, "download") : QVL_OK;
+}
 
 const img_gpu_stats *img_gpu_last(const img_gpu *g) { return &g->last; }
 

@@ -111,6 +111,7 @@ struct qvl_image_batch {
   uint8_t *dev_rgb;  /* the GPU path's resized RGB8 of every image on be (image i at rgb_at[i]), for the hash */
   int64_t *rgb_at;
   struct qvl_backend *be;
+  struct img_gpu *g; /* the GPU path's pipeline: dev_rows and dev_rgb are from its pool (gpu.h img_gpu_alloc) */
   int64_t n_rows, row_len;
   int patch;
   uint8_t (*hash)[QVL_IMAGE_HASH_BYTES];

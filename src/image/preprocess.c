@@ -138,13 +138,13 @@ static int alloc_batch(qvl_image_batch **out, img_job *jobs, int n, const qvl_pr
 #ifdef QVL_HAVE_CUDA
   if (g && fits) {
     int64_t rgb = 0;
-    b->be = img_gpu_backend(g);
+    b->be = img_gpu_backend(g), b->g = g;
     b->rgb_at = malloc(sizeof(int64_t) * (size_t)n);
     b->hashed = calloc((size_t)n, 1);
     if (!b->rgb_at || !b->hashed) return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of memory");
     for (int i = 0; i < n; i++) jobs[i].rgb0 = b->rgb_at[i] = rgb, rgb += (int64_t)jobs[i].rw * jobs[i].rh * 3;
-    if (b->be->alloc(b->be, &b->dev_rows, elems * 2)) b->dev_rows = NULL;
-    if (b->dev_rows && b->be->alloc(b->be, (void **)&b->dev_rgb, (size_t)rgb)) b->dev_rgb = NULL;
+    if (img_gpu_alloc(g, &b->dev_rows, elems * 2)) b->dev_rows = NULL;
+    if (b->dev_rows && img_gpu_alloc(g, (void **)&b->dev_rgb, (size_t)rgb)) b->dev_rgb = NULL;
     if (!b->dev_rows || !b->dev_rgb)
       return qvl_fail(err, QVL_ERR_NOMEM, "preprocess: out of device memory for %lld pixel rows", (long long)b->n_rows);
     b->px = (qvl_pixels){n, b->grid, NULL, b->dev_rows};
@@ -279,6 +279,10 @@ int64_t qvl_image_batch_rows(const qvl_image_batch *b, int64_t *row_len) {
  * would cost a cudaHostAlloc (pinning pages: host time while a server's device waits for its vision pass) and a
  * cudaFreeHost, which waits for the device. */
 static int hash_device(qvl_image_batch *b) {
+#ifndef QVL_HAVE_CUDA
+  (void)b;
+  return QVL_ERR_INVALID_ARG; /* b->hashed is set only on the GPU path */
+#else
   int n = b->px.n_images;
   int64_t lo = -1, hi = 0;
   for (int i = 0; i < n; i++) {
@@ -290,7 +294,8 @@ static int hash_device(qvl_image_batch *b) {
   }
   if (lo < 0) return QVL_OK;
   uint8_t *rgb = malloc((size_t)(hi - lo));
-  int rc = rgb ? b->be->download(b->be, rgb, b->dev_rgb + lo, (size_t)(hi - lo)) : QVL_ERR_NOMEM;
+  qvl_err err = {0};
+  int rc = rgb ? img_gpu_download(b->g, rgb, b->dev_rgb + lo, (size_t)(hi - lo), &err) : QVL_ERR_NOMEM;
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
   for (int i = 0; i < n; i++) {
     if (rc || b->hashed[i]) continue;
@@ -299,6 +304,7 @@ static int hash_device(qvl_image_batch *b) {
   }
   free(rgb);
   return rc;
+#endif
 }
 
 const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i) {
@@ -309,8 +315,9 @@ const uint8_t *qvl_image_batch_hash(const qvl_image_batch *b, int i) {
 
 void qvl_image_batch_free(qvl_image_batch *b) {
   if (!b) return;
-  if (b->dev_rows) b->be->free(b->be, b->dev_rows);
-  if (b->dev_rgb) b->be->free(b->be, b->dev_rgb);
+#ifdef QVL_HAVE_CUDA
+  if (b->g) img_gpu_free(b->be, b->dev_rows), img_gpu_free(b->be, b->dev_rgb);
+#endif
   free(b->grid), free(b->rows), free(b->hash), free(b->rgb_at), free(b->hashed);
   free(b);
 }
