@@ -87,6 +87,12 @@ struct qvl_backend {
   /* y[r][j] = silu(gu[r][j]) * gu[r][f + j] for gu [rows][2f] (gate | up of one GEMM), y [rows][f] not
    * overlapping gu; rounding as silu_mul */
   int (*swiglu)(qvl_backend *b, void *y, const void *gu, int64_t rows, int f);
+  /* Optional (NULL on a backend without it): y [rows][f] = swiglu of gu = x [rows][k] w [2f][k]^T (+ bias [2f] when
+   * bias != NULL), i.e. linear then swiglu in one op that never writes gu, rounded as the two round. Returns
+   * QVL_ERR_UNSUPPORTED, with nothing written and b->err untouched, where it does not run this shape, these
+   * pointers or this device: the caller then runs linear and swiglu (models/gate_up.c). */
+  int (*linear_swiglu)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows, int f,
+                       int k);
   /* y = gelu(x), exact erf form (nn.GELU()) or tanh approximation (gelu_pytorch_tanh); y may alias x */
   int (*gelu_erf)(qvl_backend *b, void *y, const void *x, int64_t n);
   int (*gelu_tanh)(qvl_backend *b, void *y, const void *x, int64_t n);

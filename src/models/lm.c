@@ -240,9 +240,9 @@ static int mlp_block(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_la
   qvl_backend *b = m->b;
   int64_t n = p->rows;
   int H = t->hidden, I = t->intermediate, rc;
+  /* fused gate|up GEMM + SwiGLU from 64 rows on (prefill); decode steps keep linear's GEMV path for few rows */
   if ((rc = b->rmsnorm(b, ws->x, ws->h, L->post_norm_w, n, H, t->rms_eps)) ||
-      (rc = b->linear(b, ws->gu, ws->x, L->gate_up_w, NULL, n, 2 * I, H, QVL_EPI_NONE)) ||
-      (rc = b->swiglu(b, ws->mlp, ws->gu, n, I)))
+      (rc = mlp_gate_up(b, ws->mlp, ws->gu, ws->x, L->gate_up_w, NULL, n, I, H, n >= 64)))
     return rc;
   return b->linear(b, ws->h, ws->mlp, L->down_w, NULL, n, H, I, QVL_EPI_RESIDUAL);
 }

@@ -91,7 +91,8 @@ static int q25_index(vis_run *r, const int32_t *grid, int n) {
   return QVL_OK;
 }
 
-/* One block, pre-norm residual (spec §2.5); the MLP's gate and up are one GEMM (rows stacked at load). */
+/* One block, pre-norm residual (spec §2.5); the MLP's gate and up are one GEMM (rows stacked at load), fused with
+ * the SwiGLU product where the backend can (gate_up.c). */
 static int q25_block(vis_run *r, const vit_layer *L, const void *att) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
@@ -102,8 +103,7 @@ static int q25_block(vis_run *r, const vit_layer *L, const void *att) {
       (rc = b->attention(b, r->x, r->a, att, r->cos, r->sin, vis_attn_scale(v))) ||
       (rc = b->linear(b, r->h, r->x, L->proj_w, L->proj_b, N, D, D, QVL_EPI_RESIDUAL)) ||
       (rc = b->rmsnorm(b, r->x, r->h, L->norm2_w, N, D, v->norm_eps)) ||
-      (rc = b->linear(b, r->u, r->x, L->fc1_w, L->fc1_b, N, 2 * F, D, QVL_EPI_NONE)) ||
-      (rc = b->swiglu(b, r->a, r->u, N, F)) ||
+      (rc = mlp_gate_up(b, r->a, r->u, r->x, L->fc1_w, L->fc1_b, N, F, D, 1)) ||
       (rc = b->linear(b, r->h, r->a, L->fc2_w, L->fc2_b, N, D, F, QVL_EPI_RESIDUAL)))
     return rc;
   return QVL_OK;

@@ -86,7 +86,7 @@
  * consumers, 24 for the producer warpgroup and 160 for a consumer (128 x 24 + 384 x 160 <= 65,536), which holds S (64
  * f32), O (D/2 f32), P (32 bf16x2) and the row state (ptxas: no spills, no wgmma serialization; check with -Xptxas -v
  * after changes). QVL_ATTN_VIT_PINGPONG=0 (read once at init) stops the warpgroups taking turns. */
-#include <cuda.h> /* CUtensorMap and its enums only: cuTensorMapEncodeTiled comes through cudaGetDriverEntryPointByVersion */
+#include <cuda.h> /* CUtensorMap and its enums only: cuTensorMapEncodeTiled comes from cuda_tensor_map_encoder */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <pthread.h>
@@ -791,14 +791,8 @@ extern "C" int cuda_attn_vit_wgmma_init(void) {
     return QVL_ERR_DEVICE;
   if (major != 9 || minor != 0) return g_state = QVL_ERR_UNSUPPORTED;
   if (set_attrs<64>() || set_attrs<72>() || set_attrs<80>()) return QVL_ERR_DEVICE;
-  /* cuTensorMapEncodeTiled (driver API, CUDA 12.0) through the runtime: no link dependency on libcuda */
-  void *fn = NULL;
-  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-      q != cudaDriverEntryPointSuccess) {
-    (void)cudaGetLastError();
-    return g_state = QVL_ERR_UNSUPPORTED;
-  }
+  void *fn = cuda_tensor_map_encoder(); /* device.cu: cuTensorMapEncodeTiled from the driver */
+  if (!fn) return g_state = QVL_ERR_UNSUPPORTED;
   g_encode = (encode_fn)fn;
   const char *e = getenv("QVL_ATTN_VIT_PINGPONG");
   g_pingpong = !(e && e[0] == '0');

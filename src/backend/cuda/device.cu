@@ -1,5 +1,7 @@
-/* device.cu - device discovery for the CUDA backend, and the L2 flush that GEMM tuning runs before a timed run. */
+/* device.cu - device discovery for the CUDA backend, the L2 flush that GEMM tuning runs before a timed run, and the
+ * driver's tensor-map encoder for the TMA kernels. */
 #include <cuda_runtime.h>
+#include <pthread.h>
 
 #include "backend/cuda/cuda_ops.h"
 #include "qvl.h"
@@ -26,4 +28,25 @@ __global__ void l2_flush_kernel(uint4 *buf, int64_t n) {
 extern "C" int cuda_l2_flush(void *buf, size_t bytes, qvl_stream s) {
   l2_flush_kernel<<<1024, 256, 0, s>>>((uint4 *)buf, (int64_t)(bytes / 16));
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
+}
+
+/* cuTensorMapEncodeTiled (driver API, CUDA 12.0 ABI) through the runtime: no link dependency on libcuda. Looked up
+ * once per process. */
+static void *g_encoder;
+static pthread_once_t g_encoder_once = PTHREAD_ONCE_INIT;
+
+static void encoder_lookup(void) {
+  void *fn = NULL;
+  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+      q != cudaDriverEntryPointSuccess) {
+    (void)cudaGetLastError();
+    fn = NULL;
+  }
+  g_encoder = fn;
+}
+
+extern "C" void *cuda_tensor_map_encoder(void) {
+  pthread_once(&g_encoder_once, encoder_lookup);
+  return g_encoder;
 }

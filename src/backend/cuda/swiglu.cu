@@ -5,16 +5,13 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/swiglu.cuh"
 #include "backend/cuda/vec.cuh"
 #include "qvl.h"
 
 static unsigned grid_for(int64_t n) {
   int64_t b = (n + 255) / 256;
   return (unsigned)(b > 65535 * 4 ? 65535 * 4 : b < 1 ? 1 : b);
-}
-
-__device__ __forceinline__ float silu_bf16(float v) {
-  return __bfloat162float(__float2bfloat16(v / (1.0f + expf(-v))));
 }
 
 __global__ void swiglu8_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *gu, int64_t rows, int f8) {
