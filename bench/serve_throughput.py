@@ -14,7 +14,8 @@ hits the encoder and prefix caches and its time to first token is that of a cach
 ~30-token question, max_tokens 5, temperature 0, from --clients threads at once; it prints one JSON line with
 the wall time, images/s, and the latency percentiles, and exits 1 unless every answer is a 200 with 1..max_tokens
 completion tokens; a second line, serve_phase, has what /metrics counted during the timed requests alone (the
-differences of two scrapes: steps, step tokens, host seconds per stage, vision passes over 50 ms, and with
+differences of two scrapes: steps, step tokens, host seconds per stage, vision passes over 50 ms, steps whose outputs
+the scheduler found ready (waited under 1 ms for them: the device had waited for the host), and with
 QVL_PROFILE set on the server the device seconds per kind and their share of the wall time). ttft sends DIR/ttft/ one at a time, streamed, and reports the time to the first content chunk
 (p50/p99). bench/hf_tagging.py runs the same JPEGs and question through transformers' batched generate.
 """
@@ -84,10 +85,11 @@ def phase(before, after, wall):
     d = {k: after[k] - before.get(k, 0.0) for k in after}
     out = {"bench": "serve_phase", "wall_s": round(wall, 3), "steps": int(d.get("qvl_steps_total", 0)),
            "step_tokens": int(d.get("qvl_step_tokens_total", 0))}
-    for st in ("preprocess", "vision", "step", "gap"):
+    for st in ("preprocess", "vision", "step", "gap", "wait"):
         out[f"{st}_s"] = round(d.get(f'qvl_stage_seconds_sum{{stage="{st}"}}', 0.0), 3)
         out[f"{st}_n"] = int(d.get(f'qvl_stage_seconds_count{{stage="{st}"}}', 0))
     out["vision_over_50ms"] = int(out["vision_n"] - d.get('qvl_stage_seconds_bucket{stage="vision",le="0.05"}', 0))
+    out["wait_under_1ms"] = int(d.get('qvl_stage_seconds_bucket{stage="wait",le="0.001"}', 0))
     dev = {k: d[f'qvl_device_seconds_total{{kind="{k}"}}'] for k in ("gemm", "attention", "other")
            if f'qvl_device_seconds_total{{kind="{k}"}}' in d}
     if dev:

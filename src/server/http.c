@@ -361,7 +361,7 @@ static void emit_one(char *b, size_t cap, size_t *n, const char *name, const cha
 }
 
 static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn) {
-  static const char *stages[N_STAGES] = {"preprocess", "vision", "prefill", "decode", "step", "gap"};
+  static const char *stages[N_STAGES] = {"preprocess", "vision", "prefill", "decode", "step", "gap", "wait"};
   enum { CAP = 1 << 15 };
   char *b = malloc(CAP);
   size_t n = 0;
@@ -451,7 +451,8 @@ static enum MHD_Result metrics(qvl_server *s, struct MHD_Connection *c, conn *cn
     emit_hist(b, CAP, &n, "qvl_stage_seconds",
               "Image preprocessing (per scheduler call), vision tower (host time per call: the work is queued), prefill "
               "(admission to the first token), decode (first to last token), step (queued to its outputs, with the "
-              "vision pass queued behind it), gap (a step's outputs to the next step queued: the device waits).",
+              "vision pass queued behind it), gap (a step's outputs to the next step queued: the device waits), wait (the "
+              "scheduler blocked on a step's outputs after its admission and vision work).",
               label, k == 0, &m.stage[k]);
   }
   enum MHD_Result ok = send_buf(s, c, cn, 200, "text/plain; version=0.0.4", b, n < CAP ? n : CAP - 1);

@@ -774,6 +774,7 @@ static void iterate(qvl_server *s, step *st) {
   admit_waiting(s);
   vision(s);
   if (st->n) {
+    double t_wait = srv_now();
     if (!rc) rc = lm_step_end(s->sc->lm, &err);
     double t_end = srv_now(), dev[3] = {0, 0, 0};
     qvl_backend *be = qvl_engine_backend(s->e);
@@ -781,6 +782,7 @@ static void iterate(qvl_server *s, step *st) {
     pthread_mutex_lock(&s->mu);
     for (int k = 0; k < 3; k++) s->m.device_ms[k] += dev[k];
     srv_observe(&s->m.stage[STAGE_STEP], t_end - t_begin);
+    srv_observe(&s->m.stage[STAGE_WAIT], t_end - t_wait);
     if (s->sc->last_end > 0) srv_observe(&s->m.stage[STAGE_GAP], t_begin - s->sc->last_end);
     s->m.steps++;
     for (int i = 0; i < st->n; i++) s->m.step_tokens += (uint64_t)st->len[i];

@@ -23,7 +23,7 @@ typedef struct srv_rate {
   double n[SRV_RATE_SECS];
 } srv_rate;
 
-enum { STAGE_PREPROCESS, STAGE_VISION, STAGE_PREFILL, STAGE_DECODE, STAGE_STEP, STAGE_GAP, N_STAGES };
+enum { STAGE_PREPROCESS, STAGE_VISION, STAGE_PREFILL, STAGE_DECODE, STAGE_STEP, STAGE_GAP, STAGE_WAIT, N_STAGES };
 
 typedef struct srv_metrics {
   uint64_t by_code[SRV_N_CODES];
@@ -45,7 +45,9 @@ typedef struct srv_metrics {
                                * the vision tower (per call), prefill (admission to the first token), decode (first
                                * to last token), step (a step queued to its outputs, with the vision pass queued
                                * behind it), gap (the previous step's outputs to the next step queued: host work while
-                               * the device has nothing to do) */
+                               * the device has nothing to do), wait (the scheduler blocked on the step's outputs
+                               * after its admission and vision work: near the step's time, the device was the
+                               * bottleneck; near 0, the host was, and the device waited for it) */
   srv_rate prompt_rate, gen_rate, image_rate;
 } srv_metrics;
 

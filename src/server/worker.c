@@ -105,7 +105,8 @@ int srv_init(qvl_server *s, qvl_engine *e, qvl_tokenizer *t, const qvl_server_pa
     return snprintf(err, err_cap, "--allowed-local-media-path %s: no such directory", p->media_dir), -1;
   s->m.ttft.bounds = s->m.e2e.bounds = s->m.queue.bounds = latency_bounds, s->m.tpot.bounds = token_bounds;
   for (int k = 0; k < N_STAGES; k++) s->m.stage[k].bounds = latency_bounds;
-  s->m.stage[STAGE_STEP].bounds = s->m.stage[STAGE_GAP].bounds = token_bounds; /* milliseconds matter there */
+  s->m.stage[STAGE_STEP].bounds = s->m.stage[STAGE_GAP].bounds = s->m.stage[STAGE_WAIT].bounds =
+      token_bounds; /* milliseconds matter there */
   s->m.device_profile = qvl_engine_backend(e)->profile != NULL;
   qvl_model_info info;
   qvl_engine_info(e, &info);
