@@ -46,6 +46,14 @@
  * consumer warps of both CTAs (each warp arrives on its own CTA's barrier and on the peer's), the "full" barrier
  * still expects 48 KB (its own x box, its own B halves and the peer's), and the CTAs meet at a cluster barrier
  * before they exit (a consumer may still arrive on the peer's barrier). CL = 1 is the default until measured.
+ *   The pipeline's mbarriers use the default semantics (arrive: release at CTA scope, remote arrivals included;
+ * try_wait: acquire at CTA scope), as CUTLASS's ClusterBarrier does: they order only async-proxy traffic (TMA
+ * bytes, wgmma reads completed by wgmma.wait_group), never generic accesses between CTAs. The first version used
+ * `mbarrier.arrive.release.cluster` for the empty barriers, which ptxas expands to MEMBAR.ALL.CTA; MEMBAR.ALL.GPU;
+ * ERRBAR; CGAERRBAR before each arrival: two such sequences per consumer warp and k step, in lane 0 one after the
+ * other, each waiting out the warp's outstanding memory traffic (the epilogue's y stores among it) at GPU scope
+ * before the stage could go back to either producer. The cluster variant ran at half the one-CTA variant's
+ * speed. Its waits' `.acquire.cluster` also put a CCTL.IVALL (L1 invalidation) after every wait in both variants.
  *
  * Shared memory (1024-byte aligned: the 128-byte swizzle repeats every 8 rows x 128 bytes): x stages [NS][128 rows]
  * [128 B], w stages [NS][256 rows][128 B] (gate rows 0-127, up rows 128-255), then full[NS], empty[NS]: 192 KB +
@@ -140,24 +148,31 @@ __device__ __forceinline__ uint32_t smem_u32(const void *ptr) {
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
-/* Waits until the phase of parity `parity` has completed (acquire at cluster scope: the empty barriers also count
- * the peer CTA's consumers). No __syncwarp: the producer calls it from one thread. */
+/* Waits until the phase of parity `parity` has completed. Default semantics (acquire at CTA scope), as CUTLASS's
+ * ClusterBarrier::wait: what a wait orders here is async-proxy traffic (the TMA's bytes, counted by complete_tx;
+ * the wgmmas' reads of a stage, finished by wgmma.wait_group before the arrival), never generic loads of data
+ * that another CTA wrote. `.acquire.cluster` compiled to a CCTL.IVALL (the SM's whole L1 invalidated) after every
+ * wait, in every consumer warp at every k step. No __syncwarp: the producer calls it from one thread. */
 __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
   asm volatile(
       "{\n.reg .pred done;\n"
       "WAIT:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
       "@!done bra WAIT;\n"
       "}\n" ::"r"(bar),
       "r"(parity)
       : "memory");
 }
-/* Arrives on the barrier at the same offset in CTA `rank` of the cluster (this CTA's own with rank = its own). */
+/* Arrives on the barrier at the same offset in CTA `rank` of the cluster (this CTA's own with rank = its own).
+ * Default semantics (release at CTA scope), as CUTLASS's ClusterBarrier::arrive(cta_id): the only accesses it
+ * orders are the arriving warp's wgmma reads of the stage, complete at wgmma.wait_group, against the TMA that
+ * refills it. `.release.cluster` here compiled to MEMBAR.ALL.CTA; MEMBAR.ALL.GPU; ERRBAR; CGAERRBAR before each
+ * arrival (see the top): the halving of the two-CTA variant. */
 __device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t rank) {
   asm volatile(
       "{\n.reg .b32 remote;\n"
       "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
       "}\n" ::"r"(bar),
       "r"(rank)
       : "memory");
@@ -356,16 +371,15 @@ __device__ __forceinline__ void pack_tile(uint32_t (&pv)[64], const float (&acc)
   }
 }
 
-/* Lane 0 of each warp releases stage s to the producer of every CTA of the cluster. */
+/* Each warp releases stage s to the producer of every CTA of the cluster: lane r arrives on CTA r's barrier (the
+ * arrivals of one warp go out side by side, not one after the other from lane 0). */
 template <int CL>
 __device__ __forceinline__ void release(uint32_t empty, int s) {
-  if ((threadIdx.x & 31) == 0) {
-    if (CL == 1) {
-      mbar_arrive(empty + 8 * s);
-    } else {
-#pragma unroll
-      for (int r = 0; r < CL; r++) mbar_arrive_cluster(empty + 8 * s, r);
-    }
+  const int lane = threadIdx.x & 31;
+  if (CL == 1) {
+    if (lane == 0) mbar_arrive(empty + 8 * s);
+  } else {
+    if (lane < CL) mbar_arrive_cluster(empty + 8 * s, lane);
   }
   __syncwarp();
 }
