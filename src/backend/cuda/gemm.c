@@ -261,11 +261,14 @@ int cuda_linear_record(qvl_backend *b) {
   return QVL_OK;
 }
 
-/* The first row count past m's cache key (one more below TUNE_MIN_ROWS). */
+/* The first row count past m's cache key (one more below TUNE_MIN_ROWS); keys fall as m grows, 2m is past m's. */
 static int64_t next_key(int64_t m) {
   if (m < TUNE_MIN_ROWS) return m + 1;
-  int64_t hi = m * 2;
-  while (row_key(hi - 1) != row_key(m)) hi--;
+  int64_t lo = m, hi = m * 2; /* row_key(lo) == row_key(m) != row_key(hi) */
+  while (hi - lo > 1) {
+    int64_t mid = lo + (hi - lo) / 2;
+    *(row_key(mid) == row_key(m) ? &lo : &hi) = mid;
+  }
   return hi;
 }
 
