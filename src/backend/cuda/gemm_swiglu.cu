@@ -5,7 +5,7 @@
  *
  * Why: the unfused path writes gu [m][2f] with cuBLASLt (BIAS epilogue) and reads it back in swiglu.cu: at the
  * tower's shape (m 65,536, 2f 6,912, k 1,280) 1.76 ms of GEMM plus 0.48 ms for the 1.36 GB round trip. Here gu
- * never leaves the registers.
+ * never leaves the SM (registers, then one tile of it in shared memory).
  *
  * Numerics, step for step those of cuBLASLt + swiglu.cu: f32 accumulation, the bias added in f32 (bias NULL adds
  * -0.0f, the exact identity), g and u rounded to bf16, silu in f32 rounded to bf16 (silu_bf16_nodiv of swiglu.cuh:
@@ -19,20 +19,43 @@
  * output it writes, with no shuffle and no permutation of the weights.
  *
  * Roles (warps 0-3 and 4-7 are the consumer warpgroups, rows 0-63 and 64-127 of the tile; warps 8-11 the producer
- * warpgroup, of which one thread works and the rest wait at the end):
+ * warpgroup: warp 8's lane 0 is the producer, its other lanes wait at the end, warps 9-11 are the epilogue warps):
  *   producer: per k step of BK = 64 (128 bytes of a row) one TMA box of x (128 rows) and two of w (gate and up,
- *     128 rows each) into stage it % NS of a ring of NS = 4 stages, arming the stage's "full" mbarrier (count 1)
+ *     128 rows each) into stage it % NS of a ring of NS = 3 stages, arming the stage's "full" mbarrier (count 1)
  *     with expect_tx of the 48 KB. It runs ahead into the next tile while the consumers finish the current one.
  *   consumer warpgroup: per k step 4 x wgmma m64n256k16 (A and B from shared memory, 128-byte swizzle), one
  *     commit group, then wait until only this step's group is in flight and release the previous stage (one
- *     arrival per warp on its "empty" mbarrier, count 8 x CL). The epilogue overlaps the next tile's MMAs: at the
- *     end of a tile each thread adds the bias and rounds its 128 accumulators to 64 bf16x2 (g, u) pairs, `pv`
- *     (an FADD per value and a cvt per pair, while the other warpgroup's MMAs run), then starts the next tile; its
- *     k steps, with their wgmmas in flight, turn pv into y in CHUNKS = 8 chunks of 8 outputs (silu, product, four
- *     bf16x2 stores), spread evenly over the steps (several per step below 8 k steps). After its last tile a
- *     consumer runs a flush pass of 2 steps whose wgmmas go into accumulators nobody reads (see consumer()), so the
- *     epilogue code exists once. Registers: 128 accumulators + 64 pv + addressing within setmaxnreg's 232.
- *   Rows >= m: TMA zero-fills them on load; they are never stored.
+ *     arrival per warp on its "empty" mbarrier, count 8 x CL). At the end of a tile: wait for all groups, release
+ *     the last stage, add the bias and round the 128 accumulators to 64 bf16x2 (g, u) pairs per thread, wait on
+ *     epi_empty until the epilogue warps have read E's previous tile (not before the CTA's first tile), write the
+ *     pairs to E (32 8-byte stores per thread) and arrive on epi_full; then the next tile's k steps.
+ *   epilogue warps (3, 96 threads): the same tile sequence as the consumers (tile_of, the same loop over t). Per
+ *     tile, wait on epi_full, then warp w takes rows w, w + 3, ... below m; per row each lane loads 4 consecutive
+ *     pairs (16 bytes) of E, computes their 4 outputs (swiglu1: silu_bf16_nodiv, the product, bf16) and stores 8
+ *     bytes of y, the warp one contiguous 256-byte run per row; after its last load of the tile every epilogue
+ *     thread arrives on epi_empty. So a tile's SwiGLU runs while the consumers compute the next tile.
+ *   Rows >= m: TMA zero-fills them on load; the consumers write them to E like any row, the epilogue never stores
+ *   them (in a CL = 2 pair whose second m-tile lies wholly past m it stores nothing, but waits and arrives alike).
+ *
+ * Why the epilogue warps: the previous design did the SwiGLU in the consumer warps, in chunks of 8 outputs per
+ * thread interleaved with the next tile's k steps (expf, a double reciprocal and 2 Newton steps, f32 <-> f64
+ * conversions, 4-byte stores of y). On the H100 it ran 497-578 TFLOP/s; the same kernel with that SiLU, product
+ * and stores removed (the accumulators still packed) ran 728-815 TFLOP/s (65,536 x 6,912 x 1,280: 1.59 ms;
+ * 4,096 x 37,888 x 3,584: 1.37 ms), above cuBLASLt (680-762). An f32 reciprocal instead of the double one won only
+ * ~5% (and lost the bit-exactness), relaxed arrivals nothing: the epilogue's instructions and stalls in the
+ * consumer warps took the issue slots that feed the tensor pipe. Here the consumers keep only the bias add, the
+ * rounding and 32 shared stores per tile, and the epilogue warps (normally on SM sub-partitions 1-3, by warp % 4)
+ * have a whole tile's k steps for the rest. The price: 3 stages instead of 4 (E takes the fourth's room).
+ *
+ * Hand-over barriers (this CTA's own, no cluster traffic; j counts this CTA's tiles from 0): epi_full, count 256
+ * (every consumer thread arrives once per tile after its E stores), phase j = tile j written; the epilogue waits
+ * parity j & 1. epi_empty, count 96 (every epilogue thread once per tile after its loads), phase j = tile j read;
+ * the consumers wait parity (j - 1) & 1 before writing tile j >= 1. Neither barrier can run two phases ahead of a
+ * waiter (phase j + 1 of either needs the other side's phase j), so parity waits are unambiguous. Per-thread
+ * arrivals (not one per warp after __syncwarp, as the stage releases do): these barriers order generic shared
+ * stores and loads between warps, which each thread's own release arrival / acquire wait orders directly; they
+ * come once per tile, so their cost does not matter. Both phases complete only when all 256 / 96 threads arrived,
+ * and every one of them runs the same number of tiles, so none waits for a tile the other side never does.
  *
  * Schedule: persistent, one CTA (or cluster) per SM, taking tiles blockIdx.x / CL, + gridDim.x / CL, ... The order
  * keeps the smaller operand in L2: when w is at most 24 MB (the tower's 17.7 MB) n-tiles run fastest within an
@@ -56,9 +79,14 @@
  * speed. Its waits' `.acquire.cluster` also put a CCTL.IVALL (L1 invalidation) after every wait in both variants.
  *
  * Shared memory (1024-byte aligned: the 128-byte swizzle repeats every 8 rows x 128 bytes): x stages [NS][128 rows]
- * [128 B], w stages [NS][256 rows][128 B] (gate rows 0-127, up rows 128-255), then full[NS], empty[NS]: 192 KB +
- * 64 B (+ 1 KB alignment slack). TMA with CU_TENSOR_MAP_SWIZZLE_128B writes row r's 16-byte chunk c at
- * r * 128 + ((c ^ (r % 8)) * 16): the canonical K-major SW128 layout of wgmma.
+ * [128 B] (48 KB), w stages [NS][256 rows][128 B] (gate rows 0-127, up rows 128-255; 96 KB), E [128 rows][136]
+ * uint32 (68 KB: one tile's (g, u) pairs, 128 used per row), then full[NS], empty[NS], epi_full, epi_empty: 212 KB
+ * + 64 B (+ 1 KB alignment slack), of the 227 KB a CTA may have (4 stages, 192 KB, and E do not fit). TMA with
+ * CU_TENSOR_MAP_SWIZZLE_128B writes row r's 16-byte chunk c at r * 128 + ((c ^ (r % 8)) * 16): the canonical
+ * K-major SW128 layout of wgmma. E's row stride of 136 words (544 bytes, 8 banks past a multiple of 32 words): a
+ * consumer's 8-byte store of word pair (row g + 8h, column 8q + 2t) puts the 16 lanes of a half warp (g 0-3 or 4-7,
+ * t 0-3) on banks 8g + 2t, +1: all 32, no conflict; an epilogue lane's 16-byte load of words 4 lane .. 4 lane + 3
+ * of one row puts each quarter warp on 128 contiguous bytes: no conflict.
  *
  * Descriptors (PTX ISA "Matrix Descriptor Format"): bits 0-13 start address >> 4, 16-29 leading byte offset >> 4
  * (unused by K-major swizzled layouts whose K extent, 32 bytes per k16, lies within the 128-byte row; 1 as CUTLASS
@@ -70,17 +98,19 @@
  * Fragments (PTX ISA "Register Fragments", m64nNk16 f32 accumulators; g = lane / 4, t = lane % 4, warp w4 of the
  * warpgroup): d[i], i < N/2 = 128: row 16 w4 + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 t + (i & 1). So with
  * i = 4q + 2h + e (q < 32, h, e < 2): row g + 8h, column 8q + 2t + e; q < 16 is gate column 8q + 2t + e and
- * q + 16 (i + 64) the up column of the same output. The pair e = 0, 1 is one 4-byte store of y.
+ * q + 16 (i + 64) the up column of the same output. The pair e = 0, 1 is one 8-byte store to E.
  *
- * Registers: __launch_bounds__(384, 1) starts every thread at 168; setmaxnreg moves them to the consumers, 40 for
- * the producer warpgroup and 232 for a consumer (128 x 40 + 256 x 232 = 64,512 = 384 x 168). ptxas -v (nvcc 13.0,
- * sm_90a), both variants: 168 registers at launch, 0 bytes stack frame, 0 spill stores or loads, and no "warpgroup
- * .wait/.arrive is injected" note (C7517/C7519: ptxas serializing the wgmmas). Check all three after any change:
- * an IEEE division in the epilogue (its slow-path call), a second copy of the epilogue, or a branch around the
- * wgmmas each brought one of them back.
+ * Registers: __launch_bounds__(384, 1) starts every thread at 168; setmaxnreg moves them to the consumers, 72 for
+ * the producer warpgroup and 216 for a consumer (128 x 72 + 256 x 216 = 64,512 = 384 x 168). ptxas honours the
+ * limits per region (it spills inside a region that needs more): the consumer code alone compiles to 208 registers
+ * and spills at 200; the epilogue warps' code alone to 70 (two rows in flight; it fits in 56 with less overlap).
+ * ptxas -v (nvcc 13, sm_90a), both variants: 168 registers at launch, 0 bytes stack frame, 0 spill stores or loads,
+ * and no "warpgroup.wait/.arrive is injected" note (C7517/C7519: ptxas serializing the wgmmas). Check all three
+ * after any change: an IEEE division (its slow-path call) or a branch around the wgmmas brought them back before.
  *
- * Measured (H100, to be filled in from test_gpu_gemm_swiglu's QVL_GEMM_SWIGLU_BENCH=1 lines): tower shape (65,536
- * x 6,912 x 1,280) fused __ ms (__ TFLOP/s), cluster 2 __ ms, against cuBLASLt __ ms + swiglu __ ms. */
+ * Measured (H100, to be filled in from test_gpu_gemm_swiglu's QVL_GEMM_SWIGLU_BENCH=1 lines): with the epilogue
+ * warps, tower shape (65,536 x 6,912 x 1,280) fused __ ms (__ TFLOP/s), cluster 2 __ ms, against cuBLASLt __ ms +
+ * swiglu __ ms. */
 #include <cuda.h> /* CUtensorMap and its enums; the encoder comes from cuda_tensor_map_encoder (device.cu) */
 #include <cudaTypedefs.h>
 #include <cuda_bf16.h>
@@ -96,15 +126,21 @@ typedef __nv_bfloat16 bf16;
 namespace {
 
 constexpr int BM = 128, BN = 128, BK = 64; /* rows, output features (gate and up: 2 BN weight rows), k per stage */
-constexpr int NS = 4;                      /* ring stages */
+constexpr int NS = 3;                      /* ring stages (4 no longer fit beside E) */
 constexpr int NT = 384;                    /* two consumer warpgroups, then the producer warpgroup */
-constexpr int PREG = 40, CREG = 232;       /* setmaxnreg of the producer warpgroup / the consumers */
+constexpr int EW = 3;                      /* epilogue warps: warps 9 .. 8 + EW of the producer warpgroup */
+static_assert(NT == 256 + 32 * (1 + EW), "warps 0-7 consumers, 8 the producer, 9 .. 8 + EW epilogue");
+constexpr int PREG = 72, CREG = 216;       /* setmaxnreg of the producer warpgroup / the consumers (see the top) */
 static_assert(128 * PREG + 256 * CREG <= 384 * 168, "setmaxnreg budget: the CTA's registers at launch");
 constexpr int A_BYTES = BM * BK * 2;      /* 16 KB */
 constexpr int B_BYTES = 2 * BN * BK * 2;  /* 32 KB */
+constexpr int E_LD = BN + 8;              /* words per row of E: 136 (544 bytes, 16-byte aligned; see the top) */
 constexpr int OFF_B = NS * A_BYTES;
-constexpr int OFF_BAR = OFF_B + NS * B_BYTES; /* full[NS], empty[NS] */
-constexpr int SMEM = OFF_BAR + 2 * NS * 8 + 1024; /* + slack to align the base to 1024 */
+constexpr int OFF_E = OFF_B + NS * B_BYTES;   /* E [BM][E_LD] uint32: one tile's (g, u) bf16x2 pairs */
+constexpr int OFF_BAR = OFF_E + BM * E_LD * 4; /* full[NS], empty[NS], epi_full, epi_empty */
+constexpr int SMEM = OFF_BAR + (2 * NS + 2) * 8 + 1024; /* + slack to align the base to 1024 */
+static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0 && OFF_B % 1024 == 0, "stages 1024-aligned (SW128)");
+static_assert((E_LD * 4) % 16 == 0 && OFF_E % 16 == 0 && OFF_BAR % 8 == 0, "E rows 16-byte aligned, barriers 8");
 static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 
 struct params {
@@ -136,8 +172,6 @@ __device__ const int g_image_sm90a =
 #endif
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-
-constexpr int CHUNKS = 8; /* epilogue chunks of 8 outputs per thread */
 
 __device__ __forceinline__ uint32_t smem_u32(const void *ptr) {
   return (uint32_t)__cvta_generic_to_shared(ptr);
@@ -320,42 +354,9 @@ __device__ void producer(const targs &a, uint32_t sb, int rank) {
 
 /* ---- consumer ---------------------------------------------------------------------------------------------------- */
 
-/* One output: y = bf16(silu_bf16(g) * u) from pv = bf16x2 (g low, u high); returned in f32, rounded by the pack. */
-__device__ __forceinline__ float swiglu1(uint32_t v) {
-  return silu_bf16_nodiv(__uint_as_float(v << 16)) * __uint_as_float(v & 0xffff0000u);
-}
-
 __device__ __forceinline__ uint32_t pack_rn(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *(uint32_t *)&v;
-}
-
-/* Chunk C of the previous tile's outputs: pv[8C .. 8C+7] = column groups q = 2C, 2C+1, rows g (h 0) and g+8 (h 1).
- * yp: row g, column 2t of the tile; ok0/ok1: rows g and g+8 exist. */
-template <int C>
-__device__ __forceinline__ void epi_chunk(const uint32_t (&pv)[64], bf16 *yp, int64_t f, bool ok0, bool ok1) {
-#pragma unroll
-  for (int q = 2 * C; q < 2 * C + 2; q++) {
-    const uint32_t y0 = pack_rn(swiglu1(pv[4 * q]), swiglu1(pv[4 * q + 1]));
-    const uint32_t y1 = pack_rn(swiglu1(pv[4 * q + 2]), swiglu1(pv[4 * q + 3]));
-    if (ok0) *(uint32_t *)(yp + 8 * q) = y0;
-    if (ok1) *(uint32_t *)(yp + 8 * f + 8 * q) = y1;
-  }
-}
-
-/* Chunk c (runtime) of pv: one compile-time body per chunk, register indices constant. */
-__device__ __forceinline__ void epi_at(int c, const uint32_t (&pv)[64], bf16 *yp, int64_t f, bool ok0, bool ok1) {
-  switch (c) {
-    case 0: epi_chunk<0>(pv, yp, f, ok0, ok1); break;
-    case 1: epi_chunk<1>(pv, yp, f, ok0, ok1); break;
-    case 2: epi_chunk<2>(pv, yp, f, ok0, ok1); break;
-    case 3: epi_chunk<3>(pv, yp, f, ok0, ok1); break;
-    case 4: epi_chunk<4>(pv, yp, f, ok0, ok1); break;
-    case 5: epi_chunk<5>(pv, yp, f, ok0, ok1); break;
-    case 6: epi_chunk<6>(pv, yp, f, ok0, ok1); break;
-    case 7: epi_chunk<7>(pv, yp, f, ok0, ok1); break;
-    default: break;
-  }
 }
 
 /* pv = bf16x2(acc_gate + bias_gate, acc_up + bias_up) per output, rounded to nearest even as cuBLASLt rounds its
@@ -384,32 +385,34 @@ __device__ __forceinline__ void release(uint32_t empty, int s) {
   __syncwarp();
 }
 
-/* Per tile: the k steps, each a stage's wgmmas and then, with them in flight, the chunks of the previous tile's
- * outputs that fall to it (spread evenly: one per step from 8 k steps on); after the last tile one more pass of
- * FLUSH_STEPS steps finishes that tile's outputs. The flush pass issues wgmmas too, into accumulators nobody reads,
- * on whatever the stages hold (every box has landed by then, and nothing writes them any more): branching around
- * the wgmmas made ptxas wait for them (the accumulators met in moves), predicating them off serialized them, and a
- * second instance of the epilogue after the loop made it spill. */
+__device__ __forceinline__ void st_shared_v2(uint32_t addr, uint32_t a, uint32_t b) {
+  asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(addr), "r"(a), "r"(b) : "memory");
+}
+__device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+
+/* Per tile: the k steps, each a stage's wgmmas, a wait until only this step's group is in flight and the previous
+ * stage's release; then the bias, the rounding to (g, u) pairs and their hand-over to the epilogue warps through E
+ * (waiting first until those warps have read E's previous tile, tile j - 1: parity (j - 1) & 1 of epi_empty). */
 template <int CL>
 __device__ void consumer(const params &p, uint32_t sb, int wg, int rank) {
-  constexpr int FLUSH_STEPS = 2;
-  const uint32_t full = sb + OFF_BAR, empty = full + 8 * NS;
+  const uint32_t full = sb + OFF_BAR, empty = full + 8 * NS, epi_full = empty + 8 * NS, epi_empty = epi_full + 8;
   const int lane = threadIdx.x & 31, tq = lane & 3, row = 64 * wg + 16 * ((threadIdx.x >> 5) & 3) + (lane >> 2);
-  const int64_t f = p.f;
+  const uint32_t ep = sb + OFF_E + (uint32_t)(row * E_LD + 2 * tq) * 4; /* E[row][2 tq] */
   float acc[128];
-  uint32_t pv[64];
-  bf16 *yp = p.y;
-  bool ok0 = false, ok1 = false, have = false;
-  int it = 0;
-  for (int t = blockIdx.x / CL;; t += gridDim.x / CL) {
-    const bool live = t < p.n_tiles;
-    if (!live && !have) break;
-    int mt = 0, nt = 0;
-    if (live) tile_of<CL>(p, t, rank, mt, nt);
-    const int kt = live ? p.kt : FLUSH_STEPS;
-    for (int kb = 0; kb < kt; kb++) {
+  int it = 0, j = 0;
+  for (int t = blockIdx.x / CL; t < p.n_tiles; t += gridDim.x / CL, j++) {
+    int mt, nt;
+    tile_of<CL>(p, t, rank, mt, nt);
+    for (int kb = 0; kb < p.kt; kb++, it++) {
       const int s = it % NS;
-      if (live) mbar_wait(full + 8 * s, (it / NS) & 1);
+      mbar_wait(full + 8 * s, (it / NS) & 1);
       __syncwarp();
       const uint64_t da = sw128_desc(sb + s * A_BYTES + wg * (64 * BK * 2)), db = sw128_desc(sb + OFF_B + s * B_BYTES);
       wgmma_fence();
@@ -418,17 +421,8 @@ __device__ void consumer(const params &p, uint32_t sb, int wg, int rank) {
       wgmma_commit();
       if (kb > 0) {
         wgmma_wait<1>();
-        if (live) release<CL>(empty, (it - 1) % NS);
+        release<CL>(empty, (it - 1) % NS);
       }
-      it += live;
-      if (have) {
-#pragma unroll 1
-        for (int c = kb * CHUNKS / kt; c < (kb + 1) * CHUNKS / kt; c++) epi_at(c, pv, yp, f, ok0, ok1);
-      }
-    }
-    if (!live) {
-      wgmma_wait<0>(); /* the flush pass's wgmmas still read shared memory */
-      break;
     }
     uint32_t bg[16], bu[16];
     if (p.bias) {
@@ -442,10 +436,55 @@ __device__ void consumer(const params &p, uint32_t sb, int wg, int rank) {
     wgmma_wait<0>();
     fence_regs(acc);
     release<CL>(empty, (it - 1) % NS);
+    uint32_t pv[64];
     pack_tile(pv, acc, bg, bu);
-    const int64_t r = (int64_t)mt * BM + row;
-    yp = p.y + r * f + (int64_t)nt * BN + 2 * tq;
-    ok0 = r < p.m, ok1 = r + 8 < p.m, have = true;
+    if (j > 0) mbar_wait(epi_empty, (j - 1) & 1);
+    /* pv[4q + 2h + e]: row + 8h, output 8q + 2t + e; one 8-byte store per (q, h) */
+#pragma unroll
+    for (int q = 0; q < 16; q++) {
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+        st_shared_v2(ep + (uint32_t)(8 * h * E_LD + 8 * q) * 4, pv[4 * q + 2 * h], pv[4 * q + 2 * h + 1]);
+    }
+    mbar_arrive(epi_full); /* every consumer thread: count 256 (see the top) */
+    (void)mt;
+  }
+}
+
+/* ---- epilogue warps ------------------------------------------------------------------------------------------ */
+
+/* One output: y = bf16(silu_bf16(g) * u) from v = bf16x2 (g low, u high); returned in f32, rounded by the pack. */
+__device__ __forceinline__ float swiglu1(uint32_t v) {
+  return silu_bf16_nodiv(__uint_as_float(v << 16)) * __uint_as_float(v & 0xffff0000u);
+}
+
+/* Epilogue warp ew (0 .. EW - 1): the same tiles as the consumers, in the same order. Per tile j it waits for E
+ * (parity j & 1 of epi_full), takes rows ew, ew + EW, ... below m, each lane 4 consecutive pairs of the row (one
+ * 16-byte load: a quarter warp reads 128 contiguous bytes, no bank conflict) into 4 outputs, 8 bytes of y (a warp
+ * writes the row's 256 bytes in one coalesced store), and hands E back (epi_empty). */
+template <int CL>
+__device__ void epilogue(const params &p, uint32_t sb, int ew, int rank) {
+  const uint32_t epi_full = sb + OFF_BAR + 16 * NS, epi_empty = epi_full + 8;
+  const int lane = threadIdx.x & 31;
+  const uint32_t e0 = sb + OFF_E + 16 * lane;
+  const int64_t f = p.f;
+  int j = 0;
+  for (int t = blockIdx.x / CL; t < p.n_tiles; t += gridDim.x / CL, j++) {
+    int mt, nt;
+    tile_of<CL>(p, t, rank, mt, nt);
+    const int64_t r0 = (int64_t)mt * BM, left = p.m - r0;
+    const int rows = left < BM ? (int)(left < 0 ? 0 : left) : BM; /* 0 for the second m-tile of a pair past m */
+    bf16 *yp = p.y + r0 * f + (int64_t)nt * BN + 4 * lane;
+    mbar_wait(epi_full, j & 1);
+#pragma unroll 2
+    for (int r = ew; r < rows; r += EW) {
+      const uint4 v = ld_shared_v4(e0 + (uint32_t)(r * E_LD) * 4);
+      uint2 o;
+      o.x = pack_rn(swiglu1(v.x), swiglu1(v.y));
+      o.y = pack_rn(swiglu1(v.z), swiglu1(v.w));
+      *(uint2 *)(yp + r * f) = o;
+    }
+    mbar_arrive(epi_empty); /* every epilogue thread, after its last load of E for this tile: count 96 */
   }
 }
 
@@ -462,19 +501,26 @@ __global__ void __launch_bounds__(NT, 1) gemm_swiglu_kernel(const __grid_constan
       mbar_init(sb + OFF_BAR + 8 * i, 1);             /* full: the producer's expect_tx */
       mbar_init(sb + OFF_BAR + 8 * (NS + i), 8 * CL); /* empty: every consumer warp of the cluster */
     }
+    mbar_init(sb + OFF_BAR + 16 * NS, 256);         /* epi_full: every consumer thread of this CTA */
+    mbar_init(sb + OFF_BAR + 16 * NS + 8, 32 * EW); /* epi_empty: every epilogue thread of this CTA */
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   if (CL > 1) cluster_sync(); /* the peer's barriers exist before any multicast or remote arrival reaches them */
   else __syncthreads();
   if (warp >= 8) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PREG) : "memory");
-    if (threadIdx.x == 256) producer<CL>(a, sb, rank);
+    if (warp == 8) {
+      if (threadIdx.x == 256) producer<CL>(a, sb, rank);
+    } else {
+      epilogue<CL>(a.p, sb, warp - 9, rank);
+    }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CREG) : "memory");
     consumer<CL>(a.p, sb, warp >> 2, rank);
   }
   __syncwarp();
-  if (CL > 1) cluster_sync(); /* no CTA leaves while its peer's consumers may still arrive on its barriers */
+  if (CL > 1) cluster_sync(); /* every thread of both CTAs, epilogue warps included: no CTA leaves while its
+                               * peer's consumers may still arrive on its barriers */
 #else
   (void)a; /* never launched: init requires the sm_90a image (g_image_sm90a) */
 #endif
