@@ -6,8 +6,8 @@
  *   silu: all 65,536 bf16 gate values through both paths with exact GEMMs (x = [g, 1, 0 ...], w = e0 / e1 rows),
  *     bit for bit: the kernel's division-free silu (swiglu.cuh) against swiglu.cu's.
  *   shapes: m 1, 77, 300, 4097 x f 128, 384 x k 64, 1280, with and without bias (one tile per CTA or fewer).
- *   persistent: several tiles per CTA, k steps 1, 5 and 20 (the previous tile's outputs finished inside the next
- *     tile's k steps, or after them), a weight matrix over 24 MB (the banded tile order), CPU rows sampled.
+ *   persistent: several tiles per CTA, k steps 1, 5 and 20 (the epilogue warps' hand-over buffer reused tile after
+ *     tile, with short and long main loops), a weight matrix over 24 MB (the banded tile order), CPU rows sampled.
  *   Each kernel case runs the default variant and the two-CTA cluster variant (weights multicast) where it runs.
  *   graph: one launch captured and replayed on new x. refusals: f % 128, k % 64, misalignment answer
  *     QVL_ERR_UNSUPPORTED with nothing written and b->err clear, and gate_up.c's fallback gives linear + swiglu.

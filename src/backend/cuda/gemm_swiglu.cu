@@ -108,9 +108,14 @@
  * and no "warpgroup.wait/.arrive is injected" note (C7517/C7519: ptxas serializing the wgmmas). Check all three
  * after any change: an IEEE division (its slow-path call) or a branch around the wgmmas brought them back before.
  *
- * Measured (H100, to be filled in from test_gpu_gemm_swiglu's QVL_GEMM_SWIGLU_BENCH=1 lines): with the epilogue
- * warps, tower shape (65,536 x 6,912 x 1,280) fused __ ms (__ TFLOP/s), cluster 2 __ ms, against cuBLASLt __ ms +
- * swiglu __ ms. */
+ * Measured (`QVL_GEMM_SWIGLU_BENCH=1 build-gpu/test_gpu_gemm_swiglu`, median of 20; docs/PERF.md session 6), tower
+ * shape 65,536 x 6,912 x 1,280: with the epilogue warps (H200, 27b74e6) fused 2.192 ms (529 TFLOP/s-equivalent),
+ * cluster 2 2.236 ms, against cuBLASLt 1.710 ms + swiglu 0.416 ms; language-model prefill 1,735 x 37,888 x 3,584:
+ * 0.738 against 0.593 + 0.061 ms. The chunked epilogue in the consumer warps before it (H100, 62ebddf): 2.115 ms
+ * (548), cluster 2 2.263; with no SiLU, product or stores at all (a scratch build) 1.593 ms (728 TFLOP/s) and 0.597
+ * ms at the prefill shape, faster than cuBLASLt: the epilogue's arithmetic (expf, the double reciprocal and its
+ * conversions, 16.8 M outputs per tile wave) is what costs, whichever warps run it. Slower than the two ops, so
+ * models/gate_up.c uses it only with QVL_FUSED_SWIGLU=1. */
 #include <cuda.h> /* CUtensorMap and its enums; the encoder comes from cuda_tensor_map_encoder (device.cu) */
 #include <cudaTypedefs.h>
 #include <cuda_bf16.h>
