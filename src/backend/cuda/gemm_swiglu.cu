@@ -460,7 +460,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg, int rank) {
 
 /* One output: y = bf16(silu_bf16(g) * u) from v = bf16x2 (g low, u high); returned in f32, rounded by the pack. */
 __device__ __forceinline__ float swiglu1(uint32_t v) {
-  return silu_bf16_nodiv(__uint_as_float(v << 16)) * __uint_as_float(v & 0xffff0000u);
+  return silu_bf16_f32(__uint_as_float(v << 16)) * __uint_as_float(v & 0xffff0000u);
 }
 
 /* Epilogue warp ew (0 .. EW - 1): the same tiles as the consumers, in the same order. Per tile j it waits for E
