@@ -338,8 +338,8 @@ static void test_graph(void **s) {
   problem_free(&p);
 }
 
-/* Shapes and pointers the kernel refuses: QVL_ERR_UNSUPPORTED, y untouched, b->err clear; gate_up.c, asked for the
- * fused op (QVL_FUSED_SWIGLU=1), then runs linear + swiglu (the same bits as the two ops). */
+/* Shapes and pointers the kernel refuses: QVL_ERR_UNSUPPORTED, y untouched, b->err clear; gate_up.c then runs
+ * linear + swiglu (the same bits as the two ops). */
 static void test_refusals(void **s) {
   (void)s;
   const int64_t m = 300;
@@ -364,9 +364,7 @@ static void test_refusals(void **s) {
     free(h);
     /* the fallback: the same bits as linear + swiglu */
     void *z = dev_poisoned(m, f);
-    setenv("QVL_FUSED_SWIGLU", "1", 1);
     assert_int_equal(mlp_gate_up(E.gpu, y, gu, dx, dw, db, m, f, k, 1), QVL_OK);
-    unsetenv("QVL_FUSED_SWIGLU");
     assert_int_equal(E.gpu->linear(E.gpu, gu, dx, dw, db, m, 2 * f, k, QVL_EPI_NONE), QVL_OK);
     assert_int_equal(E.gpu->swiglu(E.gpu, z, gu, m, f), QVL_OK);
     uint16_t *got = download(y, (size_t)m * f), *want = download(z, (size_t)m * f);
@@ -378,28 +376,28 @@ static void test_refusals(void **s) {
   printf("  gate_up.c fallback: linear + swiglu's bits\n");
 }
 
-/* gate_up.c on a shape the kernel runs: the two ops' bits by default (or fused = 0), the fused op's with
- * QVL_FUSED_SWIGLU=1. */
+/* gate_up.c on a shape the kernel runs: the fused op's bits by default, the two ops' with QVL_FUSED_SWIGLU=0 or
+ * fused = 0. */
 static void test_gate_up(void **s) {
   (void)s;
   problem p;
   problem_make(&p, 500, 256, 1280, 1);
   void *y = dev_poisoned(p.m, p.f), *gu = dev_poisoned(p.m, 2 * p.f);
   uint16_t *fused = run_fused(&p, 0);
-  setenv("QVL_FUSED_SWIGLU", "1", 1);
   assert_int_equal(mlp_gate_up(E.gpu, y, gu, p.dx, p.dw, p.db, p.m, p.f, p.k, 1), QVL_OK);
-  unsetenv("QVL_FUSED_SWIGLU");
   uint16_t *got = download(y, (size_t)p.m * p.f);
   assert_memory_equal(got, fused, (size_t)p.m * p.f * 2);
   free(got);
+  setenv("QVL_FUSED_SWIGLU", "0", 1);
   assert_int_equal(mlp_gate_up(E.gpu, y, gu, p.dx, p.dw, p.db, p.m, p.f, p.k, 1), QVL_OK);
+  unsetenv("QVL_FUSED_SWIGLU");
   got = download(y, (size_t)p.m * p.f);
   assert_memory_equal(got, p.ref_gpu, (size_t)p.m * p.f * 2);
   free(got);
   assert_int_equal(mlp_gate_up(E.gpu, y, gu, p.dx, p.dw, p.db, p.m, p.f, p.k, 0), QVL_OK);
   got = download(y, (size_t)p.m * p.f);
   assert_memory_equal(got, p.ref_gpu, (size_t)p.m * p.f * 2);
-  printf("  gate_up.c: the two ops' bits by default or with fused = 0, the fused op's with QVL_FUSED_SWIGLU=1\n");
+  printf("  gate_up.c: the fused op's bits by default, the two ops' with QVL_FUSED_SWIGLU=0 or fused = 0\n");
   E.gpu->free(E.gpu, y), E.gpu->free(E.gpu, gu);
   free(got), free(fused);
   problem_free(&p);

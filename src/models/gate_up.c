@@ -1,8 +1,7 @@
 /* gate_up.c - the first half of a SwiGLU MLP, shared by the Qwen2.5-VL vision blocks (qwen2_5_vl.c) and the language
- * model (lm.c): gate and up are one GEMM (rows stacked at load), then y = silu(gate) * up. QVL_FUSED_SWIGLU=1 runs
- * them as one op where the backend has it (gemm_swiglu.cu on Hopper: the same bits, but on the H100 it ran 3-7%
- * slower than cuBLASLt + swiglu.cu at the tower's and the language model's shapes, session 6, docs/PERF.md), so the
- * two ops are the default. */
+ * model (lm.c): gate and up are one GEMM (rows stacked at load), then y = silu(gate) * up; one op on backends that
+ * fuse the two (gemm_swiglu.cu on Hopper: the same bits, 27% faster than cuBLASLt + swiglu.cu at the tower's shape
+ * and 4% at the language model's prefill, docs/PERF.md session 6), two elsewhere. QVL_FUSED_SWIGLU=0 runs the two. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +10,7 @@
 int mlp_gate_up(qvl_backend *b, void *y, void *gu, const void *x, const void *w, const void *bias, int64_t rows, int f,
                 int k, int fused) {
   const char *e = getenv("QVL_FUSED_SWIGLU");
-  if (fused && b->linear_swiglu && e && !strcmp(e, "1")) {
+  if (fused && b->linear_swiglu && !(e && !strcmp(e, "0"))) {
     int rc = b->linear_swiglu(b, y, x, w, bias, rows, f, k);
     if (rc != QVL_ERR_UNSUPPORTED) return rc; /* unsupported leaves b->err clear: run the two ops */
   }

@@ -8,8 +8,9 @@
  * never leaves the SM (registers, then one tile of it in shared memory).
  *
  * Numerics, step for step those of cuBLASLt + swiglu.cu: f32 accumulation, the bias added in f32 (bias NULL adds
- * -0.0f, the exact identity), g and u rounded to bf16, silu in f32 rounded to bf16 (silu_bf16_nodiv of swiglu.cuh:
- * the bits of swiglu.cu's silu_bf16 without the division's slow-path call, see there), the product rounded to bf16.
+ * -0.0f, the exact identity), g and u rounded to bf16, silu in f32 rounded to bf16 (silu_bf16_f32 of swiglu.cuh:
+ * the bits of swiglu.cu's silu_bf16 for every bf16 gate value, in f32 alone and without the division's slow-path
+ * call, see there), the product rounded to bf16.
  * Only the order of the f32 sums differs from cuBLASLt's.
  *
  * Tiles: a work unit is BM = 128 rows x BN = 128 output features. Its B operand is 256 weight rows, gate rows
@@ -31,7 +32,7 @@
  *     pairs to E (32 8-byte stores per thread) and arrive on epi_full; then the next tile's k steps.
  *   epilogue warps (3, 96 threads): the same tile sequence as the consumers (tile_of, the same loop over t). Per
  *     tile, wait on epi_full, then warp w takes rows w, w + 3, ... below m; per row each lane loads 4 consecutive
- *     pairs (16 bytes) of E, computes their 4 outputs (swiglu1: silu_bf16_nodiv, the product, bf16) and stores 8
+ *     pairs (16 bytes) of E, computes their 4 outputs (swiglu1: silu_bf16_f32, the product, bf16) and stores 8
  *     bytes of y, the warp one contiguous 256-byte run per row; after its last load of the tile every epilogue
  *     thread arrives on epi_empty. So a tile's SwiGLU runs while the consumers compute the next tile.
  *   Rows >= m: TMA zero-fills them on load; the consumers write them to E like any row, the epilogue never stores
@@ -109,13 +110,13 @@
  * after any change: an IEEE division (its slow-path call) or a branch around the wgmmas brought them back before.
  *
  * Measured (`QVL_GEMM_SWIGLU_BENCH=1 build-gpu/test_gpu_gemm_swiglu`, median of 20; docs/PERF.md session 6), tower
- * shape 65,536 x 6,912 x 1,280: with the epilogue warps (H200, 27b74e6) fused 2.192 ms (529 TFLOP/s-equivalent),
- * cluster 2 2.236 ms, against cuBLASLt 1.710 ms + swiglu 0.416 ms; language-model prefill 1,735 x 37,888 x 3,584:
- * 0.738 against 0.593 + 0.061 ms. The chunked epilogue in the consumer warps before it (H100, 62ebddf): 2.115 ms
- * (548), cluster 2 2.263; with no SiLU, product or stores at all (a scratch build) 1.593 ms (728 TFLOP/s) and 0.597
- * ms at the prefill shape, faster than cuBLASLt: the epilogue's arithmetic (expf, the double reciprocal and its
- * conversions, 16.8 M outputs per tile wave) is what costs, whichever warps run it. Slower than the two ops, so
- * models/gate_up.c uses it only with QVL_FUSED_SWIGLU=1. */
+ * shape 65,536 x 6,912 x 1,280, on an H200 (609acdc): fused 1.597 ms (726 TFLOP/s-equivalent), cluster 2 1.775, against
+ * cuBLASLt 1.770 + swiglu.cu 0.426 = 2.196 ms; 11,264 rows 0.303 against 0.345; the language model's prefill
+ * 1,735 x 37,888 x 3,584: 0.640 against 0.665, 4,096 rows 1.455 against 1.505. The steps that got there: the
+ * SiLU with a double reciprocal (f64 FMAs and f32 <-> f64 conversions, on pipes all warps of the SM share) ran
+ * 2.19 ms here with the epilogue warps (27b74e6) and 2.04-2.14 ms in the consumer warps before (H100, a2e67d9 and
+ * 62ebddf), while the same mainloop with no SiLU at all ran 1.59 ms (a scratch build): the arithmetic was the cost,
+ * not where it ran; silu_bf16_f32 removed it. The cluster variant stays off by default (slower here). */
 #include <cuda.h> /* CUtensorMap and its enums; the encoder comes from cuda_tensor_map_encoder (device.cu) */
 #include <cudaTypedefs.h>
 #include <cuda_bf16.h>
