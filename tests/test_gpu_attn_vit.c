@@ -31,6 +31,14 @@ static cudaStream_t stream;
 
 #define CU(call) assert_int_equal((int)(call), (int)cudaSuccess)
 
+/* Host to device, landed before anything after it on `stream`: a pageable cudaMemcpy on the legacy stream may return
+ * before its DMA lands and is not ordered with the non-blocking stream the kernels run on (on the H100 at 707a97a
+ * test_fragments' NaN poison of its debug buffer landed after the kernel had written it). */
+static void h2d(void *dst, const void *src, size_t bytes) {
+  CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  CU(cudaStreamSynchronize(stream));
+}
+
 static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -93,10 +101,10 @@ static void batch_make_tail(batch *b, const int *lens, int n_seq, int heads, int
     b->qkv[i] = qvl_bf16_to_f32(h[i]);
   }
   CU(cudaMalloc(&b->d_qkv, n * 2));
-  CU(cudaMemcpy(b->d_qkv, h, n * 2, cudaMemcpyHostToDevice));
+  h2d(b->d_qkv, h, n * 2);
   free(h);
   CU(cudaMalloc(&b->d_cu, (size_t)(n_seq + 1) * sizeof(int32_t)));
-  CU(cudaMemcpy(b->d_cu, b->cu, (size_t)(n_seq + 1) * sizeof(int32_t), cudaMemcpyHostToDevice));
+  h2d(b->d_cu, b->cu, (size_t)(n_seq + 1) * sizeof(int32_t));
   CU(cudaMalloc(&b->d_out, no * 2));
   b->out = malloc(no * 2);
 }
@@ -109,7 +117,7 @@ static void batch_make(batch *b, const int *lens, int n_seq, int heads, int hd) 
 static void poison_out(batch *b) {
   size_t nr = (size_t)b->cu[b->n_seq] * b->heads * b->hd, no = (size_t)(b->rows + GUARD) * b->heads * b->hd;
   for (size_t i = 0; i < no; i++) b->out[i] = i < nr ? POISON : SENTINEL;
-  CU(cudaMemcpy(b->d_out, b->out, no * 2, cudaMemcpyHostToDevice));
+  h2d(b->d_out, b->out, no * 2);
 }
 
 static void batch_free(batch *b) {
@@ -272,7 +280,7 @@ static void test_fragments(void **st) {
   float *dbg = malloc(nd * sizeof(float)), *d_dbg;
   for (size_t i = 0; i < nd; i++) dbg[i] = NAN;
   CU(cudaMalloc((void **)&d_dbg, nd * sizeof(float)));
-  CU(cudaMemcpy(d_dbg, dbg, nd * sizeof(float), cudaMemcpyHostToDevice));
+  h2d(d_dbg, dbg, nd * sizeof(float));
   assert_int_equal(
       cuda_attn_vit_wgmma_debug(d_dbg, 0, b.d_out, b.d_qkv, b.d_cu, 1, len, b.rows, H, D, scale_of(D), stream), QVL_OK);
   wait_stream("fragments", 30);
@@ -396,7 +404,7 @@ static void test_graph(void **st) {
   for (int t = 0; t < 2; t++) {
     set_lens(&b, sets[t], 3);
     assert_int_equal(b.cu[3], (int)b.rows);
-    CU(cudaMemcpy(b.d_cu, b.cu, 4 * sizeof(int32_t), cudaMemcpyHostToDevice));
+    h2d(b.d_cu, b.cu, 4 * sizeof(int32_t));
     poison_out(&b);
     CU(cudaGraphLaunch(ge, stream));
     wait_stream("graph replay", 30);
@@ -444,9 +452,9 @@ static void bench_case(int n_seq, int len, int heads, int D) {
   for (int i = 0; i <= n_seq; i++) cu[i] = i * len;
   void *d_qkv, *d_cu, *d_out;
   CU(cudaMalloc(&d_qkv, n * 2));
-  CU(cudaMemcpy(d_qkv, h, n * 2, cudaMemcpyHostToDevice));
+  h2d(d_qkv, h, n * 2);
   CU(cudaMalloc(&d_cu, (size_t)(n_seq + 1) * 4));
-  CU(cudaMemcpy(d_cu, cu, (size_t)(n_seq + 1) * 4, cudaMemcpyHostToDevice));
+  h2d(d_cu, cu, (size_t)(n_seq + 1) * 4);
   CU(cudaMalloc(&d_out, (size_t)rows * heads * D * 2));
   cudaEvent_t e0, e1;
   CU(cudaEventCreate(&e0));
