@@ -148,6 +148,8 @@ struct targs {
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
+#include "backend/cuda/hopper.cuh" /* smem_u32, mbar_init/wait/arrive/expect_tx, wgmma_fence/commit/wait, fence_regs */
+
 constexpr int DR = 128; /* rows of the test-only dumps (params.dbg): consumer warpgroups 0 and 1 */
 
 /* One item: rows [q0, q0 + BM) of the sequence starting at row0 with len rows, head `head`. */
@@ -170,30 +172,13 @@ __device__ __forceinline__ bool item_get(const params &p, int idx, item &x) {
   return x.q0 < x.len;
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void *ptr) {
-  return (uint32_t)__cvta_generic_to_shared(ptr);
-}
-
 /* ---- mbarriers, named barriers, fences ---------------------------------------------------------------------- */
 
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-/* Waits until the phase of parity `parity` has completed (acquire, CTA scope); the lanes leave the spin together,
- * ready for the .aligned instructions (wgmma, bar) that follow. */
-__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
+/* hopper.cuh's mbar_wait, then the lanes leave the spin together, ready for the .aligned instructions (wgmma, bar)
+ * that follow. */
+__device__ __forceinline__ void mbar_wait_warp(uint32_t bar, int parity) {
+  mbar_wait(bar, parity);
   __syncwarp();
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ void bar_sync(int id, int n) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
@@ -207,29 +192,6 @@ __device__ __forceinline__ void fence_proxy_async() {
 }
 
 /* ---- wgmma ------------------------------------------------------------------------------------------------------ */
-
-__device__ __forceinline__ void wgmma_fence() {
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-/* Pins register values in place: no access is moved across it, so reads of wgmma results stay after the wait that
- * completes them (CUTLASS's warpgroup_fence_operand). */
-template <int N>
-__device__ __forceinline__ void fence_regs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void fence_regs(uint32_t (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; i++) asm volatile("" : "+r"(r[i])::"memory");
-}
 
 /* A no-swizzle shared-memory matrix descriptor (layout above). */
 __device__ __forceinline__ uint64_t gdesc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
@@ -421,10 +383,6 @@ __device__ void dump_o(float *dbg, int wg, const float (&o)[NO]) {
 
 /* ---- producer (TMA) ------------------------------------------------------------------------------------------- */
 
-/* Adds `bytes` to the transaction count of bar's current phase and arrives (the full/qfull barriers count 1). */
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
 /* One box of the 5-D map (dims: 8 dims of a chunk, token row, chunk, head, q/k/v) at (0, row, 0, head, part) into
  * shared memory at dst; its bytes complete_tx on bar. The box's shared-memory image is the chunk-column tile itself
  * (see tmap_encode), which the wgmma descriptors above describe. Rows >= `rows` read as 0. */
@@ -455,14 +413,14 @@ __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
     item x;
     if (!item_get(p, idx, x)) continue;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN, r0 = (int)x.row0;
-    if (it >= 2) mbar_wait(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
+    if (it >= 2) mbar_wait_warp(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
     if (lead) {
       mbar_expect_tx(qfull + 8 * qb, L::NC * BM * 16);
       tma_load(sb + qb * L::Q_BYTES, &m->q, qfull + 8 * qb, r0 + x.q0, x.head, 0);
     }
     for (int kt = 0; kt < nkt; kt++, t++) {
       const int s = t % NS;
-      if (t >= NS) mbar_wait(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
+      if (t >= NS) mbar_wait_warp(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
       if (lead) {
         mbar_expect_tx(full + 8 * s, 2 * L::NC * BN * 16);
         tma_load(sb + L::OFF_K + s * L::K_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 1);
@@ -507,11 +465,11 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
     item x;
     if (!item_get(p, idx, x)) continue;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
-    mbar_wait(qfull + 8 * qb, (it >> 1) & 1);
+    mbar_wait_warp(qfull + 8 * qb, (it >> 1) & 1);
     if (x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
       if (lane == 0) mbar_arrive(qempty + 8 * qb);
       for (int kt = 0; kt < nkt; kt++, t++) {
-        mbar_wait(full + 8 * (t % NS), (t / NS) & 1);
+        mbar_wait_warp(full + 8 * (t % NS), (t / NS) & 1);
         if (lane == 0) mbar_arrive(empty + 8 * (t % NS));
       }
       it++;
@@ -524,7 +482,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
 
     /* key tile 0: S, its max and P; O starts at 0 */
     int st = t % NS;
-    mbar_wait(full + 8 * st, (t / NS) & 1);
+    mbar_wait_warp(full + 8 * st, (t / NS) & 1);
     if (nkt == 1 && x.len < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len, wg);
     wgmma_fence();
     gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
@@ -554,7 +512,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
       if (dump && kt == 1) dump_o(p.dbg, wg, o);
       t++;
       st = t % NS;
-      mbar_wait(full + 8 * st, (t / NS) & 1);
+      mbar_wait_warp(full + 8 * st, (t / NS) & 1);
       if (kt == nkt - 1 && x.len - kt * BN < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
       if (pp) bar_sync(1 + wg, 256);
       wgmma_fence();

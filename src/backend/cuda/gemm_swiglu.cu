@@ -179,30 +179,10 @@ __device__ const int g_image_sm90a =
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
-__device__ __forceinline__ uint32_t smem_u32(const void *ptr) {
-  return (uint32_t)__cvta_generic_to_shared(ptr);
-}
+#include "backend/cuda/hopper.cuh" /* smem_u32, mbar_init/wait/arrive/expect_tx, wgmma_fence/commit/wait, fence_regs */
 
 /* ---- mbarriers, clusters --------------------------------------------------------------------------------------- */
 
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-/* Waits until the phase of parity `parity` has completed. Default semantics (acquire at CTA scope), as CUTLASS's
- * ClusterBarrier::wait: what a wait orders here is async-proxy traffic (the TMA's bytes, counted by complete_tx;
- * the wgmmas' reads of a stage, finished by wgmma.wait_group before the arrival), never generic loads of data
- * that another CTA wrote. `.acquire.cluster` compiled to a CCTL.IVALL (the SM's whole L1 invalidated) after every
- * wait, in every consumer warp at every k step. No __syncwarp: the producer calls it from one thread. */
-__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
 /* Arrives on the barrier at the same offset in CTA `rank` of the cluster (this CTA's own with rank = its own).
  * Default semantics (release at CTA scope), as CUTLASS's ClusterBarrier::arrive(cta_id): the only accesses it
  * orders are the arriving warp's wgmma reads of the stage, complete at wgmma.wait_group, against the TMA that
@@ -216,13 +196,6 @@ __device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t rank)
       "}\n" ::"r"(bar),
       "r"(rank)
       : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-/* Adds `bytes` to the transaction count of bar's current phase and arrives (the full barriers count 1). */
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ uint32_t cluster_rank() {
   uint32_t r;
@@ -254,23 +227,6 @@ __device__ __forceinline__ void tma_load_multicast(uint32_t dst, const CUtensorM
 }
 
 /* ---- wgmma ------------------------------------------------------------------------------------------------------ */
-
-__device__ __forceinline__ void wgmma_fence() {
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-/* Pins register values in place: no access is moved across it, so reads of wgmma results stay after the wait that
- * completes them (CUTLASS's warpgroup_fence_operand). */
-__device__ __forceinline__ void fence_regs(float (&r)[128]) {
-#pragma unroll
-  for (int i = 0; i < 128; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
 
 /* K-major operand with 128-byte swizzle at shared address addr (layout and bits: see the top). */
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
