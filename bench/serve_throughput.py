@@ -6,18 +6,19 @@
                                           [--warmup 64]
     python3 bench/serve_throughput.py ttft --port P --jpegs DIR [--requests 100] [--warmup 8]
 
-make-jpegs writes N distinct JPEGs (seeded noise over gradients, quality 90), so no two requests share an image
-and the encoder cache cannot help, 64 more under DIR/warmup/ that run and ttft send first, untimed (CUDA graph
-captures, attention plans), without giving the timed requests a cache hit, and 100 more under DIR/ttft/ that only
-ttft sends: its requests follow a run over DIR, so they need images the server has not seen (an image seen before
-hits the encoder and prefix caches and its time to first token is that of a cached prompt). run sends --requests completions, each one JPEG as a data: URL and the same
-~30-token question, max_tokens 5, temperature 0, from --clients threads at once; it prints one JSON line with
-the wall time, images/s, and the latency percentiles, and exits 1 unless every answer is a 200 with 1..max_tokens
-completion tokens; a second line, serve_phase, has what /metrics counted during the timed requests alone (the
-differences of two scrapes: steps, step tokens, host seconds per stage, vision passes over 50 ms, steps whose outputs
-the scheduler found ready (waited under 1 ms for them: the device had waited for the host), and with
-QVL_PROFILE set on the server the device seconds per kind and their share of the wall time). ttft sends DIR/ttft/ one at a time, streamed, and reports the time to the first content chunk
-(p50/p99). bench/hf_tagging.py runs the same JPEGs and question through transformers' batched generate.
+make-jpegs writes N distinct JPEGs (seeded noise over gradients, quality 90), so no two requests share an image and
+the encoder cache cannot help, 64 more under DIR/warmup/ that run and ttft send first, untimed (CUDA graph captures,
+attention plans), without giving the timed requests a cache hit, and 100 more under DIR/ttft/ that only ttft sends:
+its requests follow a run over DIR, so they need images the server has not seen (an image seen before hits the
+encoder and prefix caches and its time to first token is that of a cached prompt). run sends --requests completions,
+each one JPEG as a data: URL and the same ~30-token question, max_tokens 5, temperature 0, from --clients threads at
+once; it prints one JSON line with the wall time, images/s, and the latency percentiles, and exits 1 unless every
+answer is a 200 with 1..max_tokens completion tokens; a second line, serve_phase, has what /metrics counted during
+the timed requests alone (the differences of two scrapes: steps, step tokens, host seconds per stage, vision passes
+over 50 ms, steps whose outputs the scheduler found ready (waited under 1 ms for them: the device had waited for the
+host), and with QVL_PROFILE set on the server the device seconds per kind and their share of the wall time). ttft
+sends DIR/ttft/ one at a time, streamed, and reports the time to the first content chunk (p50/p99).
+bench/hf_tagging.py runs the same JPEGs and question through transformers' batched generate.
 """
 import argparse
 import base64
