@@ -237,6 +237,9 @@ static int open_engine(qvl_engine *e) {
   if ((rc = qvl_model_specs(&e->cfg, ffn_align, &e->w, &e->specs, &e->n_specs, &e->err))) return rc;
   if (!e->params.dummy && ((rc = st_open(&e->st, e->dir, &e->err)) || (rc = validate_checkpoint(e)))) return rc;
   if (e->params.load != QVL_LOAD_NONE && (rc = bind_weights(e))) return rc;
+  if (e->be && e->w.vit && e->cfg.arch == QVL_ARCH_QWEN3_VL &&
+      (rc = qwen3_vl_pair_rows(e->be, &e->w, &e->cfg.vision, &e->err)))
+    return rc;
   if (e->w.patch_w && (rc = vision_open(e, e->params.max_patches, e->params.max_images))) return rc;
   fill_info(e);
   return QVL_OK;
@@ -351,6 +354,8 @@ int qvl_engine_export(qvl_engine *e, const char *out_dir, int64_t shard_bytes) {
 /* ---- vision -------------------------------------------------------------------------------------- */
 
 const qvl_config *qvl_engine_config(const qvl_engine *e) { return &e->cfg; }
+
+const qvl_weights *qvl_engine_weights(const qvl_engine *e) { return &e->w; }
 
 qvl_backend *qvl_engine_backend(qvl_engine *e) { return e->be; }
 

@@ -1,4 +1,5 @@
-/* act.cuh - the activations computed in more than one kernel, so that every path gives the same bits.
+/* act.cuh - the activations (and the rotary's arithmetic) computed in more than one kernel, so that every path gives
+ * the same bits.
  *
  * gelu_tanh_f32: PyTorch's gelu(approximate="tanh") in f32 (its opmath for bf16 tensors), rounded by the caller;
  * eltwise.cu (after a GEMM), gemv.cu and gemm_wgmma.cu (in their epilogues).
@@ -9,6 +10,12 @@
  * reference rounds act_fn(gate). */
 #pragma once
 #include <cuda_bf16.h>
+
+/* The NeoX rotary of one pair, a = x[d], b = x[d + head_dim / 2], in f32: a' = a cos[d] - b sin[d] (rope_lo with
+ * c, s of d), b' = b cos[d + h] + a sin[d + h] (rope_hi with those of d + h), the contraction pinned (one product
+ * rounded, then one fused multiply-add) so that rope.cu, attn_vit.cu and gemm_wgmma.cu's epilogue agree bit for bit. */
+__device__ __forceinline__ float rope_lo(float a, float b, float c, float s) { return fmaf(a, c, -__fmul_rn(b, s)); }
+__device__ __forceinline__ float rope_hi(float a, float b, float c, float s) { return fmaf(b, c, __fmul_rn(a, s)); }
 
 __device__ __forceinline__ float gelu_tanh_f32(float v) {
   return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));

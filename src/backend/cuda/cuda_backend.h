@@ -56,6 +56,7 @@ typedef struct cuda_ctx {
   int wgmma;              /* attn_vit_wgmma.cu runs on this device (compute capability 9.0) */
   int wg_gemm;            /* gemm_wgmma.cu runs here: a candidate of every tuned linear (gemm.c) */
   int wg_swiglu;          /* ... and backs linear_swiglu (else NULL: QVL_FUSED_SWIGLU=0 or not Hopper) */
+  int wg_rope;            /* ... and linear_rope (else NULL: QVL_FUSED_ROPE=0 or not Hopper) */
   float *attn_ws;         /* attention_paged split partials, CUDA_ATTN_WS bytes, allocated at creation so that
                            * a graph capture never allocates */
 } cuda_ctx;

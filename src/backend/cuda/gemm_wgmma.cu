@@ -7,6 +7,10 @@
  *   CUDA_WG_NONE:      y[r][j] = a.                         w [n][k], y [m][n] (backend.h linear, as a candidate
  *   CUDA_WG_GELU_TANH: y[r][j] = bf16(gelu_tanh(a)).        gemm.c times against cuBLASLt's algorithms per
  *   CUDA_WG_RESIDUAL:  y[r][j] = bf16(a + res[r][j]).       shape bucket; Qwen3-VL's vision MLP and blocks)
+ *   CUDA_WG_ROPE:      a qkv projection whose q and k columns (0 .. rot - 1) leave the GEMM in rotary pair order
+ *                      (w's rows permuted at load: x[d], x[d + hd/2] of a head side by side, one bf16x2 word of E)
+ *                      and are rotated (rope.cu's arithmetic, act.cuh) and stored in the natural order; v columns
+ *                      as CUDA_WG_NONE. Replaces linear + rope_qk (backend.h linear_rope: Qwen3-VL's towers).
  * The last two round a first, as transformers rounds a linear's output before its activation or residual add;
  * cuBLASLt's GELU_BIAS / beta = 1 epilogues round once, so the two differ by about one bf16 ulp where they differ.
  *
@@ -170,6 +174,8 @@ struct params {
   bf16 *y;
   const bf16 *res;  /* CUDA_WG_RESIDUAL's addend (may be y) */
   const bf16 *bias; /* NULL: no bias */
+  const float *cos, *sin; /* CUDA_WG_ROPE: [m][hd] */
+  int hd, rot;            /* CUDA_WG_ROPE: head_dim; the rotated columns 0 .. rot - 1 (q and k heads) */
   int64_t m;
   int f;       /* SwiGLU: the up rows' offset in w and y's width; plain: n, w's rows and y's width */
   int kt;      /* k steps: k / BK */
@@ -459,12 +465,31 @@ __device__ __forceinline__ float swiglu1(uint32_t v) {
 /* Two outputs of a plain epilogue from v = bf16x2 a (and r = bf16x2 of the residual), packed. */
 template <int EPI>
 __device__ __forceinline__ uint32_t plain2(uint32_t v, uint32_t r) {
+  if (EPI == CUDA_WG_ROPE) return v; /* columns past the rotated ones (v) */
   if (EPI == CUDA_WG_GELU_TANH) return pack_rn(gelu_tanh_f32(lo_f(v)), gelu_tanh_f32(hi_f(v)));
   if (EPI == CUDA_WG_RESIDUAL) return pack_rn(lo_f(v) + lo_f(r), hi_f(v) + hi_f(r));
   return v;
 }
 
 enum { RB = 4 }; /* rows per batch of a plain epilogue warp: their E and residual loads in flight together */
+
+/* CUDA_WG_ROPE: a lane's 8 columns c .. c + 7 (c % 8 == 0, c < rot) of row r in pair order, o = 4 bf16x2 pairs
+ * (x[d], x[d + hd/2]) of head c / hd, d = (c % hd) / 2 .. + 3 (see the top): rotated as rope.cu rotates them, and
+ * stored where the natural order has them, 4 + 4 columns (8-byte stores; a lane pair covers 8 + 8 consecutive). */
+__device__ __forceinline__ void rope8(const params &p, uint4 o, int64_t r, int c) {
+  const int hd = p.hd, half = hd / 2, head = c / hd, d = (c - head * hd) / 2;
+  const float *cs = p.cos + r * hd + d, *sn = p.sin + r * hd + d;
+  const float4 cl = *(const float4 *)cs, ch = *(const float4 *)(cs + half);
+  const float4 sl = *(const float4 *)sn, sh = *(const float4 *)(sn + half);
+  uint2 lo, hi;
+  lo.x = pack_rn(rope_lo(lo_f(o.x), hi_f(o.x), cl.x, sl.x), rope_lo(lo_f(o.y), hi_f(o.y), cl.y, sl.y));
+  lo.y = pack_rn(rope_lo(lo_f(o.z), hi_f(o.z), cl.z, sl.z), rope_lo(lo_f(o.w), hi_f(o.w), cl.w, sl.w));
+  hi.x = pack_rn(rope_hi(lo_f(o.x), hi_f(o.x), ch.x, sh.x), rope_hi(lo_f(o.y), hi_f(o.y), ch.y, sh.y));
+  hi.y = pack_rn(rope_hi(lo_f(o.z), hi_f(o.z), ch.z, sh.z), rope_hi(lo_f(o.w), hi_f(o.w), ch.w, sh.w));
+  bf16 *y = p.y + r * p.f + head * hd + d;
+  *(uint2 *)y = lo;
+  *(uint2 *)(y + half) = hi;
+}
 
 /* Epilogue warp ew (0 .. EW - 1): the same tiles as the consumers, in the same order. Per tile j it waits for E
  * (parity j & 1 of epi_full), takes rows ew, ew + EW, ... below m and hands E back (epi_empty) after its last load.
@@ -518,6 +543,10 @@ __device__ void epilogue(const params &p, uint32_t sb, int ew, int rank) {
           const uint32_t g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
           uint4 o = h ? make_uint4(g0, g1, v[u].y, v[u].w) : make_uint4(v[u].x, v[u].z, g0, g1);
           if (!in) continue;
+          if (EPI == CUDA_WG_ROPE && c16 + 8 * h < p.rot) {
+            rope8(p, o, r0 + rr, c16 + 8 * h);
+            continue;
+          }
           o.x = plain2<EPI>(o.x, res[u].x), o.y = plain2<EPI>(o.y, res[u].y);
           o.z = plain2<EPI>(o.z, res[u].z), o.w = plain2<EPI>(o.w, res[u].w);
           *(uint4 *)(p.y + c + rr * f) = o;
@@ -604,11 +633,19 @@ int launch(const targs &a, int grid, cudaStream_t s) {
 }
 
 /* n: y's width (f for SwiGLU). The cluster variant is SwiGLU's only. */
+struct rope_args {
+  const float *cos, *sin;
+  int rot, hd;
+};
+
 int run(int epi, int cluster, uint16_t *y, const uint16_t *res, const uint16_t *x, const uint16_t *w,
-        const uint16_t *bias, int64_t m, int n, int k, qvl_stream s) {
-  const int swiglu = epi == CUDA_WG_SWIGLU;
-  if (epi < CUDA_WG_NONE || epi > CUDA_WG_SWIGLU) return QVL_ERR_INVALID_ARG;
+        const uint16_t *bias, int64_t m, int n, int k, const rope_args &ra, qvl_stream s) {
+  const int swiglu = epi == CUDA_WG_SWIGLU, rope = epi == CUDA_WG_ROPE;
+  if (epi < CUDA_WG_NONE || epi > CUDA_WG_ROPE) return QVL_ERR_INVALID_ARG;
   if (!y || !x || !w || (epi == CUDA_WG_RESIDUAL && !res) || m < 0 || n < 1 || k < 1) return QVL_ERR_INVALID_ARG;
+  if (rope && (!ra.cos || !ra.sin || ra.hd < 8 || ra.rot < 0 || ra.rot > n)) return QVL_ERR_INVALID_ARG;
+  if (rope && (ra.hd % 8 || ra.rot % ra.hd || (((uintptr_t)ra.cos | (uintptr_t)ra.sin) & 15)))
+    return QVL_ERR_UNSUPPORTED;
   if (g_state == 0) {
     int rc = cuda_gemm_wgmma_init();
     if (rc != QVL_OK) return rc;
@@ -632,6 +669,7 @@ int run(int epi, int cluster, uint16_t *y, const uint16_t *res, const uint16_t *
   a.p.y = (bf16 *)y;
   a.p.res = (const bf16 *)res;
   a.p.bias = (const bf16 *)bias;
+  a.p.cos = ra.cos, a.p.sin = ra.sin, a.p.hd = ra.hd, a.p.rot = ra.rot;
   a.p.m = m;
   a.p.f = n;
   a.p.kt = k / BK;
@@ -644,6 +682,7 @@ int run(int epi, int cluster, uint16_t *y, const uint16_t *res, const uint16_t *
   case CUDA_WG_NONE: return launch<CUDA_WG_NONE, 1>(a, (int)grid, s);
   case CUDA_WG_GELU_TANH: return launch<CUDA_WG_GELU_TANH, 1>(a, (int)grid, s);
   case CUDA_WG_RESIDUAL: return launch<CUDA_WG_RESIDUAL, 1>(a, (int)grid, s);
+  case CUDA_WG_ROPE: return launch<CUDA_WG_ROPE, 1>(a, (int)grid, s);
   default: return CL == 1 ? launch<CUDA_WG_SWIGLU, 1>(a, (int)grid, s) : launch<CUDA_WG_SWIGLU, 2>(a, (int)(2 * grid), s);
   }
 }
@@ -662,7 +701,7 @@ extern "C" int cuda_gemm_wgmma_init(void) {
   g_encode = (PFN_cuTensorMapEncodeTiled_v12000)cuda_tensor_map_encoder();
   if (!image || !g_encode) return g_state = QVL_ERR_UNSUPPORTED;
   if (set_attrs<CUDA_WG_SWIGLU, 1>() || set_attrs<CUDA_WG_SWIGLU, 2>() || set_attrs<CUDA_WG_NONE, 1>() ||
-      set_attrs<CUDA_WG_GELU_TANH, 1>() || set_attrs<CUDA_WG_RESIDUAL, 1>()) {
+      set_attrs<CUDA_WG_GELU_TANH, 1>() || set_attrs<CUDA_WG_RESIDUAL, 1>() || set_attrs<CUDA_WG_ROPE, 1>()) {
     (void)cudaGetLastError();
     return g_state = QVL_ERR_UNSUPPORTED;
   }
@@ -686,10 +725,17 @@ extern "C" int cuda_gemm_wgmma_init(void) {
 
 extern "C" int cuda_gemm_wgmma(int epi, uint16_t *y, const uint16_t *res, const uint16_t *x, const uint16_t *w,
                                const uint16_t *bias, int64_t m, int n, int k, qvl_stream s) {
-  return run(epi, 0, y, res, x, w, bias, m, n, k, s);
+  if (epi == CUDA_WG_ROPE) return QVL_ERR_INVALID_ARG; /* cuda_gemm_wgmma_rope */
+  return run(epi, 0, y, res, x, w, bias, m, n, k, rope_args{}, s);
+}
+
+extern "C" int cuda_gemm_wgmma_rope(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias,
+                                    const float *cos, const float *sin, int64_t m, int n, int k, int rot, int head_dim,
+                                    qvl_stream s) {
+  return run(CUDA_WG_ROPE, 0, y, NULL, x, w, bias, m, n, k, rope_args{cos, sin, rot, head_dim}, s);
 }
 
 extern "C" int cuda_linear_swiglu_debug(int cluster, uint16_t *y, const uint16_t *x, const uint16_t *w,
                                         const uint16_t *bias, int64_t m, int f, int k, qvl_stream s) {
-  return run(CUDA_WG_SWIGLU, cluster, y, NULL, x, w, bias, m, f, k, s);
+  return run(CUDA_WG_SWIGLU, cluster, y, NULL, x, w, bias, m, f, k, rope_args{}, s);
 }
