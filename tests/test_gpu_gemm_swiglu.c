@@ -1,7 +1,7 @@
 /* The fused gate|up GEMM + SwiGLU (gemm_wgmma.cu's SwiGLU epilogue, backend.h linear_swiglu) against two references on the same
  * bf16 inputs, drawn fresh each run (QVL_TEST_SEED replays): the CPU backend's linear + swiglu in f32 (relative L2
  * <= 1e-2), and the CUDA backend's cuBLASLt linear + swiglu.cu, which round at the same steps and differ only in
- * the order of the f32 sums (relative L2 <= 4e-3, at most 1 in 1,000 outputs more than 2 bf16 ulps apart). Every
+ * the order of the f32 sums (relative L2 <= 4e-3, at most 1 in 1,000 outputs (1 of fewer) more than 2 bf16 ulps apart). Every
  * output row must be written and finite (y is NaN first) and the rows past m untouched (guard rows).
  *   silu: all 65,536 bf16 gate values through both paths with exact GEMMs (x = [g, 1, 0 ...], w = e0 / e1 rows),
  *     bit for bit: the kernel's division-free silu (swiglu.cuh) against swiglu.cu's.
@@ -138,7 +138,8 @@ static void check_gpu(const char *name, const uint16_t *y, const uint16_t *z, si
   printf("  %-44s vs cuBLASLt+swiglu: rel_l2 %.2e, %.4f%% bit-equal, %zu > 2 ulps (max %d)\n", name, rel,
          100.0 * (double)same / (double)n, far, worst);
   if (!(rel <= 4e-3)) fail_msg("%s: rel_l2 %.3e against the unfused GPU path > 4e-3", name, rel);
-  if (far > n / 1000) fail_msg("%s: %zu of %zu outputs more than 2 ulps from the unfused GPU path", name, far, n);
+  if (far > (n < 1000 ? 1 : n / 1000)) /* a row's few outputs: one near a cancellation may be 3-4 ulps off */
+    fail_msg("%s: %zu of %zu outputs more than 2 ulps from the unfused GPU path", name, far, n);
 }
 
 /* rows of y (indices `rows`, n_rows of them) against the f32 CPU reference ref [n_rows][f]. */

@@ -313,7 +313,7 @@ static void test_rope(void **s) {
   rope_case(300, 16, 72, 1152, 1, 7);  /* Qwen3-VL-8B: 3456 columns, q | k tiles 0-8, v from tile 9 */
   rope_case(77, 4, 64, 128, 0, 0);     /* 768 columns: the v columns start inside tile 2 */
   rope_case(4097, 16, 80, 64, 1, 37);  /* Qwen2.5-VL's head_dim 80, one k step */
-  rope_case(2000, 12, 72, 768, 1, 41); /* Qwen3-VL-2B: 2304 columns */
+  rope_case(2000, 16, 64, 1024, 1, 41); /* Qwen3-VL-2B: 3072 columns */
   /* the question at rows 0: this shape runs; head_dim % 8 and n % 64 do not */
   void *w = dev_bytes(NULL, 4096 * 64 * 2);
   assert_int_equal(E.gpu->linear_rope(E.gpu, NULL, NULL, w, NULL, NULL, NULL, 0, 3456, 64, 16, 72), QVL_OK);
@@ -421,7 +421,13 @@ static void bench_shape(qvl_backend *lt, int64_t m, int n, int k, int epi, const
     bench_case c = {.lt = i ? lt : NULL, .m = m, .n = n, .k = k, .epi = epi};
     c.x = dev_random(be, (size_t)m * k, -2, 2), c.w = dev_random(be, (size_t)n * k, -0.05f, 0.05f);
     c.b = dev_random(be, (size_t)n, -0.5f, 0.5f), c.y = dev_random(be, (size_t)m * n, -1, 1);
-    c.cs = epi == CUDA_WG_ROPE ? dev_random(be, (size_t)m * 72, -1, 1) : NULL; /* m * 144 f32 = m * 72 x 2 bf16 */
+    if (epi == CUDA_WG_ROPE) { /* cos and sin [m][72] f32 */
+      float *h = malloc((size_t)m * 144 * sizeof(float));
+      tu_uniform(h, (size_t)m * 144, -1, 1, &E.rng);
+      assert_int_equal(be->alloc(be, (void **)&c.cs, (size_t)m * 144 * sizeof(float)), QVL_OK);
+      assert_int_equal(be->upload(be, c.cs, h, (size_t)m * 144 * sizeof(float)), QVL_OK);
+      free(h);
+    }
     t[i] = median_ms(&c);
     be->free(be, c.x), be->free(be, c.w), be->free(be, c.b), be->free(be, c.y), be->free(be, c.cs);
     be->trim(be);

@@ -474,13 +474,21 @@ __device__ __forceinline__ uint32_t plain2(uint32_t v, uint32_t r) {
 enum { RB = 4 }; /* rows per batch of a plain epilogue warp: their E and residual loads in flight together */
 
 /* CUDA_WG_ROPE: a lane's 8 columns c .. c + 7 (c % 8 == 0, c < rot) of row r in pair order, o = 4 bf16x2 pairs
- * (x[d], x[d + hd/2]) of head c / hd, d = (c % hd) / 2 .. + 3 (see the top): rotated as rope.cu rotates them, and
- * stored where the natural order has them, 4 + 4 columns (8-byte stores; a lane pair covers 8 + 8 consecutive). */
-__device__ __forceinline__ void rope8(const params &p, uint4 o, int64_t r, int c) {
+ * (x[d], x[d + hd/2]) of head c / hd, d = (c % hd) / 2 .. + 3 (see the top): rotated as rope.cu rotates them by the
+ * table values t (rope_load, read with the batch's E words: a load per row waited for in turn made the epilogue
+ * warps the kernel's bottleneck), and stored where the natural order has them, 4 + 4 columns (8-byte stores; a
+ * lane pair covers 8 + 8 consecutive). */
+struct rope_t { float4 cl, ch, sl, sh; }; /* cos[d .. d+3], cos[d+h ..], sin[d ..], sin[d+h ..] of a lane's row */
+
+__device__ __forceinline__ rope_t rope_load(const params &p, int64_t r, int c) {
   const int hd = p.hd, half = hd / 2, head = c / hd, d = (c - head * hd) / 2;
   const float *cs = p.cos + r * hd + d, *sn = p.sin + r * hd + d;
-  const float4 cl = *(const float4 *)cs, ch = *(const float4 *)(cs + half);
-  const float4 sl = *(const float4 *)sn, sh = *(const float4 *)(sn + half);
+  return rope_t{*(const float4 *)cs, *(const float4 *)(cs + half), *(const float4 *)sn, *(const float4 *)(sn + half)};
+}
+
+__device__ __forceinline__ void rope8(const params &p, uint4 o, int64_t r, int c, const rope_t &t) {
+  const int hd = p.hd, half = hd / 2, head = c / hd, d = (c - head * hd) / 2;
+  const float4 cl = t.cl, ch = t.ch, sl = t.sl, sh = t.sh;
   uint2 lo, hi;
   lo.x = pack_rn(rope_lo(lo_f(o.x), hi_f(o.x), cl.x, sl.x), rope_lo(lo_f(o.y), hi_f(o.y), cl.y, sl.y));
   lo.y = pack_rn(rope_lo(lo_f(o.z), hi_f(o.z), cl.z, sl.z), rope_lo(lo_f(o.w), hi_f(o.w), cl.w, sl.w));
@@ -524,18 +532,22 @@ __device__ void epilogue(const params &p, uint32_t sb, int ew, int rank) {
       const int h = lane & 1, c16 = nt * 2 * BN + 16 * (lane >> 1);
       const bool in = c16 < p.f; /* n % 64 == 0: a lane pair's 16 columns lie wholly below n or at or past it */
       const int64_t c = r0 * f + c16 + 8 * h;
-      for (int r = ew; r < rows; r += EW * RB) {
-        uint4 v[RB], res[RB];
+      const bool rot = EPI == CUDA_WG_ROPE && in && c16 + 8 * h < p.rot;
+      constexpr int NB = EPI == CUDA_WG_ROPE ? 2 : RB; /* the tables' 16 registers per row */
+      for (int r = ew; r < rows; r += EW * NB) {
+        uint4 v[NB], res[NB];
+        rope_t t[NB];
 #pragma unroll
-        for (int u = 0; u < RB; u++) {
+        for (int u = 0; u < NB; u++) {
           const int rr = r + u * EW;
           if (rr < rows) {
             v[u] = ld_shared_v4(e0 + (uint32_t)(rr * E_LD) * 4);
             if (EPI == CUDA_WG_RESIDUAL && in) res[u] = *(const uint4 *)(p.res + c + rr * f);
+            if (EPI == CUDA_WG_ROPE && rot) t[u] = rope_load(p, r0 + rr, c16 + 8 * h);
           }
         }
 #pragma unroll
-        for (int u = 0; u < RB; u++) {
+        for (int u = 0; u < NB; u++) {
           const int rr = r + u * EW;
           if (rr >= rows) break; /* uniform across the warp */
           /* lane h = 0 keeps run 0 (v.x, v.z), sends run 1 (v.y, v.w); lane h = 1 the other way round */
@@ -543,8 +555,8 @@ __device__ void epilogue(const params &p, uint32_t sb, int ew, int rank) {
           const uint32_t g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
           uint4 o = h ? make_uint4(g0, g1, v[u].y, v[u].w) : make_uint4(v[u].x, v[u].z, g0, g1);
           if (!in) continue;
-          if (EPI == CUDA_WG_ROPE && c16 + 8 * h < p.rot) {
-            rope8(p, o, r0 + rr, c16 + 8 * h);
+          if (EPI == CUDA_WG_ROPE && rot) {
+            rope8(p, o, r0 + rr, c16 + 8 * h, t[u]);
             continue;
           }
           o.x = plain2<EPI>(o.x, res[u].x), o.y = plain2<EPI>(o.y, res[u].y);
