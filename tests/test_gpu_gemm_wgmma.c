@@ -247,7 +247,8 @@ static void rope_case(int64_t m, int heads, int hd, int k, int bias, int sample)
   problem p;
   problem_make(&p, CUDA_WG_NONE, m, n, k, bias);
   float *cs = malloc((size_t)m * hd * 2 * sizeof(float));
-  tu_uniform(cs, (size_t)m * hd * 2, -1, 1, &E.rng); /* cos rows, then sin rows: any values rotate the same way */
+  tu_uniform(cs, (size_t)m * hd * 2, -1, 1, &E.rng); /* cos rows, then sin rows, each row's halves equal */
+  for (size_t r = 0; r < (size_t)m * 2; r++) memcpy(cs + r * hd + hd / 2, cs + r * hd, (size_t)hd / 2 * sizeof(float));
   void *dcs = dev_bytes(cs, (size_t)m * hd * 2 * sizeof(float));
   const float *dcos = dcs, *dsin = (const float *)dcs + (size_t)m * hd;
   /* pair-ordered copies of w and bias */
@@ -424,6 +425,7 @@ static void bench_shape(qvl_backend *lt, int64_t m, int n, int k, int epi, const
     if (epi == CUDA_WG_ROPE) { /* cos and sin [m][72] f32 */
       float *h = malloc((size_t)m * 144 * sizeof(float));
       tu_uniform(h, (size_t)m * 144, -1, 1, &E.rng);
+      for (size_t r = 0; r < (size_t)m * 2; r++) memcpy(h + r * 72 + 36, h + r * 72, 36 * sizeof(float));
       assert_int_equal(be->alloc(be, (void **)&c.cs, (size_t)m * 144 * sizeof(float)), QVL_OK);
       assert_int_equal(be->upload(be, c.cs, h, (size_t)m * 144 * sizeof(float)), QVL_OK);
       free(h);

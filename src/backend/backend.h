@@ -102,7 +102,8 @@ struct qvl_backend {
                        int k);
   /* Optional (NULL on a backend without it): a vision block's qkv projection with attention's rotary applied, y
    * [rows][n] = x [rows][k] w [n][k]^T + bias, rounded to bf16, then q and k (columns 0 .. 2 heads head_dim - 1)
-   * rotated as attention with cos/sin would rotate them (attention then runs with cos NULL). The rows of w and bias
+   * rotated as attention with cos/sin would rotate them (attention then runs with cos NULL); cos/sin as rope_tables
+   * makes them (each row's two halves equal: only the first half is read). The rows of w and bias
    * for those columns must be in pair order (qvl_rope_pair_row; the model permutes them at load). rows == 0 asks
    * whether calls of this shape run here (w, bias: the weights; y, x, cos, sin may be NULL): QVL_OK, or
    * QVL_ERR_UNSUPPORTED with b->err untouched. */

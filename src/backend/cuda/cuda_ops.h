@@ -61,8 +61,8 @@ int cuda_gemm_wgmma(int epi, uint16_t *y, const uint16_t *res, const uint16_t *x
 /* CUDA_WG_ROPE: a qkv projection with q and k rotated in its epilogue (backend.h linear_rope): y [m][n] = x w^T +
  * bias rounded to bf16, whose columns 0 .. rot - 1 (q and k heads of head_dim) come out of the GEMM in pair order
  * (w's and bias's rows permuted at load: row h hd + 2j + e is natural row h hd + j + e hd/2, j < hd/2) and are
- * rotated by cos/sin (f32 [m][head_dim]) with rope.cu's arithmetic and stored in the natural order; columns from
- * rot on as they are. The same bits as the natural-order GEMM then cuda_rope_qk, but for the f32 sums' order.
+ * rotated by cos/sin (f32 [m][head_dim], whose two halves are equal as rope_tables makes them: only the first is
+ * read) with rope.cu's arithmetic and stored in the natural order; columns from rot on as they are. The same bits as the natural-order GEMM then cuda_rope_qk, but for the f32 sums' order.
  * QVL_ERR_UNSUPPORTED also unless head_dim % 8 == 0, rot % head_dim == 0 and cos/sin are 16-byte aligned. */
 int cuda_gemm_wgmma_rope(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias, const float *cos,
                          const float *sin, int64_t m, int n, int k, int rot, int head_dim, qvl_stream s);

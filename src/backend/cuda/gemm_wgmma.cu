@@ -477,18 +477,20 @@ enum { RB = 4 }; /* rows per batch of a plain epilogue warp: their E and residua
  * (x[d], x[d + hd/2]) of head c / hd, d = (c % hd) / 2 .. + 3 (see the top): rotated as rope.cu rotates them by the
  * table values t (rope_load, read with the batch's E words: a load per row waited for in turn made the epilogue
  * warps the kernel's bottleneck), and stored where the natural order has them, 4 + 4 columns (8-byte stores; a
- * lane pair covers 8 + 8 consecutive). */
-struct rope_t { float4 cl, ch, sl, sh; }; /* cos[d .. d+3], cos[d+h ..], sin[d ..], sin[d+h ..] of a lane's row */
+ * lane pair covers 8 + 8 consecutive). The tables' halves are equal (cos[d + h] = cos[d], sin too: the vision
+ * rotary's cat(freqs, freqs), as rope_tables makes them; cuda_gemm_wgmma_rope's contract), so only the first is
+ * read: reading both (16 registers a row, 2 rows in flight) ran the qkv GEMM at 1.24 ms against 0.78 without the
+ * rotary (65,536 x 3,456 x 1,152, H100). */
+struct rope_t { float4 c, s; }; /* cos[d .. d+3] and sin[d .. d+3] of a lane's row (= those of d + h .. d + h + 3) */
 
 __device__ __forceinline__ rope_t rope_load(const params &p, int64_t r, int c) {
-  const int hd = p.hd, half = hd / 2, head = c / hd, d = (c - head * hd) / 2;
-  const float *cs = p.cos + r * hd + d, *sn = p.sin + r * hd + d;
-  return rope_t{*(const float4 *)cs, *(const float4 *)(cs + half), *(const float4 *)sn, *(const float4 *)(sn + half)};
+  const int hd = p.hd, head = c / hd, d = (c - head * hd) / 2;
+  return rope_t{*(const float4 *)(p.cos + r * hd + d), *(const float4 *)(p.sin + r * hd + d)};
 }
 
 __device__ __forceinline__ void rope8(const params &p, uint4 o, int64_t r, int c, const rope_t &t) {
   const int hd = p.hd, half = hd / 2, head = c / hd, d = (c - head * hd) / 2;
-  const float4 cl = t.cl, ch = t.ch, sl = t.sl, sh = t.sh;
+  const float4 cl = t.c, ch = t.c, sl = t.s, sh = t.s;
   uint2 lo, hi;
   lo.x = pack_rn(rope_lo(lo_f(o.x), hi_f(o.x), cl.x, sl.x), rope_lo(lo_f(o.y), hi_f(o.y), cl.y, sl.y));
   lo.y = pack_rn(rope_lo(lo_f(o.z), hi_f(o.z), cl.z, sl.z), rope_lo(lo_f(o.w), hi_f(o.w), cl.w, sl.w));
@@ -533,7 +535,7 @@ __device__ void epilogue(const params &p, uint32_t sb, int ew, int rank) {
       const bool in = c16 < p.f; /* n % 64 == 0: a lane pair's 16 columns lie wholly below n or at or past it */
       const int64_t c = r0 * f + c16 + 8 * h;
       const bool rot = EPI == CUDA_WG_ROPE && in && c16 + 8 * h < p.rot;
-      constexpr int NB = EPI == CUDA_WG_ROPE ? 2 : RB; /* the tables' 16 registers per row */
+      constexpr int NB = EPI == CUDA_WG_ROPE ? 3 : RB; /* 4 spill (72 registers) */
       for (int r = ew; r < rows; r += EW * NB) {
         uint4 v[NB], res[NB];
         rope_t t[NB];
