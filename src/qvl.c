@@ -237,9 +237,6 @@ static int open_engine(qvl_engine *e) {
   if ((rc = qvl_model_specs(&e->cfg, ffn_align, &e->w, &e->specs, &e->n_specs, &e->err))) return rc;
   if (!e->params.dummy && ((rc = st_open(&e->st, e->dir, &e->err)) || (rc = validate_checkpoint(e)))) return rc;
   if (e->params.load != QVL_LOAD_NONE && (rc = bind_weights(e))) return rc;
-  if (e->be && e->w.vit && e->cfg.arch == QVL_ARCH_QWEN3_VL &&
-      (rc = qwen3_vl_pair_rows(e->be, &e->w, &e->cfg.vision, &e->err)))
-    return rc;
   if (e->w.patch_w && (rc = vision_open(e, e->params.max_patches, e->params.max_images))) return rc;
   fill_info(e);
   return QVL_OK;
@@ -354,8 +351,6 @@ int qvl_engine_export(qvl_engine *e, const char *out_dir, int64_t shard_bytes) {
 /* ---- vision -------------------------------------------------------------------------------------- */
 
 const qvl_config *qvl_engine_config(const qvl_engine *e) { return &e->cfg; }
-
-const qvl_weights *qvl_engine_weights(const qvl_engine *e) { return &e->w; }
 
 qvl_backend *qvl_engine_backend(qvl_engine *e) { return e->be; }
 
@@ -599,7 +594,9 @@ static int tune_attention(qvl_engine *e, int64_t rows) {
   void *dev = NULL;
   int rc = grid && px ? be->alloc(be, &dev, (size_t)(rows * row_len) * be->elem_bytes) : QVL_ERR_NOMEM;
   if (!rc) {
-    qvl_counter_fill(px, "tune attention pixels", 0, row_len * 4096, 0.0, 1.0);
+    uint32_t st = 54321u;
+    for (int64_t i = 0; i < row_len * 4096; i++)
+      st = st * 1664525u + 1013904223u, px[i] = (float)(st >> 8) / 8388608.0f - 1.0f;
     for (int64_t at = 0; !rc && at < rows; at += 4096) /* 4096 random rows, repeated */
       rc = be->upload_f32(be, (char *)dev + (size_t)(at * row_len) * be->elem_bytes, px,
                           (rows - at < 4096 ? rows - at : 4096) * row_len);
@@ -632,7 +629,8 @@ int qvl_engine_tune(qvl_engine *e, int64_t vision_rows, int64_t lm_rows, int *n_
     int64_t row_len = (int64_t)v->in_channels * v->temporal_patch * v->patch * v->patch, count = 256 * row_len;
     float *px = malloc((size_t)count * sizeof *px);
     if (!px) return qvl_fail(&e->err, QVL_ERR_NOMEM, "tune: out of memory");
-    qvl_counter_fill(px, "tune pixels", 0, count, 0.0, 1.0);
+    uint32_t st = 12345u;
+    for (int64_t i = 0; i < count; i++) st = st * 1664525u + 1013904223u, px[i] = (float)(st >> 8) / 8388608.0f - 1.0f;
     vis_input in = {grid, 1, px, NULL, 0, 1};
     be->linear_record(be);
     rc = qvl_engine_vision_input(e, &in, NULL, NULL, NULL);

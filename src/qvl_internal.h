@@ -12,7 +12,6 @@ const qvl_config *qvl_engine_config(const qvl_engine *e);
 qvl_backend *qvl_engine_backend(qvl_engine *e);
 const qvl_preproc_config *qvl_engine_preproc(const qvl_engine *e);
 qvl_err *qvl_engine_err(qvl_engine *e); /* where the engine's public functions record failures */
-const qvl_weights *qvl_engine_weights(const qvl_engine *e); /* as bound (device pointers on GPU backends) */
 /* The engine's GPU image pipeline (image/gpu.h), opened on first use and closed with the engine; NULL with the
  * engine's error set when it has no CUDA backend or the pipeline cannot start. */
 struct img_gpu *qvl_engine_img_gpu(qvl_engine *e);

@@ -22,13 +22,6 @@ typedef enum qvl_epi {
   QVL_EPI_RESIDUAL = 2,  /* y += x w^T + bias (the residual add of a block, one rounding on GPU) */
 } qvl_epi;
 
-/* linear_rope's pair order: the natural row (of q and k, heads of head_dim) at row r of the permuted weights, which
- * puts x[d] and x[d + head_dim / 2] of a head side by side (rows h hd + 2d, h hd + 2d + 1, d < hd / 2). */
-static inline int qvl_rope_pair_row(int r, int head_dim) {
-  const int h = r / head_dim, j = r % head_dim;
-  return h * head_dim + j / 2 + (j % 2) * (head_dim / 2);
-}
-
 struct qvl_backend {
   const char *name;  /* "cpu" | "cuda" */
   char device[96];   /* what it runs on, e.g. "NVIDIA H100 80GB HBM3" */
@@ -100,15 +93,6 @@ struct qvl_backend {
    * pointers or this device: the caller then runs linear and swiglu (models/gate_up.c). */
   int (*linear_swiglu)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows, int f,
                        int k);
-  /* Optional (NULL on a backend without it): a vision block's qkv projection with attention's rotary applied, y
-   * [rows][n] = x [rows][k] w [n][k]^T + bias, rounded to bf16, then q and k (columns 0 .. 2 heads head_dim - 1)
-   * rotated as attention with cos/sin would rotate them (attention then runs with cos NULL); cos/sin as rope_tables
-   * makes them (each row's two halves equal: only the first half is read). The rows of w and bias
-   * for those columns must be in pair order (qvl_rope_pair_row; the model permutes them at load). rows == 0 asks
-   * whether calls of this shape run here (w, bias: the weights; y, x, cos, sin may be NULL): QVL_OK, or
-   * QVL_ERR_UNSUPPORTED with b->err untouched. */
-  int (*linear_rope)(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, const float *cos,
-                     const float *sin, int64_t rows, int n, int k, int heads, int head_dim);
   /* y = gelu(x), exact erf form (nn.GELU()) or tanh approximation (gelu_pytorch_tanh); y may alias x */
   int (*gelu_erf)(qvl_backend *b, void *y, const void *x, int64_t n);
   int (*gelu_tanh)(qvl_backend *b, void *y, const void *x, int64_t n);

@@ -43,8 +43,6 @@ typedef struct qvl_weights {
   vit_layer *vit;           /* [depth] */
   vit_merger merger;
   vit_merger *deepstack;    /* [n_deepstack] */
-  int vit_rope_pairs;       /* Qwen3-VL: the q and k rows of every block's qkv_w / qkv_b are in linear_rope's pair
-                             * order (qwen3_vl_pair_rows), and the blocks run linear_rope */
   int vit_ffn;              /* the vision MLP width as bound: intermediate, or rounded up to a multiple of 64 on
                              * GPU backends (3420 -> 3456: zero rows/columns are exact, and cuBLASLt runs 3x
                              * faster on aligned shapes, ../shared/research/kernels.md §2) */
@@ -142,15 +140,10 @@ int qwen2_5_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl
 int qwen3_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,
                     void *ud, qvl_err *err);
 
-/* qwen3_vl.c: where the backend has linear_rope and runs the tower's qkv shape with it, puts every block's q and k
- * rows of qkv_w / qkv_b (on the device) in its pair order and sets w->vit_rope_pairs; else leaves them. Once, after
- * the weights are bound. */
-int qwen3_vl_pair_rows(qvl_backend *b, qvl_weights *w, const qvl_vision_config *v, qvl_err *err);
-
 /* gate_up.c: the first half of a SwiGLU MLP, y [rows][f] = silu(gate) * up of gu = x [rows][k] w [2f][k]^T (+ bias
- * [2f]) (w: gate rows, then up rows). Through the backend's fused linear_swiglu when fused is set and the backend
- * has it (the CUDA backend on Hopper unless QVL_FUSED_SWIGLU=0); else, and where that answers QVL_ERR_UNSUPPORTED,
- * linear into gu [rows][2f] (scratch) and swiglu. */
+ * [2f]) (w: gate rows, then up rows). Through the backend's fused linear_swiglu when fused is set, the backend has
+ * it and QVL_FUSED_SWIGLU is not "0" in the environment; else, and where that answers QVL_ERR_UNSUPPORTED, linear
+ * into gu [rows][2f] (scratch) and swiglu. */
 int mlp_gate_up(qvl_backend *b, void *y, void *gu, const void *x, const void *w, const void *bias, int64_t rows, int f,
                 int k, int fused);
 

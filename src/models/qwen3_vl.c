@@ -71,17 +71,15 @@ const qvl_tensor_rule *qwen3_vl_rules(int *n_rules) {
   return RULES;
 }
 
-/* One block, pre-norm residual (spec §3.5). pairs: qkv_w is in linear_rope's pair order, which rotates q and k. */
-static int q3_block(vis_run *r, const vit_layer *L, const void *att, int pairs) {
+/* One block, pre-norm residual (spec §3.5). */
+static int q3_block(vis_run *r, const vit_layer *L, const void *att) {
   const qvl_vision_config *v = r->v;
   qvl_backend *b = r->b;
   int64_t N = r->rows;
   int D = v->hidden, F = r->ffn_width, rc;
   if ((rc = b->layernorm(b, r->x, r->h, L->norm1_w, L->norm1_b, N, D, v->norm_eps)) ||
-      (rc = pairs ? b->linear_rope(b, r->a, r->x, L->qkv_w, L->qkv_b, r->cos, r->sin, N, 3 * D, D, v->heads,
-                                   v->head_dim)
-                  : b->linear(b, r->a, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
-      (rc = b->attention(b, r->x, r->a, att, pairs ? NULL : r->cos, pairs ? NULL : r->sin, vis_attn_scale(v))) ||
+      (rc = b->linear(b, r->a, r->x, L->qkv_w, L->qkv_b, N, 3 * D, D, QVL_EPI_NONE)) ||
+      (rc = b->attention(b, r->x, r->a, att, r->cos, r->sin, vis_attn_scale(v))) ||
       (rc = b->linear(b, r->h, r->x, L->proj_w, L->proj_b, N, D, D, QVL_EPI_RESIDUAL)) ||
       (rc = b->layernorm(b, r->x, r->h, L->norm2_w, L->norm2_b, N, D, v->norm_eps)) ||
       (rc = b->linear(b, r->a, r->x, L->fc1_w, L->fc1_b, N, F, D, QVL_EPI_GELU_TANH)) ||
@@ -141,42 +139,12 @@ static int q3_forward(vis_run *r, const qvl_weights *w, const void *px, qvl_tap_
       (rc = b->add_bilinear(b, r->h, w->pos_embed, r->bil_idx, r->bil_w, N, D)))
     return rc;
   for (int l = 0; l < v->depth; l++) {
-    if ((rc = q3_block(r, &w->vit[l], r->att[0], w->vit_rope_pairs))) return rc;
+    if ((rc = q3_block(r, &w->vit[l], r->att[0]))) return rc;
     if (tap) vis_tap_block(tap, ud, l, r->h, N, D);
     int k = deepstack_slot(v, l);
     if (k >= 0 && (rc = vis_merger(r, &w->deepstack[k], 1, r->h, r->a, r->out_dev[1 + k]))) return rc;
   }
   return vis_merger(r, &w->merger, 0, r->h, r->a, r->out_dev[0]);
-}
-
-int qwen3_vl_pair_rows(qvl_backend *b, qvl_weights *w, const qvl_vision_config *v, qvl_err *err) {
-  const int D = v->hidden, n = 3 * D, hd = v->head_dim;
-  w->vit_rope_pairs = 0;
-  if (!b->linear_rope || !w->vit || v->depth < 1 || 2 * v->heads * hd > n ||
-      b->linear_rope(b, NULL, NULL, w->vit[0].qkv_w, w->vit[0].qkv_b, NULL, NULL, 0, n, D, v->heads, hd) != QVL_OK)
-    return QVL_OK; /* the blocks run linear, then attention's rotary */
-  int32_t *idx = malloc((size_t)n * sizeof *idx), *didx = NULL;
-  void *tmp = NULL;
-  int rc = idx ? QVL_OK : QVL_ERR_NOMEM;
-  for (int r = 0; idx && r < n; r++) idx[r] = r < 2 * v->heads * hd ? qvl_rope_pair_row(r, hd) : r;
-  if (!rc) rc = b->alloc(b, (void **)&didx, (size_t)n * sizeof *didx);
-  if (!rc) rc = b->alloc(b, &tmp, (size_t)n * D * b->elem_bytes);
-  if (!rc) rc = b->upload(b, didx, idx, (size_t)n * sizeof *idx);
-  for (int l = 0; !rc && l < v->depth; l++) {
-    const vit_layer *L = &w->vit[l];
-    if ((rc = b->gather_rows(b, tmp, L->qkv_w, didx, n, D)) ||
-        (rc = b->copy(b, L->qkv_w, tmp, (size_t)n * D * b->elem_bytes)))
-      break;
-    if (L->qkv_b && ((rc = b->gather_rows(b, tmp, L->qkv_b, didx, n, 1)) ||
-                     (rc = b->copy(b, L->qkv_b, tmp, (size_t)n * b->elem_bytes))))
-      break;
-  }
-  if (!rc) rc = b->sync(b);
-  b->free(b, tmp), b->free(b, didx);
-  free(idx);
-  if (rc == QVL_ERR_NOMEM && !err->code) return qvl_fail(err, rc, "qwen3_vl: pairing the qkv rows: out of memory");
-  if (!rc) w->vit_rope_pairs = 1;
-  return rc;
 }
 
 int qwen3_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_vision_out *out, qvl_tap_fn tap,

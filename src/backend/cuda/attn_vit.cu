@@ -75,7 +75,6 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "backend/cuda/act.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/mma.cuh"
 #include "qvl.h"
@@ -168,8 +167,8 @@ __device__ __forceinline__ void rot4(bf16 *x, int half, uint2 lo, uint2 hi, cons
 #pragma unroll
   for (int k = 0; k < 4; k++) {
     float av = __bfloat162float(a[k]), bv = __bfloat162float(b[k]);
-    oa[k] = __float2bfloat16(rope_lo(av, bv, cls[k], sls[k]));
-    ob[k] = __float2bfloat16(rope_hi(av, bv, chs[k], shs[k]));
+    oa[k] = __float2bfloat16(av * cls[k] - bv * sls[k]);
+    ob[k] = __float2bfloat16(bv * chs[k] + av * shs[k]);
   }
   *(uint2 *)x = olo;
   *(uint2 *)(x + half) = ohi;

@@ -283,38 +283,19 @@ static int cu_swiglu(qvl_backend *b, void *y, const void *gu, int64_t rows, int 
   OTHER(b, cuda_swiglu(y, gu, rows, f, STREAM(b)), "swiglu");
 }
 
-/* gemm_wgmma.cu's SwiGLU epilogue, timed as a GEMM. A shape it refuses returns QVL_ERR_UNSUPPORTED without touching
- * b->err, its profile mark left open: dropped (cuda_mark_begin). */
+/* gemm_swiglu.cu, timed as a GEMM. A shape or device it refuses returns QVL_ERR_UNSUPPORTED without touching
+ * b->err and without closing its profile mark: the next op's mark takes the slot. */
 static int cu_linear_swiglu(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows,
                             int f, int k) {
   cuda_mark_begin(b, 0);
   cuda_mark_label(b, "linear_swiglu n %d k %d%s", 2 * f, k, bias ? " bias" : "");
-  int rc = cuda_gemm_wgmma(CUDA_WG_SWIGLU, y, NULL, x, w, bias, rows, f, k, STREAM(b));
+  int rc = cuda_linear_swiglu(y, x, w, bias, rows, f, k, STREAM(b));
   if (rc == QVL_ERR_UNSUPPORTED) return rc;
   cuda_mark_end(b);
   if (rc == QVL_ERR_LIMIT || rc == QVL_ERR_INVALID_ARG)
     return qvl_fail(b->err, rc, "cuda linear_swiglu: %lld rows, f %d, k %d: %s", (long long)rows, f, k,
                     qvl_status_name(rc));
   return launched(b, rc, "linear_swiglu");
-}
-
-/* gemm_wgmma.cu's rotary epilogue: always that kernel (the pair-ordered weights leave no cuBLASLt alternative). */
-static int cu_linear_rope(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, const float *cos,
-                          const float *sin, int64_t rows, int n, int k, int heads, int head_dim) {
-  const int rot = 2 * heads * head_dim;
-  if (rows == 0) /* the question whether this shape runs: the weights stand in for the other pointers */
-    return cuda_gemm_wgmma_rope((uint16_t *)w, w, w, bias, (const float *)w, (const float *)w, 0, n, k, rot,
-                                head_dim, STREAM(b)) == QVL_OK
-               ? QVL_OK
-               : QVL_ERR_UNSUPPORTED;
-  cuda_mark_begin(b, 0);
-  cuda_mark_label(b, "linear_rope n %d k %d%s", n, k, bias ? " bias" : "");
-  int rc = cuda_gemm_wgmma_rope(y, x, w, bias, cos, sin, rows, n, k, rot, head_dim, STREAM(b));
-  cuda_mark_end(b);
-  if (rc != QVL_OK && rc != QVL_ERR_DEVICE)
-    return qvl_fail(b->err, rc, "cuda linear_rope: %lld rows, n %d, k %d, %d heads of %d: %s", (long long)rows, n, k,
-                    heads, head_dim, qvl_status_name(rc));
-  return launched(b, rc, "linear_rope");
 }
 
 static int cu_gelu_erf(qvl_backend *b, void *y, const void *x, int64_t n) {
@@ -423,15 +404,7 @@ static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
     return cuda_check(b, cudaGetLastError(), "attention kernel attributes");
   c->wgmma = cuda_attn_vit_wgmma_init() == QVL_OK; /* not on this device: attention.c leaves the candidate out */
   if (!c->wgmma) (void)cudaGetLastError();
-  /* gemm_wgmma.cu: where it does not run (not Hopper) linear_swiglu is NULL and gemm.c leaves its candidate out;
-   * QVL_GEMM_WGMMA=0 leaves the candidate out, QVL_FUSED_SWIGLU=0 the SwiGLU op, QVL_FUSED_ROPE=0 the rotary one
-   * (read here, once) */
-  const char *wg = getenv("QVL_GEMM_WGMMA"), *sw = getenv("QVL_FUSED_SWIGLU"), *ro = getenv("QVL_FUSED_ROPE");
-  const int wg_ok = cuda_gemm_wgmma_init() == QVL_OK;
-  if (!wg_ok) (void)cudaGetLastError();
-  c->wg_gemm = wg_ok && !(wg && !strcmp(wg, "0"));
-  c->wg_swiglu = wg_ok && !(sw && !strcmp(sw, "0"));
-  c->wg_rope = wg_ok && !(ro && !strcmp(ro, "0"));
+  if (cuda_linear_swiglu_init() != QVL_OK) (void)cudaGetLastError(); /* then linear_swiglu answers UNSUPPORTED */
   if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda: cublasLtCreate failed");
   cudnnStatus_t st = cudnnCreate(&c->dnn);
@@ -466,8 +439,7 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   b->linear = cuda_linear, b->linear_record = cuda_linear_record, b->linear_tune = cuda_linear_tune;
   b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
   b->silu_mul = cu_silu_mul, b->swiglu = cu_swiglu, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh;
-  b->linear_swiglu = c->wg_swiglu ? cu_linear_swiglu : NULL;
-  b->linear_rope = c->wg_rope ? cu_linear_rope : NULL;
+  b->linear_swiglu = cu_linear_swiglu;
   b->rope_tables = cu_rope_tables;
   b->scatter_rows = cu_scatter_rows;
   b->attention_prepare = cuda_attention_prepare, b->attention = cuda_attention;

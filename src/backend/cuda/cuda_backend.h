@@ -9,8 +9,6 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_ops.h"
 
-enum { GEMM_LT, GEMM_GEMV, GEMM_WGMMA };
-
 typedef struct gemm_entry {
   int64_t key;                      /* rows (m < 1024), or the row bucket (gemm.c) */
   int64_t m;                        /* the rows its layouts describe now */
@@ -22,9 +20,7 @@ typedef struct gemm_entry {
   cublasLtMatmulAlgo_t cand[8];     /* the heuristic's candidates until tuned */
   int n_cand, tuned;
   int gemv_ok;                      /* gemv.cu's kernel is a candidate (m <= CUDA_GEMV_MAX_ROWS, k % 8 == 0) */
-  int wg_ok;                        /* gemm_wgmma.cu's is (a tuned bucket of m >= 1024, n and k % 64 == 0) */
-  int kernel;                       /* GEMM_LT (algo), GEMM_GEMV or GEMM_WGMMA: what runs (the last two where
-                                     * the pointers are 16-byte aligned, else algo) */
+  int gemv;                         /* it runs instead of algo (where x and w are 16-byte aligned) */
 } gemm_entry;
 
 typedef struct sdpa_plan sdpa_plan; /* sdpa.c */
@@ -54,9 +50,6 @@ typedef struct cuda_ctx {
   size_t scratch_bytes;
   int n_sm;               /* streaming multiprocessors: how many attention splits fill the device */
   int wgmma;              /* attn_vit_wgmma.cu runs on this device (compute capability 9.0) */
-  int wg_gemm;            /* gemm_wgmma.cu runs here: a candidate of every tuned linear (gemm.c) */
-  int wg_swiglu;          /* ... and backs linear_swiglu (else NULL: QVL_FUSED_SWIGLU=0 or not Hopper) */
-  int wg_rope;            /* ... and linear_rope (else NULL: QVL_FUSED_ROPE=0 or not Hopper) */
   float *attn_ws;         /* attention_paged split partials, CUDA_ATTN_WS bytes, allocated at creation so that
                            * a graph capture never allocates */
 } cuda_ctx;
@@ -64,8 +57,7 @@ typedef struct cuda_ctx {
 enum { CUDA_ATTN_WS = 8 << 20 };
 
 int cuda_check(qvl_backend *b, cudaError_t e, const char *what);
-/* Profiling brackets around one op of category cat (0 GEMM, 1 attention, 2 other); no-ops unless profiling. A mark
- * begun and never ended (an op that launched nothing) is dropped: the next begin takes its slot. */
+/* Profiling brackets around one op of category cat (0 GEMM, 1 attention, 2 other); no-ops unless profiling. */
 void cuda_mark_begin(qvl_backend *b, int cat);
 void cuda_mark_end(qvl_backend *b);
 /* Names the op opened by cuda_mark_begin, for QVL_PROFILE=2's per-op table (printf format). */

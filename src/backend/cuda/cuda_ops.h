@@ -21,7 +21,7 @@ int qvl_cuda_device_count(void);
 int cuda_l2_flush(void *buf, size_t bytes, qvl_stream s);
 /* device.cu: the driver's cuTensorMapEncodeTiled (CUDA 12.0 ABI: PFN_cuTensorMapEncodeTiled_v12000 of
  * <cudaTypedefs.h>), looked up once per process through the runtime; NULL when the driver has none. For the TMA
- * kernels (attn_vit_wgmma.cu, gemm_wgmma.cu). */
+ * kernels (attn_vit_wgmma.cu, gemm_swiglu.cu). */
 void *cuda_tensor_map_encoder(void);
 
 /* gemv.cu: backend.h linear for m <= CUDA_GEMV_MAX_ROWS rows (decode steps): y[m,n] = x[m,k] w[n,k]^T (+ bias[n]),
@@ -41,33 +41,20 @@ int cuda_add(uint16_t *h, const uint16_t *x, int64_t n, qvl_stream s);          
 int cuda_silu_mul(uint16_t *y, const uint16_t *g, const uint16_t *u, int64_t n, qvl_stream s);  /* bf16(silu(g)) * u */
 /* swiglu.cu: y[r][j] = bf16(bf16(silu(gu[r][j])) * gu[r][f + j]) for gu [rows][2f], y [rows][f]. */
 int cuda_swiglu(uint16_t *y, const uint16_t *gu, int64_t rows, int f, qvl_stream s);
-/* gemm_wgmma.cu: a Hopper GEMM with its epilogue fused, y = epi(x [m][k] w^T + bias) (bias NULL for none):
- *   CUDA_WG_NONE, CUDA_WG_GELU_TANH, CUDA_WG_RESIDUAL (the qvl_epi values of backend.h; gemm.c's candidate for
- *     linear): w [n][k], y [m][n]; gelu_tanh of, or res [m][n] (may be y) added to, the product rounded to bf16.
- *   CUDA_WG_SWIGLU: cuda_swiglu of gu = x w^T + bias with w [2n][k], bias [2n], y [m][n], rounded step for step as
- *     linear + swiglu round; gu is never written.
- * Only the order of the f32 sums differs from cuBLASLt's. y must not overlap x. QVL_ERR_UNSUPPORTED, nothing
- * launched, unless n % 64 == 0 (SwiGLU: % 128), k % 64 == 0, every pointer is 16-byte aligned, the device is
- * compute capability 9.0 running this file's sm_90a code and the driver has cuTensorMapEncodeTiled; QVL_ERR_LIMIT
- * past 2^31 rows. m == 0 does nothing. No host synchronisation or allocation: a launch can be captured in a graph
- * (the tensor maps, encoded per call, travel in its parameters). Call cuda_gemm_wgmma_init once per process on the
- * device before the first launch and outside graph capture (kernel attributes, SM count, the encoder; the first
- * launch does it otherwise); QVL_GEMM_SWIGLU_CLUSTER=2 in the environment then selects SwiGLU's two-CTA cluster
- * variant (weights multicast). */
-enum cuda_wg_epi { CUDA_WG_NONE = 0, CUDA_WG_GELU_TANH = 1, CUDA_WG_RESIDUAL = 2, CUDA_WG_SWIGLU = 3, CUDA_WG_ROPE = 4 };
-int cuda_gemm_wgmma_init(void);
-int cuda_gemm_wgmma(int epi, uint16_t *y, const uint16_t *res, const uint16_t *x, const uint16_t *w,
-                    const uint16_t *bias, int64_t m, int n, int k, qvl_stream s);
-/* CUDA_WG_ROPE: a qkv projection with q and k rotated in its epilogue (backend.h linear_rope): y [m][n] = x w^T +
- * bias rounded to bf16, whose columns 0 .. rot - 1 (q and k heads of head_dim) come out of the GEMM in pair order
- * (w's and bias's rows permuted at load: row h hd + 2j + e is natural row h hd + j + e hd/2, j < hd/2) and are
- * rotated by cos/sin (f32 [m][head_dim], whose two halves are equal as rope_tables makes them: only the first is
- * read) with rope.cu's arithmetic and stored in the natural order; columns from rot on as they are. The same bits as the natural-order GEMM then cuda_rope_qk, but for the f32 sums' order.
- * QVL_ERR_UNSUPPORTED also unless head_dim % 8 == 0, rot % head_dim == 0 and cos/sin are 16-byte aligned. */
-int cuda_gemm_wgmma_rope(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias, const float *cos,
-                         const float *sin, int64_t m, int n, int k, int rot, int head_dim, qvl_stream s);
-/* Test and bench only: SwiGLU with cluster 1 or 2 forced (QVL_ERR_UNSUPPORTED when clusters of 2 cannot run), 0
- * the default. */
+/* gemm_swiglu.cu: cuda_swiglu of gu = x [m][k] w [2f][k]^T + bias [2f] (the backend's linear, bias NULL for none)
+ * in one Hopper kernel that never writes gu: y [m][f], rounded step for step as linear + swiglu round (only the
+ * order of the f32 sums differs). y is not read and must not overlap x. QVL_ERR_UNSUPPORTED, nothing launched,
+ * unless f % 128 == 0, k % 64 == 0, every pointer is 16-byte aligned, the device is compute capability 9.0 running
+ * this file's sm_90a code and the driver has cuTensorMapEncodeTiled; QVL_ERR_LIMIT past 2^31 rows. m == 0 does
+ * nothing. No host synchronisation or allocation: a launch can be captured in a graph (the tensor maps, encoded
+ * per call, travel in its parameters). Call cuda_linear_swiglu_init once per process on the device before the first
+ * launch and outside graph capture (kernel attributes, SM count, the encoder; the first launch does it otherwise);
+ * QVL_GEMM_SWIGLU_CLUSTER=2 in the environment then selects the two-CTA cluster variant (weights multicast). */
+int cuda_linear_swiglu_init(void);
+int cuda_linear_swiglu(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias, int64_t m, int f, int k,
+                       qvl_stream s);
+/* Test and bench only: cluster 1 or 2 forces that variant (QVL_ERR_UNSUPPORTED when clusters of 2 cannot run), 0 the
+ * default. */
 int cuda_linear_swiglu_debug(int cluster, uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias,
                              int64_t m, int f, int k, qvl_stream s);
 int cuda_gelu(uint16_t *y, const uint16_t *x, int64_t n, int tanh_approx, qvl_stream s);

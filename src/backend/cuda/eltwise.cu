@@ -3,7 +3,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "backend/cuda/act.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/vec.cuh"
 #include "qvl.h"
@@ -33,7 +32,7 @@ __global__ void silu_mul_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *g, const 
 __global__ void gelu_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, int64_t n, int tanh_approx) {
   GRID_STRIDE(i, n) {
     float v = __bfloat162float(x[i]), r;
-    if (tanh_approx) r = gelu_tanh_f32(v);
+    if (tanh_approx) r = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
     else r = 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
     y[i] = __float2bfloat16(r);
   }
@@ -64,7 +63,8 @@ __global__ void gelu8_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, int64_t n
     bf16x8 a = load8(x + 8 * i), o;
     for (int k = 0; k < 8; k++) {
       float v = a.get(k);
-      o.set(k, tanh_approx ? gelu_tanh_f32(v) : 0.5f * v * (1.0f + erff(v * 0.7071067811865476f)));
+      o.set(k, tanh_approx ? 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)))
+                           : 0.5f * v * (1.0f + erff(v * 0.7071067811865476f)));
     }
     store8(y + 8 * i, o);
   }

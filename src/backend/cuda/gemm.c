@@ -1,33 +1,27 @@
-/* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in the epilogue.
- * Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T. QVL_EPI_GELU_TANH uses
- * the GELU(_BIAS) epilogue; QVL_EPI_RESIDUAL reads y as C with beta = 1. Plans are cached per (m, n, k, bias, epilogue)
- * with the heuristic's first 8 algorithms; from 1024 rows on, per quarter octave of m instead (1024 .. 1217, 1218 ..
- * 1448, ...): a server's prefill steps and vision passes have a new row count nearly every time, and one plan per count
- * would be tuned again each time. Such a plan serves every m of its bucket: its B and C layouts are set to the call's
- * rows, and where cuBLASLt's check refuses the kept algorithm for them, the heuristic's first for those rows runs
- * instead. For m <= 16 rows (decode steps) gemv.cu's kernel is a candidate too, from 1024 rows on Hopper
- * gemm_wgmma.cu's (its own epilogues: GELU and the residual add after the product's rounding to bf16, as transformers
- * rounds; cuBLASLt's round once). The first call of a shape with m <= 16 or m >= 1024 rows times each candidate on the
- * real operands (a residual GEMM writes its timing runs to a temporary, not into y) and keeps the fastest; m <= 16 runs
- * thrice each from a cold L2, as a decode step meets its weights. Shapes of 17 .. 1023 rows (prefill chunks of any
- * length) and shapes first seen inside a graph capture keep the heuristic's first, so a shape never runs two
- * algorithms. A server meets a new bucket with requests waiting: linear_record notes the linears of a synthetic pass
- * and linear_tune makes each bucket's choice ahead (qvl_engine_tune, at its start). Plans are found through a hash
- * index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMM_WGMMA=0 (read at backend creation) never runs
- * gemm_wgmma.cu's kernel; QVL_GEMV=0 never runs the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed;
- * QVL_GEMM_LOG=1 prints the times. */
+/* gemm.c - y[m,n] = x[m,k] w[n,k]^T (+ bias) through cuBLASLt, bf16 in/out, f32 accumulation, the bias in
+ * the epilogue. Row-major y is column-major y^T = w x^T: A = w (k x n, transposed), B = x (k x m), C = y^T.
+ * QVL_EPI_GELU_TANH uses the GELU(_BIAS) epilogue; QVL_EPI_RESIDUAL reads y as C with beta = 1.
+ * Plans are cached per (m, n, k, bias, epilogue) with the heuristic's first 8 algorithms; from 1024 rows on, per
+ * quarter octave of m instead (1024 .. 1217, 1218 .. 1448, ...): a server's prefill steps and vision passes have
+ * a new row count nearly every time, and one plan per count would be tuned again each time. Such a plan serves
+ * every m of its bucket: its B and C layouts are set to the call's rows, and where cuBLASLt's check refuses the
+ * kept algorithm for them, the heuristic's first for those rows runs instead. For m <= 16 rows (decode steps)
+ * gemv.cu's kernel is a candidate too. The first call of a shape with m <= 16 or m >= 1024 rows times each
+ * candidate on the real operands (a residual GEMM writes its timing runs to a temporary, not into y) and keeps the
+ * fastest; m <= 16 runs thrice each from a cold L2, as a decode step meets its weights. Shapes of 17 .. 1023 rows
+ * (prefill chunks of any length) and shapes first seen inside a graph capture keep the heuristic's first, so a
+ * shape never runs two algorithms. A server meets a new bucket with requests waiting: linear_record notes the
+ * linears of a synthetic pass and linear_tune makes each bucket's choice ahead (qvl_engine_tune, at its start).
+ * Plans are found through a hash index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMV=0 never runs
+ * the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed; QVL_GEMM_LOG=1 prints the times. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cuda/cuda_backend.h"
-#include "core/rng.h"
 
 enum { TUNE_MIN_ROWS = 1024 };
-_Static_assert((int)CUDA_WG_NONE == (int)QVL_EPI_NONE && (int)CUDA_WG_GELU_TANH == (int)QVL_EPI_GELU_TANH &&
-                   (int)CUDA_WG_RESIDUAL == (int)QVL_EPI_RESIDUAL,
-               "gemm_wgmma.cu's plain epilogues are backend.h's qvl_epi values");
 
 static int lt_fail(qvl_backend *b, cublasStatus_t st, const char *what, int64_t m, int n, int k) {
   return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda linear [%lld x %d] = [%lld x %d] [%d x %d]^T: %s failed (%d)",
@@ -63,10 +57,9 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   g->n_cand = found, g->algo = g->run = h[0].algo;
   const char *tune = getenv("QVL_GEMM_TUNE"), *gemv = getenv("QVL_GEMV");
   g->gemv_ok = g->m <= CUDA_GEMV_MAX_ROWS && g->k % 8 == 0 && !(gemv && *gemv == '0');
-  g->wg_ok = c->wg_gemm && g->m >= TUNE_MIN_ROWS && g->n % 64 == 0 && g->k % 64 == 0;
-  g->kernel = g->gemv_ok && gemv && *gemv == '1' ? GEMM_GEMV : GEMM_LT;
-  g->tuned = g->kernel == GEMM_GEMV || found + g->gemv_ok + g->wg_ok == 1 ||
-             (g->m > CUDA_GEMV_MAX_ROWS && g->m < TUNE_MIN_ROWS) || (tune && *tune == '0');
+  g->gemv = g->gemv_ok && gemv && *gemv == '1';
+  g->tuned = g->gemv || found + g->gemv_ok == 1 || (g->m > CUDA_GEMV_MAX_ROWS && g->m < TUNE_MIN_ROWS) ||
+             (tune && *tune == '0');
   return QVL_OK;
 }
 
@@ -170,16 +163,13 @@ static void tune_free(qvl_backend *b, void *p, size_t bytes) {
   b->mem_held -= (int64_t)bytes;
 }
 
-/* Candidate i into d (C = y): cuBLASLt's algorithm i < n_cand, the GEMV kernel (i = n_cand) or gemm_wgmma.cu's
- * (i = n_cand + 1). Nonzero on failure. */
+/* Candidate i into d (C = y): cuBLASLt's algorithm i, or the GEMV kernel for i = n_cand. Nonzero on failure. */
 static int run_cand(cuda_ctx *c, const gemm_entry *g, int i, void *d, void *y, const void *x, const void *w,
                     const void *bias, float beta) {
   const float one = 1.0f;
   if (i == g->n_cand)
     return cuda_gemv(d, x, w, bias, beta != 0.0f ? y : NULL, (int)g->m, g->n, g->k, g->epi == QVL_EPI_GELU_TANH,
                      c->stream);
-  if (i == g->n_cand + 1)
-    return cuda_gemm_wgmma(g->epi, d, beta != 0.0f ? y : NULL, x, w, bias, g->m, g->n, g->k, c->stream);
   return (int)cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, d, g->lc, &g->cand[i], c->lt_ws,
                              c->lt_ws_bytes, c->stream);
 }
@@ -190,9 +180,9 @@ static int run_cand(cuda_ctx *c, const gemm_entry *g, int i, void *d, void *y, c
  * the last (the H100's medians moved by 2-7% between a cool and a warm GPU, session 6). With few rows every run reads all of w, as a decode step does, and reads it from HBM: in
  * a step each weight is met once, so timings on a w left in L2 by the previous run (qkv and o fit) would pick for
  * the wrong regime; each run then follows an L2 flush, and three runs are averaged (they take microseconds).
- * gemv, wg: whether the GEMV / gemm_wgmma.cu kernel is a candidate. Host-synchronising, first call of a shape only. */
+ * Host-synchronising, first call of a shape only. */
 static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const void *w, const void *bias, float beta,
-                int gemv, int wg) {
+                int gemv) {
   cuda_ctx *c = b->ctx;
   size_t bytes = (size_t)g->m * (size_t)g->n * 2, flush_bytes = 0;
   void *d = beta != 0.0f ? tune_alloc(b, bytes) : y, *flush = NULL;
@@ -209,14 +199,12 @@ static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const voi
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0), cudaEventCreate(&e1);
   const char *log = getenv("QVL_GEMM_LOG");
-  int best = -1, n_all = g->n_cand + 2, rounds = small ? 1 : 2, failed[10] = {0};
-  float ms[10] = {0};
-  failed[g->n_cand] = !gemv, failed[g->n_cand + 1] = !wg; /* not candidates here */
+  int best = 0, n_all = g->n_cand + (gemv ? 1 : 0), rounds = small ? 1 : 2, failed[9] = {0};
+  float ms[9] = {0}, best_ms = -1, gemv_ms = -1;
   for (int round = 0; round < rounds; round++)
     for (int i = 0; i < n_all; i++) {
-      if (failed[i]) continue;
       float sum = 0, t = 0;
-      int st = round == 0 && run_cand(c, g, i, d, y, x, w, bias, beta);
+      int st = failed[i] || (round == 0 && run_cand(c, g, i, d, y, x, w, bias, beta));
       for (int r = 0; r < reps && !st; r++) {
         if (flush) cuda_l2_flush(flush, flush_bytes, c->stream);
         cudaEventRecord(e0, c->stream);
@@ -232,22 +220,20 @@ static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const voi
         fprintf(stderr,
                 "qvl gemm: [%lld x %d x %d] epi %d bias %d: %s %d of %d, round %d: %s %.3f ms (%.0f TFLOP/s, %.0f "
                 "GB/s)\n",
-                (long long)g->m, g->n, g->k, g->epi, g->bias,
-                i == g->n_cand ? "gemv" : i > g->n_cand ? "wgmma" : "algorithm", i, g->n_cand, round,
-                st ? "failed" : "ok", sum, 2.0 * (double)g->m * g->n * g->k / (sum * 1e9),
+                (long long)g->m, g->n, g->k, g->epi, g->bias, i == g->n_cand ? "gemv" : "algorithm", i, g->n_cand,
+                round, st ? "failed" : "ok", sum, 2.0 * (double)g->m * g->n * g->k / (sum * 1e9),
                 2.0 * ((double)g->n * g->k + (double)g->m * (g->k + g->n)) / (sum * 1e6));
     }
-  int best_lt = 0;
-  for (int i = 0; i < n_all; i++)
-    if (!failed[i] && (best < 0 || ms[i] < ms[best])) best = i;
-  for (int i = 1; i < g->n_cand; i++)
-    if (!failed[i] && (failed[best_lt] || ms[i] < ms[best_lt])) best_lt = i;
+  for (int i = 0; i < n_all; i++) {
+    if (failed[i]) continue;
+    if (i == g->n_cand) gemv_ms = ms[i];
+    else if (best_ms < 0 || ms[i] < best_ms) best = i, best_ms = ms[i];
+  }
   cudaEventDestroy(e0), cudaEventDestroy(e1);
   if (d != y) tune_free(b, d, bytes);
   tune_free(b, flush, flush_bytes);
-  /* the best cuBLASLt algorithm stays the one for calls whose pointers the kernels refuse */
-  g->algo = g->run = g->cand[best_lt], g->tuned = 1;
-  g->kernel = best == g->n_cand ? GEMM_GEMV : best == g->n_cand + 1 ? GEMM_WGMMA : GEMM_LT;
+  g->algo = g->run = g->cand[best], g->tuned = 1;
+  g->gemv = gemv_ms >= 0 && (best_ms < 0 || gemv_ms < best_ms);
   return cuda_check(b, cudaGetLastError(), "linear tuning");
 }
 
@@ -322,7 +308,11 @@ int cuda_linear_tune(qvl_backend *b, int64_t lo, int64_t hi, int *n_tuned) {
   void *x = x_bytes ? tune_alloc(b, x_bytes) : NULL, *y = y_bytes ? tune_alloc(b, y_bytes) : NULL;
   int rc = QVL_OK;
   if (seed && x && y) {
-    qvl_counter_fill(seed, "gemm tuning operands", 0, SEED_FLOATS, 0.0, 1.0); /* [-1, 1) */
+    uint64_t st = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < SEED_FLOATS; i++) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      seed[i] = (float)((int)(st >> 40) - (1 << 23)) / (float)(1 << 23); /* [-1, 1) */
+    }
     rc = fill(b, x, x_bytes, seed);
     if (!rc) rc = fill(b, y, y_bytes, seed);
     for (int i = 0; !rc && i < c->n_rec; i++) {
@@ -352,27 +342,22 @@ int cuda_linear(qvl_backend *b, void *y, const void *x, const void *w, const voi
   if (!g) return b->err->code ? b->err->code : qvl_fail(b->err, QVL_ERR_NOMEM, "cuda linear: out of memory");
   if (bias) cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
   const float one = 1.0f, beta = epi == QVL_EPI_RESIDUAL ? 1.0f : 0.0f;
-  const uintptr_t addr = (uintptr_t)x | (uintptr_t)w;
-  const int gemv = g->gemv_ok && !(addr & 15), wg = g->wg_ok && !((addr | (uintptr_t)y | (uintptr_t)bias) & 15);
+  int gemv = g->gemv_ok && !(((uintptr_t)x | (uintptr_t)w) & 15);
   if (set_rows(b, g, m)) return b->err->code; /* a bucket's layouts to this call's rows */
   if (!g->tuned) {
     enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     cudaStreamIsCapturing(c->stream, &cap);
     if (cap != cudaStreamCaptureStatusNone) g->tuned = 1; /* first seen in a graph: keep what it recorded */
-    else if (tune(b, g, y, x, w, bias, beta, gemv, wg)) return b->err->code;
+    else if (tune(b, g, y, x, w, bias, beta, gemv)) return b->err->code;
   }
-  const int kernel = g->kernel == GEMM_GEMV && gemv ? GEMM_GEMV : g->kernel == GEMM_WGMMA && wg ? GEMM_WGMMA : GEMM_LT;
+  gemv = gemv && g->gemv;
   cuda_mark_label(b, "linear n %d k %d%s%s%s", n, k, bias ? " bias" : "",
-                  epi == QVL_EPI_GELU_TANH ? " gelu" : epi == QVL_EPI_RESIDUAL ? " residual" : "",
-                  kernel == GEMM_GEMV ? " gemv" : kernel == GEMM_WGMMA ? " wgmma" : "");
-  if (kernel != GEMM_LT) {
-    const void *res = epi == QVL_EPI_RESIDUAL ? y : NULL;
-    int rc = kernel == GEMM_GEMV ? cuda_gemv(y, x, w, bias, res, (int)m, n, k, epi == QVL_EPI_GELU_TANH, c->stream)
-                                 : cuda_gemm_wgmma(epi, y, res, x, w, bias, m, n, k, c->stream);
+                  epi == QVL_EPI_GELU_TANH ? " gelu" : epi == QVL_EPI_RESIDUAL ? " residual" : "", gemv ? " gemv" : "");
+  if (gemv) {
+    int rc =
+        cuda_gemv(y, x, w, bias, epi == QVL_EPI_RESIDUAL ? y : NULL, (int)m, n, k, epi == QVL_EPI_GELU_TANH, c->stream);
     cuda_mark_end(b);
-    return rc ? qvl_fail(b->err, rc, "cuda linear [%lld x %d x %d]: %s launch failed", (long long)m, n, k,
-                         kernel == GEMM_GEMV ? "gemv" : "wgmma")
-              : QVL_OK;
+    return rc ? qvl_fail(b->err, rc, "cuda linear [%lld x %d x %d]: gemv launch failed", (long long)m, n, k) : QVL_OK;
   }
   cublasStatus_t st = cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, y, g->lc, &g->run,
                                      c->lt_ws, c->lt_ws_bytes, c->stream);

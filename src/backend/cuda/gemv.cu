@@ -14,7 +14,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "backend/cuda/act.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/vec.cuh"
 #include "qvl.h"
@@ -109,7 +108,7 @@ __global__ void __launch_bounds__(WARPS * 32, 2)
     const int64_t o = (int64_t)col * n + row;
     if (bias) v += __bfloat162float(bias[row]);
     if (res) v += __bfloat162float(res[o]);
-    if (gelu) v = gelu_tanh_f32(v);
+    if (gelu) v = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
     y[o] = __float2bfloat16(v);
   }
 }

@@ -1,4 +1,4 @@
-/* hopper.cuh - the sm_90a primitives shared by the wgmma/TMA kernels (attn_vit_wgmma.cu, gemm_wgmma.cu): shared
+/* hopper.cuh - the sm_90a primitives shared by the wgmma/TMA kernels (attn_vit_wgmma.cu, gemm_swiglu.cu): shared
  * addresses, mbarriers, wgmma groups, register fences. Device code only: include it inside the kernels'
  * `#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)` block. */
 #pragma once
@@ -16,7 +16,7 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
 /* Spins until the phase of parity `parity` has completed. Default semantics (acquire at CTA scope), as CUTLASS's
  * ClusterBarrier::wait: what these waits order is async-proxy traffic (a TMA's bytes, counted by complete_tx; wgmma
  * reads finished by wgmma.wait_group before the arrival) and shared memory of this CTA. `.acquire.cluster` compiled
- * to a CCTL.IVALL (the SM's whole L1 invalidated) after every wait (gemm_wgmma.cu, session 6). No __syncwarp: a
+ * to a CCTL.IVALL (the SM's whole L1 invalidated) after every wait (gemm_swiglu.cu, session 6). No __syncwarp: a
  * caller whose next instruction is .aligned (wgmma, bar) adds it. */
 __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
   asm volatile(

@@ -3,7 +3,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "backend/cuda/act.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "qvl.h"
 
@@ -26,8 +25,8 @@ __global__ void rope_qk_kernel(__nv_bfloat16 *qkv, const float *cos, const float
     for (int k = 0; k < V; k++) {
       int d = d0 + k;
       float a = __bfloat162float(lo[k]), b = __bfloat162float(hi[k]);
-      x[d] = __float2bfloat16(rope_lo(a, b, c[d], s[d]));
-      x[d + half] = __float2bfloat16(rope_hi(a, b, c[d + half], s[d + half]));
+      x[d] = __float2bfloat16(a * c[d] - b * s[d]);
+      x[d + half] = __float2bfloat16(b * c[d + half] + a * s[d + half]);
     }
   }
 }
@@ -53,8 +52,8 @@ __global__ void rope_qk4v_kernel(__nv_bfloat16 *qkv, const float *cos, const flo
 #pragma unroll
     for (int k = 0; k < 4; k++) {
       float av = __bfloat162float(a[k]), bv = __bfloat162float(b[k]);
-      oa[k] = __float2bfloat16(rope_lo(av, bv, cls[k], sls[k]));
-      ob[k] = __float2bfloat16(rope_hi(av, bv, chs[k], shs[k]));
+      oa[k] = __float2bfloat16(av * cls[k] - bv * sls[k]);
+      ob[k] = __float2bfloat16(bv * chs[k] + av * shs[k]);
     }
     *(uint2 *)x = olo;
     *(uint2 *)(x + half) = ohi;

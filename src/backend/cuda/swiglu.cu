@@ -5,7 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_ops.h"
-#include "backend/cuda/act.cuh"
+#include "backend/cuda/swiglu.cuh"
 #include "backend/cuda/vec.cuh"
 #include "qvl.h"
 

@@ -1,27 +1,7 @@
-/* gemm_wgmma.cu - a persistent wgmma/TMA GEMM for Hopper (sm_90a) whose epilogue runs in warps of its own, while
- * the tensor cores compute the next tile. x [m][k], w [rows][k], bias or NULL; a = bf16(sum_c x[r][c] w[j][c] +
- * bias[j]) (f32 sums, the bias added in f32, one rounding), then per epilogue (cuda_ops.h cuda_wg_epi):
- *   CUDA_WG_SWIGLU:    y[r][j] = bf16(bf16(silu(g)) * u), g = a of w row j, u = a of w row f + j; w [2f][k] (gate
- *                      rows 0 .. f-1, then up rows: the concatenation made at load), y [m][f]. The gate|up GEMM of
- *                      a SwiGLU MLP (backend.h linear_swiglu: Qwen2.5-VL vision blocks, language model prefill).
- *   CUDA_WG_NONE:      y[r][j] = a.                         w [n][k], y [m][n] (backend.h linear, as a candidate
- *   CUDA_WG_GELU_TANH: y[r][j] = bf16(gelu_tanh(a)).        gemm.c times against cuBLASLt's algorithms per
- *   CUDA_WG_RESIDUAL:  y[r][j] = bf16(a + res[r][j]).       shape bucket; Qwen3-VL's vision MLP and blocks)
- *   CUDA_WG_ROPE:      a qkv projection whose q and k columns (0 .. rot - 1) leave the GEMM in rotary pair order
- *                      (w's rows permuted at load: x[d], x[d + hd/2] of a head side by side, one bf16x2 word of E)
- *                      and are rotated (rope.cu's arithmetic, act.cuh) and stored in the natural order; v columns
- *                      as CUDA_WG_NONE. Replaces linear + rope_qk (backend.h linear_rope: Qwen3-VL's towers).
- * The last two round a first, as transformers rounds a linear's output before its activation or residual add;
- * cuBLASLt's GELU_BIAS / beta = 1 epilogues round once, so the two differ by about one bf16 ulp where they differ.
- *
- * Everything below was written for SwiGLU and holds for all four; where the plain epilogues differ it says so.
- * Plain tiles: 128 rows x 256 consecutive weight rows (the same two TMA boxes of 128 rows, at n0 and n0 + 128;
- * rows past n read as zeros, so n need only be a multiple of 64), all 256 accumulator columns outputs. The
- * consumers hand over bf16 outputs instead of (g, u) pairs: word 8Q + 2t + s of an E row holds the columns
- * 16Q + 8s + 2t, +1, so the store pattern (and its bank spread) stays the SwiGLU one; an epilogue lane's 16-byte
- * load of words 4 lane .. +3 holds columns 16Q + 4h .. +3 and 16Q + 8 + 4h .. +3 (Q = lane / 2, h = lane % 2); one
- * shuffle with the other lane of its pair gives each lane 8 consecutive columns, 16Q + 8h .. +7, so a warp writes a
- * row's 512 bytes (and reads a residual row) as one contiguous run. Columns from n on are never stored.
+/* gemm_swiglu.cu - the gate|up GEMM of a SwiGLU MLP with the activation fused into its epilogue, for Hopper (sm_90a):
+ *   y[r][j] = bf16(bf16(silu(g)) * u),  g = bf16(sum_c x[r][c] w[j][c] + bias[j]),  u = the same with row f + j of w,
+ * x [m][k], w [2f][k] (gate rows 0 .. f-1, then up rows f .. 2f-1: the concatenation made at load), bias [2f] or
+ * NULL, y [m][f]. Used by the Qwen2.5-VL vision blocks and the language model's prefill (backend.h linear_swiglu).
  *
  * Why: the unfused path writes gu [m][2f] with cuBLASLt (BIAS epilogue) and reads it back in swiglu.cu: at the
  * tower's shape (m 65,536, 2f 6,912, k 1,280) 1.76 ms of GEMM plus 0.48 ms for the 1.36 GB round trip. Here gu
@@ -144,15 +124,14 @@
 #include <stdlib.h>
 
 #include "backend/cuda/cuda_ops.h"
-#include "backend/cuda/act.cuh"
+#include "backend/cuda/swiglu.cuh"
 #include "qvl.h"
 
 typedef __nv_bfloat16 bf16;
 
 namespace {
 
-constexpr int BM = 128, BN = 128, BK = 64; /* rows, SwiGLU output features (gate and up: 2 BN weight rows; a plain
-                                           * tile's 2 BN weight rows are its outputs), k per stage */
+constexpr int BM = 128, BN = 128, BK = 64; /* rows, output features (gate and up: 2 BN weight rows), k per stage */
 constexpr int NS = 3;                      /* ring stages (4 no longer fit beside E) */
 constexpr int NT = 384;                    /* two consumer warpgroups, then the producer warpgroup */
 constexpr int EW = 3;                      /* epilogue warps: warps 9 .. 8 + EW of the producer warpgroup */
@@ -172,12 +151,9 @@ static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 
 struct params {
   bf16 *y;
-  const bf16 *res;  /* CUDA_WG_RESIDUAL's addend (may be y) */
   const bf16 *bias; /* NULL: no bias */
-  const float *cos, *sin; /* CUDA_WG_ROPE: [m][hd] */
-  int hd, rot;            /* CUDA_WG_ROPE: head_dim; the rotated columns 0 .. rot - 1 (q and k heads) */
   int64_t m;
-  int f;       /* SwiGLU: the up rows' offset in w and y's width; plain: n, w's rows and y's width */
+  int f;
   int kt;      /* k steps: k / BK */
   int nt;      /* n-tiles: f / BN */
   int mp;      /* m-groups of CL m-tiles: ceil(ceil(m / BM) / CL) */
@@ -306,7 +282,7 @@ __device__ __forceinline__ void tile_of(const params &p, int t, int rank, int &m
 
 /* One thread. Stage it % NS of k step it (counted over all of this CTA's tiles) is reloaded once the consumers of
  * every CTA it feeds released it for k step it - NS. */
-template <int EPI, int CL>
+template <int CL>
 __device__ void producer(const targs &a, uint32_t sb, int rank) {
   const params &p = a.p;
   const uint32_t full = sb + OFF_BAR, empty = full + 8 * NS;
@@ -319,8 +295,6 @@ __device__ void producer(const targs &a, uint32_t sb, int rank) {
     tile_of<CL>(p, t, rank, mt, nt);
     /* the second m-tile of the last pair may lie past m: no x box (the consumers compute on stale x, never stored) */
     const bool has_a = mt < mtiles;
-    /* the two B boxes: gate rows n0 and up rows f + n0 (SwiGLU), or weight rows n0 and n0 + 128 */
-    const int b0 = EPI == CUDA_WG_SWIGLU ? nt * BN : nt * 2 * BN, b1 = EPI == CUDA_WG_SWIGLU ? p.f + b0 : b0 + BN;
     for (int kb = 0; kb < p.kt; kb++, it++) {
       const int s = it % NS;
       const uint32_t fb = full + 8 * s, a_dst = sb + s * A_BYTES, b_dst = sb + OFF_B + s * B_BYTES;
@@ -328,13 +302,13 @@ __device__ void producer(const targs &a, uint32_t sb, int rank) {
       mbar_expect_tx(fb, (has_a ? A_BYTES : 0) + B_BYTES);
       if (has_a) tma_load(a_dst, &a.ma, fb, kb * BK, mt * BM);
       if (CL == 1) {
-        tma_load(b_dst, &a.mb, fb, kb * BK, b0);
-        tma_load(b_dst + B_BYTES / 2, &a.mb, fb, kb * BK, b1);
-      } else { /* this CTA's half of each box, into both CTAs */
+        tma_load(b_dst, &a.mb, fb, kb * BK, nt * BN);
+        tma_load(b_dst + B_BYTES / 2, &a.mb, fb, kb * BK, p.f + nt * BN);
+      } else { /* this CTA's half of the gate rows and of the up rows, into both CTAs */
         const int half = BN / CL;
         const uint32_t off = rank * half * (BK * 2);
-        tma_load_multicast(b_dst + off, &a.mb, fb, kb * BK, b0 + rank * half, (1u << CL) - 1);
-        tma_load_multicast(b_dst + B_BYTES / 2 + off, &a.mb, fb, kb * BK, b1 + rank * half, (1u << CL) - 1);
+        tma_load_multicast(b_dst + off, &a.mb, fb, kb * BK, nt * BN + rank * half, (1u << CL) - 1);
+        tma_load_multicast(b_dst + B_BYTES / 2 + off, &a.mb, fb, kb * BK, p.f + nt * BN + rank * half, (1u << CL) - 1);
       }
     }
   }
@@ -347,26 +321,16 @@ __device__ __forceinline__ uint32_t pack_rn(float lo, float hi) {
   return *(uint32_t *)&v;
 }
 
-__device__ __forceinline__ float lo_f(uint32_t v) { return __uint_as_float(v << 16); }
-__device__ __forceinline__ float hi_f(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
-
-/* The tile's 64 words for E, rounded to nearest even as cuBLASLt rounds its output. bv: the bias pairs of the
- * accumulator column pairs 8q + 2t, +1 (q < 32), -0.0 without bias.
- * SwiGLU: pv[i] = bf16x2(acc_gate + bias, acc_up + bias) of output 8q + 2t + (i & 1), q = i / 4 < 16, its up
- *   column in register i + 64 (see the top).
- * Plain: pv[4Q + 2h + s] = bf16x2 of columns 16Q + 8s + 2t, +1 of row + 8h, i.e. accumulators 4 (2Q + s) + 2h, +1. */
-template <int EPI>
-__device__ __forceinline__ void pack_tile(uint32_t (&pv)[64], const float (&acc)[128], const uint32_t (&bv)[32]) {
+/* pv = bf16x2(acc_gate + bias_gate, acc_up + bias_up) per output, rounded to nearest even as cuBLASLt rounds its
+ * output. bg/bu: the bias pairs of columns 8q + 2t, +1 (q < 16), -0.0 without bias. */
+__device__ __forceinline__ void pack_tile(uint32_t (&pv)[64], const float (&acc)[128], const uint32_t (&bg)[16],
+                                          const uint32_t (&bu)[16]) {
 #pragma unroll
   for (int i = 0; i < 64; i++) {
-    if (EPI == CUDA_WG_SWIGLU) {
-      const int q = i >> 2;
-      const float b0 = (i & 1) ? hi_f(bv[q]) : lo_f(bv[q]), b1 = (i & 1) ? hi_f(bv[16 + q]) : lo_f(bv[16 + q]);
-      pv[i] = pack_rn(acc[i] + b0, acc[i + 64] + b1);
-    } else {
-      const int q = 2 * (i >> 2) + (i & 1), a = 4 * q + (i & 2);
-      pv[i] = pack_rn(acc[a] + lo_f(bv[q]), acc[a + 1] + hi_f(bv[q]));
-    }
+    const int q = i >> 2;
+    const float b0 = __uint_as_float((i & 1) ? bg[q] & 0xffff0000u : bg[q] << 16);
+    const float b1 = __uint_as_float((i & 1) ? bu[q] & 0xffff0000u : bu[q] << 16);
+    pv[i] = pack_rn(acc[i] + b0, acc[i + 64] + b1);
   }
 }
 
@@ -398,7 +362,7 @@ __device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
 /* Per tile: the k steps, each a stage's wgmmas, a wait until only this step's group is in flight and the previous
  * stage's release; then the bias, the rounding to (g, u) pairs and their hand-over to the epilogue warps through E
  * (waiting first until those warps have read E's previous tile, tile j - 1: parity (j - 1) & 1 of epi_empty). */
-template <int EPI, int CL>
+template <int CL>
 __device__ void consumer(const params &p, uint32_t sb, int wg, int rank) {
   const uint32_t full = sb + OFF_BAR, empty = full + 8 * NS, epi_full = empty + 8 * NS, epi_empty = epi_full + 8;
   const int lane = threadIdx.x & 31, tq = lane & 3, row = 64 * wg + 16 * ((threadIdx.x >> 5) & 3) + (lane >> 2);
@@ -422,28 +386,22 @@ __device__ void consumer(const params &p, uint32_t sb, int wg, int rank) {
         release<CL>(empty, (it - 1) % NS);
       }
     }
-    /* -0.0 without bias (x + -0.0 == x for every x, -0.0 included) and past n (columns never stored) */
-    uint32_t bv[32];
-#pragma unroll
-    for (int q = 0; q < 32; q++) bv[q] = 0x80008000u;
-    if (p.bias && EPI == CUDA_WG_SWIGLU) {
+    uint32_t bg[16], bu[16];
+    if (p.bias) {
       const uint32_t *b = (const uint32_t *)(p.bias + (int64_t)nt * BN + 2 * tq);
 #pragma unroll
-      for (int q = 0; q < 16; q++) bv[q] = __ldg(b + 4 * q), bv[16 + q] = __ldg(b + p.f / 2 + 4 * q);
-    } else if (p.bias) {
-      const int c0 = nt * 2 * BN;
-      const uint32_t *b = (const uint32_t *)(p.bias + c0 + 2 * tq);
+      for (int q = 0; q < 16; q++) bg[q] = __ldg(b + 4 * q), bu[q] = __ldg(b + p.f / 2 + 4 * q);
+    } else {
 #pragma unroll
-      for (int q = 0; q < 32; q++)
-        if (c0 + 8 * q < p.f) bv[q] = __ldg(b + 4 * q);
+      for (int q = 0; q < 16; q++) bg[q] = bu[q] = 0x80008000u; /* -0.0: x + -0.0 == x for every x, -0.0 included */
     }
     wgmma_wait<0>();
     fence_regs(acc);
     release<CL>(empty, (it - 1) % NS);
     uint32_t pv[64];
-    pack_tile<EPI>(pv, acc, bv);
+    pack_tile(pv, acc, bg, bu);
     if (j > 0) mbar_wait(epi_empty, (j - 1) & 1);
-    /* pv[4q + 2h + e]: row + 8h, words 8q + 2t + e (pack_tile); one 8-byte store per (q, h) */
+    /* pv[4q + 2h + e]: row + 8h, output 8q + 2t + e; one 8-byte store per (q, h) */
 #pragma unroll
     for (int q = 0; q < 16; q++) {
 #pragma unroll
@@ -462,52 +420,11 @@ __device__ __forceinline__ float swiglu1(uint32_t v) {
   return silu_bf16_f32(__uint_as_float(v << 16)) * __uint_as_float(v & 0xffff0000u);
 }
 
-/* Two outputs of a plain epilogue from v = bf16x2 a (and r = bf16x2 of the residual), packed. */
-template <int EPI>
-__device__ __forceinline__ uint32_t plain2(uint32_t v, uint32_t r) {
-  if (EPI == CUDA_WG_ROPE) return v; /* columns past the rotated ones (v) */
-  if (EPI == CUDA_WG_GELU_TANH) return pack_rn(gelu_tanh_f32(lo_f(v)), gelu_tanh_f32(hi_f(v)));
-  if (EPI == CUDA_WG_RESIDUAL) return pack_rn(lo_f(v) + lo_f(r), hi_f(v) + hi_f(r));
-  return v;
-}
-
-enum { RB = 4 }; /* rows per batch of a plain epilogue warp: their E and residual loads in flight together */
-
-/* CUDA_WG_ROPE: a lane's 8 columns c .. c + 7 (c % 8 == 0, c < rot) of row r in pair order, o = 4 bf16x2 pairs
- * (x[d], x[d + hd/2]) of head c / hd, d = (c % hd) / 2 .. + 3 (see the top): rotated as rope.cu rotates them by the
- * table values t (rope_load, read with the batch's E words: a load per row waited for in turn made the epilogue
- * warps the kernel's bottleneck), and stored where the natural order has them, 4 + 4 columns (8-byte stores; a
- * lane pair covers 8 + 8 consecutive). The tables' halves are equal (cos[d + h] = cos[d], sin too: the vision
- * rotary's cat(freqs, freqs), as rope_tables makes them; cuda_gemm_wgmma_rope's contract), so only the first is
- * read: reading both (16 registers a row, 2 rows in flight) ran the qkv GEMM at 1.24 ms against 0.78 without the
- * rotary (65,536 x 3,456 x 1,152, H100). */
-struct rope_t { float4 c, s; }; /* cos[d .. d+3] and sin[d .. d+3] of a lane's row (= those of d + h .. d + h + 3) */
-
-__device__ __forceinline__ rope_t rope_load(const params &p, int64_t r, int c) {
-  const int hd = p.hd, head = c / hd, d = (c - head * hd) / 2;
-  return rope_t{*(const float4 *)(p.cos + r * hd + d), *(const float4 *)(p.sin + r * hd + d)};
-}
-
-__device__ __forceinline__ void rope8(const params &p, uint4 o, int64_t r, int c, const rope_t &t) {
-  const int hd = p.hd, half = hd / 2, head = c / hd, d = (c - head * hd) / 2;
-  const float4 cl = t.c, ch = t.c, sl = t.s, sh = t.s;
-  uint2 lo, hi;
-  lo.x = pack_rn(rope_lo(lo_f(o.x), hi_f(o.x), cl.x, sl.x), rope_lo(lo_f(o.y), hi_f(o.y), cl.y, sl.y));
-  lo.y = pack_rn(rope_lo(lo_f(o.z), hi_f(o.z), cl.z, sl.z), rope_lo(lo_f(o.w), hi_f(o.w), cl.w, sl.w));
-  hi.x = pack_rn(rope_hi(lo_f(o.x), hi_f(o.x), ch.x, sh.x), rope_hi(lo_f(o.y), hi_f(o.y), ch.y, sh.y));
-  hi.y = pack_rn(rope_hi(lo_f(o.z), hi_f(o.z), ch.z, sh.z), rope_hi(lo_f(o.w), hi_f(o.w), ch.w, sh.w));
-  bf16 *y = p.y + r * p.f + head * hd + d;
-  *(uint2 *)y = lo;
-  *(uint2 *)(y + half) = hi;
-}
-
 /* Epilogue warp ew (0 .. EW - 1): the same tiles as the consumers, in the same order. Per tile j it waits for E
- * (parity j & 1 of epi_full), takes rows ew, ew + EW, ... below m and hands E back (epi_empty) after its last load.
- * SwiGLU: each lane 4 consecutive pairs of the row (one 16-byte load: a quarter warp reads 128 contiguous bytes, no
- * bank conflict) into 4 outputs, 8 bytes of y (a warp writes the row's 256 bytes in one coalesced store).
- * Plain: the same load gives a lane two runs of 4 columns (see the top); one exchange with the pair's other lane
- * (lane ^ 1) gives it 8 consecutive ones, 16 bytes of y, residual read from the same place. */
-template <int EPI, int CL>
+ * (parity j & 1 of epi_full), takes rows ew, ew + EW, ... below m, each lane 4 consecutive pairs of the row (one
+ * 16-byte load: a quarter warp reads 128 contiguous bytes, no bank conflict) into 4 outputs, 8 bytes of y (a warp
+ * writes the row's 256 bytes in one coalesced store), and hands E back (epi_empty). */
+template <int CL>
 __device__ void epilogue(const params &p, uint32_t sb, int ew, int rank) {
   const uint32_t epi_full = sb + OFF_BAR + 16 * NS, epi_empty = epi_full + 8;
   const int lane = threadIdx.x & 31;
@@ -519,53 +436,15 @@ __device__ void epilogue(const params &p, uint32_t sb, int ew, int rank) {
     tile_of<CL>(p, t, rank, mt, nt);
     const int64_t r0 = (int64_t)mt * BM, left = p.m - r0;
     const int rows = left < BM ? (int)(left < 0 ? 0 : left) : BM; /* 0 for the second m-tile of a pair past m */
+    bf16 *yp = p.y + r0 * f + (int64_t)nt * BN + 4 * lane;
     mbar_wait(epi_full, j & 1);
-    if (EPI == CUDA_WG_SWIGLU) {
-      bf16 *yp = p.y + r0 * f + (int64_t)nt * BN + 4 * lane;
 #pragma unroll 2
-      for (int r = ew; r < rows; r += EW) {
-        const uint4 v = ld_shared_v4(e0 + (uint32_t)(r * E_LD) * 4);
-        uint2 o;
-        o.x = pack_rn(swiglu1(v.x), swiglu1(v.y));
-        o.y = pack_rn(swiglu1(v.z), swiglu1(v.w));
-        *(uint2 *)(yp + r * f) = o;
-      }
-    } else {
-      const int h = lane & 1, c16 = nt * 2 * BN + 16 * (lane >> 1);
-      const bool in = c16 < p.f; /* n % 64 == 0: a lane pair's 16 columns lie wholly below n or at or past it */
-      const int64_t c = r0 * f + c16 + 8 * h;
-      const bool rot = EPI == CUDA_WG_ROPE && in && c16 + 8 * h < p.rot;
-      constexpr int NB = EPI == CUDA_WG_ROPE ? 3 : RB; /* 4 spill (72 registers) */
-      for (int r = ew; r < rows; r += EW * NB) {
-        uint4 v[NB], res[NB];
-        rope_t t[NB];
-#pragma unroll
-        for (int u = 0; u < NB; u++) {
-          const int rr = r + u * EW;
-          if (rr < rows) {
-            v[u] = ld_shared_v4(e0 + (uint32_t)(rr * E_LD) * 4);
-            if (EPI == CUDA_WG_RESIDUAL && in) res[u] = *(const uint4 *)(p.res + c + rr * f);
-            if (EPI == CUDA_WG_ROPE && rot) t[u] = rope_load(p, r0 + rr, c16 + 8 * h);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < NB; u++) {
-          const int rr = r + u * EW;
-          if (rr >= rows) break; /* uniform across the warp */
-          /* lane h = 0 keeps run 0 (v.x, v.z), sends run 1 (v.y, v.w); lane h = 1 the other way round */
-          const uint32_t s0 = h ? v[u].x : v[u].y, s1 = h ? v[u].z : v[u].w;
-          const uint32_t g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-          uint4 o = h ? make_uint4(g0, g1, v[u].y, v[u].w) : make_uint4(v[u].x, v[u].z, g0, g1);
-          if (!in) continue;
-          if (EPI == CUDA_WG_ROPE && rot) {
-            rope8(p, o, r0 + rr, c16 + 8 * h, t[u]);
-            continue;
-          }
-          o.x = plain2<EPI>(o.x, res[u].x), o.y = plain2<EPI>(o.y, res[u].y);
-          o.z = plain2<EPI>(o.z, res[u].z), o.w = plain2<EPI>(o.w, res[u].w);
-          *(uint4 *)(p.y + c + rr * f) = o;
-        }
-      }
+    for (int r = ew; r < rows; r += EW) {
+      const uint4 v = ld_shared_v4(e0 + (uint32_t)(r * E_LD) * 4);
+      uint2 o;
+      o.x = pack_rn(swiglu1(v.x), swiglu1(v.y));
+      o.y = pack_rn(swiglu1(v.z), swiglu1(v.w));
+      *(uint2 *)(yp + r * f) = o;
     }
     mbar_arrive(epi_empty); /* every epilogue thread, after its last load of E for this tile: count 96 */
   }
@@ -573,8 +452,8 @@ __device__ void epilogue(const params &p, uint32_t sb, int ew, int rank) {
 
 #endif /* sm_90a */
 
-template <int EPI, int CL>
-__global__ void __launch_bounds__(NT, 1) gemm_wgmma_kernel(const __grid_constant__ targs a) {
+template <int CL>
+__global__ void __launch_bounds__(NT, 1) gemm_swiglu_kernel(const __grid_constant__ targs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem[];
   const uint32_t sb = (smem_u32(smem) + 1023) & ~1023u;
@@ -593,13 +472,13 @@ __global__ void __launch_bounds__(NT, 1) gemm_wgmma_kernel(const __grid_constant
   if (warp >= 8) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PREG) : "memory");
     if (warp == 8) {
-      if (threadIdx.x == 256) producer<EPI, CL>(a, sb, rank);
+      if (threadIdx.x == 256) producer<CL>(a, sb, rank);
     } else {
-      epilogue<EPI, CL>(a.p, sb, warp - 9, rank);
+      epilogue<CL>(a.p, sb, warp - 9, rank);
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CREG) : "memory");
-    consumer<EPI, CL>(a.p, sb, warp >> 2, rank);
+    consumer<CL>(a.p, sb, warp >> 2, rank);
   }
   __syncwarp();
   if (CL > 1) cluster_sync(); /* every thread of both CTAs, epilogue warps included: no CTA leaves while its
@@ -626,14 +505,14 @@ int tmap_encode(CUtensorMap *map, const void *base, int64_t rows, int k, int box
              : QVL_ERR_UNSUPPORTED;
 }
 
-template <int EPI, int CL>
+template <int CL>
 int set_attrs() {
-  return cudaFuncSetAttribute(gemm_wgmma_kernel<EPI, CL>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM) ||
-         cudaFuncSetAttribute(gemm_wgmma_kernel<EPI, CL>, cudaFuncAttributePreferredSharedMemoryCarveout,
+  return cudaFuncSetAttribute(gemm_swiglu_kernel<CL>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM) ||
+         cudaFuncSetAttribute(gemm_swiglu_kernel<CL>, cudaFuncAttributePreferredSharedMemoryCarveout,
                               cudaSharedmemCarveoutMaxShared);
 }
 
-template <int EPI, int CL>
+template <int CL>
 int launch(const targs &a, int grid, cudaStream_t s) {
   cudaLaunchConfig_t cfg = {};
   cudaLaunchAttribute attr[1];
@@ -643,67 +522,46 @@ int launch(const targs &a, int grid, cudaStream_t s) {
     attr[0].val.clusterDim.x = CL, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr, cfg.numAttrs = 1;
   }
-  return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI, CL>, a) == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
+  return cudaLaunchKernelEx(&cfg, gemm_swiglu_kernel<CL>, a) == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
-/* n: y's width (f for SwiGLU). The cluster variant is SwiGLU's only. */
-struct rope_args {
-  const float *cos, *sin;
-  int rot, hd;
-};
-
-int run(int epi, int cluster, uint16_t *y, const uint16_t *res, const uint16_t *x, const uint16_t *w,
-        const uint16_t *bias, int64_t m, int n, int k, const rope_args &ra, qvl_stream s) {
-  const int swiglu = epi == CUDA_WG_SWIGLU, rope = epi == CUDA_WG_ROPE;
-  if (epi < CUDA_WG_NONE || epi > CUDA_WG_ROPE) return QVL_ERR_INVALID_ARG;
-  if (!y || !x || !w || (epi == CUDA_WG_RESIDUAL && !res) || m < 0 || n < 1 || k < 1) return QVL_ERR_INVALID_ARG;
-  if (rope && (!ra.cos || !ra.sin || ra.hd < 8 || ra.rot < 0 || ra.rot > n)) return QVL_ERR_INVALID_ARG;
-  if (rope && (ra.hd % 8 || ra.rot % ra.hd || (((uintptr_t)ra.cos | (uintptr_t)ra.sin) & 15)))
-    return QVL_ERR_UNSUPPORTED;
+int run(int cluster, uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias, int64_t m, int f, int k,
+        qvl_stream s) {
+  if (!y || !x || !w || m < 0 || f < 1 || k < 1) return QVL_ERR_INVALID_ARG;
   if (g_state == 0) {
-    int rc = cuda_gemm_wgmma_init();
+    int rc = cuda_linear_swiglu_init();
     if (rc != QVL_OK) return rc;
   }
   if (g_state != 1) return g_state;
-  if (n % (swiglu ? BN : 64) || k % BK ||
-      (((uintptr_t)y | (uintptr_t)x | (uintptr_t)w | (uintptr_t)bias | (uintptr_t)res) & 15))
+  if (f % BN || k % BK || (((uintptr_t)y | (uintptr_t)x | (uintptr_t)w | (uintptr_t)bias) & 15))
     return QVL_ERR_UNSUPPORTED;
-  const int CL = cluster ? cluster : swiglu ? g_cluster : 1;
-  if ((CL != 1 && CL != 2) || (CL == 2 && (g_max_clusters < 1 || !swiglu))) return QVL_ERR_UNSUPPORTED;
+  const int CL = cluster ? cluster : g_cluster;
+  if ((CL != 1 && CL != 2) || (CL == 2 && g_max_clusters < 1)) return QVL_ERR_UNSUPPORTED;
   if (m == 0) return QVL_OK;
-  const int64_t w_rows = swiglu ? 2 * (int64_t)n : n, mtiles = (m + BM - 1) / BM, mp = (mtiles + CL - 1) / CL;
-  const int64_t nt = swiglu ? n / BN : (n + 2 * BN - 1) / (2 * BN), units = mp * nt;
-  if (m > 0x7fffffff || w_rows > 0x7fffffff || units > 0x7fffffff) return QVL_ERR_LIMIT; /* int32 TMA rows */
+  const int64_t mtiles = (m + BM - 1) / BM, mp = (mtiles + CL - 1) / CL, nt = f / BN, units = mp * nt;
+  if (m > 0x7fffffff || 2 * (int64_t)f > 0x7fffffff || units > 0x7fffffff) return QVL_ERR_LIMIT; /* int32 TMA rows */
   targs a;
   int rc = tmap_encode(&a.ma, x, m, k, BM);
-  if (rc == QVL_OK) rc = tmap_encode(&a.mb, w, w_rows, k, BN / CL);
+  if (rc == QVL_OK) rc = tmap_encode(&a.mb, w, 2 * (int64_t)f, k, BN / CL);
   if (rc != QVL_OK) return rc;
   /* the raster (top): w up to 24 MB stays in L2 with n-tiles fastest; else bands of x rows up to 16 MB */
-  const int64_t w_bytes = w_rows * k * 2, band = ((int64_t)16 << 20) / ((int64_t)CL * BM * k * 2);
+  const int64_t w_bytes = 2 * (int64_t)f * k * 2, band = ((int64_t)16 << 20) / ((int64_t)CL * BM * k * 2);
   a.p.y = (bf16 *)y;
-  a.p.res = (const bf16 *)res;
   a.p.bias = (const bf16 *)bias;
-  a.p.cos = ra.cos, a.p.sin = ra.sin, a.p.hd = ra.hd, a.p.rot = ra.rot;
   a.p.m = m;
-  a.p.f = n;
+  a.p.f = f;
   a.p.kt = k / BK;
   a.p.nt = (int)nt;
   a.p.mp = (int)mp;
   a.p.gm = w_bytes <= ((int64_t)24 << 20) ? 1 : (int)(band < 1 ? 1 : band > mp ? mp : band);
   a.p.n_tiles = (int)units;
   const int64_t slots = CL == 1 ? g_n_sm : g_max_clusters, grid = units < slots ? units : slots;
-  switch (epi) {
-  case CUDA_WG_NONE: return launch<CUDA_WG_NONE, 1>(a, (int)grid, s);
-  case CUDA_WG_GELU_TANH: return launch<CUDA_WG_GELU_TANH, 1>(a, (int)grid, s);
-  case CUDA_WG_RESIDUAL: return launch<CUDA_WG_RESIDUAL, 1>(a, (int)grid, s);
-  case CUDA_WG_ROPE: return launch<CUDA_WG_ROPE, 1>(a, (int)grid, s);
-  default: return CL == 1 ? launch<CUDA_WG_SWIGLU, 1>(a, (int)grid, s) : launch<CUDA_WG_SWIGLU, 2>(a, (int)(2 * grid), s);
-  }
+  return CL == 1 ? launch<1>(a, (int)grid, s) : launch<2>(a, (int)(2 * grid), s);
 }
 
 } /* namespace */
 
-extern "C" int cuda_gemm_wgmma_init(void) {
+extern "C" int cuda_linear_swiglu_init(void) {
   int dev = 0, major = 0, minor = 0, n_sm = 0, image = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
@@ -714,8 +572,7 @@ extern "C" int cuda_gemm_wgmma_init(void) {
   if (cudaMemcpyFromSymbol(&image, g_image_sm90a, sizeof image) != cudaSuccess) return QVL_ERR_DEVICE;
   g_encode = (PFN_cuTensorMapEncodeTiled_v12000)cuda_tensor_map_encoder();
   if (!image || !g_encode) return g_state = QVL_ERR_UNSUPPORTED;
-  if (set_attrs<CUDA_WG_SWIGLU, 1>() || set_attrs<CUDA_WG_SWIGLU, 2>() || set_attrs<CUDA_WG_NONE, 1>() ||
-      set_attrs<CUDA_WG_GELU_TANH, 1>() || set_attrs<CUDA_WG_RESIDUAL, 1>() || set_attrs<CUDA_WG_ROPE, 1>()) {
+  if (set_attrs<1>() || set_attrs<2>()) {
     (void)cudaGetLastError();
     return g_state = QVL_ERR_UNSUPPORTED;
   }
@@ -727,7 +584,7 @@ extern "C" int cuda_gemm_wgmma_init(void) {
   attr[0].val.clusterDim.x = 2, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
   cfg.gridDim = dim3((unsigned)(g_n_sm / 2 * 2)), cfg.blockDim = dim3(NT), cfg.dynamicSmemBytes = SMEM;
   cfg.attrs = attr, cfg.numAttrs = 1;
-  if (cudaOccupancyMaxActiveClusters(&g_max_clusters, gemm_wgmma_kernel<CUDA_WG_SWIGLU, 2>, &cfg) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveClusters(&g_max_clusters, gemm_swiglu_kernel<2>, &cfg) != cudaSuccess) {
     (void)cudaGetLastError();
     g_max_clusters = 0;
   }
@@ -737,19 +594,12 @@ extern "C" int cuda_gemm_wgmma_init(void) {
   return QVL_OK;
 }
 
-extern "C" int cuda_gemm_wgmma(int epi, uint16_t *y, const uint16_t *res, const uint16_t *x, const uint16_t *w,
-                               const uint16_t *bias, int64_t m, int n, int k, qvl_stream s) {
-  if (epi == CUDA_WG_ROPE) return QVL_ERR_INVALID_ARG; /* cuda_gemm_wgmma_rope */
-  return run(epi, 0, y, res, x, w, bias, m, n, k, rope_args{}, s);
-}
-
-extern "C" int cuda_gemm_wgmma_rope(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias,
-                                    const float *cos, const float *sin, int64_t m, int n, int k, int rot, int head_dim,
-                                    qvl_stream s) {
-  return run(CUDA_WG_ROPE, 0, y, NULL, x, w, bias, m, n, k, rope_args{cos, sin, rot, head_dim}, s);
+extern "C" int cuda_linear_swiglu(uint16_t *y, const uint16_t *x, const uint16_t *w, const uint16_t *bias, int64_t m,
+                                  int f, int k, qvl_stream s) {
+  return run(0, y, x, w, bias, m, f, k, s);
 }
 
 extern "C" int cuda_linear_swiglu_debug(int cluster, uint16_t *y, const uint16_t *x, const uint16_t *w,
                                         const uint16_t *bias, int64_t m, int f, int k, qvl_stream s) {
-  return run(CUDA_WG_SWIGLU, cluster, y, NULL, x, w, bias, m, f, k, rope_args{}, s);
+  return run(cluster, y, x, w, bias, m, f, k, s);
 }

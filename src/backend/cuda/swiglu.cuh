@@ -1,25 +1,9 @@
-/* act.cuh - the activations (and the rotary's arithmetic) computed in more than one kernel, so that every path gives
- * the same bits.
- *
- * gelu_tanh_f32: PyTorch's gelu(approximate="tanh") in f32 (its opmath for bf16 tensors), rounded by the caller;
- * eltwise.cu (after a GEMM), gemv.cu and gemm_wgmma.cu (in their epilogues).
- *
- * The SwiGLU activation's rounding steps, shared by swiglu.cu (after the gate|up GEMM) and
- * gemm_wgmma.cu (fused into it), so that both paths give the same bits for the same gate value: silu in f32 as
+/* swiglu.cuh - the SwiGLU activation's rounding steps, shared by swiglu.cu (after the gate|up GEMM) and
+ * gemm_swiglu.cu (fused into it), so that both paths give the same bits for the same gate value: silu in f32 as
  * v / (1 + e^-v) with expf and the IEEE division (no fast-math flags in this project), then rounded to bf16 as the
  * reference rounds act_fn(gate). */
 #pragma once
 #include <cuda_bf16.h>
-
-/* The NeoX rotary of one pair, a = x[d], b = x[d + head_dim / 2], in f32: a' = a cos[d] - b sin[d] (rope_lo with
- * c, s of d), b' = b cos[d + h] + a sin[d + h] (rope_hi with those of d + h), the contraction pinned (one product
- * rounded, then one fused multiply-add) so that rope.cu, attn_vit.cu and gemm_wgmma.cu's epilogue agree bit for bit. */
-__device__ __forceinline__ float rope_lo(float a, float b, float c, float s) { return fmaf(a, c, -__fmul_rn(b, s)); }
-__device__ __forceinline__ float rope_hi(float a, float b, float c, float s) { return fmaf(b, c, __fmul_rn(a, s)); }
-
-__device__ __forceinline__ float gelu_tanh_f32(float v) {
-  return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-}
 
 __device__ __forceinline__ float silu_bf16(float v) {
   return __bfloat162float(__float2bfloat16(v / (1.0f + expf(-v))));
@@ -27,7 +11,7 @@ __device__ __forceinline__ float silu_bf16(float v) {
 
 /* ---- the same bits without the division's subroutine ----------------------------------------------------------
  * The IEEE division compiles to a fast sequence plus a call of a slow-path subroutine for operands near the ends of
- * the exponent range. A call site where some 200 registers are live (gemm_wgmma.cu) made ptxas spill around it, so
+ * the exponent range. A call site where some 200 registers are live (gemm_swiglu.cu) made ptxas spill around it, so
  * the fused kernel uses silu_bf16_f32: d = 1 + expf(-v) as above, then the quotient as the division's fast path
  * forms it: r = rcp.approx(d) refined by one Newton step (r + r (1 - d r)), q = v r, and q corrected once by its
  * residual (q + r (v - d q), each step one fused multiply-add). d >= 1 is never subnormal; d = +inf (v < -88.7) gives v * 0,
