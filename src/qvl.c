@@ -594,9 +594,7 @@ static int tune_attention(qvl_engine *e, int64_t rows) {
   void *dev = NULL;
   int rc = grid && px ? be->alloc(be, &dev, (size_t)(rows * row_len) * be->elem_bytes) : QVL_ERR_NOMEM;
   if (!rc) {
-    uint32_t st = 54321u;
-    for (int64_t i = 0; i < row_len * 4096; i++)
-      st = st * 1664525u + 1013904223u, px[i] = (float)(st >> 8) / 8388608.0f - 1.0f;
+    qvl_counter_fill(px, "tune attention pixels", 0, row_len * 4096, 0.0, 1.0);
     for (int64_t at = 0; !rc && at < rows; at += 4096) /* 4096 random rows, repeated */
       rc = be->upload_f32(be, (char *)dev + (size_t)(at * row_len) * be->elem_bytes, px,
                           (rows - at < 4096 ? rows - at : 4096) * row_len);
@@ -629,8 +627,7 @@ int qvl_engine_tune(qvl_engine *e, int64_t vision_rows, int64_t lm_rows, int *n_
     int64_t row_len = (int64_t)v->in_channels * v->temporal_patch * v->patch * v->patch, count = 256 * row_len;
     float *px = malloc((size_t)count * sizeof *px);
     if (!px) return qvl_fail(&e->err, QVL_ERR_NOMEM, "tune: out of memory");
-    uint32_t st = 12345u;
-    for (int64_t i = 0; i < count; i++) st = st * 1664525u + 1013904223u, px[i] = (float)(st >> 8) / 8388608.0f - 1.0f;
+    qvl_counter_fill(px, "tune pixels", 0, count, 0.0, 1.0);
     vis_input in = {grid, 1, px, NULL, 0, 1};
     be->linear_record(be);
     rc = qvl_engine_vision_input(e, &in, NULL, NULL, NULL);

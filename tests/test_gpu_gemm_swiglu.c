@@ -1,7 +1,7 @@
 /* The fused gate|up GEMM + SwiGLU (gemm_swiglu.cu, backend.h linear_swiglu) against two references on the same
  * bf16 inputs, drawn fresh each run (QVL_TEST_SEED replays): the CPU backend's linear + swiglu in f32 (relative L2
  * <= 1e-2), and the CUDA backend's cuBLASLt linear + swiglu.cu, which round at the same steps and differ only in
- * the order of the f32 sums (relative L2 <= 4e-3, at most 1 in 1,000 outputs more than 2 bf16 ulps apart). Every
+ * the order of the f32 sums (relative L2 <= 4e-3, at most 1 in 1,000 outputs (1 of fewer) more than 2 bf16 ulps apart). Every
  * output row must be written and finite (y is NaN first) and the rows past m untouched (guard rows).
  *   silu: all 65,536 bf16 gate values through both paths with exact GEMMs (x = [g, 1, 0 ...], w = e0 / e1 rows),
  *     bit for bit: the kernel's division-free silu (swiglu.cuh) against swiglu.cu's.
@@ -138,7 +138,8 @@ static void check_gpu(const char *name, const uint16_t *y, const uint16_t *z, si
   printf("  %-44s vs cuBLASLt+swiglu: rel_l2 %.2e, %.4f%% bit-equal, %zu > 2 ulps (max %d)\n", name, rel,
          100.0 * (double)same / (double)n, far, worst);
   if (!(rel <= 4e-3)) fail_msg("%s: rel_l2 %.3e against the unfused GPU path > 4e-3", name, rel);
-  if (far > n / 1000) fail_msg("%s: %zu of %zu outputs more than 2 ulps from the unfused GPU path", name, far, n);
+  if (far > (n < 1000 ? 1 : n / 1000)) /* a row's few outputs: one near a cancellation may be 3-4 ulps off */
+    fail_msg("%s: %zu of %zu outputs more than 2 ulps from the unfused GPU path", name, far, n);
 }
 
 /* rows of y (indices `rows`, n_rows of them) against the f32 CPU reference ref [n_rows][f]. */
@@ -339,7 +340,8 @@ static void test_graph(void **s) {
 }
 
 /* Shapes and pointers the kernel refuses: QVL_ERR_UNSUPPORTED, y untouched, b->err clear; gate_up.c then runs
- * linear + swiglu (the same bits as the two ops). */
+ * linear + swiglu (the same bits as the two ops). Where the kernel does not run, the backend has no linear_swiglu
+ * and gate_up.c runs the two ops. */
 static void test_refusals(void **s) {
   (void)s;
   const int64_t m = 300;
@@ -353,15 +355,18 @@ static void test_refusals(void **s) {
     void *db = dev_bytes(hb, (size_t)2 * f * 2), *dy = dev_poisoned(m + 1, f), *gu = dev_poisoned(m, 2 * f);
     uint16_t *y = (uint16_t *)dy + C[i].shift;
     qvl_err_clear(&E.err);
-    int rc = E.gpu->linear_swiglu(E.gpu, y, dx, dw, db, m, f, k);
-    uint16_t *h = download(dy, (size_t)(m + 1) * f);
-    size_t written = 0;
-    for (size_t j = 0; j < (size_t)(m + 1) * f; j++) written += h[j] != POISON;
-    printf("  refused (%s): %s, b->err %d, %zu outputs written\n", C[i].why, qvl_status_name(rc), E.err.code, written);
-    assert_int_equal(rc, QVL_ERR_UNSUPPORTED);
-    assert_int_equal(E.err.code, QVL_OK);
-    assert_int_equal(written, 0);
-    free(h);
+    if (E.gpu->linear_swiglu) { /* NULL where the kernel does not run: only the fallback below */
+      int rc = E.gpu->linear_swiglu(E.gpu, y, dx, dw, db, m, f, k);
+      uint16_t *h = download(dy, (size_t)(m + 1) * f);
+      size_t written = 0;
+      for (size_t j = 0; j < (size_t)(m + 1) * f; j++) written += h[j] != POISON;
+      printf("  refused (%s): %s, b->err %d, %zu outputs written\n", C[i].why, qvl_status_name(rc), E.err.code,
+             written);
+      assert_int_equal(rc, QVL_ERR_UNSUPPORTED);
+      assert_int_equal(E.err.code, QVL_OK);
+      assert_int_equal(written, 0);
+      free(h);
+    }
     /* the fallback: the same bits as linear + swiglu */
     void *z = dev_poisoned(m, f);
     assert_int_equal(mlp_gate_up(E.gpu, y, gu, dx, dw, db, m, f, k, 1), QVL_OK);
@@ -376,8 +381,8 @@ static void test_refusals(void **s) {
   printf("  gate_up.c fallback: linear + swiglu's bits\n");
 }
 
-/* gate_up.c on a shape the kernel runs: the fused op's bits by default, the two ops' with QVL_FUSED_SWIGLU=0 or
- * fused = 0. */
+/* gate_up.c on a shape the kernel runs: the fused op's bits by default, the two ops' without the op (as the backend
+ * leaves it with QVL_FUSED_SWIGLU=0) or with fused = 0. */
 static void test_gate_up(void **s) {
   (void)s;
   problem p;
@@ -388,16 +393,17 @@ static void test_gate_up(void **s) {
   uint16_t *got = download(y, (size_t)p.m * p.f);
   assert_memory_equal(got, fused, (size_t)p.m * p.f * 2);
   free(got);
-  setenv("QVL_FUSED_SWIGLU", "0", 1);
+  int (*op)(qvl_backend *, void *, const void *, const void *, const void *, int64_t, int, int) = E.gpu->linear_swiglu;
+  E.gpu->linear_swiglu = NULL;
   assert_int_equal(mlp_gate_up(E.gpu, y, gu, p.dx, p.dw, p.db, p.m, p.f, p.k, 1), QVL_OK);
-  unsetenv("QVL_FUSED_SWIGLU");
+  E.gpu->linear_swiglu = op;
   got = download(y, (size_t)p.m * p.f);
   assert_memory_equal(got, p.ref_gpu, (size_t)p.m * p.f * 2);
   free(got);
   assert_int_equal(mlp_gate_up(E.gpu, y, gu, p.dx, p.dw, p.db, p.m, p.f, p.k, 0), QVL_OK);
   got = download(y, (size_t)p.m * p.f);
   assert_memory_equal(got, p.ref_gpu, (size_t)p.m * p.f * 2);
-  printf("  gate_up.c: the fused op's bits by default, the two ops' with QVL_FUSED_SWIGLU=0 or fused = 0\n");
+  printf("  gate_up.c: the fused op's bits by default, the two ops' without the op or with fused = 0\n");
   E.gpu->free(E.gpu, y), E.gpu->free(E.gpu, gu);
   free(got), free(fused);
   problem_free(&p);

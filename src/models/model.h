@@ -141,9 +141,9 @@ int qwen3_vl_vision(vis_ws *ws, const qvl_weights *w, const vis_input *in, qvl_v
                     void *ud, qvl_err *err);
 
 /* gate_up.c: the first half of a SwiGLU MLP, y [rows][f] = silu(gate) * up of gu = x [rows][k] w [2f][k]^T (+ bias
- * [2f]) (w: gate rows, then up rows). Through the backend's fused linear_swiglu when fused is set, the backend has
- * it and QVL_FUSED_SWIGLU is not "0" in the environment; else, and where that answers QVL_ERR_UNSUPPORTED, linear
- * into gu [rows][2f] (scratch) and swiglu. */
+ * [2f]) (w: gate rows, then up rows). Through the backend's fused linear_swiglu when fused is set and the backend
+ * has it (the CUDA backend on Hopper unless QVL_FUSED_SWIGLU=0); else, and where that answers QVL_ERR_UNSUPPORTED,
+ * linear into gu [rows][2f] (scratch) and swiglu. */
 int mlp_gate_up(qvl_backend *b, void *y, void *gu, const void *x, const void *w, const void *bias, int64_t rows, int f,
                 int k, int fused);
 

@@ -122,9 +122,9 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
                          "attention boundaries")))
       return rc;
   }
-  /* attn_vit_wgmma.cu: its head dims, more than one tile of attn_vit.cu, a device it runs on, 32-bit TMA rows */
-  a->ok[CAND_WGMMA] =
-      c->wgmma && max_len > VIT_SHORT && (head_dim == 64 || head_dim == 72 || head_dim == 80) && a->rows < INT32_MAX;
+  /* attn_vit_wgmma.cu on a device it runs on, for more than one tile of attn_vit.cu (its launcher refuses the rest:
+   * head dims other than 64/72/80, 2^31 rows; the tuning then leaves it out) */
+  a->ok[CAND_WGMMA] = c->wgmma && max_len > VIT_SHORT;
   int known = vit ? pick_find(c, a, 1) : -1; /* the towers always pass the rotary */
   if (known >= 0 && known != CAND_DNN) {     /* this class runs attn_vit.cu or attn_vit_wgmma.cu: no cuDNN plans */
     a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = 1;

@@ -703,7 +703,8 @@ int launch(const params &p, int grid, cudaStream_t s) {
 
 int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
         int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
-  if (head_dim != 64 && head_dim != 72 && head_dim != 80) return QVL_ERR_UNSUPPORTED;
+  if ((head_dim != 64 && head_dim != 72 && head_dim != 80) || rows > 0x7fffffff) /* TMA coordinates are int32 */
+    return QVL_ERR_UNSUPPORTED;
   if (!out || !qkv || !cu || heads < 1 || !(scale > 0.f) || n_seq < 0 || max_len < 0 || rows < 0 ||
       ((uintptr_t)qkv & 15) || ((uintptr_t)out & 3))
     return QVL_ERR_INVALID_ARG;

@@ -283,8 +283,8 @@ static int cu_swiglu(qvl_backend *b, void *y, const void *gu, int64_t rows, int 
   OTHER(b, cuda_swiglu(y, gu, rows, f, STREAM(b)), "swiglu");
 }
 
-/* gemm_swiglu.cu, timed as a GEMM. A shape or device it refuses returns QVL_ERR_UNSUPPORTED without touching
- * b->err and without closing its profile mark: the next op's mark takes the slot. */
+/* gemm_swiglu.cu, timed as a GEMM. A shape it refuses returns QVL_ERR_UNSUPPORTED without touching b->err, its
+ * profile mark left open: dropped (cuda_mark_begin). */
 static int cu_linear_swiglu(qvl_backend *b, void *y, const void *x, const void *w, const void *bias, int64_t rows,
                             int f, int k) {
   cuda_mark_begin(b, 0);
@@ -404,7 +404,11 @@ static int cu_init(qvl_backend *b, cuda_ctx *c, int dev) {
     return cuda_check(b, cudaGetLastError(), "attention kernel attributes");
   c->wgmma = cuda_attn_vit_wgmma_init() == QVL_OK; /* not on this device: attention.c leaves the candidate out */
   if (!c->wgmma) (void)cudaGetLastError();
-  if (cuda_linear_swiglu_init() != QVL_OK) (void)cudaGetLastError(); /* then linear_swiglu answers UNSUPPORTED */
+  /* gemm_swiglu.cu: where it does not run (not Hopper), or with QVL_FUSED_SWIGLU=0 (read here, once), linear_swiglu
+   * is NULL and the models run linear + swiglu */
+  const char *sw = getenv("QVL_FUSED_SWIGLU");
+  c->fused_swiglu = cuda_linear_swiglu_init() == QVL_OK && !(sw && !strcmp(sw, "0"));
+  (void)cudaGetLastError();
   if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda: cublasLtCreate failed");
   cudnnStatus_t st = cudnnCreate(&c->dnn);
@@ -439,7 +443,7 @@ int qvl_backend_cuda_create(qvl_backend **out, int dev, qvl_err *err) {
   b->linear = cuda_linear, b->linear_record = cuda_linear_record, b->linear_tune = cuda_linear_tune;
   b->rmsnorm = cu_rmsnorm, b->layernorm = cu_layernorm, b->add = cu_add;
   b->silu_mul = cu_silu_mul, b->swiglu = cu_swiglu, b->gelu_erf = cu_gelu_erf, b->gelu_tanh = cu_gelu_tanh;
-  b->linear_swiglu = cu_linear_swiglu;
+  b->linear_swiglu = c->fused_swiglu ? cu_linear_swiglu : NULL;
   b->rope_tables = cu_rope_tables;
   b->scatter_rows = cu_scatter_rows;
   b->attention_prepare = cuda_attention_prepare, b->attention = cuda_attention;

@@ -50,6 +50,7 @@ typedef struct cuda_ctx {
   size_t scratch_bytes;
   int n_sm;               /* streaming multiprocessors: how many attention splits fill the device */
   int wgmma;              /* attn_vit_wgmma.cu runs on this device (compute capability 9.0) */
+  int fused_swiglu;       /* gemm_swiglu.cu runs here and backs linear_swiglu (not with QVL_FUSED_SWIGLU=0) */
   float *attn_ws;         /* attention_paged split partials, CUDA_ATTN_WS bytes, allocated at creation so that
                            * a graph capture never allocates */
 } cuda_ctx;
@@ -57,7 +58,8 @@ typedef struct cuda_ctx {
 enum { CUDA_ATTN_WS = 8 << 20 };
 
 int cuda_check(qvl_backend *b, cudaError_t e, const char *what);
-/* Profiling brackets around one op of category cat (0 GEMM, 1 attention, 2 other); no-ops unless profiling. */
+/* Profiling brackets around one op of category cat (0 GEMM, 1 attention, 2 other); no-ops unless profiling. A mark
+ * begun and never ended (an op that launched nothing) is dropped: the next begin takes its slot. */
 void cuda_mark_begin(qvl_backend *b, int cat);
 void cuda_mark_end(qvl_backend *b);
 /* Names the op opened by cuda_mark_begin, for QVL_PROFILE=2's per-op table (printf format). */

@@ -123,8 +123,8 @@ int cuda_attn_vit_short(uint16_t *out, const uint16_t *qkv, const float *cos, co
  * boundaries cu [n_seq + 1], every length <= max_len; out[r][h*head_dim + d] = softmax(scale q k^T) v for the rows
  * of the sequences (other rows are not written, nothing outside [0, rows) is read). The grid depends only on n_seq,
  * max_len and heads, so a captured launch replays with other boundaries. head_dim 64, 72 or 80; qkv 16-byte and out
- * 4-byte aligned; rows < 2^31 (QVL_ERR_LIMIT otherwise: TMA coordinates are int32). QVL_ERR_UNSUPPORTED for another
- * head_dim, a device other than compute capability 9.0 (sm_90a code only) or a driver without cuTensorMapEncodeTiled.
+ * 4-byte aligned. QVL_ERR_UNSUPPORTED for rows >= 2^31 (TMA coordinates are int32), another head_dim, a device
+ * other than compute capability 9.0 (sm_90a code only) or a driver without cuTensorMapEncodeTiled.
  * Call cuda_attn_vit_wgmma_init once per process on the device before the first launch and outside graph capture
  * (kernel attributes, SM count, the driver's tensor-map encoder; the first launch does it otherwise);
  * QVL_ATTN_VIT_PINGPONG=0 in the environment then stops the kernel's three consumer warpgroups from taking turns at

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "core/rng.h"
 
 enum { TUNE_MIN_ROWS = 1024 };
 
@@ -308,11 +309,7 @@ int cuda_linear_tune(qvl_backend *b, int64_t lo, int64_t hi, int *n_tuned) {
   void *x = x_bytes ? tune_alloc(b, x_bytes) : NULL, *y = y_bytes ? tune_alloc(b, y_bytes) : NULL;
   int rc = QVL_OK;
   if (seed && x && y) {
-    uint64_t st = 0x9E3779B97F4A7C15ull;
-    for (int i = 0; i < SEED_FLOATS; i++) {
-      st = st * 6364136223846793005ull + 1442695040888963407ull;
-      seed[i] = (float)((int)(st >> 40) - (1 << 23)) / (float)(1 << 23); /* [-1, 1) */
-    }
+    qvl_counter_fill(seed, "gemm tuning operands", 0, SEED_FLOATS, 0.0, 1.0); /* [-1, 1) */
     rc = fill(b, x, x_bytes, seed);
     if (!rc) rc = fill(b, y, y_bytes, seed);
     for (int i = 0; !rc && i < c->n_rec; i++) {
