@@ -4,9 +4,8 @@
  * ragged batches, shuffled block tables, partial blocks, block sizes 16 (the LM's), 5 and 1, decode and chunked
  * prefill, GQA ratios 1, 4, 7 and 40, contexts up to 8k, long prefills of several sequences, head dims 128 (the
  * published models), 16 (the tiny ones), 64 and 80; CUDA graphs (decode and prefill) captured once and replayed
- * with other lengths. Attention and the rotary are bf16 on the GPU: relative L2 <= 1e-2; attn_vit.cu's three-stage
- * short path equals its short mode bit for bit (alone and in graph replays); argmax exact. Skips, saying why, without
- * a GPU. */
+ * with other lengths. Attention and the rotary are bf16 on the GPU: relative L2 <= 1e-2; argmax exact. Skips, saying
+ * why, without a GPU. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -411,55 +410,18 @@ static cudaStream_t gpu_stream(void) {
   return ((cuda_ctx *)E.gpu->ctx)->stream;
 }
 
-/* cuda_attn_vit, or cuda_attn_vit_short (the op's vit3) when vit3, alone on the batch's bounds into dout (poisoned
- * first); waits for it. */
-static void vit_launch(int vit3, const vit_batch *v, void *dout, const float *poison, int rotary, float scale) {
+/* cuda_attn_vit alone on the batch's bounds into dout (poisoned first); waits for it. */
+static void vit_kernel(const vit_batch *v, void *dout, const float *poison, int rotary, float scale) {
   size_t no = (size_t)v->rows * v->heads * v->hd;
   assert_int_equal(E.gpu->upload_f32(E.gpu, dout, poison, (int64_t)no), QVL_OK);
-  int (*f)(uint16_t *, const uint16_t *, const float *, const float *, const int32_t *, int, int, int64_t, int, int,
-           float, qvl_stream) = vit3 ? cuda_attn_vit_short : cuda_attn_vit;
-  int rc = f(dout, v->dq, rotary ? v->dcos : NULL, rotary ? v->dsin : NULL, v->dcu, v->n_seq, v->max_len, v->rows,
-             v->heads, v->hd, scale, gpu_stream());
-  if (rc) fail_msg("%s: %s", vit3 ? "cuda_attn_vit_short" : "cuda_attn_vit", qvl_status_name(rc));
+  int rc = cuda_attn_vit(dout, v->dq, rotary ? v->dcos : NULL, rotary ? v->dsin : NULL, v->dcu, v->n_seq, v->max_len,
+                         v->rows, v->heads, v->hd, scale, gpu_stream());
+  if (rc) fail_msg("cuda_attn_vit: %s", qvl_status_name(rc));
   assert_int_equal(E.gpu->sync(E.gpu), QVL_OK);
 }
 
-static void vit_kernel(const vit_batch *v, void *dout, const float *poison, int rotary, float scale) {
-  vit_launch(0, v, dout, poison, rotary, scale);
-}
-
-/* dout holds cuda_attn_vit's output on the batch (rotary or not): the three-stage short path must give the same
- * bits, agree with the CPU and leave qkv untouched; where it does not run (sequences over 64 tokens, head_dim 128) it
- * must refuse. dout then holds the three-stage output (the same bits). */
-static void vit3_same(const vit_batch *v, void *dout, const float *poison, int rotary, float scale, const float *ref,
-                      const char *what) {
-  size_t no = (size_t)v->rows * v->heads * v->hd, nq = (size_t)v->rows * 3 * v->heads * v->hd;
-  const char *rot = rotary ? " rotary" : "";
-  char name[160];
-  if (!cuda_attn_vit_short_ok(v->max_len, v->hd)) {
-    if (v->max_len <= 64 && (v->hd == 80 || v->hd == 72 || v->hd == 64 || v->hd <= 32))
-      fail_msg("vit3 does not run max_len %d d%d", v->max_len, v->hd);
-    int rc = cuda_attn_vit_short(dout, v->dq, rotary ? v->dcos : NULL, rotary ? v->dsin : NULL, v->dcu, v->n_seq,
-                                 v->max_len, v->rows, v->heads, v->hd, scale, gpu_stream());
-    assert_int_equal(rc, QVL_ERR_UNSUPPORTED);
-    printf("  %-58s refused (max_len %d, d%d)\n", "vit3", v->max_len, v->hd);
-    return;
-  }
-  float *cur = malloc(no * sizeof(float));
-  assert_int_equal(E.gpu->download_f32(E.gpu, cur, dout, (int64_t)no), QVL_OK);
-  vit_launch(1, v, dout, poison, rotary, scale);
-  snprintf(name, sizeof name, "%s, %d heads d%d%s: vit3 kernel", what, v->heads, v->hd, rot);
-  compare(name, dout, ref, no, 1e-2);
-  snprintf(name, sizeof name, "%s d%d%s: vit3 = attn_vit, bit for bit", what, v->hd, rot);
-  compare(name, dout, cur, no, 0);
-  snprintf(name, sizeof name, "%s d%d%s: vit3 qkv untouched", what, v->hd, rot);
-  compare(name, v->dq, v->qkv, nq, 0);
-  free(cur);
-}
-
 /* With and without the rotary: the kernel alone (qkv must come back untouched; with the rotary it must equal
- * rope_qk then the kernel without tables, bit for bit), the three-stage short path against it (vit3_same), then the
- * attention op three ways (the tuning run, a second run, a graph replay; qkv uploaded again before each, since an
+ * rope_qk then the kernel without tables, bit for bit), then the attention op three ways (the tuning run, a second run, a graph replay; qkv uploaded again before each, since an
  * unfused candidate rotates it in place), each against the CPU. */
 static void vit_case(const char *what, const int32_t *lens, int n_seq, int heads, int hd) {
   vit_batch v;
@@ -478,7 +440,6 @@ static void vit_case(const char *what, const int32_t *lens, int n_seq, int heads
     compare(name, dout, ref, no, 1e-2);
     snprintf(name, sizeof name, "%s d%d%s: qkv untouched", what, hd, rot);
     compare(name, v.dq, v.qkv, nq, 0);
-    vit3_same(&v, dout, poison, rotary, scale, ref, what);
     if (rotary) {
       assert_int_equal(E.gpu->download_f32(E.gpu, fused, dout, (int64_t)no), QVL_OK);
       if (cuda_rope_qk(v.dq, v.dcos, v.dsin, v.rows, heads, hd, gpu_stream())) fail_msg("cuda_rope_qk");
@@ -546,10 +507,9 @@ static void test_vit_long(void **s) {
   vit_case("one 960x1280 image", (const int32_t[]){4800}, 1, 16, 72);
 }
 
-/* One capture of the kernel (vit3: the three-stage short path) with fixed bounds, replayed after other boundaries
- * under the same bounds were written into the same buffer (fewer rows in use, empty sequences), for the windows and
- * for long sequences. vit3's replays must also equal cuda_attn_vit run eagerly on the same boundaries, bit for bit. */
-static void graph_replays(const char *what, int n_seq, int max_len, const int32_t *lens, int n_lens, int hd, int vit3) {
+/* One capture of the kernel with fixed bounds, replayed after other boundaries under the same bounds were written
+ * into the same buffer (fewer rows in use, empty sequences), for the windows and for long sequences. */
+static void graph_replays(const char *what, int n_seq, int max_len, const int32_t *lens, int n_lens, int hd) {
   vit_batch v;
   int32_t *full = malloc((size_t)n_seq * sizeof(int32_t));
   for (int i = 0; i < n_seq; i++) full[i] = max_len;
@@ -558,13 +518,9 @@ static void graph_replays(const char *what, int n_seq, int max_len, const int32_
   size_t no = (size_t)v.rows * v.heads * hd;
   float *poison = malloc(no * sizeof(float));
   tu_poison(poison, no);
-  void *dout = dev(poison, no), *graph = NULL, *deager = vit3 ? dev(poison, no) : NULL;
-  float *eager = vit3 ? malloc(no * sizeof(float)) : NULL;
+  void *dout = dev(poison, no), *graph = NULL;
   assert_int_equal(E.gpu->graph_begin(E.gpu), QVL_OK);
-  int rc =
-      vit3 ? cuda_attn_vit_short(dout, v.dq, v.dcos, v.dsin, v.dcu, n_seq, max_len, v.rows, v.heads, hd, scale,
-                                 gpu_stream())
-           : cuda_attn_vit(dout, v.dq, v.dcos, v.dsin, v.dcu, n_seq, max_len, v.rows, v.heads, hd, scale, gpu_stream());
+  int rc = cuda_attn_vit(dout, v.dq, v.dcos, v.dsin, v.dcu, n_seq, max_len, v.rows, v.heads, hd, scale, gpu_stream());
   int end = E.gpu->graph_end(E.gpu, &graph);
   if (rc || end) fail_msg("capture: %s", E.err.msg);
   for (int t = 0; t < n_lens; t++) {
@@ -574,22 +530,13 @@ static void graph_replays(const char *what, int n_seq, int max_len, const int32_
     assert_int_equal(E.gpu->graph_launch(E.gpu, graph), QVL_OK);
     float *ref = vit_ref(&v, 1, scale);
     char name[96];
-    snprintf(name, sizeof name, "%s%s graph replay %d (%d rows)", what, vit3 ? " vit3" : "", t, v.cu[n_seq]);
+    snprintf(name, sizeof name, "%s graph replay %d (%d rows)", what, t, v.cu[n_seq]);
     compare(name, dout, ref, (size_t)v.cu[n_seq] * v.heads * hd, 1e-2);
-    if (vit3) {
-      assert_int_equal(E.gpu->upload_f32(E.gpu, deager, poison, (int64_t)no), QVL_OK);
-      rc = cuda_attn_vit(deager, v.dq, v.dcos, v.dsin, v.dcu, n_seq, max_len, v.rows, v.heads, hd, scale, gpu_stream());
-      if (rc || E.gpu->sync(E.gpu)) fail_msg("cuda_attn_vit: %s", qvl_status_name(rc));
-      assert_int_equal(E.gpu->download_f32(E.gpu, eager, deager, (int64_t)no), QVL_OK);
-      snprintf(name, sizeof name, "%s vit3 graph replay %d = attn_vit, bit for bit", what, t);
-      compare(name, dout, eager, (size_t)v.cu[n_seq] * v.heads * hd, 0); /* the rows in use; the rest is poison */
-    }
     free(ref);
   }
   E.gpu->graph_free(E.gpu, graph);
   E.gpu->free(E.gpu, dout);
-  if (deager) E.gpu->free(E.gpu, deager);
-  free(poison), free(full), free(eager);
+  free(poison), free(full);
   vit_free(&v);
 }
 
@@ -603,11 +550,10 @@ static void test_vit_graph(void **s) {
     win[1][i] = 1 + (int32_t)(rnd_u32() % 64);
     win[2][i] = i % 5 == 3 ? 0 : (int32_t)(rnd_u32() % 65);
   }
-  graph_replays("40 windows", NW, 64, &win[0][0], 3, 80, 0);
-  graph_replays("40 windows", NW, 64, &win[0][0], 3, 80, 1);
-  graph_replays("40 windows", NW, 64, &win[0][0], 3, 72, 1);
+  graph_replays("40 windows", NW, 64, &win[0][0], 3, 80);
+  graph_replays("40 windows", NW, 64, &win[0][0], 3, 72);
   int32_t seqs[] = {1100, 1100, 1100, 1, 1100, 500, 1037, 64, 65, 0, 700, 3};
-  graph_replays("3 long", 3, 1100, seqs, 4, 72, 0);
+  graph_replays("3 long", 3, 1100, seqs, 4, 72);
 }
 
 /* What the launcher refuses, and the calls with nothing to do. */
@@ -624,19 +570,6 @@ static void test_vit_refusals(void **s) {
   assert_int_equal(cuda_attn_vit(o, v.dq, v.dcos, NULL, v.dcu, 2, 64, v.rows, 2, 16, 1.f, st), QVL_ERR_UNSUPPORTED);
   assert_int_equal(cuda_attn_vit(o, v.dq, NULL, NULL, v.dcu, 0, 64, v.rows, 2, 16, 1.f, st), QVL_OK);
   assert_int_equal(cuda_attn_vit(o, v.dq, NULL, NULL, v.dcu, 2, 64, 0, 2, 16, 1.f, st), QVL_OK);
-  /* the three-stage short path: sequences of at most 64 tokens, head_dim 80, 72, 64 or up to 32 */
-  assert_true(cuda_attn_vit_short_ok(64, 80) && cuda_attn_vit_short_ok(64, 72) && cuda_attn_vit_short_ok(1, 16));
-  assert_false(cuda_attn_vit_short_ok(65, 80) || cuda_attn_vit_short_ok(64, 128) || cuda_attn_vit_short_ok(64, 48));
-  const float *c = v.dcos, *sn = v.dsin;
-  assert_int_equal(cuda_attn_vit_short(o, v.dq, c, sn, v.dcu, 2, 65, v.rows, 2, 16, 1.f, st), QVL_ERR_UNSUPPORTED);
-  assert_int_equal(cuda_attn_vit_short(o, v.dq, c, sn, v.dcu, 2, 1100, v.rows, 2, 16, 1.f, st), QVL_ERR_UNSUPPORTED);
-  assert_int_equal(cuda_attn_vit_short(o, v.dq, NULL, NULL, v.dcu, 2, 64, v.rows, 1, 128, 1.f, st),
-                   QVL_ERR_UNSUPPORTED);
-  assert_int_equal(cuda_attn_vit_short(o, v.dq, NULL, NULL, v.dcu, 2, 64, v.rows, 2, 12, 1.f, st), QVL_ERR_UNSUPPORTED);
-  assert_int_equal(cuda_attn_vit_short(o + 1, v.dq, c, sn, v.dcu, 2, 64, v.rows, 2, 16, 1.f, st), QVL_ERR_UNSUPPORTED);
-  assert_int_equal(cuda_attn_vit_short(o, v.dq, c, NULL, v.dcu, 2, 64, v.rows, 2, 16, 1.f, st), QVL_ERR_UNSUPPORTED);
-  assert_int_equal(cuda_attn_vit_short(o, v.dq, c, sn, v.dcu, 0, 64, v.rows, 2, 16, 1.f, st), QVL_OK);
-  assert_int_equal(cuda_attn_vit_short(o, v.dq, c, sn, v.dcu, 2, 64, 0, 2, 16, 1.f, st), QVL_OK);
   assert_int_equal(E.gpu->sync(E.gpu), QVL_OK);
   E.gpu->free(E.gpu, dout);
   vit_free(&v);

@@ -1,7 +1,5 @@
 /* attention.c - backend.h attention on CUDA: per prepared attention, the fastest of these candidates.
  *   vit         attn_vit.cu with the rotary fused: q and k are read unrotated, qkv is left as it is
- *   vit3        attn_vit.cu's three-stage short path (cuda_attn_vit_short), fused too, the same output bits; only for
- *               sequences of at most 64 tokens and the head dims it has (cuda_attn_vit_short_ok)
  *   rope+vit    rope_qk in place, then attn_vit.cu without tables (for long sequences, where the fused kernel reads
  *               the keys' cos/sin rows again for every query tile); the same output bits as vit
  *   cudnn       rope_qk in place, then cuDNN's SDPA (sdpa.c: the best of its plans, tuned on its own first run)
@@ -32,7 +30,6 @@
 
 enum {
   CAND_VIT,
-  CAND_VIT3,
   CAND_ROPE_VIT,
   CAND_DNN,
   CAND_WGMMA,
@@ -43,7 +40,7 @@ enum {
 static const struct cand {
   const char *name;
   int fused; /* applies the rotary itself; the others run after rope_qk */
-} CANDS[N_CAND] = {{"vit", 1}, {"vit3", 1}, {"rope+vit", 0}, {"cudnn", 0}, {"rope+wgmma", 0}};
+} CANDS[N_CAND] = {{"vit", 1}, {"rope+vit", 0}, {"cudnn", 0}, {"rope+wgmma", 0}};
 
 typedef struct cuda_att {
   int n_seq, max_len, heads, head_dim;
@@ -128,7 +125,6 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
   int known = vit ? pick_find(c, a, 1) : -1; /* the towers always pass the rotary */
   if (known >= 0 && known != CAND_DNN) {     /* this class runs attn_vit.cu or attn_vit_wgmma.cu: no cuDNN plans */
     a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = 1;
-    a->ok[CAND_VIT3] = cuda_attn_vit_short_ok(max_len, head_dim);
     return QVL_OK;
   }
   /* a new class may take cuDNN's dense plan for its exact count; a known cuDNN class keeps to the ragged plans of
@@ -140,7 +136,6 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
     a->dnn = NULL;
   }
   a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = vit, a->ok[CAND_DNN] = a->dnn != NULL;
-  a->ok[CAND_VIT3] = vit && cuda_attn_vit_short_ok(max_len, head_dim);
   return QVL_OK;
 }
 
@@ -155,9 +150,6 @@ static int cand_run(qvl_backend *b, const cuda_att *a, int k, void *out, void *q
   int fused = CANDS[k].fused && !rotated, rc;
   if (k == CAND_WGMMA)
     rc = cuda_attn_vit_wgmma(out, qkv, a->cu, a->n_seq, a->max_len, a->rows, a->heads, a->head_dim, scale, c->stream);
-  else if (k == CAND_VIT3)
-    rc = cuda_attn_vit_short(out, qkv, fused ? cos : NULL, fused ? sin : NULL, a->cu, a->n_seq, a->max_len, a->rows,
-                             a->heads, a->head_dim, scale, c->stream);
   else
     rc = cuda_attn_vit(out, qkv, fused ? cos : NULL, fused ? sin : NULL, a->cu, a->n_seq, a->max_len, a->rows, a->heads,
                        a->head_dim, scale, c->stream);

@@ -41,36 +41,7 @@
  * and its compute.
  * For sequences of 1,024 the kernel is about 2x slower than cuDNN even without the rotary (16 rows per warp:
  * ldmatrix bound, see attn_paged.cu), so the op keeps cuDNN there.
- *
- * Three-stage short path (cuda_attn_vit_short, the op's candidate "vit3"; sequences of <= 64 tokens, head_dim 80,
- * 72, 64 or <= 32): the same grid, packs, tile contents and per-step arithmetic as short mode (qk, mask,
- * softmax_step, pv, store_o and rot4 on the same rotation tasks), so the same output bits; what changes is the
- * pipeline and where the tables live.
- *   Stages: 3 of (q, k, v) per CTA; step st (head h0 + st) lands in stage st % 3, and right after the barrier that
- *     makes it visible, step st + 2 is issued into step st - 1's stage. Steps st + 1 and st + 2 are in flight while
- *     st is rotated and computed, and a load has two step times to arrive instead of one.
- *   Tables in registers: a thread's rotation tasks (row, 4 pairs) are the same for every head of a pack, so it reads
- *     its tasks' cos/sin once per pack from global memory (16-byte loads) and keeps them: 5 tasks x 16 floats = 80
- *     registers at d80 and d72 (64 at d64). No table in shared memory, and the rotation no longer reads 64 of its
- *     96 bytes per task from shared memory (40 KB of LDS per step).
- *   Shared memory per CTA: 3 x 3 x [64][88] bf16 = 101,376 B at d80/d72 (+1 KB static), two CTAs per SM (205 KB of
- *     the 228 KB); d64 82,944 B. Registers: ptxas (CUDA 13.0, sm_90a) 255 at d80 and d72, 249 at d64, no spills
- *     (the bound of two 128-thread CTAs allows 255); the generic d40 .. d56 paths spilled and are not offered.
- *   Bytes in flight per SM: 2 CTAs x 2 steps x 30,720 B (q, k, v of a head, 64 rows, d80) = 123 KB, twice short
- *     mode's 61 KB (2 CTAs x 1 step). Little's law: 3 TB/s x ~1 us = 3 MB over 132 SMs = 23 KB per SM at the
- *     unloaded latency; short mode's 61 KB did sustain 3.0 TB/s without the rotary, but with it each CTA's one
- *     load in flight waits behind the rotation and its barrier, and the layer ran at 2.3 TB/s. With 123 KB (16 MB
- *     device-wide, 5 us of HBM time) the queue stays full while a step is rotated and computed.
- *   Why ~0.25 ms (64 images of 448x448: 1,024 tiles x 16 heads = 16,384 steps, 62 per CTA over 264 resident
- *     CTAs): at 3.0 TB/s the 713 MB take 0.24 ms, i.e. a step time of ~3.9 us per CTA; a step's own work (80
- *     m16n8k16 MMAs and 45 ldmatrix per warp, the softmax, 10 rotations of 4 pairs per thread, 2 barriers) is
- *     ~1 us by estimate, so with two loads in flight the step time is set by HBM and not by the rotation:
- *     0.24-0.25 ms vs 0.31.
- *   Why not one 8-warp CTA per SM sharing a table in shared memory: 6 stages + the 40 KB table = 220 KB needs
- *     160-byte rows swizzled (new ldmatrix and store addressing) and a CTA-wide barrier per table; and with one
- *     CTA per SM, each of its ~8 CTAs (1,024 tiles / 132 SMs) starts (cu search, table, first loads) and drains
- *     with nothing else on the SM. Here two independent CTAs per SM hide each other's start and end, with the same
- *     bytes in flight and the verified padded layout. */
+ */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -397,157 +368,9 @@ __device__ __forceinline__ void head_group(const vit_args &a, int &h0, int &h1) 
   h1 = min(a.heads, h0 + a.hpc);
 }
 
-/* ---- the three-stage short path (cuda_attn_vit_short; the design is in the top comment) ------------------------- */
-
-constexpr int ST = 3; /* stages of (q, k, v): two steps in flight while the third is rotated and computed */
-
-/* Stage s of the three-stage path: the q, k and v tiles of one step from s * STAGE bytes on, lay<DP>'s rows. */
-template <int DP>
-struct lay3 {
-  static constexpr int STAGE = 3 * lay<DP>::TILE, BYTES = ST * STAGE;
-};
-
-/* A thread's rotation tasks, rotate's split (task i = threadIdx.x + k * NT: row i / (hd / 8), pairs d .. d+3 and
- * d+h .. d+h+3 with d = 4 (i % (hd / 8))). They are the same for every head of a pack, so the thread keeps their
- * cos/sin values in registers for the whole pack: 5 tasks x 16 floats at d80 and d72. */
-template <int DP, int HD>
-struct rtasks {
-  static constexpr int N = (TR * ((HD ? HD : DP) / 8) + NT - 1) / NT;
-};
-
-/* t[k] = {cos[d..], cos[d+h..], sin[d..], sin[d+h..]} of task k's row q0 + r when r < n (zero otherwise), 16-byte
- * loads straight from global memory, once per pack. */
-template <int DP, int HD>
-__device__ __forceinline__ void load_tab(float4 (&t)[rtasks<DP, HD>::N][4], const float *c, const float *s, int q0,
-                                         int n, int hd) {
-  const int half = hd / 2, G = hd / 8;
-#pragma unroll
-  for (int k = 0; k < rtasks<DP, HD>::N; k++) {
-    int i = (int)threadIdx.x + k * NT, r = i / G, d = (i - r * G) * 4;
-    if (r < n) {
-      const float *cr = c + (int64_t)(q0 + r) * hd + d, *sr = s + (int64_t)(q0 + r) * hd + d;
-      t[k][0] = __ldg((const float4 *)cr), t[k][1] = __ldg((const float4 *)(cr + half));
-      t[k][2] = __ldg((const float4 *)sr), t[k][3] = __ldg((const float4 *)(sr + half));
-    } else {
-      t[k][0] = t[k][1] = t[k][2] = t[k][3] = make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-  }
-}
-
-/* rotate(tq, tk, ...) of short mode with the tables in registers: the same tasks, BATCH of them read before any is
- * written, rot4's arithmetic on the same f32 values, so the same bits. */
-template <int DP, int HD, int BATCH>
-__device__ __forceinline__ void rotate_r(bf16 *tq, bf16 *tk, const float4 (&t)[rtasks<DP, HD>::N][4], int n, int hd) {
-  constexpr int ITER = rtasks<DP, HD>::N, B = ITER < BATCH ? ITER : BATCH;
-  const int half = hd / 2, G = hd / 8;
-#pragma unroll
-  for (int k0 = 0; k0 < ITER; k0 += B) {
-    uint2 x[B][2][2]; /* q, k; lo, hi */
-    int off[B];       /* the task's first element in a tile; -1: none */
-#pragma unroll
-    for (int k = 0; k < B; k++) {
-      int i = (int)threadIdx.x + (k0 + k) * NT, r = i / G, d = (i - r * G) * 4;
-      off[k] = k0 + k < ITER && r < n ? r * lay<DP>::RS + d : -1;
-      if (off[k] < 0) continue;
-      x[k][0][0] = *(const uint2 *)(tq + off[k]), x[k][0][1] = *(const uint2 *)(tq + off[k] + half);
-      x[k][1][0] = *(const uint2 *)(tk + off[k]), x[k][1][1] = *(const uint2 *)(tk + off[k] + half);
-    }
-#pragma unroll
-    for (int k = 0; k < B; k++) {
-      if (off[k] < 0) continue;
-      const int j = k0 + k < ITER ? k0 + k : ITER - 1; /* a constant; k0 + k < ITER wherever off[k] >= 0 */
-      rot4(tq + off[k], half, x[k][0][0], x[k][0][1], t[j]);
-      rot4(tk + off[k], half, x[k][1][0], x[k][1][1], t[j]);
-    }
-  }
-}
-
-/* The q, k and v tiles of head h, rows [q0, q0 + n), into the stage at sb. */
-template <int DP>
-__device__ __forceinline__ void issue3(uint32_t sb, const vit_args &a, int q0, int n, int h, int hd) {
-#pragma unroll
-  for (int part = 0; part < 3; part++) load_tile<DP>(sb + part * lay<DP>::TILE, a, q0, n, part, h, hd);
-}
-
-/* run_pack's short mode (keys = the query rows [q0, q0 + nq), nq <= 64, one key tile per head; row i sees the keys
- * [row_lo[i], row_hi[i])) with three stages: step st (head h0 + st) lands in stage st % 3, and after the barrier
- * that makes it visible (every warp then being done with step st - 1) step st + 2 is issued into step st - 1's
- * stage, so steps st + 1 and st + 2 are in flight while st is rotated and computed. The tables are in registers
- * (load_tab), no shared memory. Per step the same tile contents, qk, mask, softmax_step, pv and store_o as
- * run_pack: the same bits. */
-template <int DP, int HD>
-__device__ __forceinline__ void run_pack3(const vit_args &a, int q0, int nq, int h0, int h1, const int *row_lo,
-                                          const int *row_hi) {
-  typedef lay<DP> L;
-  constexpr int SB = lay3<DP>::STAGE;
-  extern __shared__ __align__(128) unsigned char smem[];
-  const int hd = HD ? HD : a.hd, steps = h1 - h0;
-  const uint32_t base = smem_u32(smem);
-  const bool rot = a.cos != nullptr;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const bool active = warp * 16 < nq; /* the warp has query rows */
-  int lo[2], hi[2];                   /* the keys the lane's two rows see, relative to q0, within [0, nq) */
-#pragma unroll
-  for (int hf = 0; hf < 2; hf++) {
-    int r = warp * 16 + lane / 4 + 8 * hf;
-    lo[hf] = r < nq ? min(max(row_lo[r] - q0, 0), nq) : 0;
-    hi[hf] = r < nq ? min(max(row_hi[r] - q0, 0), nq) : 0;
-  }
-  /* run_pack's lane addresses in stage 0 */
-  const uint32_t lq = base + (warp * 16 + (lane & 7) + 8 * (lane >> 3 & 1)) * L::RB + (lane >> 4) * 16;
-  const uint32_t lk = base + L::TILE + ((lane & 7) + 8 * (lane >> 4)) * L::RB + (lane >> 3 & 1) * 16;
-  const uint32_t lv = base + 2 * L::TILE + ((lane & 7) + 8 * (lane >> 3 & 1)) * L::RB + (lane >> 4) * 16;
-
-#pragma unroll
-  for (int j = 0; j < ST - 1; j++) { /* a group per step, empty past the last, so that cp_wait counts steps */
-    if (j < steps) issue3<DP>(base + j * SB, a, q0, nq, h0 + j, hd);
-    cp_commit();
-  }
-  float4 t[rtasks<DP, HD>::N][4];
-  load_tab<DP, HD>(t, a.cos, a.sin, q0, rot ? nq : 0, hd);
-  for (int st = 0, sg = 0; st < steps; st++, sg = sg == ST - 1 ? 0 : sg + 1) {
-    cp_wait<ST - 2>(); /* this thread's copies of step st are in (st + 1 may still be on its way) */
-    __syncthreads();
-    if (st + ST - 1 < steps) issue3<DP>(base + (sg == 0 ? ST - 1 : sg - 1) * SB, a, q0, nq, h0 + st + ST - 1, hd);
-    cp_commit();
-    bf16 *sq = (bf16 *)(smem + sg * SB), *sk = (bf16 *)(smem + sg * SB + L::TILE);
-    if (rot) {
-      rotate_r<DP, HD, 3>(sq, sk, t, nq, hd);
-      __syncthreads();
-    }
-    if (!active) continue;
-    float o[DP / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-#pragma unroll
-    for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-    float s[TR / 8][4];
-    qk<DP>(s, lq + sg * SB, lk + sg * SB);
-#pragma unroll
-    for (int nb = 0; nb < TR / 8; nb++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        int key = nb * 8 + 2 * (lane % 4) + (e & 1);
-        if (key < lo[e >> 1] || key >= hi[e >> 1]) s[nb][e] = -INFINITY;
-      }
-    softmax_step<DP>(s, o, m, l, a.scale_log2);
-    pv<DP>(o, s, lv + sg * SB);
-    store_o<DP>(a, sq, o, l, q0, nq, h0 + st, hd);
-  }
-}
-
-/* A short-mode pack [q0, q0 + n) of heads [h0, h1) in STAGES stages. */
-template <int DP, int HD, int STAGES>
-__device__ __forceinline__ void short_pack(const vit_args &a, int q0, int n, int h0, int h1, const int *row_lo,
-                                           const int *row_hi) {
-  if constexpr (STAGES == 2)
-    run_pack<DP, HD>(a, q0, n, q0, n, h0, h1, row_lo, row_hi, true);
-  else
-    run_pack3<DP, HD>(a, q0, n, h0, h1, row_lo, row_hi);
-}
-
 /* grid: 64-row tiles of the packed rows x head groups (the group fastest, so a tile's cos/sin rows are read from
- * HBM once). Sequence s belongs to tile cu[s] / 64; its rows and keys are its own [cu[s], cu[s+1]). STAGES 2:
- * cuda_attn_vit's short mode (run_pack); 3: cuda_attn_vit_short (run_pack3, the same packs and the same bits). */
-template <int DP, int HD, int STAGES>
+ * HBM once). Sequence s belongs to tile cu[s] / 64; its rows and keys are its own [cu[s], cu[s+1]). */
+template <int DP, int HD>
 __global__ void __launch_bounds__(NT, 2) vit_short_kernel(vit_args a) {
   __shared__ int s_lo[SPAN], s_hi[SPAN], s_cut;
   int h0, h1;
@@ -570,11 +393,11 @@ __global__ void __launch_bounds__(NT, 2) vit_short_kernel(vit_args a) {
   }
   __syncthreads();
   const int cut = s_cut > r0 ? s_cut : min(r1, r0 + TR); /* no whole sequence fits: max_len was not a bound */
-  short_pack<DP, HD, STAGES>(a, r0, cut - r0, h0, h1, s_lo, s_hi);
+  run_pack<DP, HD>(a, r0, cut - r0, r0, cut - r0, h0, h1, s_lo, s_hi, true);
   if (cut < r1) {
     const int n = min(r1 - cut, TR);
     __syncthreads(); /* every warp is done with the stages and the tables */
-    short_pack<DP, HD, STAGES>(a, cut, n, h0, h1, s_lo + (cut - r0), s_hi + (cut - r0));
+    run_pack<DP, HD>(a, cut, n, cut, n, h0, h1, s_lo + (cut - r0), s_hi + (cut - r0), true);
   }
 }
 
@@ -600,9 +423,9 @@ constexpr size_t smem_bytes(bool tables) {
 template <int DP, int HD>
 int set_attrs() {
   int n = (int)smem_bytes<DP>(true);
-  return cudaFuncSetAttribute(vit_short_kernel<DP, HD, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, n) ||
+  return cudaFuncSetAttribute(vit_short_kernel<DP, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, n) ||
          cudaFuncSetAttribute(vit_long_kernel<DP, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, n) ||
-         cudaFuncSetAttribute(vit_short_kernel<DP, HD, 2>, cudaFuncAttributePreferredSharedMemoryCarveout,
+         cudaFuncSetAttribute(vit_short_kernel<DP, HD>, cudaFuncAttributePreferredSharedMemoryCarveout,
                               cudaSharedmemCarveoutMaxShared) ||
          cudaFuncSetAttribute(vit_long_kernel<DP, HD>, cudaFuncAttributePreferredSharedMemoryCarveout,
                               cudaSharedmemCarveoutMaxShared);
@@ -612,28 +435,12 @@ template <int DP, int HD>
 int launch(const vit_args &a, bool short_mode, unsigned ctas, qvl_stream s) {
   size_t shm = smem_bytes<DP>(short_mode && a.cos);
   if (short_mode)
-    vit_short_kernel<DP, HD, 2><<<ctas, NT, shm, s>>>(a);
+    vit_short_kernel<DP, HD><<<ctas, NT, shm, s>>>(a);
   else
     vit_long_kernel<DP, HD><<<ctas, NT, shm, s>>>(a);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
-/* The three-stage path: dynamic shared memory is the stages alone (the tables are in registers). */
-template <int DP, int HD>
-int set_attrs3() {
-  return cudaFuncSetAttribute(vit_short_kernel<DP, HD, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              lay3<DP>::BYTES) ||
-         cudaFuncSetAttribute(vit_short_kernel<DP, HD, ST>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                              cudaSharedmemCarveoutMaxShared);
-}
-
-template <int DP, int HD>
-int launch3(const vit_args &a, unsigned ctas, qvl_stream s) {
-  vit_short_kernel<DP, HD, ST><<<ctas, NT, lay3<DP>::BYTES, s>>>(a);
-  return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
-}
-
-int short3_ready; /* cuda_attn_vit_init set the three-stage path's attributes */
 
 }  // namespace
 
@@ -641,12 +448,7 @@ int short3_ready; /* cuda_attn_vit_init set the three-stage path's attributes */
 extern "C" int cuda_attn_vit_init(void) {
   int bad = set_attrs<80, 80>() || set_attrs<80, 72>() || set_attrs<64, 64>() || set_attrs<128, 128>() ||
             set_attrs<16, 0>() || set_attrs<32, 0>() || set_attrs<64, 0>() || set_attrs<80, 0>() || set_attrs<128, 0>();
-  if (bad) return QVL_ERR_DEVICE;
-  /* the three-stage path is a candidate the op may do without: a failure here only turns it off */
-  short3_ready = !(set_attrs3<80, 80>() || set_attrs3<80, 72>() || set_attrs3<64, 64>() || set_attrs3<16, 0>() ||
-                   set_attrs3<32, 0>());
-  if (!short3_ready) cudaGetLastError(); /* not left for the next launch's check */
-  return QVL_OK;
+  return bad ? QVL_ERR_DEVICE : QVL_OK;
 }
 
 /* The arguments and grid of a launch over `units` row tiles: head groups as few as give 3 waves of two CTAs per SM
@@ -701,36 +503,3 @@ extern "C" int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *co
   return launch<128, 0>(a, short_mode, ctas, s);
 }
 
-/* head_dim 80, 72, 64 or a multiple of 8 up to 32: the tables of a thread's tasks (16 floats each) and the three
- * stages fit the budget of two CTAs per SM without spills (ptxas: 255 registers at d80 and d72, 249 at d64; d128
- * would need 128 table registers and 156 KB; the generic d40 .. d56 paths, which divide by a head_dim not known at
- * compile time, spill a little and are left to cuda_attn_vit). */
-extern "C" int cuda_attn_vit_short_ok(int max_len, int head_dim) {
-  int hd_ok = head_dim == 80 || head_dim == 72 || head_dim == 64 || (head_dim >= 8 && head_dim <= 32);
-  return short3_ready && max_len <= TR && hd_ok && head_dim % 8 == 0;
-}
-
-extern "C" int cuda_attn_vit_short(uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin,
-                                   const int32_t *cu, int n_seq, int max_len, int64_t rows, int heads, int head_dim,
-                                   float scale, qvl_stream s) {
-  if (!cuda_attn_vit_short_ok(max_len, head_dim) || heads < 1 || !cos != !sin || (uintptr_t)out % 16 ||
-      (uintptr_t)qkv % 16 || (uintptr_t)cos % 16 || (uintptr_t)sin % 16)
-    return QVL_ERR_UNSUPPORTED;
-  if (n_seq < 1 || rows < 1 || max_len < 1) return QVL_OK;
-  if (rows > 2147483647LL - 2 * TR || n_seq > 2147483647 - 1) return QVL_ERR_LIMIT;
-  vit_args a;
-  unsigned ctas;
-  int rc = plan(&a, &ctas, out, qkv, cos, sin, cu, n_seq, max_len, (rows + TR - 1) / TR, heads, head_dim, scale);
-  if (rc) return rc;
-  switch (head_dim) {
-    case 80:
-      return launch3<80, 80>(a, ctas, s);
-    case 72:
-      return launch3<80, 72>(a, ctas, s);
-    case 64:
-      return launch3<64, 64>(a, ctas, s);
-    default:
-      break;
-  }
-  return head_dim <= 16 ? launch3<16, 0>(a, ctas, s) : launch3<32, 0>(a, ctas, s);
-}

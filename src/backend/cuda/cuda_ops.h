@@ -111,13 +111,6 @@ int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *cos, const fl
                   int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
 /* Once per process and device before the first cuda_attn_vit (kernel attributes: > 48 KB of shared memory). */
 int cuda_attn_vit_init(void);
-/* attn_vit.cu: cuda_attn_vit's short mode with three stages and the rotary's tables in registers, for sequences of
- * at most 64 tokens (the windows); the same arguments and the same output bits. cuda_attn_vit_short_ok says whether
- * it runs (max_len, head_dim): max_len <= 64, head_dim 80, 72, 64 or a multiple of 8 up to 32, and
- * cuda_attn_vit_init has set its attributes; QVL_ERR_UNSUPPORTED otherwise and for what cuda_attn_vit refuses. */
-int cuda_attn_vit_short_ok(int max_len, int head_dim);
-int cuda_attn_vit_short(uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin, const int32_t *cu,
-                        int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
 /* attn_vit_wgmma.cu: non-causal attention of packed ragged sequences (the vision towers) with Hopper wgmma.
  * qkv [rows][3][heads][head_dim] (q, k, v of a row, already rotated), sequences [cu[i], cu[i+1]) from the device
  * boundaries cu [n_seq + 1], every length <= max_len; out[r][h*head_dim + d] = softmax(scale q k^T) v for the rows
