@@ -38,7 +38,8 @@
  * (qvl bench vit --attn-only, 64x448x448): 0.31 ms with the rotary (cuDNN 0.35 + rope_qk 0.26); without it, on
  * the tests' 300 windows x 16 heads, the kernel moved 3.0 TB/s. The rotary's cost is latency, not bytes: with 8
  * warps per SM each CTA has one stage in flight, and the rotation pass and its barrier sit between a stage's arrival
- * and its compute.
+ * and its compute. A three-stage variant with the tables in registers (two loads in flight per CTA) reached 0.25 ms;
+ * it was deleted for its ~200 lines (eaad63a; the design is in its parent's version of this comment).
  * For sequences of 1,024 the kernel is about 2x slower than cuDNN even without the rotary (16 rows per warp:
  * ldmatrix bound, see attn_paged.cu), so the op keeps cuDNN there.
  */
