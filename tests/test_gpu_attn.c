@@ -613,19 +613,12 @@ static void test_argmax(void **s) {
 static int setup(void **s) {
   (void)s;
   E.rng = tu_seed();
-  if (qvl_backend_cpu_create(&E.cpu, 0, &E.err)) return -1;
-  if (qvl_backend_cuda_create(&E.gpu, 0, &E.err)) {
-    fprintf(stderr, "cuda backend: %s\n", E.err.msg);
-    return -1;
-  }
-  E.cpu->err = E.gpu->err = &E.err;
-  return 0;
+  return tu_backend_pair(&E.cpu, &E.gpu, &E.err);
 }
 
 static int teardown(void **s) {
   (void)s;
-  if (E.gpu) E.gpu->destroy(E.gpu);
-  if (E.cpu) E.cpu->destroy(E.cpu);
+  tu_backend_pair_free(E.cpu, E.gpu);
   return 0;
 }
 

@@ -77,6 +77,23 @@ void tu_poison(float *p, size_t n) {
   for (size_t i = 0; i < n; i++) p[i] = NAN;
 }
 
+int tu_backend_pair(qvl_backend **cpu, qvl_backend **gpu, qvl_err *err) {
+  *cpu = *gpu = NULL;
+#ifdef QVL_HAVE_CUDA
+  if (qvl_backend_cpu_create(cpu, 0, err) == QVL_OK && qvl_backend_cuda_create(gpu, 0, err) == QVL_OK) return 0;
+  fprintf(stderr, "%s backend: %s\n", *cpu ? "cuda" : "cpu", err->msg);
+#else
+  (void)err;
+  fprintf(stderr, "this build has no CUDA backend\n");
+#endif
+  return -1;
+}
+
+void tu_backend_pair_free(qvl_backend *cpu, qvl_backend *gpu) {
+  if (gpu) gpu->destroy(gpu);
+  if (cpu) cpu->destroy(cpu);
+}
+
 uint64_t tu_seed(void) {
   static uint64_t seed;
   if (!seed) {

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "backend/backend.h"
 #include "io/safetensors.h"
 #include "qvl.h"
 
@@ -20,6 +21,10 @@ const char *tu_path(const char *rel);
 const char *tu_tmpdir(void);
 void tu_rmtree(const char *dir);
 void tu_write_file(const char *path, const void *data, size_t len);
+/* A GPU test's pair: the CPU backend and the CUDA backend on device 0, both reporting into err; -1, having said why
+ * on stderr, when either cannot be made (a CUDA build only). tu_backend_pair_free destroys what was made. */
+int tu_backend_pair(qvl_backend **cpu, qvl_backend **gpu, qvl_err *err);
+void tu_backend_pair_free(qvl_backend *cpu, qvl_backend *gpu);
 /* ||a - ref||_2 / ||ref||_2 in double. */
 double tu_rel_l2(const float *a, const float *ref, size_t n);
 double tu_max_abs_diff(const float *a, const float *b, size_t n);
