@@ -127,6 +127,7 @@ struct params {
   bf16 *out;
   const bf16 *qkv;
   const int32_t *cu;
+  unsigned long long *trace; /* scratch: [block][wg][16] cycle sums */
   float *dbg; /* test only: block 0's first item dumps S, P and P V of its first key tile (see dump_*) */
   int64_t rows;
   int n_qt;    /* q tiles per (sequence, head): ceil(max_len / BM) */
@@ -461,11 +462,17 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
   float s[64], o[NO];
   uint32_t pa[32];
   int t = 0, it = 0;
+  unsigned long long tr[16] = {0};
+  const bool trc = p.trace && (threadIdx.x & 127) == 0;
+  long long c0 = clock64(), c1;
+#define TR(k) do { if (trc) { c1 = clock64(); tr[k] += c1 - c0; c0 = c1; } } while (0)
   for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
     item x;
     if (!item_get(p, idx, x)) continue;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
+    TR(0);
     mbar_wait_warp(qfull + 8 * qb, (it >> 1) & 1);
+    TR(1);
     if (x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
       if (lane == 0) mbar_arrive(qempty + 8 * qb);
       for (int kt = 0; kt < nkt; kt++, t++) {
@@ -473,8 +480,11 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
         if (lane == 0) mbar_arrive(empty + 8 * (t % NS));
       }
       it++;
+      TR(9);
+      if (trc) tr[13]++;
       continue;
     }
+    if (trc) { if (x.q0 + 64 * (WG - 1) < x.len) tr[14]++; else tr[15]++; }
     /* every warpgroup has rows: take turns issuing Q K^T (round robin over named barriers 1 .. WG) */
     const bool pp = p.pingpong && x.q0 + 64 * (WG - 1) < x.len;
     const bool dump = p.dbg && blockIdx.x == 0 && it == 0 && wg < 2;
@@ -483,12 +493,14 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
     /* key tile 0: S, its max and P; O starts at 0 */
     int st = t % NS;
     mbar_wait_warp(full + 8 * st, (t / NS) & 1);
+    TR(2);
     if (nkt == 1 && x.len < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len, wg);
     wgmma_fence();
     gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(s);
+    TR(4);
     if (dump) dump_sp(p.dbg, wg, s, pa, false);
     if (nkt == 1) mask_keys(s, x.len, tq);
     float m0, m1, l0, l1;
@@ -498,6 +510,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
     if (dump) dump_sp(p.dbg, wg, s, pa, true);
 #pragma unroll
     for (int i = 0; i < NO; i++) o[i] = 0.f;
+    TR(6);
 
     /* tiles 1 .. nkt-1: P_{kt-1} V_{kt-1}, then S_kt and its softmax: only S or P is live beside O */
     for (int kt = 1; kt < nkt; kt++) {
@@ -507,20 +520,24 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
       wgmma_wait<0>();
       fence_regs(o);
       fence_regs(pa);
+      TR(5);
       if (lane == 0) mbar_arrive(empty + 8 * st);
       __syncwarp();
       if (dump && kt == 1) dump_o(p.dbg, wg, o);
       t++;
       st = t % NS;
       mbar_wait_warp(full + 8 * st, (t / NS) & 1);
+      TR(2);
       if (kt == nkt - 1 && x.len - kt * BN < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
       if (pp) bar_sync(1 + wg, 256);
+      TR(3);
       wgmma_fence();
       gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
       wgmma_commit();
       if (pp) bar_arrive(1 + (wg + 1) % WG, 256); /* the next warpgroup's turn */
       wgmma_wait<0>();
       fence_regs(s);
+      TR(4);
       if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
       float n0, n1, r0, r1;
       row_max(s, n0, n1);
@@ -536,6 +553,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
         for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
       }
       to_bf16(pa, s);
+      TR(7);
     }
     /* the last tile's P V */
     wgmma_fence();
@@ -543,6 +561,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(o);
+    TR(8);
     if (lane == 0) {
       mbar_arrive(empty + 8 * st);
       mbar_arrive(qempty + 8 * qb);
@@ -564,7 +583,13 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
       if (r1 < x.len) *(uint32_t *)(o1 + 8 * j) = pack(o[4 * j + 2] * i1, o[4 * j + 3] * i1);
     }
     it++;
+    TR(10);
   }
+  if (trc) {
+    TR(11);
+    for (int k = 0; k < 16; k++) p.trace[((size_t)blockIdx.x * WG + wg) * 16 + k] = tr[k];
+  }
+#undef TR
 }
 
 template <int D>
@@ -618,6 +643,7 @@ __global__ void __launch_bounds__(NT, 1) attn_vit_wgmma_kernel(const __grid_cons
 #endif
 }
 
+unsigned long long *g_trace;
 int g_state; /* 0 not initialised, 1 ready, QVL_ERR_UNSUPPORTED for a device other than compute capability 9.0 or a
               * driver without cuTensorMapEncodeTiled */
 int g_n_sm;
@@ -721,6 +747,7 @@ int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t
   p.qkv = (const bf16 *)qkv;
   p.cu = cu;
   p.dbg = dbg;
+  p.trace = g_trace;
   p.rows = rows;
   p.n_qt = (int)n_qt;
   p.n_items = (int)items;
@@ -759,6 +786,8 @@ extern "C" int cuda_attn_vit_wgmma_init(void) {
   g_state = 1;
   return QVL_OK;
 }
+
+extern "C" void cuda_attn_vit_wgmma_trace(unsigned long long *t) { g_trace = t; }
 
 extern "C" int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
                                    int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
