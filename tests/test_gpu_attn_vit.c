@@ -2,7 +2,7 @@
  * bf16 inputs (qkv drawn fresh in [-2, 2) each run; QVL_TEST_SEED replays): softmax(scale q k^T) v per sequence
  * and head. Cases: the kernel's internals on one tile first (raw q k^T, the bf16 probabilities and their product
  * with v, each checked against the CPU on the GPU's own previous stage, so a wrong descriptor or fragment layout is
- * named), then ragged d72 x 16 heads {4800, 1024, 77, 1, 513, 4097}, 3 x 1024, the same without the warpgroup
+ * named), then ragged d72 x 16 heads {4800, 1024, 77, 1, 513, 4097, 390, 1000}, 3 x 1024, the same without the warpgroup
  * alternation, d80 and d64, a graph captured once and replayed with other boundaries, and refusals. Every output
  * row of the sequences must be written (the buffer is NaN first), rows past `rows` untouched (a sentinel), and the
  * relative L2 error <= 1e-2 overall and per sequence (sequences over 1,024 rows are checked on every 7th row and the
@@ -346,8 +346,8 @@ static void test_fragments(void **st) {
 
 static void test_ragged_d72(void **st) {
   (void)st;
-  const int lens[] = {4800, 1024, 77, 1, 513, 4097};
-  case_run(lens, 6, 16, 72, -1, "ragged d72");
+  const int lens[] = {4800, 1024, 77, 1, 513, 4097, 390, 1000};
+  case_run(lens, 8, 16, 72, -1, "ragged d72");
 }
 
 static void test_uniform_d72(void **st) {
@@ -364,8 +364,8 @@ static void test_no_pingpong(void **st) {
 
 static void test_d80(void **st) {
   (void)st;
-  const int lens[] = {700, 1, 129, 2000, 64};
-  case_run(lens, 5, 16, 80, -1, "ragged d80");
+  const int lens[] = {700, 1, 129, 2000, 64, 1024};
+  case_run(lens, 6, 16, 80, -1, "ragged d80");
 }
 
 static void test_d64(void **st) {

@@ -200,10 +200,8 @@ static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const voi
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0), cudaEventCreate(&e1);
   const char *log = getenv("QVL_GEMM_LOG");
-  const char *rr = getenv("QVL_GEMM_ROUNDS");
-  int best = 0, n_all = g->n_cand + (gemv ? 1 : 0), rounds = small ? 1 : rr ? atoi(rr) : 2, failed[9] = {0};
-  float ms[9] = {0}, best_ms = -1, gemv_ms = -1, all[9][32];
-  if (rounds > 32) rounds = 32;
+  int best = 0, n_all = g->n_cand + (gemv ? 1 : 0), rounds = small ? 1 : 2, failed[9] = {0};
+  float ms[9] = {0}, best_ms = -1, gemv_ms = -1;
   for (int round = 0; round < rounds; round++)
     for (int i = 0; i < n_all; i++) {
       float sum = 0, t = 0;
@@ -218,7 +216,6 @@ static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const voi
         sum += t / (float)reps;
       }
       failed[i] = st != 0;
-      all[i][round] = sum;
       if (!st && (round == 0 || sum < ms[i])) ms[i] = sum;
       if (log && *log == '1')
         fprintf(stderr,
@@ -227,19 +224,6 @@ static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const voi
                 (long long)g->m, g->n, g->k, g->epi, g->bias, i == g->n_cand ? "gemv" : "algorithm", i, g->n_cand,
                 round, st ? "failed" : "ok", sum, 2.0 * (double)g->m * g->n * g->k / (sum * 1e9),
                 2.0 * ((double)g->n * g->k + (double)g->m * (g->k + g->n)) / (sum * 1e6));
-    }
-  if (rounds > 4) /* scratch: median of rounds 2.. */
-    for (int i = 0; i < n_all; i++) {
-      float v[32];
-      int n = 0;
-      for (int r = 2; r < rounds; r++) {
-        float x = all[i][r];
-        int j = n++;
-        while (j > 0 && v[j - 1] > x) v[j] = v[j - 1], j--;
-        v[j] = x;
-      }
-      ms[i] = v[n / 2];
-      if (log && *log == '1') fprintf(stderr, "qvl gemm: [%lld x %d x %d] cand %d hot median %.3f\n", (long long)g->m, g->n, g->k, i, ms[i]);
     }
   for (int i = 0; i < n_all; i++) {
     if (failed[i]) continue;
