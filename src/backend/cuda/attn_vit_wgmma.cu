@@ -605,7 +605,7 @@ __device__ __forceinline__ void split_item(const params &p, const tmaps *m, uint
     }
     if (w + 1 < WG) bar_arrive(7 + 2 * (w - 1) + 1, 256); /* the area is free for the next warpgroup */
   }
-  store_o<D>(p, m, o, l0, l1, qbuf, 0, x.row0 + x.q0, x.len - x.q0, x.head, qempty, 4 * WG);
+  store_o<D>(p, m, o, l0, l1, qbuf, 0, x.row0 + x.q0, x.len - x.q0, x.head, qempty + 8 * qb, 4 * WG);
 }
 
 template <int D>
