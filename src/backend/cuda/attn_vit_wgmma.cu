@@ -135,6 +135,7 @@ struct params {
   int n_items; /* n_seq * heads * n_qt */
   int heads;
   int pingpong;
+  int deliver_only; /* scratch: consumers only wait and release (TMA delivery rate) */
   float c; /* scale * log2(e) */
 };
 
@@ -636,7 +637,7 @@ __device__ void consumer(const params &p, const tmaps *m, uint32_t sb, int wg) {
     TR(0);
     mbar_wait_warp(qfull + 8 * qb, (it >> 1) & 1);
     TR(1);
-    if (x.len - x.q0 <= 64 && nkt >= WG) { /* a tail item: the warpgroups split its keys */
+    if (!p.deliver_only && x.len - x.q0 <= 64 && nkt >= WG) { /* a tail item: the warpgroups split its keys */
       TRN(15);
       split_item<D>(p, m, sb, wg, x, qb, t);
       more = next_item(p, idx, nx);
@@ -644,7 +645,7 @@ __device__ void consumer(const params &p, const tmaps *m, uint32_t sb, int wg) {
       TR(9);
       continue;
     }
-    if (x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
+    if (p.deliver_only || x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
       if (lane == 0) mbar_arrive(qempty + 8 * qb);
       for (int kt = 0; kt < nkt; kt++, t++) {
         mbar_wait_warp(full + 8 * (t % NS), (t / NS) & 1);
@@ -929,6 +930,7 @@ int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t
   p.n_items = (int)items;
   p.heads = heads;
   p.pingpong = g_pingpong && !(flags & CUDA_ATTN_VIT_NO_PINGPONG);
+  p.deliver_only = getenv("QVL_ATTN_DELIVER") && getenv("QVL_ATTN_DELIVER")[0] == '1';
   p.c = scale * 1.4426950408889634f;
   const int grid = (int)(items < g_n_sm ? items : g_n_sm);
   const cudaStream_t st = (cudaStream_t)s;
