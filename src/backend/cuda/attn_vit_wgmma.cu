@@ -142,7 +142,7 @@ struct params {
 /* The two tensor maps (built on the host, see tmap_encode) ride in the kernel parameters (__grid_constant__), so a
  * captured launch keeps them. q: box of BM rows, kv: box of BN rows. */
 struct tmaps {
-  CUtensorMap q, kv, o;
+  CUtensorMap q, kv, o, qr, kvr; /* qr, kvr: scratch row-major boxes (D, rows) for the delivery test */
 };
 struct targs {
   params p;
@@ -402,6 +402,15 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, u
  * and one V box, each stage's full barrier armed with the bytes of both. Rows of a box past the sequence's end are
  * the next sequence's (or zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored,
  * and the consumers zero V rows past it before the last tile's P V (P is 0 there, but 0 x NaN is not 0). */
+__device__ __forceinline__ void tma_load_rows(uint32_t dst, const CUtensorMap *map, uint32_t bar, int row, int head,
+                                              int part) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];\n" ::"r"(dst),
+      "l"(map), "r"(0), "r"(row), "r"(head), "r"(part), "r"(bar)
+      : "memory");
+}
+
 template <int D>
 __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
   using L = dims<D>;
@@ -419,15 +428,21 @@ __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
     if (it >= 2) mbar_wait_warp(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
     if (lead) {
       mbar_expect_tx(qfull + 8 * qb, L::NC * BM * 16);
-      tma_load(sb + qb * L::Q_BYTES, &m->q, qfull + 8 * qb, r0 + x.q0, x.head, 0);
+      if (p.deliver_only == 2) tma_load_rows(sb + qb * L::Q_BYTES, &m->qr, qfull + 8 * qb, r0 + x.q0, x.head, 0);
+      else tma_load(sb + qb * L::Q_BYTES, &m->q, qfull + 8 * qb, r0 + x.q0, x.head, 0);
     }
     for (int kt = 0; kt < nkt; kt++, t++) {
       const int s = t % NS;
       if (t >= NS) mbar_wait_warp(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
       if (lead) {
         mbar_expect_tx(full + 8 * s, 2 * L::NC * BN * 16);
-        tma_load(sb + L::OFF_K + s * L::K_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 1);
-        tma_load(sb + L::OFF_V + s * L::V_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 2);
+        if (p.deliver_only == 2) {
+          tma_load_rows(sb + L::OFF_K + s * L::K_BYTES, &m->kvr, full + 8 * s, r0 + kt * BN, x.head, 1);
+          tma_load_rows(sb + L::OFF_V + s * L::V_BYTES, &m->kvr, full + 8 * s, r0 + kt * BN, x.head, 2);
+        } else {
+          tma_load(sb + L::OFF_K + s * L::K_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 1);
+          tma_load(sb + L::OFF_V + s * L::V_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 2);
+        }
       }
     }
     it++;
@@ -850,6 +865,17 @@ int tmap_encode_out(CUtensorMap *map, const void *out, int64_t rows, int heads, 
              : QVL_ERR_UNSUPPORTED;
 }
 
+int tmap_encode_rows(CUtensorMap *map, const void *qkv, int64_t rows, int heads, int D, int box_rows) {
+  const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)rows, (cuuint64_t)heads, 3};
+  const cuuint64_t stride[3] = {(cuuint64_t)3 * heads * D * 2, (cuuint64_t)D * 2, (cuuint64_t)heads * D * 2};
+  const cuuint32_t box[4] = {(cuuint32_t)D, (cuuint32_t)box_rows, 1, 1}, estride[4] = {1, 1, 1, 1};
+  return g_encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)qkv, dim, stride, box, estride,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
+             ? QVL_OK
+             : QVL_ERR_UNSUPPORTED;
+}
+
 /* Maps per (qkv, out, rows, heads, D), so repeated calls on the same buffers (every layer of a tower) encode nothing;
  * a captured launch carries its maps in its parameters. 16 entries, replaced round robin, under a mutex. */
 struct tmap_entry {
@@ -875,6 +901,8 @@ int tmaps_get(tmaps *m, const void *qkv, const void *out, int64_t rows, int head
     rc = tmap_encode(&e.m.q, qkv, rows, heads, D, BM);
     if (rc == QVL_OK) rc = tmap_encode(&e.m.kv, qkv, rows, heads, D, BN);
     if (rc == QVL_OK) rc = tmap_encode_out(&e.m.o, out, rows, heads, D);
+    if (rc == QVL_OK) rc = tmap_encode_rows(&e.m.qr, qkv, rows, heads, D, BM);
+    if (rc == QVL_OK) rc = tmap_encode_rows(&e.m.kvr, qkv, rows, heads, D, BN);
     if (rc == QVL_OK) {
       i = g_tmaps_n < 16 ? g_tmaps_n++ : (g_tmaps_next++ & 15);
       g_tmaps[i] = e;
@@ -930,7 +958,7 @@ int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t
   p.n_items = (int)items;
   p.heads = heads;
   p.pingpong = g_pingpong && !(flags & CUDA_ATTN_VIT_NO_PINGPONG);
-  p.deliver_only = getenv("QVL_ATTN_DELIVER") && getenv("QVL_ATTN_DELIVER")[0] == '1';
+  p.deliver_only = getenv("QVL_ATTN_DELIVER") ? atoi(getenv("QVL_ATTN_DELIVER")) : 0;
   p.c = scale * 1.4426950408889634f;
   const int grid = (int)(items < g_n_sm ? items : g_n_sm);
   const cudaStream_t st = (cudaStream_t)s;
