@@ -2,7 +2,7 @@
  * bf16 inputs (qkv drawn fresh in [-2, 2) each run; QVL_TEST_SEED replays): softmax(scale q k^T) v per sequence
  * and head. Cases: the kernel's internals on one tile first (raw q k^T, the bf16 probabilities and their product
  * with v, each checked against the CPU on the GPU's own previous stage, so a wrong descriptor or fragment layout is
- * named), then ragged d72 x 16 heads {4800, 1024, 77, 1, 513, 4097, 390, 1000}, 3 x 1024, the same without the warpgroup
+ * named), then ragged d72 x 16 heads {4800, 1024, 77, 1, 513, 4097}, 3 x 1024, the same without the warpgroup
  * alternation, d80 and d64, a graph captured once and replayed with other boundaries, and refusals. Every output
  * row of the sequences must be written (the buffer is NaN first), rows past `rows` untouched (a sentinel), and the
  * relative L2 error <= 1e-2 overall and per sequence (sequences over 1,024 rows are checked on every 7th row and the
@@ -346,16 +346,8 @@ static void test_fragments(void **st) {
 
 static void test_ragged_d72(void **st) {
   (void)st;
-  int lens[16] = {4800, 1024, 77, 1, 513, 4097, 390, 1000}, nl = 8;
-  const char *e = getenv("QVL_ATTN_VIT_LENS"); /* scratch */
-  if (e) {
-    nl = 0;
-    for (char *q = (char *)e; *q && nl < 16;) {
-      lens[nl++] = (int)strtol(q, &q, 10);
-      if (*q == ',') q++;
-    }
-  }
-  case_run(lens, nl, 16, 72, -1, "ragged d72");
+  const int lens[] = {4800, 1024, 77, 1, 513, 4097};
+  case_run(lens, 6, 16, 72, -1, "ragged d72");
 }
 
 static void test_uniform_d72(void **st) {
@@ -372,8 +364,8 @@ static void test_no_pingpong(void **st) {
 
 static void test_d80(void **st) {
   (void)st;
-  const int lens[] = {700, 1, 129, 2000, 64, 1024};
-  case_run(lens, 6, 16, 80, -1, "ragged d80");
+  const int lens[] = {700, 1, 129, 2000, 64};
+  case_run(lens, 5, 16, 80, -1, "ragged d80");
 }
 
 static void test_d64(void **st) {
@@ -444,8 +436,6 @@ static void test_refusals(void **st) {
 
 /* ---- timing (QVL_ATTN_VIT_BENCH=1) ------------------------------------------------------------------------------ */
 
-void cuda_attn_vit_wgmma_trace(unsigned long long *t);
-
 static int cmp_f(const void *a, const void *b) {
   float x = *(const float *)a, y = *(const float *)b;
   return (x > y) - (x < y);
@@ -483,30 +473,6 @@ static void bench_case(int n_seq, int len, int heads, int D) {
       "{\"kernel\": \"attn_vit_wgmma\", \"sequences\": %d, \"len\": %d, \"heads\": %d, \"head_dim\": %d, "
       "\"ms\": %.4f, \"ms_min\": %.4f, \"tflops\": %.1f}\n",
       n_seq, len, heads, D, med, ms[0], flop / (med * 1e-3) / 1e12);
-  { /* scratch trace: one more run with per-phase cycle sums */
-    int nsm = 0;
-    cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0);
-    size_t tn = (size_t)nsm * 3 * 16;
-    unsigned long long *dt, *ht = calloc(tn, 8);
-    CU(cudaMalloc((void **)&dt, tn * 8));
-    CU(cudaMemset(dt, 0, tn * 8));
-    cuda_attn_vit_wgmma_trace(dt);
-    assert_int_equal(cuda_attn_vit_wgmma(d_out, d_qkv, d_cu, n_seq, len, rows, heads, D, scale_of(D), stream), QVL_OK);
-    wait_stream("trace", 60);
-    cuda_attn_vit_wgmma_trace(NULL);
-    CU(cudaMemcpy(ht, dt, tn * 8, cudaMemcpyDeviceToHost));
-    static const char *nm[16] = {"top", "qfull", "kvfull", "turn", "qk", "pv", "sm0", "sm", "pvlast", "skip", "epi", "end", "-", "n_skip", "n_full", "n_part"};
-    for (int wg = 0; wg < 3; wg++) {
-      double sum[16] = {0}, tot = 0;
-      for (int b = 0; b < nsm; b++)
-        for (int k = 0; k < 16; k++) sum[k] += (double)ht[((size_t)b * 3 + wg) * 16 + k] / nsm;
-      for (int k = 0; k < 12; k++) tot += sum[k];
-      printf("trace len %d wg %d: total %.0f clk/CTA;", len, wg, tot);
-      for (int k = 0; k < 16; k++) printf(" %s %.0f%s", nm[k], k < 12 ? 100.0 * sum[k] / tot : sum[k], k < 12 ? "%" : "");
-      printf("\n");
-    }
-    cudaFree(dt), free(ht);
-  }
   uint16_t probe[64];
   CU(cudaMemcpy(probe, d_out, sizeof probe, cudaMemcpyDeviceToHost));
   for (int i = 0; i < 64; i++) assert_false(isnan(qvl_bf16_to_f32(probe[i])));

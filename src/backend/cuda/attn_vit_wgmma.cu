@@ -119,8 +119,7 @@ struct dims {
   static constexpr int OFF_K = 2 * Q_BYTES;
   static constexpr int OFF_V = OFF_K + NS * K_BYTES;
   static constexpr int OFF_BAR = OFF_V + NS * V_BYTES; /* full[NS], empty[NS], qfull[2], qempty[2] */
-  static constexpr int OFF_ML = OFF_BAR + 128; /* a tail item's maxima and sums, 16 bytes per consumer thread */
-  static constexpr int SMEM = OFF_ML + 128 * 16;
+  static constexpr int SMEM = OFF_BAR + (2 * NS + 4) * 8;
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
@@ -128,21 +127,19 @@ struct params {
   bf16 *out;
   const bf16 *qkv;
   const int32_t *cu;
-  unsigned long long *trace; /* scratch: [block][wg][16] cycle sums */
   float *dbg; /* test only: block 0's first item dumps S, P and P V of its first key tile (see dump_*) */
   int64_t rows;
   int n_qt;    /* q tiles per (sequence, head): ceil(max_len / BM) */
   int n_items; /* n_seq * heads * n_qt */
   int heads;
   int pingpong;
-  int deliver_only; /* scratch: consumers only wait and release (TMA delivery rate) */
   float c; /* scale * log2(e) */
 };
 
 /* The two tensor maps (built on the host, see tmap_encode) ride in the kernel parameters (__grid_constant__), so a
  * captured launch keeps them. q: box of BM rows, kv: box of BN rows. */
 struct tmaps {
-  CUtensorMap q, kv, o, qr, kvr; /* qr, kvr: scratch row-major boxes (D, rows) for the delivery test */
+  CUtensorMap q, kv;
 };
 struct targs {
   params p;
@@ -402,15 +399,6 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, u
  * and one V box, each stage's full barrier armed with the bytes of both. Rows of a box past the sequence's end are
  * the next sequence's (or zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored,
  * and the consumers zero V rows past it before the last tile's P V (P is 0 there, but 0 x NaN is not 0). */
-__device__ __forceinline__ void tma_load_rows(uint32_t dst, const CUtensorMap *map, uint32_t bar, int row, int head,
-                                              int part) {
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
-      "[%6];\n" ::"r"(dst),
-      "l"(map), "r"(0), "r"(row), "r"(head), "r"(part), "r"(bar)
-      : "memory");
-}
-
 template <int D>
 __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
   using L = dims<D>;
@@ -428,21 +416,15 @@ __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
     if (it >= 2) mbar_wait_warp(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
     if (lead) {
       mbar_expect_tx(qfull + 8 * qb, L::NC * BM * 16);
-      if (p.deliver_only == 2) tma_load_rows(sb + qb * L::Q_BYTES, &m->qr, qfull + 8 * qb, r0 + x.q0, x.head, 0);
-      else tma_load(sb + qb * L::Q_BYTES, &m->q, qfull + 8 * qb, r0 + x.q0, x.head, 0);
+      tma_load(sb + qb * L::Q_BYTES, &m->q, qfull + 8 * qb, r0 + x.q0, x.head, 0);
     }
     for (int kt = 0; kt < nkt; kt++, t++) {
       const int s = t % NS;
       if (t >= NS) mbar_wait_warp(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
       if (lead) {
         mbar_expect_tx(full + 8 * s, 2 * L::NC * BN * 16);
-        if (p.deliver_only == 2) {
-          tma_load_rows(sb + L::OFF_K + s * L::K_BYTES, &m->kvr, full + 8 * s, r0 + kt * BN, x.head, 1);
-          tma_load_rows(sb + L::OFF_V + s * L::V_BYTES, &m->kvr, full + 8 * s, r0 + kt * BN, x.head, 2);
-        } else {
-          tma_load(sb + L::OFF_K + s * L::K_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 1);
-          tma_load(sb + L::OFF_V + s * L::V_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 2);
-        }
+        tma_load(sb + L::OFF_K + s * L::K_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 1);
+        tma_load(sb + L::OFF_V + s * L::V_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 2);
       }
     }
     it++;
@@ -468,211 +450,31 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int from, int wg) {
   bar_sync(4 + wg, 128);
 }
 
-/* Arrives n times on bar (one thread releasing for n warps). */
-__device__ __forceinline__ void mbar_arrive_n(uint32_t bar, int n) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(n) : "memory");
-}
-
-/* One TMA store of a [64 rows][16 B] chunk column of O from shared memory at src into out at (row, chunk, head). */
-__device__ __forceinline__ void tma_store(const CUtensorMap *map, uint32_t src, int row, int ch, int head) {
-  asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%1, %2, %3, %4}], [%5];\n" ::"l"(map),
-               "r"(0), "r"(row), "r"(ch), "r"(head), "r"(src)
-               : "memory");
-}
-
-/* The next item of this CTA with rows at or after idx + gridDim.x (idx advanced to it); false past the last. */
-__device__ __forceinline__ bool next_item(const params &p, int &idx, item &x) {
-  for (idx += gridDim.x; idx < p.n_items; idx += gridDim.x)
-    if (item_get(p, idx, x)) return true;
-  return false;
-}
-
-/* O / l of this thread's two rows (r0 = 16 w4 + g and r0 + 8 of the warpgroup's 64, rows past n not stored) to out
- * rows row0 + rows: with all 64 rows present, through shared memory (the warpgroup's own rows of the item's Q
- * buffer, free once its last Q K^T completed, in the chunk-column layout) and one TMA store per 8-dim chunk;
- * otherwise by direct 4-byte stores. Then one thread releases the Q buffer for `release` warps, after the TMA has
- * read it. */
 template <int D>
-__device__ __forceinline__ void store_o(const params &p, const tmaps *m, const float (&o)[D / 2], float l0, float l1,
-                                        uint32_t qbuf, int wg, int64_t row, int n, int head, uint32_t qempty,
-                                        int release) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, w4 = (threadIdx.x & 127) >> 5;
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float i0 = 1.f / l0, i1 = 1.f / l1;
-  const int r0 = w4 * 16 + g, r1 = r0 + 8;
-  if (n == 64) {
-    bar_sync(4 + wg, 128); /* every warp of the warpgroup is past its last Q K^T */
-    const uint32_t at = qbuf + (wg * 64 + r0) * 16 + 4 * tq;
-#pragma unroll
-    for (int j = 0; j < D / 8; j++) {
-      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(at + j * (BM * 16)), "r"(pack(o[4 * j] * i0, o[4 * j + 1] * i0))
-                   : "memory");
-      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(at + j * (BM * 16) + 128),
-                   "r"(pack(o[4 * j + 2] * i1, o[4 * j + 3] * i1))
-                   : "memory");
-    }
-    fence_proxy_async();
-    bar_sync(4 + wg, 128);
-    if ((threadIdx.x & 127) == 0) {
-      for (int j = 0; j < D / 8; j++) tma_store(&m->o, qbuf + j * (BM * 16) + wg * 64 * 16, (int)row, j, head);
-      asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-      asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-      mbar_arrive_n(qempty, release);
-    }
-  } else {
-    const int64_t ld = (int64_t)p.heads * D;
-    bf16 *o0 = p.out + (row + r0) * ld + head * D + 2 * tq, *o1 = o0 + 8 * ld;
-#pragma unroll
-    for (int j = 0; j < D / 8; j++) {
-      if (r0 < n) *(uint32_t *)(o0 + 8 * j) = pack(o[4 * j] * i0, o[4 * j + 1] * i0);
-      if (r1 < n) *(uint32_t *)(o1 + 8 * j) = pack(o[4 * j + 2] * i1, o[4 * j + 3] * i1);
-    }
-    bar_sync(4 + wg, 128);
-    if ((threadIdx.x & 127) == 0) mbar_arrive_n(qempty, release);
-  }
-}
-
-/* A tail item: its rows (at most 64) are warpgroup 0's, and the three warpgroups split its key tiles (warpgroup w takes
- * tiles w, w + WG, ...) instead of two of them idling while the third runs alone. Each keeps its own running max, sums
- * and O for the same 64 rows (the same fragments); warpgroups 1 and 2 hand theirs to warpgroup 0 in turn through the
- * Q buffer's unused rows 64 .. 191 (O) and the ML area (maxima and sums), ordered by named barriers 7 .. 9, and
- * warpgroup 0 merges them and stores. */
-template <int D>
-__device__ __forceinline__ void split_item(const params &p, const tmaps *m, uint32_t sb, int wg, const item &x,
-                                           int qb, int &t) {
-  using L = dims<D>;
-  constexpr int NO = D / 2, KSTEPS = L::KC / 2;
-  const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qempty = empty + 8 * NS + 16;
-  const uint32_t qbuf = sb + qb * L::Q_BYTES;
-  const int lane = threadIdx.x & 31, tq = lane & 3, nkt = (x.len + BN - 1) / BN;
-  const float c = p.c;
-  float s[64], o[NO], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  uint32_t pa[32];
-#pragma unroll
-  for (int i = 0; i < NO; i++) o[i] = 0.f;
-  const uint64_t dq = gdesc(qbuf, BM * 16, 128); /* rows 0 .. 63 for every warpgroup */
-  for (int kt = 0; kt < nkt; kt++, t++) {
-    const int st = t % NS;
-    mbar_wait_warp(full + 8 * st, (t / NS) & 1);
-    if (kt % WG == wg) {
-      if (kt == nkt - 1 && x.len - kt * BN < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
-      wgmma_fence();
-      gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_regs(s);
-      if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
-      float n0, n1, r0, r1;
-      row_max(s, n0, n1);
-      n0 = fmaxf(n0, m0), n1 = fmaxf(n1, m1);
-      const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c); /* 0 on the first tile (m = -inf) */
-      m0 = n0, m1 = n1;
-      exponentiate(s, m0, m1, c, r0, r1);
-      l0 = l0 * a0 + r0, l1 = l1 * a1 + r1;
-#pragma unroll
-      for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
-      to_bf16(pa, s);
-      wgmma_fence();
-      gemm_pv(o, pa, gdesc(sb + L::OFF_V + st * L::V_BYTES, 128, BN * 16));
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_regs(o);
-      fence_regs(pa);
-    }
-    if (lane == 0) mbar_arrive(empty + 8 * st);
-  }
-  const int i = threadIdx.x & 127;
-  const uint32_t xo = qbuf + 64 * 16 + i * 16, xml = sb + L::OFF_ML + i * 16;
-  if (wg > 0) { /* warpgroup w waits for the area (w = 2: after warpgroup 0 read warpgroup 1's), fills it, signals */
-    if (wg > 1) bar_sync(7 + 2 * (wg - 1) - 1, 256);
-#pragma unroll
-    for (int k = 0; k < NO; k += 4)
-      asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(xo + (k / 4) * (BM * 16)), "f"(o[k]),
-                   "f"(o[k + 1]), "f"(o[k + 2]), "f"(o[k + 3])
-                   : "memory");
-    asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(xml), "f"(m0), "f"(m1), "f"(l0), "f"(l1)
-                 : "memory");
-    bar_arrive(7 + 2 * (wg - 1), 256);
-    return;
-  }
-  for (int w = 1; w < WG; w++) {
-    bar_sync(7 + 2 * (w - 1), 256);
-    float M0, M1, L0, L1;
-    asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=f"(M0), "=f"(M1), "=f"(L0), "=f"(L1)
-                 : "r"(xml)
-                 : "memory");
-    const float n0 = fmaxf(m0, M0), n1 = fmaxf(m1, M1);
-    const float a0 = ex2((m0 - n0) * c), a1 = ex2((m1 - n1) * c), b0 = ex2((M0 - n0) * c), b1 = ex2((M1 - n1) * c);
-    m0 = n0, m1 = n1;
-    l0 = l0 * a0 + L0 * b0, l1 = l1 * a1 + L1 * b1;
-#pragma unroll
-    for (int k = 0; k < NO; k += 4) {
-      float v[4];
-      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
-                   : "r"(xo + (k / 4) * (BM * 16))
-                   : "memory");
-#pragma unroll
-      for (int e = 0; e < 4; e++) o[k + e] = o[k + e] * (((k + e) & 2) ? a1 : a0) + v[e] * (((k + e) & 2) ? b1 : b0);
-    }
-    if (w + 1 < WG) bar_arrive(7 + 2 * (w - 1) + 1, 256); /* the area is free for the next warpgroup */
-  }
-  store_o<D>(p, m, o, l0, l1, qbuf, 0, x.row0 + x.q0, x.len - x.q0, x.head, qempty + 8 * qb, 4 * WG);
-}
-
-template <int D>
-__device__ void consumer(const params &p, const tmaps *m, uint32_t sb, int wg) {
+__device__ void consumer(const params &p, uint32_t sb, int wg) {
   using L = dims<D>;
   constexpr int NO = D / 2, KSTEPS = L::KC / 2;
   const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
-  const int lane = threadIdx.x & 31, tq = lane & 3;
+  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, w4 = (threadIdx.x & 127) >> 5;
+  const int64_t ld = (int64_t)p.heads * D; /* out row stride, elements */
   const float c = p.c;
   float s[64], o[NO];
   uint32_t pa[32];
-  int t = 0, it = 0, idx = blockIdx.x - gridDim.x;
-  item nx;
-  bool more = next_item(p, idx, nx);
-#ifdef ATTN_TRACE
-  unsigned long long tr[16] = {0};
-  const bool trc = p.trace && (threadIdx.x & 127) == 0;
-  long long c0 = clock64(), c1;
-#define TR(k) do { if (trc) { c1 = clock64(); tr[k] += c1 - c0; c0 = c1; } } while (0)
-#define TRN(k) do { if (trc) tr[k]++; } while (0)
-#else
-#define TR(k) do { } while (0)
-#define TRN(k) do { } while (0)
-#endif
-  while (more) {
-    const item x = nx;
+  int t = 0, it = 0;
+  for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
+    item x;
+    if (!item_get(p, idx, x)) continue;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
-    TR(0);
     mbar_wait_warp(qfull + 8 * qb, (it >> 1) & 1);
-    TR(1);
-    if (!p.deliver_only && x.len - x.q0 <= 64 && nkt >= WG) { /* a tail item: the warpgroups split its keys */
-      TRN(15);
-      split_item<D>(p, m, sb, wg, x, qb, t);
-      more = next_item(p, idx, nx);
-      it++;
-      TR(9);
-      continue;
-    }
-    if (p.deliver_only || x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
+    if (x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
       if (lane == 0) mbar_arrive(qempty + 8 * qb);
       for (int kt = 0; kt < nkt; kt++, t++) {
         mbar_wait_warp(full + 8 * (t % NS), (t / NS) & 1);
         if (lane == 0) mbar_arrive(empty + 8 * (t % NS));
       }
-      more = next_item(p, idx, nx);
       it++;
-      TR(9);
-      TRN(13);
       continue;
     }
-    TRN(14);
     /* every warpgroup has rows: take turns issuing Q K^T (round robin over named barriers 1 .. WG) */
     const bool pp = p.pingpong && x.q0 + 64 * (WG - 1) < x.len;
     const bool dump = p.dbg && blockIdx.x == 0 && it == 0 && wg < 2;
@@ -681,14 +483,12 @@ __device__ void consumer(const params &p, const tmaps *m, uint32_t sb, int wg) {
     /* key tile 0: S, its max and P; O starts at 0 */
     int st = t % NS;
     mbar_wait_warp(full + 8 * st, (t / NS) & 1);
-    TR(2);
     if (nkt == 1 && x.len < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len, wg);
     wgmma_fence();
     gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(s);
-    TR(4);
     if (dump) dump_sp(p.dbg, wg, s, pa, false);
     if (nkt == 1) mask_keys(s, x.len, tq);
     float m0, m1, l0, l1;
@@ -698,7 +498,6 @@ __device__ void consumer(const params &p, const tmaps *m, uint32_t sb, int wg) {
     if (dump) dump_sp(p.dbg, wg, s, pa, true);
 #pragma unroll
     for (int i = 0; i < NO; i++) o[i] = 0.f;
-    TR(6);
 
     /* tiles 1 .. nkt-1: P_{kt-1} V_{kt-1}, then S_kt and its softmax: only S or P is live beside O */
     for (int kt = 1; kt < nkt; kt++) {
@@ -708,24 +507,20 @@ __device__ void consumer(const params &p, const tmaps *m, uint32_t sb, int wg) {
       wgmma_wait<0>();
       fence_regs(o);
       fence_regs(pa);
-      TR(5);
       if (lane == 0) mbar_arrive(empty + 8 * st);
       __syncwarp();
       if (dump && kt == 1) dump_o(p.dbg, wg, o);
       t++;
       st = t % NS;
       mbar_wait_warp(full + 8 * st, (t / NS) & 1);
-      TR(2);
       if (kt == nkt - 1 && x.len - kt * BN < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
       if (pp) bar_sync(1 + wg, 256);
-      TR(3);
       wgmma_fence();
       gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
       wgmma_commit();
       if (pp) bar_arrive(1 + (wg + 1) % WG, 256); /* the next warpgroup's turn */
       wgmma_wait<0>();
       fence_regs(s);
-      TR(4);
       if (kt == nkt - 1) mask_keys(s, x.len - kt * BN, tq);
       float n0, n1, r0, r1;
       row_max(s, n0, n1);
@@ -741,7 +536,6 @@ __device__ void consumer(const params &p, const tmaps *m, uint32_t sb, int wg) {
         for (int i = 0; i < NO; i++) o[i] *= (i & 2) ? a1 : a0;
       }
       to_bf16(pa, s);
-      TR(7);
     }
     /* the last tile's P V */
     wgmma_fence();
@@ -749,25 +543,28 @@ __device__ void consumer(const params &p, const tmaps *m, uint32_t sb, int wg) {
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(o);
-    TR(8);
-    if (lane == 0) mbar_arrive(empty + 8 * st);
+    if (lane == 0) {
+      mbar_arrive(empty + 8 * st);
+      mbar_arrive(qempty + 8 * qb);
+    }
     t++;
     if (dump && nkt == 1) dump_o(p.dbg, wg, o);
-    more = next_item(p, idx, nx); /* its boundaries load before the stores below queue up */
-    const int q = x.q0 + wg * 64, n = x.len - q < 64 ? x.len - q : 64;
-    store_o<D>(p, m, o, l0, l1, sb + qb * L::Q_BYTES, wg, x.row0 + q, n, x.head, qempty + 8 * qb, 4);
+
+    /* O / l; rows g and g + 8 of this warp, 2 dims per 8-dim chunk */
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+    const int r0 = x.q0 + wg * 64 + w4 * 16 + g, r1 = r0 + 8;
+    bf16 *o0 = p.out + (x.row0 + r0) * ld + x.head * D + 2 * tq, *o1 = o0 + 8 * ld;
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) {
+      if (r0 < x.len) *(uint32_t *)(o0 + 8 * j) = pack(o[4 * j] * i0, o[4 * j + 1] * i0);
+      if (r1 < x.len) *(uint32_t *)(o1 + 8 * j) = pack(o[4 * j + 2] * i1, o[4 * j + 3] * i1);
+    }
     it++;
-    TR(10);
   }
-  if ((threadIdx.x & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
-#ifdef ATTN_TRACE
-  if (trc) {
-    TR(11);
-    for (int k = 0; k < 16; k++) p.trace[((size_t)blockIdx.x * WG + wg) * 16 + k] = tr[k];
-  }
-#endif
-#undef TR
-#undef TRN
 }
 
 template <int D>
@@ -805,7 +602,7 @@ __device__ __forceinline__ void body(const params &p, const tmaps *m) {
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CREG) : "memory");
     if (p.pingpong && warp < 4) bar_arrive(1, 256); /* warpgroup 0 holds the first turn */
-    consumer<D>(p, m, sb, warp >> 2);
+    consumer<D>(p, sb, warp >> 2);
   }
 }
 
@@ -821,7 +618,6 @@ __global__ void __launch_bounds__(NT, 1) attn_vit_wgmma_kernel(const __grid_cons
 #endif
 }
 
-unsigned long long *g_trace;
 int g_state; /* 0 not initialised, 1 ready, QVL_ERR_UNSUPPORTED for a device other than compute capability 9.0 or a
               * driver without cuTensorMapEncodeTiled */
 int g_n_sm;
@@ -852,34 +648,10 @@ int tmap_encode(CUtensorMap *map, const void *qkv, int64_t rows, int heads, int 
              : QVL_ERR_UNSUPPORTED;
 }
 
-/* The map of out [rows][heads][D] for the TMA stores of O: dims (8 dims of a chunk, row, chunk, head), box (8, 64,
- * 1, 1): one chunk column of 64 rows, [64][16 B] in shared memory. */
-int tmap_encode_out(CUtensorMap *map, const void *out, int64_t rows, int heads, int D) {
-  const cuuint64_t dim[4] = {8, (cuuint64_t)rows, (cuuint64_t)(D / 8), (cuuint64_t)heads};
-  const cuuint64_t stride[3] = {(cuuint64_t)heads * D * 2, 16, (cuuint64_t)D * 2};
-  const cuuint32_t box[4] = {8, 64, 1, 1}, estride[4] = {1, 1, 1, 1};
-  return g_encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)out, dim, stride, box, estride,
-                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
-             ? QVL_OK
-             : QVL_ERR_UNSUPPORTED;
-}
-
-int tmap_encode_rows(CUtensorMap *map, const void *qkv, int64_t rows, int heads, int D, int box_rows) {
-  const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)rows, (cuuint64_t)heads, 3};
-  const cuuint64_t stride[3] = {(cuuint64_t)3 * heads * D * 2, (cuuint64_t)D * 2, (cuuint64_t)heads * D * 2};
-  const cuuint32_t box[4] = {(cuuint32_t)D, (cuuint32_t)box_rows, 1, 1}, estride[4] = {1, 1, 1, 1};
-  return g_encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)qkv, dim, stride, box, estride,
-                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
-             ? QVL_OK
-             : QVL_ERR_UNSUPPORTED;
-}
-
-/* Maps per (qkv, out, rows, heads, D), so repeated calls on the same buffers (every layer of a tower) encode nothing;
- * a captured launch carries its maps in its parameters. 16 entries, replaced round robin, under a mutex. */
+/* Maps per (qkv, rows, heads, D), so repeated calls on the same buffers (every layer of a tower) encode nothing; a
+ * captured launch carries its maps in its parameters. 16 entries, replaced round robin, under a mutex. */
 struct tmap_entry {
-  const void *qkv, *out;
+  const void *qkv;
   int64_t rows;
   int heads, d;
   tmaps m;
@@ -888,27 +660,24 @@ tmap_entry g_tmaps[16];
 int g_tmaps_n, g_tmaps_next;
 pthread_mutex_t g_tmaps_mu = PTHREAD_MUTEX_INITIALIZER;
 
-int tmaps_get(tmaps *m, const void *qkv, const void *out, int64_t rows, int heads, int D) {
+int tmaps_get(tmaps *out, const void *qkv, int64_t rows, int heads, int D) {
   if (rows > 0x7fffffff) return QVL_ERR_LIMIT; /* TMA coordinates are int32 */
   int rc = QVL_OK;
   pthread_mutex_lock(&g_tmaps_mu);
   int i = 0;
-  while (i < g_tmaps_n && !(g_tmaps[i].qkv == qkv && g_tmaps[i].out == out && g_tmaps[i].rows == rows &&
-                            g_tmaps[i].heads == heads && g_tmaps[i].d == D))
+  while (i < g_tmaps_n &&
+         !(g_tmaps[i].qkv == qkv && g_tmaps[i].rows == rows && g_tmaps[i].heads == heads && g_tmaps[i].d == D))
     i++;
   if (i == g_tmaps_n) {
-    tmap_entry e = {qkv, out, rows, heads, D, {}};
+    tmap_entry e = {qkv, rows, heads, D, {}};
     rc = tmap_encode(&e.m.q, qkv, rows, heads, D, BM);
     if (rc == QVL_OK) rc = tmap_encode(&e.m.kv, qkv, rows, heads, D, BN);
-    if (rc == QVL_OK) rc = tmap_encode_out(&e.m.o, out, rows, heads, D);
-    if (rc == QVL_OK) rc = tmap_encode_rows(&e.m.qr, qkv, rows, heads, D, BM);
-    if (rc == QVL_OK) rc = tmap_encode_rows(&e.m.kvr, qkv, rows, heads, D, BN);
     if (rc == QVL_OK) {
       i = g_tmaps_n < 16 ? g_tmaps_n++ : (g_tmaps_next++ & 15);
       g_tmaps[i] = e;
     }
   }
-  if (rc == QVL_OK) *m = g_tmaps[i].m;
+  if (rc == QVL_OK) *out = g_tmaps[i].m;
   pthread_mutex_unlock(&g_tmaps_mu);
   return rc;
 }
@@ -926,7 +695,7 @@ template <int D>
 int launch(const params &p, int grid, cudaStream_t s) {
   targs a;
   a.p = p;
-  int rc = tmaps_get(&a.m, p.qkv, p.out, p.rows, p.heads, D);
+  int rc = tmaps_get(&a.m, p.qkv, p.rows, p.heads, D);
   if (rc != QVL_OK) return rc;
   attn_vit_wgmma_kernel<D><<<grid, NT, dims<D>::SMEM, s>>>(a);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
@@ -952,13 +721,11 @@ int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t
   p.qkv = (const bf16 *)qkv;
   p.cu = cu;
   p.dbg = dbg;
-  p.trace = g_trace;
   p.rows = rows;
   p.n_qt = (int)n_qt;
   p.n_items = (int)items;
   p.heads = heads;
   p.pingpong = g_pingpong && !(flags & CUDA_ATTN_VIT_NO_PINGPONG);
-  p.deliver_only = getenv("QVL_ATTN_DELIVER") ? atoi(getenv("QVL_ATTN_DELIVER")) : 0;
   p.c = scale * 1.4426950408889634f;
   const int grid = (int)(items < g_n_sm ? items : g_n_sm);
   const cudaStream_t st = (cudaStream_t)s;
@@ -992,8 +759,6 @@ extern "C" int cuda_attn_vit_wgmma_init(void) {
   g_state = 1;
   return QVL_OK;
 }
-
-extern "C" void cuda_attn_vit_wgmma_trace(unsigned long long *t) { g_trace = t; }
 
 extern "C" int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
                                    int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
