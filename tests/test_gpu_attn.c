@@ -421,8 +421,9 @@ static void vit_kernel(const vit_batch *v, void *dout, const float *poison, int 
 }
 
 /* With and without the rotary: the kernel alone (qkv must come back untouched; with the rotary it must equal
- * rope_qk then the kernel without tables, bit for bit), then the attention op three ways (the tuning run, a second run, a graph replay; qkv uploaded again before each, since an
- * unfused candidate rotates it in place), each against the CPU. */
+ * rope_qk then the kernel without tables, bit for bit), then the attention op three ways (the tuning run, a second
+ * run, a graph replay; qkv uploaded again before each, since an unfused candidate rotates it in place), each against
+ * the CPU. */
 static void vit_case(const char *what, const int32_t *lens, int n_seq, int heads, int hd) {
   vit_batch v;
   vit_make(&v, lens, n_seq, heads, hd);

@@ -1,8 +1,8 @@
 /* The fused gate|up GEMM + SwiGLU (gemm_swiglu.cu, backend.h linear_swiglu) against two references on the same
  * bf16 inputs, drawn fresh each run (QVL_TEST_SEED replays): the CPU backend's linear + swiglu in f32 (relative L2
  * <= 1e-2), and the CUDA backend's cuBLASLt linear + swiglu.cu, which round at the same steps and differ only in
- * the order of the f32 sums (relative L2 <= 4e-3, at most 1 in 1,000 outputs (1 of fewer) more than 2 bf16 ulps apart). Every
- * output row must be written and finite (y is NaN first) and the rows past m untouched (guard rows).
+ * the order of the f32 sums (relative L2 <= 4e-3, at most 1 in 1,000 outputs (1 of fewer) more than 2 bf16 ulps
+ * apart). Every output row must be written and finite (y is NaN first) and the rows past m untouched (guard rows).
  *   silu: all 65,536 bf16 gate values through both paths with exact GEMMs (x = [g, 1, 0 ...], w = e0 / e1 rows),
  *     bit for bit: the kernel's division-free silu (swiglu.cuh) against swiglu.cu's.
  *   shapes: m 1, 77, 300, 4097 x f 128, 384 x k 64, 1280, with and without bias (one tile per CTA or fewer).

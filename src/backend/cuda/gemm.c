@@ -178,9 +178,10 @@ static int run_cand(cuda_ctx *c, const gemm_entry *g, int i, void *d, void *y, c
 /* Times each candidate (after one untimed run) and keeps the fastest; a residual GEMM's runs go to a temporary D
  * (C = y is only read). From 1024 rows each candidate is timed in two rounds over all of them, and its faster run
  * counts: one run each, in order, let the GPU's clocks drift under sustained load between the first candidate and
- * the last (the H100's medians moved by 2-7% between a cool and a warm GPU, session 6). With few rows every run reads all of w, as a decode step does, and reads it from HBM: in
- * a step each weight is met once, so timings on a w left in L2 by the previous run (qkv and o fit) would pick for
- * the wrong regime; each run then follows an L2 flush, and three runs are averaged (they take microseconds).
+ * the last (the H100's medians moved by 2-7% between a cool and a warm GPU, session 6). With few rows every run
+ * reads all of w, as a decode step does, and reads it from HBM: in a step each weight is met once, so timings on a
+ * w left in L2 by the previous run (qkv and o fit) would pick for the wrong regime; each run then follows an L2
+ * flush, and three runs are averaged (they take microseconds).
  * Host-synchronising, first call of a shape only. */
 static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const void *w, const void *bias, float beta,
                 int gemv) {

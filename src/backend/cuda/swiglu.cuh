@@ -14,9 +14,9 @@ __device__ __forceinline__ float silu_bf16(float v) {
  * the exponent range. A call site where some 200 registers are live (gemm_swiglu.cu) made ptxas spill around it, so
  * the fused kernel uses silu_bf16_f32: d = 1 + expf(-v) as above, then the quotient as the division's fast path
  * forms it: r = rcp.approx(d) refined by one Newton step (r + r (1 - d r)), q = v r, and q corrected once by its
- * residual (q + r (v - d q), each step one fused multiply-add). d >= 1 is never subnormal; d = +inf (v < -88.7) gives v * 0,
- * the IEEE v / inf. No double precision, no conversions: a double reciprocal (the version before) made the fused
- * kernel's epilogue its bottleneck (docs/PERF.md, session 6). Exact against silu_bf16 for every bf16 v:
+ * residual (q + r (v - d q), each step one fused multiply-add). d >= 1 is never subnormal; d = +inf (v < -88.7)
+ * gives v * 0, the IEEE v / inf. No double precision, no conversions: a double reciprocal (the version before) made
+ * the fused kernel's epilogue its bottleneck (docs/PERF.md, session 6). Exact against silu_bf16 for every bf16 v:
  * test_gpu_gemm_swiglu runs all 65,536 of them through the kernel (0 of 8.4 M outputs differ, H200). */
 __device__ __forceinline__ float silu_bf16_f32(float v) {
   const float d = 1.0f + expf(-v);
