@@ -4,7 +4,8 @@
  * output [rows][3][heads][D] (already rotated), out [rows][heads][D]. sm_90a only: the launcher refuses other devices.
  *
  * Why: cuDNN pads head_dim 72 and 80 to 128, so 4/9 of its tensor work at d72 is padding; here QK^T runs K = 80 (72
- * plus one zero half k-step) and PV runs N = 72 exactly.
+ * plus one zero half k-step) and PV runs N = 72 exactly. On an H100 (2026-11-22, 64 x 1,024 rows, 16 heads, d72) it
+ * takes 0.83-0.85 ms against cuDNN's 1.10-1.11 (both timed by attention.c's tuning in the tower's first pass).
  *
  * Why this shape: on an H100 (2026-11-21, 20 sequences x 4,800 rows x 16 heads, d72) it ran 411 TFLOP/s as
  * configuration "bm192-tma-skip" of six, against 276 for "bm128-cpasync" (two consumer warpgroups, a cp.async
@@ -12,7 +13,7 @@
  * (at 64 x 1,024 rows: 276, against 232, 285 and 273); the cp.async and 128-row variants were deleted after that.
  *
  * Work: an item is (sequence, head, BM = 192 query rows). The grid is persistent, min(items, SMs) CTAs of 512 threads
- * (one per SM: 212 KB of shared memory at d72), each taking items blockIdx.x, + gridDim.x, ...; items whose rows start
+ * (one per SM: 213 KB of shared memory at d72), each taking items blockIdx.x, + gridDim.x, ...; items whose rows start
  * past their sequence's end are skipped, so the grid depends only on the host bounds (n_seq, max_len, heads) and a
  * captured launch replays with other lengths. Item order (sequence, head, q tile) keeps the CTAs running together on
  * a few heads' K/V, which stay in L2 (a 4,800-row head's K and V are 1.4 MB). 192 rows rather than 128: K/V traffic
@@ -20,22 +21,23 @@
  * sub-partition hide the softmax's latency.
  *
  * Roles (warps 0-3, 4-7 and 8-11 are the three consumer warpgroups, warps 12-15 the producer warpgroup):
- *   producer: one thread (lane 0 of warp 12; warps 13-15 leave at once) issues per item one cp.async.bulk.tensor
- *     (TMA) box of the Q tile (192 rows) into one of two Q buffers, then per K/V tile of BN = 128 keys one box of K
- *     and one of V into a ring of NS = 4 stages, arming the stage's "full" mbarrier (count 1) with expect_tx of the
- *     bytes of both (the 5-D tensor map of tmap_encode: box (8 dims, rows, chunks) whose shared image is the
- *     chunk-column tile below, no swizzle). It runs ahead into the next item while the consumers finish the current
- *     one. Why TMA: 16-byte cp.async took 2,304 copies per K/V tile (72 warp instructions plus their addressing,
- *     issue slots on the SM sub-partitions the consumers run on); TMA takes 2 instructions, needs no
- *     fence.proxy.async after a wait (it writes in the async proxy, like wgmma reads) and lets the producer warpgroup
+ *   producer: one thread (lane 0 of warp 12; warps 13-15 leave at once) issues per item the cp.async.bulk.tensor
+ *     (TMA) boxes of the Q tile (192 rows) into one of two Q buffers, then per K/V tile of BN = 128 keys the boxes of
+ *     K and of V into a ring of NS = 4 stages, arming the stage's "full" mbarrier (count 1) with expect_tx of the
+ *     bytes of all of them. A tile is two boxes (see "Shared memory"): its dims 0..63 (one 128-byte row per token,
+ *     128-byte swizzle) and, at d72/d80, the rest (one 16-byte row per token and 8-dim chunk). It runs ahead into the
+ *     next item while the consumers finish the current one. Why TMA: 16-byte cp.async took 2,304 copies per K/V tile
+ *     (72 warp instructions plus their addressing, issue slots on the SM sub-partitions the consumers run on); TMA
+ *     takes 4 instructions, needs no fence.proxy.async after a wait (it writes in the async proxy, like wgmma reads)
+ *     and lets the producer warpgroup
  *     give its registers to the consumers. Rows a box reads past a sequence's end belong to the next sequence (or
  *     are zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored, and the
  *     consumers zero V rows past the end of a partial last tile before its P V (zero_v_rows).
  *   consumer warpgroup w: query rows 64w .. 64w + 63 of the item. Per key tile j, in turn: S_j = Q K_j^T (5 x
  *     m64n128k16 at d72, both operands from shared memory), the online softmax of S_j in f32 registers, the bf16 A
- *     fragments P_j, O += P_j V_j (8 x m64n72k16, P from registers). Only S or P lives beside O; 160 registers are
- *     too few for FA3's intra-warpgroup overlap (S_j and P_{j-1} V_{j-1} in flight together: ptxas spilled and
- *     serialised the wgmmas, C7512), so the overlap is across warpgroups: the three take turns issuing their Q K^T
+ *     fragments P_j, O += P_j V_j (8 x (m64n64k16 + m64n8k16), P from registers). Only S or P lives beside O; 160
+ * registers are too few for FA3's intra-warpgroup overlap (S_j and P_{j-1} V_{j-1} in flight together: ptxas spilled
+ * and serialised the wgmmas, C7512), so the overlap is across warpgroups: the three take turns issuing their Q K^T
  *     through the named barriers 1..3 (FA3's "pingpong", round robin over three), so two softmaxes run while the
  *     third warpgroup's GEMMs do. The turns only run on items where every warpgroup has rows; a warpgroup whose 64
  *     rows are all past the end only releases what it is given. Each consumer warp arrives on the stage's "empty"
@@ -47,40 +49,43 @@
  *   factors would be 2^0 = 1); after the first tiles of a long sequence most tiles leave the maxima unchanged, about
  *   10% fewer softmax instructions.
  *   Per 192 query rows x 128 keys at d72 on one SM (4,096 dense bf16 FLOP/clk, 16 ex2/clk): MMA 3 x (5 x 64 + 8 x
- *   36) = 1,824 clk, ex2 192 x 128 / 16 = 1,536 clk on the SFUs, K+V 36 KB from L2: the softmax of two warpgroups
+ *   (32 + 4)) = 1,824 clk, ex2 192 x 128 / 16 = 1,536 clk on the SFUs, K+V 36 KB from L2: the softmax of two warpgroups
  *   has to hide behind the third's GEMMs for the MMA pipe to stay busy.
  *
  * Fragments (PTX ISA "Register Fragments", m64nNk16; g = lane / 4, t = lane % 4, warp w4 of the warpgroup):
- *   accumulator d[i], i < N/2: row 16 w4 + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 t + (i & 1);
+ *   accumulator d[i], i < N/2: row 16 w4 + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 t + (i & 1); O's d[0..31]
+ *   (dims 0..63) and d[32..] (dims 64.., the m64n8k16 / m64n16k16 of the rest) keep this map as one array;
  *   A from registers a[0..3] (bf16x2, low half first): rows 16 w4 + g (+8 for a[1], a[3]), columns 2t, 2t+1
  *   (+8 for a[2], a[3]). So k-step kk of P V takes S's d[8kk .. 8kk+7] in order: a[r] = bf16x2(d[8kk+2r], d[8kk+2r+1]).
  *
- * Shared memory (all operands in the no-swizzle "interleave" canonical layout; a core matrix is 8 rows x 16 bytes
- * stored as 128 contiguous bytes, conflict-free for the tensor core). Every tile, Q (192 rows), K and V (128 keys), is
- * stored chunk-column major: element (row r, dim d) of a tile of R rows at byte
- *     (d / 8) * (R * 16) + r * 16 + (d % 8) * 2,
- * i.e. each 8-dim chunk is a contiguous [R rows][16 B] column. Q and K have KC = 10 chunks at d72 (chunk 9 is the
- * zero pad, written once at start and never by TMA: it is outside the box), V has D / 8 = 9. The same bytes serve
- * both majors:
- *   Q as A, K-major (imm-trans-a 0), warpgroup w, k-step kk (dims 16kk .. 16kk+15):
- *       start = Q + 64w * 16 + 2kk * 3072, LBO = 3072 (K direction: the next 8 dims), SBO = 128 (the next 8 rows);
- *   K as B, K-major (imm-trans-b 0), N = 128 keys, k-step kk:
- *       start = K + 2kk * 2048, LBO = 2048, SBO = 128;
- *   V as B, MN-major (imm-trans-b 1: B is keys x dims with dims contiguous), N = D, k-step kk (keys 16kk .. 16kk+15):
- *       start = V + 16kk * 16, LBO = 128 (K direction: the next 8 keys), SBO = 2048 (MN direction: the next 8 dims).
- *   (PTX ISA 9.7.15.5.1.2.1, in 16-byte units: K-major without swizzle, LBO is the offset between the two columns of
- *   an 8x2 tile, i.e. the next 8 K elements, and SBO the offset to the next 8 rows; MN-major interleave, LBO is the
- *   offset to the next 8 columns (8 K elements) and SBO the offset to the next row (the next 8 MN elements).
- *   CUTLASS's make_gmma_desc encodes the same.)
- *   Descriptor bits (PTX ISA "Matrix Descriptor Format"): 0-13 start >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 49-51 base
- *   offset 0, 62-63 swizzle 0 (none). No swizzle because N = 72 is no multiple of the 16-element MN-major swizzle atoms
- *   (CUTLASS's own selector falls back to interleave there).
- *   Sizes at d72: Q 2 x 30 KB, K 4 x 20 KB, V 4 x 18 KB, 12 mbarriers: 217,184 bytes (d80 225,376, d64 180,320).
+ * Shared memory (base rounded up to 1024 bytes). Every tile, Q (192 rows), K and V (128 keys), is two parts:
+ *   main: dims 0..63, the canonical 128-byte-swizzled tile: row r's 128 bytes at r * 128, its 16-byte chunk c at
+ *     ((c ^ (r % 8)) * 16), 8-row groups of 1,024 bytes (TMA's CU_TENSOR_MAP_SWIZZLE_128B writes exactly this; every
+ *     main part and warpgroup slice starts 1024-aligned). One 128-byte TMA row per token: with the chunk-column
+ *     layout everywhere (16-byte rows, 9 per token at d72) delivering the tiles alone took 0.87 ms of the kernel's
+ *     1.09 at 64 x 1,024 rows (session 8), and 0.43 ms of 0.84 now (H200, 2026-11-22);
+ *   rest (d72: dims 64..71, d80: 64..79, none at d64): chunk-column major, element (row r, dim 64 + d) of a tile of
+ *     R rows at (d / 8) * (R * 16) + r * 16 + (d % 8) * 2 (each 8-dim chunk a contiguous [R rows][16 B] column,
+ *     no swizzle). Q's and K's rest have RC = 2 chunks at d72, the second zero (written once at start, outside the
+ *     box), so Q K^T's last k-step covers dims 64..79 exactly.
+ * Descriptors (PTX ISA "Matrix Descriptor Format": bits 0-13 start >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 49-51 base
+ * offset 0, 62-63 layout: 1 = 128-byte swizzle, 0 = none; PTX ISA 9.7.15.5.1.2 for LBO/SBO; CUTLASS's make_gmma_desc
+ * encodes the same):
+ *   Q as A and K as B of Q K^T, both K-major (imm-trans 0): main k-steps kk = 0..3 start at the part (+ 64w * 128 for
+ *     warpgroup w's Q rows) + 32 kk bytes, 128-byte swizzle, SBO 1,024 (the next 8 rows), LBO unused (1): the
+ *     hardware applies the XOR to the address it forms, as in gemm_swiglu.cu; the rest's k-step: no swizzle, start
+ *     at the rest (+ 64w * 16), LBO = R * 16 (the next 8 dims), SBO = 128 (the next 8 rows).
+ *   V as B of P V, MN-major (imm-trans-b 1: B is keys x dims, dims contiguous), k-step kk = keys 16kk .. 16kk+15:
+ *     main (N = 64, one swizzle atom wide): start + 2,048 kk, 128-byte swizzle, SBO 1,024 (the next 8 keys), LBO
+ *     unused (1); rest (N = 8 or 16): start + 256 kk, no swizzle, LBO 128 (the next 8 keys), SBO 2,048 (the next 8
+ *     dims).
+ *   Sizes at d72: Q 2 x (24 + 6) KB, K 4 x (16 + 4) KB, V 4 x (16 + 2) KB, 12 mbarriers, 1 KB alignment slack:
+ *   218,208 bytes (d80 226,400, d64 181,344).
  *
  * Proxies: TMA writes and wgmma reads are both async-proxy accesses, ordered by the mbarriers (complete_tx, then the
  * consumers' acquire; wgmma.wait_group, the empty mbarrier's release, then the producer's acquire). The generic-proxy
- * stores, the pad chunks at start and zero_v_rows, are each followed by fence.proxy.async before the barrier that
- * publishes them.
+ * stores, the pad chunks at start and zero_v_rows (a row's 128 main bytes and its rest), are each followed by
+ * fence.proxy.async before the barrier that publishes them.
  *
  * Registers: __launch_bounds__(512, 1) starts every thread at 128 (65,536 / 512); setmaxnreg then moves them to the
  * consumers, 24 for the producer warpgroup and 160 for a consumer (128 x 24 + 384 x 160 <= 65,536), which holds S (64
@@ -107,19 +112,26 @@ constexpr int NS = 4;                /* K/V ring stages */
 constexpr int PREG = 24, CREG = 160; /* setmaxnreg of the producer warpgroup / the consumers */
 static_assert(128 * PREG + 128 * WG * CREG <= 65536, "setmaxnreg budget: the CTA's registers at launch");
 
-/* Per head dim: chunks of 8 dims (16 bytes) in a q/k/v row, the K extent of QK^T padded to whole k-steps of 16, and
- * the shared-memory map. */
+/* Per head dim: the shared-memory map (see the top). Dims 0..63 of a row are the 128-byte-swizzled "main" part of a
+ * tile (Q: 24 KB, K or V: 16 KB, every one 1024-aligned); the NR chunks of 8 dims past them (the "rest": 1 at d72, 2
+ * at d80, none at d64) are chunk-column tiles, Q's and K's padded to RC chunks, a whole k-step (chunk 1 at d72 is
+ * zero). */
 template <int D>
 struct dims {
   static constexpr int NC = D / 8;            /* 9 at d72 */
-  static constexpr int KC = (NC + 1) / 2 * 2; /* 10 at d72: chunk 9 is zero, QK^T takes KC / 2 = 5 k-steps */
-  static constexpr int Q_BYTES = KC * BM * 16;
-  static constexpr int K_BYTES = KC * BN * 16;
-  static constexpr int V_BYTES = NC * BN * 16;
-  static constexpr int OFF_K = 2 * Q_BYTES;
-  static constexpr int OFF_V = OFF_K + NS * K_BYTES;
-  static constexpr int OFF_BAR = OFF_V + NS * V_BYTES; /* full[NS], empty[NS], qfull[2], qempty[2] */
-  static constexpr int SMEM = OFF_BAR + (2 * NS + 4) * 8;
+  static constexpr int NR = NC - 8;           /* chunks of the rest: 1 at d72 */
+  static constexpr int RC = (NR + 1) / 2 * 2; /* the rest of Q and K padded to a k-step: 2 at d72 */
+  static constexpr int QM = BM * 128, KM = BN * 128;
+  static constexpr int QR = RC * BM * 16, KR = RC * BN * 16, VR = NR * BN * 16;
+  static constexpr int OFF_K = 2 * QM;
+  static constexpr int OFF_V = OFF_K + NS * KM;
+  static constexpr int OFF_QR = OFF_V + NS * KM;
+  static constexpr int OFF_KR = OFF_QR + 2 * QR;
+  static constexpr int OFF_VR = OFF_KR + NS * KR;
+  static constexpr int OFF_BAR = OFF_VR + NS * VR;               /* full[NS], empty[NS], qfull[2], qempty[2] */
+  static constexpr int SMEM = OFF_BAR + (2 * NS + 4) * 8 + 1024; /* + slack to align the base to 1024 */
+  static_assert(NR >= 0 && NR <= 2, "head_dim 64, 72 or 80");
+  static_assert(QM % 1024 == 0 && KM % 1024 == 0, "swizzled tiles 1024-aligned");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
 };
 
@@ -136,10 +148,11 @@ struct params {
   float c; /* scale * log2(e) */
 };
 
-/* The two tensor maps (built on the host, see tmap_encode) ride in the kernel parameters (__grid_constant__), so a
- * captured launch keeps them. q: box of BM rows, kv: box of BN rows. */
+/* The tensor maps (built on the host, see tmaps_get) ride in the kernel parameters (__grid_constant__), so a captured
+ * launch keeps them: the main part (dims 0..63, 128-byte swizzle) and the rest (chunks 8.., no swizzle) of a Q box
+ * (BM rows) and of a K or V box (BN rows). */
 struct tmaps {
-  CUtensorMap q, kv;
+  CUtensorMap qm, qr, kvm, kvr;
 };
 struct targs {
   params p;
@@ -193,9 +206,12 @@ __device__ __forceinline__ void fence_proxy_async() {
 
 /* ---- wgmma ------------------------------------------------------------------------------------------------------ */
 
-/* A no-swizzle shared-memory matrix descriptor (layout above). */
-__device__ __forceinline__ uint64_t gdesc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+/* Shared-memory matrix descriptors (layouts and bits: see the top). */
+__device__ __forceinline__ uint64_t gdesc(uint32_t addr, uint32_t lbo, uint32_t sbo) { /* no swizzle */
   return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32;
+}
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) { /* 128-byte swizzle, 8-row groups 1024 bytes apart */
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
 
 /* d[64] (+)= A[64x16] B[16x128]: m64n128k16, A (Q) and B (K) from shared memory, both K-major (trans 0).
@@ -221,15 +237,16 @@ __device__ __forceinline__ void wgmma_qk(float (&d)[64], uint64_t da, uint64_t d
       : "l"(da), "l"(db), "n"(ACC));
 }
 
-/* d[N/2] += A[64x16] B[16xN] for N = D: A (P) from registers (a0..a3 as in the header), B (V) from shared memory,
- * MN-major (imm-trans-b 1). */
-__device__ __forceinline__ void wgmma_pv(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint64_t db) {
+/* d[0..31] += A[64x16] B[16x64]: dims 0..63 of O. A (P) from registers (a0..a3 as in the header), B (V's main part)
+ * from shared memory, MN-major (imm-trans-b 1). */
+template <int NO>
+__device__ __forceinline__ void wgmma_pv_main(float (&d)[NO], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint64_t db) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31"
       "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
@@ -237,54 +254,53 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[32], uint32_t a0, uint32_t a
         "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
 }
-__device__ __forceinline__ void wgmma_pv(float (&d)[36], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35"
-      "}, {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
-        "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
-}
-__device__ __forceinline__ void wgmma_pv(float (&d)[40], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint64_t db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39"
-      "}, {%40, %41, %42, %43}, %44, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
-        "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
-}
-
-/* S = Q K^T over the padded K extent: KSTEPS k-steps of 16 dims, each 2 chunks = 2 * (BM or BN) * 16 bytes further
- * on. */
-template <int KSTEPS>
-__device__ __forceinline__ void gemm_qk(float (&s)[64], uint64_t dq, uint64_t dk) {
-  wgmma_qk<0>(s, dq, dk);
-#pragma unroll
-  for (int kk = 1; kk < KSTEPS; kk++) wgmma_qk<1>(s, dq + kk * (2 * BM * 16 >> 4), dk + kk * (2 * BN * 16 >> 4));
-}
-
-/* O += P V over the tile's BN keys: 8 k-steps of 16 keys, each 16 rows * 16 bytes further on. */
+/* d[32..35] += A[64x16] B[16x8] (d72: dims 64..71) and d[32..39] += A B[16x16] (d80: dims 64..79), B the rest of
+ * V: no swizzle, MN-major. Accumulator i of the whole O keeps the fragment map of the header (its column is
+ * 8 (i >> 2) + 2 t + (i & 1) >= 64). */
 template <int NO>
-__device__ __forceinline__ void gemm_pv(float (&o)[NO], const uint32_t (&pa)[32], uint64_t dv) {
+__device__ __forceinline__ void wgmma_pv_rest8(float (&d)[NO], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3"
+      "}, {%4, %5, %6, %7}, %8, p, 1, 1, 1;\n}\n"
+      : "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
+}
+template <int NO>
+__device__ __forceinline__ void wgmma_pv_rest16(float (&d)[NO], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7"
+      "}, {%8, %9, %10, %11}, %12, p, 1, 1, 1;\n}\n"
+      : "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "n"(1));
+}
+
+/* S = Q K^T: 4 k-steps over the swizzled dims 0..63 (each 32 bytes further into the rows: +2 in the start field),
+ * then, with a rest (RC > 0), one k-step over it (d72: dims 64..71 and the zero chunk). */
+template <int RC>
+__device__ __forceinline__ void gemm_qk(float (&s)[64], uint64_t dqm, uint64_t dqr, uint64_t dkm, uint64_t dkr) {
+  wgmma_qk<0>(s, dqm, dkm);
 #pragma unroll
-  for (int kk = 0; kk < BN / 16; kk++)
-    wgmma_pv(o, pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3], dv + kk * (16 * 16 >> 4));
+  for (int kk = 1; kk < 4; kk++) wgmma_qk<1>(s, dqm + 2 * kk, dkm + 2 * kk);
+  if constexpr (RC > 0) wgmma_qk<1>(s, dqr, dkr);
+}
+
+/* O += P V over the tile's BN keys: 8 k-steps of 16 keys, each 2 swizzled 8-key groups (2 KB) further on in the main
+ * part and 16 rows of 16 bytes in the rest. */
+template <int NO>
+__device__ __forceinline__ void gemm_pv(float (&o)[NO], const uint32_t (&pa)[32], uint64_t dvm, uint64_t dvr) {
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; kk++) {
+    const uint32_t a0 = pa[4 * kk], a1 = pa[4 * kk + 1], a2 = pa[4 * kk + 2], a3 = pa[4 * kk + 3];
+    wgmma_pv_main(o, a0, a1, a2, a3, dvm + kk * (2048 >> 4));
+    if constexpr (NO == 36) wgmma_pv_rest8(o, a0, a1, a2, a3, dvr + kk * (16 * 16 >> 4));
+    if constexpr (NO == 40) wgmma_pv_rest16(o, a0, a1, a2, a3, dvr + kk * (16 * 16 >> 4));
+  }
 }
 
 /* ---- softmax on accumulator fragments --------------------------------------------------------------------- */
@@ -383,30 +399,44 @@ __device__ void dump_o(float *dbg, int wg, const float (&o)[NO]) {
 
 /* ---- producer (TMA) ------------------------------------------------------------------------------------------- */
 
-/* One box of the 5-D map (dims: 8 dims of a chunk, token row, chunk, head, q/k/v) at (0, row, 0, head, part) into
- * shared memory at dst; its bytes complete_tx on bar. The box's shared-memory image is the chunk-column tile itself
- * (see tmap_encode), which the wgmma descriptors above describe. Rows >= `rows` read as 0. */
-__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, uint32_t bar, int row, int head,
+/* A box of a main map (4-D: dims, token row, head, q/k/v) at (0, row, head, part), or of a rest map (5-D: 8 dims of
+ * a chunk, token row, chunk, head, q/k/v) at (0, row, 8, head, part), into shared memory at dst; its bytes complete_tx
+ * on bar. The boxes' shared-memory images are the tiles the descriptors describe (see tmaps_get). Rows >= `rows` read
+ * as 0. */
+__device__ __forceinline__ void tma_main(uint32_t dst, const CUtensorMap *map, uint32_t bar, int row, int head,
+                                         int part) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];\n" ::"r"(dst),
+      "l"(map), "r"(0), "r"(row), "r"(head), "r"(part), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void tma_rest(uint32_t dst, const CUtensorMap *map, uint32_t bar, int row, int head,
                                          int part) {
   asm volatile(
       "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
       "%6}], [%7];\n" ::"r"(dst),
-      "l"(map), "r"(0), "r"(row), "r"(0), "r"(head), "r"(part), "r"(bar)
+      "l"(map), "r"(0), "r"(row), "r"(8), "r"(head), "r"(part), "r"(bar)
       : "memory");
 }
 
-/* The whole warp runs the loop (mbar_wait ends in __syncwarp), lane 0 issues: per item one Q box, per K/V tile one K
- * and one V box, each stage's full barrier armed with the bytes of both. Rows of a box past the sequence's end are
- * the next sequence's (or zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored,
- * and the consumers zero V rows past it before the last tile's P V (P is 0 there, but 0 x NaN is not 0). */
+/* The whole warp runs the loop (mbar_wait ends in __syncwarp), lane 0 issues: per item the Q boxes, per K/V tile the
+ * K and the V boxes, each stage's full barrier armed with the bytes of all of them. Rows of a box past the
+ * sequence's end are the next sequence's (or zeros past `rows`): K columns past the end are masked in S, Q rows past
+ * it are not stored, and the consumers zero V rows past it before the last tile's P V (P is 0 there, but 0 x NaN is
+ * not 0). */
 template <int D>
 __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
   using L = dims<D>;
   const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
   const bool lead = (threadIdx.x & 31) == 0;
   if (lead) {
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->q) : "memory");
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->kv) : "memory");
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->qm) : "memory");
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->kvm) : "memory");
+    if (L::NR > 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->qr) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->kvr) : "memory");
+    }
   }
   int t = 0, it = 0; /* K/V tiles and items so far: ring stage t % NS, Q buffer it % 2 */
   for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
@@ -415,16 +445,23 @@ __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN, r0 = (int)x.row0;
     if (it >= 2) mbar_wait_warp(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
     if (lead) {
-      mbar_expect_tx(qfull + 8 * qb, L::NC * BM * 16);
-      tma_load(sb + qb * L::Q_BYTES, &m->q, qfull + 8 * qb, r0 + x.q0, x.head, 0);
+      const uint32_t bar = qfull + 8 * qb;
+      mbar_expect_tx(bar, (64 + 8 * L::NR) * BM * 2);
+      tma_main(sb + qb * L::QM, &m->qm, bar, r0 + x.q0, x.head, 0);
+      if (L::NR > 0) tma_rest(sb + L::OFF_QR + qb * L::QR, &m->qr, bar, r0 + x.q0, x.head, 0);
     }
     for (int kt = 0; kt < nkt; kt++, t++) {
-      const int s = t % NS;
+      const int s = t % NS, row = r0 + kt * BN;
       if (t >= NS) mbar_wait_warp(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
       if (lead) {
-        mbar_expect_tx(full + 8 * s, 2 * L::NC * BN * 16);
-        tma_load(sb + L::OFF_K + s * L::K_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 1);
-        tma_load(sb + L::OFF_V + s * L::V_BYTES, &m->kv, full + 8 * s, r0 + kt * BN, x.head, 2);
+        const uint32_t bar = full + 8 * s;
+        mbar_expect_tx(bar, 2 * (64 + 8 * L::NR) * BN * 2);
+        tma_main(sb + L::OFF_K + s * L::KM, &m->kvm, bar, row, x.head, 1);
+        tma_main(sb + L::OFF_V + s * L::KM, &m->kvm, bar, row, x.head, 2);
+        if (L::NR > 0) {
+          tma_rest(sb + L::OFF_KR + s * L::KR, &m->kvr, bar, row, x.head, 1);
+          tma_rest(sb + L::OFF_VR + s * L::VR, &m->kvr, bar, row, x.head, 2);
+        }
       }
     }
     it++;
@@ -439,12 +476,15 @@ __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
  * then fences and syncs its own threads (named barrier 4 + wg): a store that lands while another warpgroup's wgmma
  * reads the row writes the value already there. */
 template <int D>
-__device__ __forceinline__ void zero_v_rows(uint32_t v, int from, int wg) {
+__device__ __forceinline__ void zero_v_rows(uint32_t vm, uint32_t vr, int from, int wg) {
   const int r = threadIdx.x & 127;
   if (r >= from) {
 #pragma unroll
-    for (int ch = 0; ch < D / 8; ch++)
-      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(v + ch * (BN * 16) + r * 16), "r"(0) : "memory");
+    for (int c = 0; c < 8; c++) /* the row's 128 swizzled bytes */
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(vm + r * 128 + c * 16), "r"(0) : "memory");
+#pragma unroll
+    for (int ch = 0; ch < dims<D>::NR; ch++)
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(vr + ch * (BN * 16) + r * 16), "r"(0) : "memory");
   }
   fence_proxy_async();
   bar_sync(4 + wg, 128);
@@ -453,11 +493,16 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int from, int wg) {
 template <int D>
 __device__ void consumer(const params &p, uint32_t sb, int wg) {
   using L = dims<D>;
-  constexpr int NO = D / 2, KSTEPS = L::KC / 2;
+  constexpr int NO = D / 2;
   const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, w4 = (threadIdx.x & 127) >> 5;
   const int64_t ld = (int64_t)p.heads * D; /* out row stride, elements */
   const float c = p.c;
+  /* stage st's tiles: K and V main parts (swizzled), their rests */
+  auto km = [&](int st) { return sb + L::OFF_K + st * L::KM; };
+  auto vm = [&](int st) { return sb + L::OFF_V + st * L::KM; };
+  auto kr = [&](int st) { return sb + L::OFF_KR + st * L::KR; };
+  auto vr = [&](int st) { return sb + L::OFF_VR + st * L::VR; };
   float s[64], o[NO];
   uint32_t pa[32];
   int t = 0, it = 0;
@@ -478,14 +523,15 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
     /* every warpgroup has rows: take turns issuing Q K^T (round robin over named barriers 1 .. WG) */
     const bool pp = p.pingpong && x.q0 + 64 * (WG - 1) < x.len;
     const bool dump = p.dbg && blockIdx.x == 0 && it == 0 && wg < 2;
-    const uint64_t dq = gdesc(sb + qb * L::Q_BYTES + wg * 64 * 16, BM * 16, 128);
+    const uint64_t dqm = sw128_desc(sb + qb * L::QM + wg * 64 * 128),
+                   dqr = gdesc(sb + L::OFF_QR + qb * L::QR + wg * 64 * 16, BM * 16, 128);
 
     /* key tile 0: S, its max and P; O starts at 0 */
     int st = t % NS;
     mbar_wait_warp(full + 8 * st, (t / NS) & 1);
-    if (nkt == 1 && x.len < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len, wg);
+    if (nkt == 1 && x.len < BN) zero_v_rows<D>(vm(st), vr(st), x.len, wg);
     wgmma_fence();
-    gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+    gemm_qk<L::RC>(s, dqm, dqr, sw128_desc(km(st)), gdesc(kr(st), BN * 16, 128));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(s);
@@ -502,7 +548,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
     /* tiles 1 .. nkt-1: P_{kt-1} V_{kt-1}, then S_kt and its softmax: only S or P is live beside O */
     for (int kt = 1; kt < nkt; kt++) {
       wgmma_fence();
-      gemm_pv(o, pa, gdesc(sb + L::OFF_V + st * L::V_BYTES, 128, BN * 16));
+      gemm_pv(o, pa, sw128_desc(vm(st)), gdesc(vr(st), 128, BN * 16));
       wgmma_commit();
       wgmma_wait<0>();
       fence_regs(o);
@@ -513,10 +559,10 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
       t++;
       st = t % NS;
       mbar_wait_warp(full + 8 * st, (t / NS) & 1);
-      if (kt == nkt - 1 && x.len - kt * BN < BN) zero_v_rows<D>(sb + L::OFF_V + st * L::V_BYTES, x.len - kt * BN, wg);
+      if (kt == nkt - 1 && x.len - kt * BN < BN) zero_v_rows<D>(vm(st), vr(st), x.len - kt * BN, wg);
       if (pp) bar_sync(1 + wg, 256);
       wgmma_fence();
-      gemm_qk<KSTEPS>(s, dq, gdesc(sb + L::OFF_K + st * L::K_BYTES, BN * 16, 128));
+      gemm_qk<L::RC>(s, dqm, dqr, sw128_desc(km(st)), gdesc(kr(st), BN * 16, 128));
       wgmma_commit();
       if (pp) bar_arrive(1 + (wg + 1) % WG, 256); /* the next warpgroup's turn */
       wgmma_wait<0>();
@@ -539,7 +585,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
     }
     /* the last tile's P V */
     wgmma_fence();
-    gemm_pv(o, pa, gdesc(sb + L::OFF_V + st * L::V_BYTES, 128, BN * 16));
+    gemm_pv(o, pa, sw128_desc(vm(st)), gdesc(vr(st), 128, BN * 16));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(o);
@@ -571,7 +617,7 @@ template <int D>
 __device__ __forceinline__ void body(const params &p, const tmaps *m) {
   using L = dims<D>;
   extern __shared__ __align__(1024) unsigned char smem[];
-  const uint32_t sb = smem_u32(smem);
+  const uint32_t sb = (smem_u32(smem) + 1023) & ~1023u; /* the swizzled tiles need 1024-byte alignment */
   if (threadIdx.x == 0) {
     for (int i = 0; i < NS; i++) {
       mbar_init(sb + L::OFF_BAR + 8 * i, 1);             /* full: the TMA thread's expect_tx */
@@ -583,11 +629,11 @@ __device__ __forceinline__ void body(const params &p, const tmaps *m) {
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  if (L::KC > L::NC) { /* the pad chunk of both Q buffers and every K stage: zeros that no box overwrites */
+  if (L::RC > L::NR) { /* the pad chunk of both Q buffers' and every K stage's rest: zeros that no box overwrites */
     for (int i = threadIdx.x; i < 2 * BM + NS * BN; i += NT) {
       const int j = i - 2 * BM;
-      const uint32_t a = j < 0 ? sb + (i / BM) * L::Q_BYTES + L::NC * (BM * 16) + (i % BM) * 16
-                               : sb + L::OFF_K + (j / BN) * L::K_BYTES + L::NC * (BN * 16) + (j % BN) * 16;
+      const uint32_t a = j < 0 ? sb + L::OFF_QR + (i / BM) * L::QR + L::NR * (BM * 16) + (i % BM) * 16
+                               : sb + L::OFF_KR + (j / BN) * L::KR + L::NR * (BN * 16) + (j % BN) * 16;
       asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(a), "r"(0) : "memory");
     }
     fence_proxy_async();
@@ -630,22 +676,33 @@ typedef CUresult (*encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, vo
                               CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 encode_fn g_encode; /* cuTensorMapEncodeTiled from the driver (set by init, which refuses without it) */
 
-/* One head-agnostic map of qkv [rows][3][heads][D] whose box is a chunk-column tile of `box_rows` rows: dims
- * (innermost first) 8 dims of a chunk (16 bytes), token row (stride 3 heads D 2 bytes), chunk (stride 16 bytes), head
- * (stride 2 D), q/k/v (stride 2 heads D); box (8, box_rows, D / 8, 1, 1). TMA lays a box out with its first dim
- * fastest, so box element (e, r, ch) lands at byte ((ch * box_rows) + r) * 16 + 2 e: the no-swizzle chunk-column
- * layout of the top comment exactly (the pad chunk of Q/K is outside the box and stays zero). Rows >= `rows` are out
- * of bounds: zero-filled, never read. No swizzle, no interleave; L2 promotion 256 B (a head's K/V rows are re-read by
- * every q tile of the head). */
-int tmap_encode(CUtensorMap *map, const void *qkv, int64_t rows, int heads, int D, int box_rows) {
-  const cuuint64_t dim[5] = {8, (cuuint64_t)rows, (cuuint64_t)(D / 8), (cuuint64_t)heads, 3};
-  const cuuint64_t stride[4] = {(cuuint64_t)3 * heads * D * 2, 16, (cuuint64_t)D * 2, (cuuint64_t)heads * D * 2};
-  const cuuint32_t box[5] = {8, (cuuint32_t)box_rows, (cuuint32_t)(D / 8), 1, 1}, estride[5] = {1, 1, 1, 1, 1};
-  return g_encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, (void *)qkv, dim, stride, box, estride,
-                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
-             ? QVL_OK
-             : QVL_ERR_UNSUPPORTED;
+/* Head-agnostic maps of qkv [rows][3][heads][D] (strides: token row 3 heads D 2 bytes, head 2 D, q/k/v 2 heads D),
+ * boxes of `box_rows` rows. Rows >= `rows` are out of bounds: zero-filled, never read. L2 promotion 256 B (a head's
+ * K/V rows are re-read by every q tile of the head).
+ * main: dims (innermost first) dim, token row, head, q/k/v; box (64, box_rows, 1, 1) at dim 0, 128-byte swizzle: TMA
+ *   writes box row r's 16-byte chunk c at r * 128 + (c ^ (r % 8)) * 16, the canonical 128-byte-swizzled tile.
+ * rest: dims 8 dims of a chunk (16 bytes), token row, chunk (stride 16 bytes), head, q/k/v; box (8, box_rows, NR, 1,
+ *   1) at chunk 8, no swizzle: box element (e, r, ch) lands at ((ch * box_rows) + r) * 16 + 2 e, the chunk-column
+ *   tile (the pad chunk of Q's and K's rest is outside the box and stays zero). */
+int tmap_encode(CUtensorMap *map, const void *qkv, int64_t rows, int heads, int D, int box_rows, bool main) {
+  const cuuint64_t row = (cuuint64_t)3 * heads * D * 2, head = (cuuint64_t)D * 2, part = (cuuint64_t)heads * D * 2;
+  const cuuint32_t estride[5] = {1, 1, 1, 1, 1};
+  CUresult r;
+  if (main) {
+    const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)rows, (cuuint64_t)heads, 3}, stride[3] = {row, head, part};
+    const cuuint32_t box[4] = {64, (cuuint32_t)box_rows, 1, 1};
+    r = g_encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)qkv, dim, stride, box, estride,
+                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  } else {
+    const cuuint64_t dim[5] = {8, (cuuint64_t)rows, (cuuint64_t)(D / 8), (cuuint64_t)heads, 3};
+    const cuuint64_t stride[4] = {row, 16, head, part};
+    const cuuint32_t box[5] = {8, (cuuint32_t)box_rows, (cuuint32_t)(D / 8 - 8), 1, 1};
+    r = g_encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, (void *)qkv, dim, stride, box, estride,
+                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  }
+  return r == CUDA_SUCCESS ? QVL_OK : QVL_ERR_UNSUPPORTED;
 }
 
 /* Maps per (qkv, rows, heads, D), so repeated calls on the same buffers (every layer of a tower) encode nothing; a
@@ -670,8 +727,10 @@ int tmaps_get(tmaps *out, const void *qkv, int64_t rows, int heads, int D) {
     i++;
   if (i == g_tmaps_n) {
     tmap_entry e = {qkv, rows, heads, D, {}};
-    rc = tmap_encode(&e.m.q, qkv, rows, heads, D, BM);
-    if (rc == QVL_OK) rc = tmap_encode(&e.m.kv, qkv, rows, heads, D, BN);
+    rc = tmap_encode(&e.m.qm, qkv, rows, heads, D, BM, true);
+    if (rc == QVL_OK) rc = tmap_encode(&e.m.kvm, qkv, rows, heads, D, BN, true);
+    if (rc == QVL_OK && D > 64) rc = tmap_encode(&e.m.qr, qkv, rows, heads, D, BM, false);
+    if (rc == QVL_OK && D > 64) rc = tmap_encode(&e.m.kvr, qkv, rows, heads, D, BN, false);
     if (rc == QVL_OK) {
       i = g_tmaps_n < 16 ? g_tmaps_n++ : (g_tmaps_next++ & 15);
       g_tmaps[i] = e;
