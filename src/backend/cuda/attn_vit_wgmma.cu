@@ -5,7 +5,7 @@
  *
  * Why: cuDNN pads head_dim 72 and 80 to 128, so 4/9 of its tensor work at d72 is padding; here QK^T runs K = 80 (72
  * plus one zero half k-step) and PV runs N = 72 exactly. On an H100 (2026-11-22, 64 x 1,024 rows, 16 heads, d72) it
- * takes 0.83-0.85 ms against cuDNN's 1.10-1.11 (both timed by attention.c's tuning in the tower's first pass).
+ * takes 0.83-0.85 ms alone; cuDNN's SDPA ~0.87 (attention.c's tuning: 1.10-1.11 ms with rope_qk's 0.23).
  *
  * Why this shape: on an H100 (2026-11-21, 20 sequences x 4,800 rows x 16 heads, d72) it ran 411 TFLOP/s as
  * configuration "bm192-tma-skip" of six, against 276 for "bm128-cpasync" (two consumer warpgroups, a cp.async
