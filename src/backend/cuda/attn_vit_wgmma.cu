@@ -161,7 +161,7 @@ struct targs {
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
-#include "backend/cuda/hopper.cuh" /* smem_u32, mbar_init/wait/arrive/expect_tx, wgmma_fence/commit/wait, fence_regs */
+#include "backend/cuda/hopper.cuh" /* smem_u32, mbarriers, wgmma groups, fence_regs, sw128_desc */
 
 constexpr int DR = 128; /* rows of the test-only dumps (params.dbg): consumer warpgroups 0 and 1 */
 
@@ -206,12 +206,10 @@ __device__ __forceinline__ void fence_proxy_async() {
 
 /* ---- wgmma ------------------------------------------------------------------------------------------------------ */
 
-/* Shared-memory matrix descriptors (layouts and bits: see the top). */
+/* No-swizzle shared-memory matrix descriptor (layouts and bits: see the top; the 128-byte-swizzled one is hopper.cuh's
+ * sw128_desc). */
 __device__ __forceinline__ uint64_t gdesc(uint32_t addr, uint32_t lbo, uint32_t sbo) { /* no swizzle */
   return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32;
-}
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) { /* 128-byte swizzle, 8-row groups 1024 bytes apart */
-  return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
 
 /* d[64] (+)= A[64x16] B[16x128]: m64n128k16, A (Q) and B (K) from shared memory, both K-major (trans 0).

@@ -1,5 +1,6 @@
 /* hopper.cuh - the sm_90a primitives shared by the wgmma/TMA kernels (attn_vit_wgmma.cu, gemm_swiglu.cu): shared
- * addresses, mbarriers, wgmma groups, register fences. Device code only: include it inside the kernels'
+ * addresses, mbarriers, the 128-byte-swizzle descriptor, wgmma groups, register fences. Device code only: include it
+ * inside the kernels'
  * `#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)` block. */
 #pragma once
 #include <stdint.h>
@@ -34,6 +35,17 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
 /* Adds `bytes` to the transaction count of bar's current phase and arrives (barriers armed by one thread). */
 __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+/* ---- wgmma operands ------------------------------------------------------------------------------------------ */
+
+/* Matrix descriptor (PTX ISA "Matrix Descriptor Format") of an operand in the canonical 128-byte-swizzled layout at
+ * shared address addr (1024-aligned tiles, as TMA's CU_TENSOR_MAP_SWIZZLE_128B writes them): start >> 4, LBO 1
+ * (unused: K-major with the k-step inside the 128-byte row, or MN-major one 64-element atom wide), SBO 1024 >> 4
+ * (the next 8-row group), base offset 0, layout 1 = 128-byte swizzle. A k-step inside the row adds its byte offset
+ * to the start (the hardware applies the XOR to the address it forms). */
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
 
 /* ---- wgmma groups ---------------------------------------------------------------------------------------------- */
