@@ -443,7 +443,7 @@ static void vit_case(const char *what, const int32_t *lens, int n_seq, int heads
     compare(name, v.dq, v.qkv, nq, 0);
     if (rotary) {
       assert_int_equal(E.gpu->download_f32(E.gpu, fused, dout, (int64_t)no), QVL_OK);
-      if (cuda_rope_qk(v.dq, v.dcos, v.dsin, v.rows, heads, hd, gpu_stream())) fail_msg("cuda_rope_qk");
+      if (cuda_rope_qk(v.dq, v.dcos, v.dsin, v.rows, heads, hd, CUDA_ROPE_QK, gpu_stream())) fail_msg("cuda_rope_qk");
       vit_kernel(&v, dout, poison, 0, scale);
       snprintf(name, sizeof name, "%s d%d: fused = rope_qk + kernel", what, hd);
       compare(name, dout, fused, no, 0);

@@ -3,15 +3,17 @@
  * and head. Cases: the kernel's internals on one tile first (raw q k^T, the bf16 probabilities and their product
  * with v, each checked against the CPU on the GPU's own previous stage, so a wrong descriptor or fragment layout is
  * named), then ragged d72 x 16 heads {4800, 1024, 77, 1, 513, 4097}, 3 x 1024, the same without the warpgroup
- * alternation, d80 and d64, a graph captured once and replayed with other boundaries, and refusals. Every output
+ * alternation, d80 and d64, the rotary of q in the kernel (bit for bit against rope_qk then the kernel, d72/d80/d64),
+ * a graph captured once and replayed with other boundaries, and refusals. Every output
  * row of the sequences must be written (the buffer is NaN first), rows past `rows` untouched (a sentinel), and the
  * relative L2 error <= 1e-2 overall and per sequence (sequences over 1,024 rows are checked on every 7th row and the
  * first and last 192), and NaN q/k/v rows after the last sequence (rows > cu[n]) must not reach the output. Skips,
  * saying why, without a compute capability 9.0 GPU (or without the driver's cuTensorMapEncodeTiled). A kernel that
  * deadlocks (an mbarrier or named-barrier protocol error) fails the test after a time limit instead of hanging.
  *
- * QVL_ATTN_VIT_BENCH=1 also times the kernel alone (3 warm-ups, median of 20, CUDA events) on 20 x 4800 and
- * 64 x 1024 tokens, 16 heads, d72, one JSON line per case: ms and TFLOP/s of real work (4 sum(len^2) heads 72 / t). */
+ * QVL_ATTN_VIT_BENCH=1 runs, instead of the tests, a timing of the kernel alone (3 warm-ups, median of 20, CUDA events)
+ * on 20 x 4800 and 64 x 1024 tokens, 16 heads, d72, without and with tables (q rotated in the kernel), one JSON line
+ * per case: ms and TFLOP/s of real work (4 sum(len^2) heads 72 / t). */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -131,10 +133,10 @@ static float scale_of(int hd) {
 
 /* flags < 0: the public entry point; else the debug one with these flags. */
 static int run(batch *b, int flags) {
-  int rc = flags < 0 ? cuda_attn_vit_wgmma(b->d_out, b->d_qkv, b->d_cu, b->n_seq, b->max_len, b->rows, b->heads, b->hd,
-                                           scale_of(b->hd), stream)
-                     : cuda_attn_vit_wgmma_debug(NULL, flags, b->d_out, b->d_qkv, b->d_cu, b->n_seq, b->max_len,
-                                                 b->rows, b->heads, b->hd, scale_of(b->hd), stream);
+  int rc = flags < 0 ? cuda_attn_vit_wgmma(b->d_out, b->d_qkv, NULL, NULL, b->d_cu, b->n_seq, b->max_len, b->rows,
+                                           b->heads, b->hd, scale_of(b->hd), stream)
+                     : cuda_attn_vit_wgmma_debug(NULL, flags, b->d_out, b->d_qkv, NULL, NULL, b->d_cu, b->n_seq,
+                                                 b->max_len, b->rows, b->heads, b->hd, scale_of(b->hd), stream);
   return rc;
 }
 
@@ -281,8 +283,9 @@ static void test_fragments(void **st) {
   for (size_t i = 0; i < nd; i++) dbg[i] = NAN;
   CU(cudaMalloc((void **)&d_dbg, nd * sizeof(float)));
   h2d(d_dbg, dbg, nd * sizeof(float));
-  assert_int_equal(
-      cuda_attn_vit_wgmma_debug(d_dbg, 0, b.d_out, b.d_qkv, b.d_cu, 1, len, b.rows, H, D, scale_of(D), stream), QVL_OK);
+  assert_int_equal(cuda_attn_vit_wgmma_debug(d_dbg, 0, b.d_out, b.d_qkv, NULL, NULL, b.d_cu, 1, len, b.rows, H, D,
+                                             scale_of(D), stream),
+                   QVL_OK);
   wait_stream("fragments", 30);
   CU(cudaMemcpy(dbg, d_dbg, nd * sizeof(float), cudaMemcpyDeviceToHost));
   const size_t ld = (size_t)H * D;
@@ -388,6 +391,72 @@ static void test_nan_tail(void **st) {
   batch_free(&b);
 }
 
+/* With tables: rope_qk of k alone, then the kernel rotating q's tiles, must give the bits of rope_qk of q and k then
+ * the kernel without tables (the output and its guard rows), leave q in qkv as it was (k rotated as rope_qk rotates
+ * it), and match the CPU on the rotated q/k. Random angles per element (cos[d] != cos[d + h], so a wrong table entry
+ * shows), 16 heads, ragged lengths (tail items of 1..191 rows, a one-token sequence), NaN rows after the last
+ * sequence. */
+static void rotary_case(const int *lens, int n_seq, int hd) {
+  const int H = 16;
+  batch b;
+  batch_make_tail(&b, lens, n_seq, H, hd, 5);
+  const size_t n = (size_t)b.rows * 3 * H * hd, nt = (size_t)b.rows * hd, no = (size_t)(b.rows + GUARD) * H * hd;
+  float *ang = malloc(nt * sizeof(float)), *cs = malloc(nt * sizeof(float)), *sn = malloc(nt * sizeof(float));
+  tu_uniform(ang, nt, -60.f, 60.f, &rng);
+  for (size_t i = 0; i < nt; i++) cs[i] = cosf(ang[i]), sn[i] = sinf(ang[i]);
+  void *dc, *ds;
+  CU(cudaMalloc(&dc, nt * 4));
+  CU(cudaMalloc(&ds, nt * 4));
+  h2d(dc, cs, nt * 4);
+  h2d(ds, sn, nt * 4);
+  uint16_t *h = malloc(n * 2), *rot = malloc(n * 2), *after = malloc(n * 2), *ref = malloc(no * 2);
+  for (size_t i = 0; i < n; i++) h[i] = qvl_f32_to_bf16(b.qkv[i]);
+  /* the reference path: q and k rotated in place, the kernel without tables (both paths start from h) */
+  h2d(b.d_qkv, h, n * 2);
+  poison_out(&b);
+  assert_int_equal(cuda_rope_qk(b.d_qkv, dc, ds, b.rows, H, hd, CUDA_ROPE_QK, stream), QVL_OK);
+  assert_int_equal(run(&b, -1), QVL_OK);
+  wait_stream("rotary: rope_qk + kernel", 60);
+  CU(cudaMemcpy(ref, b.d_out, no * 2, cudaMemcpyDeviceToHost));
+  CU(cudaMemcpy(rot, b.d_qkv, n * 2, cudaMemcpyDeviceToHost));
+  /* the fused path on the original qkv */
+  h2d(b.d_qkv, h, n * 2);
+  poison_out(&b);
+  assert_int_equal(cuda_rope_qk(b.d_qkv, dc, ds, b.rows, H, hd, CUDA_ROPE_K, stream), QVL_OK);
+  assert_int_equal(
+      cuda_attn_vit_wgmma(b.d_out, b.d_qkv, dc, ds, b.d_cu, b.n_seq, b.max_len, b.rows, H, hd, scale_of(hd), stream),
+      QVL_OK);
+  wait_stream("rotary: rope k + kernel with tables", 60);
+  CU(cudaMemcpy(b.out, b.d_out, no * 2, cudaMemcpyDeviceToHost));
+  CU(cudaMemcpy(after, b.d_qkv, n * 2, cudaMemcpyDeviceToHost));
+  size_t diff = 0, qdiff = 0;
+  for (size_t i = 0; i < no; i++) diff += b.out[i] != ref[i];
+  for (size_t i = 0; i < n; i++) { /* q as uploaded, k and v as the reference path left them */
+    const int q = (int)(i % ((size_t)3 * H * hd)) < H * hd;
+    qdiff += after[i] != (q ? h[i] : rot[i]);
+  }
+  printf(
+      "  rotary d%d: %zu of %zu output elements differ from rope_qk + kernel, %zu of qkv's from q unrotated, k "
+      "rotated\n",
+      hd, diff, no, qdiff);
+  if (diff || qdiff) fail_msg("rotary d%d: %zu output / %zu qkv elements differ", hd, diff, qdiff);
+  for (size_t i = 0; i < (size_t)b.cu[b.n_seq] * 3 * H * hd; i++) b.qkv[i] = qvl_bf16_to_f32(rot[i]);
+  char name[64];
+  snprintf(name, sizeof name, "rotary d%d (q rotated in the kernel)", hd);
+  check(&b, name, 0);
+  cudaFree(dc), cudaFree(ds);
+  free(ang), free(cs), free(sn), free(h), free(rot), free(after), free(ref);
+  batch_free(&b);
+}
+
+static void test_rotary(void **st) {
+  (void)st;
+  const int lens[] = {300, 1, 1024, 77, 513, 2000};
+  rotary_case(lens, 6, 72);
+  rotary_case(lens, 5, 80);
+  rotary_case(lens, 5, 64);
+}
+
 /* Captured once with bounds (3 sequences, max_len 1024, 2048 rows), replayed with two other boundary sets. */
 static void test_graph(void **st) {
   (void)st;
@@ -422,12 +491,20 @@ static void test_refusals(void **st) {
   const int len = 10;
   batch b;
   batch_make(&b, &len, 1, 2, 72);
-  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, b.d_qkv, b.d_cu, 1, 10, 10, 2, 96, 0.1f, stream), QVL_ERR_UNSUPPORTED);
-  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, b.d_qkv, b.d_cu, 1, 10, 10, 2, 128, 0.1f, stream), QVL_ERR_UNSUPPORTED);
-  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, (const uint16_t *)b.d_qkv + 4, b.d_cu, 1, 10, 10, 2, 72, 0.1f, stream),
-                   QVL_ERR_INVALID_ARG);
+  const float *t = (const float *)b.d_qkv; /* any 16-byte-aligned device floats: nothing launches */
+  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, b.d_qkv, NULL, NULL, b.d_cu, 1, 10, 10, 2, 96, 0.1f, stream),
+                   QVL_ERR_UNSUPPORTED);
+  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, b.d_qkv, NULL, NULL, b.d_cu, 1, 10, 10, 2, 128, 0.1f, stream),
+                   QVL_ERR_UNSUPPORTED);
+  assert_int_equal(
+      cuda_attn_vit_wgmma(b.d_out, (const uint16_t *)b.d_qkv + 4, NULL, NULL, b.d_cu, 1, 10, 10, 2, 72, 0.1f, stream),
+      QVL_ERR_INVALID_ARG);
+  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, b.d_qkv, t, NULL, b.d_cu, 1, 10, 10, 2, 72, 0.1f, stream),
+                   QVL_ERR_INVALID_ARG); /* cos without sin */
+  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, b.d_qkv, t, t + 1, b.d_cu, 1, 10, 10, 2, 72, 0.1f, stream),
+                   QVL_ERR_INVALID_ARG); /* tables not 16-byte aligned */
   poison_out(&b);
-  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, b.d_qkv, b.d_cu, 0, 10, 10, 2, 72, 0.1f, stream), QVL_OK);
+  assert_int_equal(cuda_attn_vit_wgmma(b.d_out, b.d_qkv, NULL, NULL, b.d_cu, 0, 10, 10, 2, 72, 0.1f, stream), QVL_OK);
   wait_stream("no sequences", 10);
   CU(cudaMemcpy(b.out, b.d_out, 2, cudaMemcpyDeviceToHost));
   assert_int_equal(b.out[0], POISON); /* nothing ran */
@@ -441,7 +518,8 @@ static int cmp_f(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static void bench_case(int n_seq, int len, int heads, int D) {
+/* rot: with tables (q's tiles rotated in the kernel; the tables' values do not change the time). */
+static void bench_case(int n_seq, int len, int heads, int D, int rot) {
   const int64_t rows = (int64_t)n_seq * len;
   const size_t n = (size_t)rows * 3 * heads * D, pat = 1 << 20;
   uint16_t *h = malloc(n * 2);
@@ -456,13 +534,24 @@ static void bench_case(int n_seq, int len, int heads, int D) {
   CU(cudaMalloc(&d_cu, (size_t)(n_seq + 1) * 4));
   h2d(d_cu, cu, (size_t)(n_seq + 1) * 4);
   CU(cudaMalloc(&d_out, (size_t)rows * heads * D * 2));
+  float *d_tab = NULL; /* cos and sin, [rows][D] each */
+  if (rot) {
+    const size_t nt = (size_t)rows * D;
+    float *t = malloc(2 * nt * sizeof(float));
+    for (size_t i = 0; i < 2 * nt; i++) t[i] = f[i % pat] * 0.5f;
+    CU(cudaMalloc((void **)&d_tab, 2 * nt * sizeof(float)));
+    h2d(d_tab, t, 2 * nt * sizeof(float));
+    free(t);
+  }
+  const float *dc = d_tab, *ds = d_tab ? d_tab + (size_t)rows * D : NULL;
   cudaEvent_t e0, e1;
   CU(cudaEventCreate(&e0));
   CU(cudaEventCreate(&e1));
   float ms[20];
   for (int it = 0; it < 23; it++) {
     CU(cudaEventRecord(e0, stream));
-    assert_int_equal(cuda_attn_vit_wgmma(d_out, d_qkv, d_cu, n_seq, len, rows, heads, D, scale_of(D), stream), QVL_OK);
+    assert_int_equal(cuda_attn_vit_wgmma(d_out, d_qkv, dc, ds, d_cu, n_seq, len, rows, heads, D, scale_of(D), stream),
+                     QVL_OK);
     CU(cudaEventRecord(e1, stream));
     wait_stream("bench", 60);
     if (it >= 3) CU(cudaEventElapsedTime(&ms[it - 3], e0, e1));
@@ -471,13 +560,13 @@ static void bench_case(int n_seq, int len, int heads, int D) {
   const double med = 0.5 * (ms[9] + ms[10]), flop = 4.0 * (double)len * len * n_seq * heads * 72;
   printf(
       "{\"kernel\": \"attn_vit_wgmma\", \"sequences\": %d, \"len\": %d, \"heads\": %d, \"head_dim\": %d, "
-      "\"ms\": %.4f, \"ms_min\": %.4f, \"tflops\": %.1f}\n",
-      n_seq, len, heads, D, med, ms[0], flop / (med * 1e-3) / 1e12);
+      "\"rotary\": %s, \"ms\": %.4f, \"ms_min\": %.4f, \"tflops\": %.1f}\n",
+      n_seq, len, heads, D, rot ? "true" : "false", med, ms[0], flop / (med * 1e-3) / 1e12);
   uint16_t probe[64];
   CU(cudaMemcpy(probe, d_out, sizeof probe, cudaMemcpyDeviceToHost));
   for (int i = 0; i < 64; i++) assert_false(isnan(qvl_bf16_to_f32(probe[i])));
   cudaEventDestroy(e0), cudaEventDestroy(e1);
-  cudaFree(d_qkv), cudaFree(d_cu), cudaFree(d_out);
+  cudaFree(d_qkv), cudaFree(d_cu), cudaFree(d_out), cudaFree(d_tab);
   free(h), free(f), free(cu);
 }
 
@@ -488,8 +577,10 @@ static void test_bench(void **st) {
     printf("  timing skipped (set QVL_ATTN_VIT_BENCH=1)\n");
     skip();
   }
-  bench_case(20, 4800, 16, 72);
-  bench_case(64, 1024, 16, 72);
+  for (int rot = 0; rot < 2; rot++) {
+    bench_case(20, 4800, 16, 72, rot);
+    bench_case(64, 1024, 16, 72, rot);
+  }
 }
 
 static int setup(void **s) {
@@ -525,10 +616,12 @@ int main(void) {
     printf("test_gpu_attn_vit: cuda_attn_vit_wgmma_init failed (%d)\n", rc);
     return 1;
   }
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_fragments),  cmocka_unit_test(test_uniform_d72),
-                                     cmocka_unit_test(test_ragged_d72), cmocka_unit_test(test_no_pingpong),
-                                     cmocka_unit_test(test_d80),        cmocka_unit_test(test_d64),
-                                     cmocka_unit_test(test_nan_tail),   cmocka_unit_test(test_graph),
-                                     cmocka_unit_test(test_refusals),   cmocka_unit_test(test_bench)};
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_fragments),   cmocka_unit_test(test_uniform_d72), cmocka_unit_test(test_ragged_d72),
+      cmocka_unit_test(test_no_pingpong), cmocka_unit_test(test_d80),         cmocka_unit_test(test_d64),
+      cmocka_unit_test(test_nan_tail),    cmocka_unit_test(test_rotary),      cmocka_unit_test(test_graph),
+      cmocka_unit_test(test_refusals),    cmocka_unit_test(test_bench)};
+  const char *bench = getenv("QVL_ATTN_VIT_BENCH");
+  if (bench && *bench && *bench != '0') cmocka_set_test_filter("test_bench"); /* the timing alone */
   return cmocka_run_group_tests(tests, setup, teardown);
 }

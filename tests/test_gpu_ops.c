@@ -267,14 +267,32 @@ static void test_rope(void **s) {
     float *x = rnd(n, -2, 2), *cs, *sn;
     rope_tables(rows, hd, &cs, &sn);
     void *dx = dev(x, n), *dc = dev_raw(cs, (size_t)(rows * hd) * 4), *ds = dev_raw(sn, (size_t)(rows * hd) * 4);
+    cudaStream_t stream = ((cuda_ctx *)E.gpu->ctx)->stream;
     /* the rotary the attention op applies (cpu_attention.c, attention.c's unfused candidates) */
+    float *x0 = malloc(n * sizeof(float)), *both = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+    memcpy(x0, x, n * sizeof(float));
     assert_int_equal(cpu_rope_qk(E.cpu, x, cs, sn, rows, heads, hd), QVL_OK);
-    assert_int_equal(cuda_rope_qk(dx, dc, ds, rows, heads, hd, ((cuda_ctx *)E.gpu->ctx)->stream), QVL_OK);
-    char name[64];
+    assert_int_equal(cuda_rope_qk(dx, dc, ds, rows, heads, hd, CUDA_ROPE_QK, stream), QVL_OK);
+    char name[96];
     snprintf(name, sizeof name, "rope_qk head_dim %d", hd);
     compare(name, dx, x, n, 8e-3);
+    /* q alone, then k alone (the attention's rope_k+wgmma and its tuning): each rotates its part as the pass over
+     * both does, bit for bit, and nothing else */
+    assert_int_equal(E.gpu->download_f32(E.gpu, both, dx, (int64_t)n), QVL_OK);
+    assert_int_equal(E.gpu->upload_f32(E.gpu, dx, x0, (int64_t)n), QVL_OK);
+    const size_t row = (size_t)3 * heads * hd, part = (size_t)heads * hd;
+    for (int parts = CUDA_ROPE_Q; parts <= CUDA_ROPE_K; parts++) {
+      assert_int_equal(cuda_rope_qk(dx, dc, ds, rows, heads, hd, parts, stream), QVL_OK);
+      for (size_t i = 0; i < n; i++) { /* q rotated after the first pass, k too after the second */
+        const size_t p = i % row / part;
+        want[i] = p < 2 && (p == 0 || parts == CUDA_ROPE_K) ? both[i] : x0[i];
+      }
+      snprintf(name, sizeof name, "rope_qk head_dim %d, %s", hd, parts == CUDA_ROPE_Q ? "q alone" : "then k alone");
+      compare(name, dx, want, n, 0);
+    }
+    assert_int_equal(cuda_rope_qk(dx, dc, ds, rows, heads, hd, 0, stream), QVL_ERR_INVALID_ARG);
     E.gpu->free(E.gpu, dx), E.gpu->free(E.gpu, dc), E.gpu->free(E.gpu, ds);
-    free(x), free(cs), free(sn);
+    free(x), free(x0), free(both), free(want), free(cs), free(sn);
   }
 }
 

@@ -1,17 +1,21 @@
 /* attention.c - backend.h attention on CUDA: per prepared attention, the fastest of these candidates.
- *   vit         attn_vit.cu with the rotary fused: q and k are read unrotated, qkv is left as it is
- *   rope+vit    rope_qk in place, then attn_vit.cu without tables (for long sequences, where the fused kernel reads
- *               the keys' cos/sin rows again for every query tile); the same output bits as vit
- *   cudnn       rope_qk in place, then cuDNN's SDPA (sdpa.c: the best of its plans, tuned on its own first run)
- *   rope+wgmma  rope_qk in place, then attn_vit_wgmma.cu (Hopper wgmma, head_dim 64/72/80 exactly where cuDNN pads
- *               to 128; only for sequences longer than 64 tokens, on compute capability 9.0)
- * Without a rotary (cos NULL) rope+vit is vit and is left out.
+ *   vit           attn_vit.cu with the rotary fused: q and k are read unrotated, qkv is left as it is
+ *   rope+vit      rope_qk in place, then attn_vit.cu without tables (for long sequences, where the fused kernel reads
+ *                 the keys' cos/sin rows again for every query tile); the same output bits as vit
+ *   cudnn         rope_qk in place, then cuDNN's SDPA (sdpa.c: the best of its plans, tuned on its own first run)
+ *   rope_k+wgmma  rope_qk on k alone in place, then attn_vit_wgmma.cu rotating q's tiles in shared memory (Hopper
+ *                 wgmma, head_dim 64/72/80 exactly where cuDNN pads to 128; only for sequences longer than 64 tokens,
+ *                 on compute capability 9.0): half of rope_qk's traffic; the same output bits as rope+wgmma
+ *   rope+wgmma    rope_qk in place, then attn_vit_wgmma.cu without tables
+ * Without a rotary (cos NULL) rope+vit is vit and rope_k+wgmma is rope+wgmma; both are left out.
  *
  * The first run of a prepared attention outside a graph capture times every candidate once on the real buffers
- * (after one untimed run each: cuDNN builds and tunes its plans then) and keeps the fastest: first the fused ones,
- * which leave qkv unrotated, then rope_qk once (timed: its time is added to each unfused candidate) and the unfused
- * ones on the rotated q/k. Then, unless the fastest ran last, it runs once more (a fused one without its tables on
- * the rotated q/k: the same bits), so that the first run's output is the one every later run gives. A capture
+ * (after one untimed run each: cuDNN builds and tunes its plans then) and keeps the fastest, in three phases by what
+ * a candidate rotates itself: q and k (vit, on the unrotated qkv), then, after a timed rope_qk of k, q (rope_k+wgmma),
+ * then, after a timed rope_qk of q, nothing (the rest, on the rotated q/k); each candidate's time includes the rotary
+ * passes before its phase (so the unfused ones count rope_qk as two launches). Then, unless the fastest ran last, it
+ * runs once more on the rotated q/k (one that rotates without its tables: the same bits), so that the first run's
+ * output is the one every later run gives. A capture
  * before any eager run takes vit for sequences of at most 64 tokens (Qwen2.5-VL's windows: one tile each) and
  * cuDNN otherwise, and leaves the choice open. QVL_SDPA_LOG=1 prints the times; QVL_SDPA_TUNE=0 takes that same
  * default untimed. Adding a candidate: an entry in CANDS and a case in cand_run.
@@ -33,14 +37,19 @@ enum {
   CAND_ROPE_VIT,
   CAND_DNN,
   CAND_WGMMA,
+  CAND_ROPE_WGMMA,
   N_CAND,
   VIT_SHORT = 64 /* attn_vit.cu's one-tile sequences */
 };
 
 static const struct cand {
   const char *name;
-  int fused; /* applies the rotary itself; the others run after rope_qk */
-} CANDS[N_CAND] = {{"vit", 1}, {"rope+vit", 0}, {"cudnn", 0}, {"rope+wgmma", 0}};
+  int rot; /* the parts of qkv it rotates itself (CUDA_ROPE_*); rope_qk rotates the others in place first */
+} CANDS[N_CAND] = {
+    {"vit", CUDA_ROPE_QK}, {"rope+vit", 0}, {"cudnn", 0}, {"rope_k+wgmma", CUDA_ROPE_Q}, {"rope+wgmma", 0}};
+
+/* The tuning's phases: the candidates rotating PHASE_ROT themselves, after rope_qk of PHASE_ROPE. */
+static const int PHASE_ROT[3] = {CUDA_ROPE_QK, CUDA_ROPE_Q, 0}, PHASE_ROPE[3] = {0, CUDA_ROPE_K, CUDA_ROPE_Q};
 
 typedef struct cuda_att {
   int n_seq, max_len, heads, head_dim;
@@ -121,7 +130,7 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
   }
   /* attn_vit_wgmma.cu on a device it runs on, for more than one tile of attn_vit.cu (its launcher refuses the rest:
    * head dims other than 64/72/80, 2^31 rows; the tuning then leaves it out) */
-  a->ok[CAND_WGMMA] = c->wgmma && max_len > VIT_SHORT;
+  a->ok[CAND_WGMMA] = a->ok[CAND_ROPE_WGMMA] = c->wgmma && max_len > VIT_SHORT;
   int known = vit ? pick_find(c, a, 1) : -1; /* the towers always pass the rotary */
   if (known >= 0 && known != CAND_DNN) {     /* this class runs attn_vit.cu or attn_vit_wgmma.cu: no cuDNN plans */
     a->ok[CAND_VIT] = a->ok[CAND_ROPE_VIT] = 1;
@@ -139,20 +148,22 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
   return QVL_OK;
 }
 
-/* Runs candidate k; rotated: q and k of qkv are rotated already (the tuning's timed rope_qk), so a fused candidate
- * runs without its tables (the same bits). */
+/* Runs candidate k; done: the parts of qkv rotated in place already (the tuning's timed rope_qk passes), which a
+ * candidate rotating them itself takes as they are (without its tables: the same bits). */
 static int cand_run(qvl_backend *b, const cuda_att *a, int k, void *out, void *qkv, const float *cos, const float *sin,
-                    float scale, int rotated) {
+                    float scale, int done) {
   cuda_ctx *c = b->ctx;
-  if (!CANDS[k].fused && cos && !rotated && cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, c->stream))
+  const int own = cos ? CANDS[k].rot & ~done : 0, need = cos ? CUDA_ROPE_QK & ~CANDS[k].rot & ~done : 0;
+  if (need && cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, need, c->stream))
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: rotary launch failed");
   if (k == CAND_DNN) return cuda_sdpa_run(b, out, qkv, a->dnn, scale);
-  int fused = CANDS[k].fused && !rotated, rc;
-  if (k == CAND_WGMMA)
-    rc = cuda_attn_vit_wgmma(out, qkv, a->cu, a->n_seq, a->max_len, a->rows, a->heads, a->head_dim, scale, c->stream);
+  const float *tc = own ? cos : NULL, *ts = own ? sin : NULL;
+  int rc;
+  if (k == CAND_WGMMA || k == CAND_ROPE_WGMMA)
+    rc = cuda_attn_vit_wgmma(out, qkv, tc, ts, a->cu, a->n_seq, a->max_len, a->rows, a->heads, a->head_dim, scale,
+                             c->stream);
   else
-    rc = cuda_attn_vit(out, qkv, fused ? cos : NULL, fused ? sin : NULL, a->cu, a->n_seq, a->max_len, a->rows, a->heads,
-                       a->head_dim, scale, c->stream);
+    rc = cuda_attn_vit(out, qkv, tc, ts, a->cu, a->n_seq, a->max_len, a->rows, a->heads, a->head_dim, scale, c->stream);
   return rc ? qvl_fail(b->err, rc, "cuda attention: %s launch failed (%s)", CANDS[k].name, qvl_status_name(rc))
             : QVL_OK;
 }
@@ -171,36 +182,38 @@ static int elapsed(qvl_backend *b, cudaEvent_t e0, cudaEvent_t e1, float *ms) {
   return rc;
 }
 
-/* Times every runnable candidate (fused ones first, see the top) into ms[]; one whose launcher refuses the shape or
- * the device (QVL_ERR_UNSUPPORTED, nothing launched) leaves ok[]; *rotated: q and k of qkv were rotated in
- * place on the way, *last: the candidate whose output out holds. */
-static int time_all(qvl_backend *b, const cuda_att *a, int *ok, float *ms, float *rope_ms, int *rotated, int *last,
+/* Times every runnable candidate (in the phases of the top) into ms[]; one whose launcher refuses the shape or the
+ * device (QVL_ERR_UNSUPPORTED, nothing launched) leaves ok[]; rope_ms[ph]: the rotary pass before phase ph; *done:
+ * the parts of qkv rotated in place on the way, *last: the candidate whose output out holds. */
+static int time_all(qvl_backend *b, const cuda_att *a, int *ok, float *ms, float *rope_ms, int *done, int *last,
                     cudaEvent_t e0, cudaEvent_t e1, void *out, void *qkv, const float *cos, const float *sin,
                     float scale) {
   cuda_ctx *c = b->ctx;
   int rc = QVL_OK;
-  for (int fused = 1; fused >= 0; fused--) {
-    if (!fused && cos) { /* q and k rotated in place once, for every unfused candidate */
-      /* first an untimed rope_qk on out seen as a third of the rows of qkv (scratch: every candidate writes all of
+  float before = 0; /* the rotary passes so far */
+  for (int ph = 0; ph < 3; ph++) {
+    if (PHASE_ROPE[ph] && cos) {
+      /* first an untimed pass on out seen as a third of the rows of qkv (scratch: every candidate writes all of
        * out), so that the timed one does not pay for loading the kernel */
-      if (cuda_rope_qk(out, cos, sin, a->rows / 3, a->heads, a->head_dim, c->stream) ||
+      if ((ph == 1 && cuda_rope_qk(out, cos, sin, a->rows / 3, a->heads, a->head_dim, CUDA_ROPE_QK, c->stream)) ||
           (rc = cuda_check(b, cudaEventRecord(e0, c->stream), "attention timing")) ||
-          cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, c->stream))
+          cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, PHASE_ROPE[ph], c->stream))
         return rc ? rc : qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: rotary launch failed");
-      if ((rc = elapsed(b, e0, e1, rope_ms))) return rc;
-      *rotated = 1;
+      if ((rc = elapsed(b, e0, e1, &rope_ms[ph]))) return rc;
+      *done |= PHASE_ROPE[ph];
+      before += rope_ms[ph];
     }
     for (int k = 0; k < N_CAND; k++) {
-      if (!ok[k] || CANDS[k].fused != fused) continue;
-      if ((rc = cand_run(b, a, k, out, qkv, cos, sin, scale, *rotated)) == QVL_ERR_UNSUPPORTED) {
+      if (!ok[k] || CANDS[k].rot != PHASE_ROT[ph]) continue;
+      if ((rc = cand_run(b, a, k, out, qkv, cos, sin, scale, *done)) == QVL_ERR_UNSUPPORTED) {
         qvl_err_clear(b->err);
         ok[k] = 0;
         continue;
       }
       if (rc || (rc = cuda_check(b, cudaEventRecord(e0, c->stream), "attention timing")) ||
-          (rc = cand_run(b, a, k, out, qkv, cos, sin, scale, *rotated)) || (rc = elapsed(b, e0, e1, &ms[k])))
+          (rc = cand_run(b, a, k, out, qkv, cos, sin, scale, *done)) || (rc = elapsed(b, e0, e1, &ms[k])))
         return rc;
-      if (!fused) ms[k] += *rope_ms;
+      ms[k] += before;
       *last = k;
     }
   }
@@ -209,22 +222,22 @@ static int time_all(qvl_backend *b, const cuda_att *a, int *ok, float *ms, float
 
 /* The first eager run: every candidate timed, the fastest kept in a->choice and its output left in out. */
 static int tune(qvl_backend *b, cuda_att *a, void *out, void *qkv, const float *cos, const float *sin, float scale) {
-  float ms[N_CAND] = {0}, rope_ms = 0;
-  int ok[N_CAND], best = -1, rotated = 0, last = -1, rc;
-  for (int k = 0; k < N_CAND; k++) ok[k] = a->ok[k] && (k != CAND_ROPE_VIT || cos);
+  float ms[N_CAND] = {0}, rope_ms[3] = {0};
+  int ok[N_CAND], best = -1, done = 0, last = -1, rc;
+  for (int k = 0; k < N_CAND; k++) ok[k] = a->ok[k] && (cos || (k != CAND_ROPE_VIT && k != CAND_WGMMA));
   cudaEvent_t e0, e1;
   if ((rc = cuda_check(b, cudaEventCreate(&e0), "attention timing"))) return rc;
   if ((rc = cuda_check(b, cudaEventCreate(&e1), "attention timing"))) {
     cudaEventDestroy(e0);
     return rc;
   }
-  rc = time_all(b, a, ok, ms, &rope_ms, &rotated, &last, e0, e1, out, qkv, cos, sin, scale);
+  rc = time_all(b, a, ok, ms, rope_ms, &done, &last, e0, e1, out, qkv, cos, sin, scale);
   cudaEventDestroy(e0), cudaEventDestroy(e1);
   if (rc) return rc;
   for (int k = 0; k < N_CAND; k++)
     if (ok[k] && (best < 0 || ms[k] < ms[best])) best = k;
   if (best < 0) return qvl_fail(b->err, QVL_ERR_UNSUPPORTED, "cuda attention: no kernel runs this shape");
-  if (best != last && (rc = cand_run(b, a, best, out, qkv, cos, sin, scale, rotated))) return rc;
+  if (best != last && (rc = cand_run(b, a, best, out, qkv, cos, sin, scale, done))) return rc;
   a->choice = best;
   pick_keep(b->ctx, a, cos != NULL, best);
   const char *log = getenv("QVL_SDPA_LOG");
@@ -233,7 +246,7 @@ static int tune(qvl_backend *b, cuda_att *a, void *out, void *qkv, const float *
             cos ? ", rotary" : "");
     for (int k = 0; k < N_CAND; k++)
       if (ok[k]) fprintf(stderr, " %s %.3f ms,", CANDS[k].name, ms[k]);
-    fprintf(stderr, " (rope_qk %.3f ms): %s\n", rope_ms, CANDS[best].name);
+    fprintf(stderr, " (rope_qk of k %.3f ms, of q %.3f ms): %s\n", rope_ms[1], rope_ms[2], CANDS[best].name);
   }
   return QVL_OK;
 }

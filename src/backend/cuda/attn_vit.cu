@@ -49,6 +49,7 @@
 
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/rope.cuh"
 #include "qvl.h"
 
 typedef __nv_bfloat16 bf16;
@@ -128,22 +129,12 @@ __device__ __forceinline__ void issue_step(uint32_t base, const vit_args &a, int
   load_tile<DP>(base + lay<DP>::V + (st & 1) * lay<DP>::TILE, a, kr, kn, 2, h0 + hh, hd);
 }
 
-/* 4 pairs (x[0..3], x[h..h+3]) of a bf16 row in shared memory, read before as lo, hi, rotated with rope.cu's
- * arithmetic by t = {cos[d..], cos[d+h..], sin[d..], sin[d+h..]}. */
+/* 4 pairs (x[0..3], x[h..h+3]) of a bf16 row in shared memory, read before as lo, hi, rotated with rope.cuh's
+ * arithmetic (rope_qk's bits) by t = {cos[d..], cos[d+h..], sin[d..], sin[d+h..]}. */
 __device__ __forceinline__ void rot4(bf16 *x, int half, uint2 lo, uint2 hi, const float4 (&t)[4]) {
-  const bf16 *a = (const bf16 *)&lo, *b = (const bf16 *)&hi;
-  uint2 olo, ohi;
-  bf16 *oa = (bf16 *)&olo, *ob = (bf16 *)&ohi;
-  const float cls[4] = {t[0].x, t[0].y, t[0].z, t[0].w}, chs[4] = {t[1].x, t[1].y, t[1].z, t[1].w};
-  const float sls[4] = {t[2].x, t[2].y, t[2].z, t[2].w}, shs[4] = {t[3].x, t[3].y, t[3].z, t[3].w};
-#pragma unroll
-  for (int k = 0; k < 4; k++) {
-    float av = __bfloat162float(a[k]), bv = __bfloat162float(b[k]);
-    oa[k] = __float2bfloat16(av * cls[k] - bv * sls[k]);
-    ob[k] = __float2bfloat16(bv * chs[k] + av * shs[k]);
-  }
-  *(uint2 *)x = olo;
-  *(uint2 *)(x + half) = ohi;
+  rope4(lo, hi, t[0], t[1], t[2], t[3]);
+  *(uint2 *)x = lo;
+  *(uint2 *)(x + half) = hi;
 }
 
 /* Rows [0, n) of the q tile tq and/or the k tile tk (NULL: not this one) rotated in place by the tables c, s (row r

@@ -1,11 +1,13 @@
 /* attn_vit_wgmma.cu - non-causal attention over packed ragged sequences with Hopper warpgroup MMA (wgmma.mma_async,
  * bf16 in, f32 accumulators), for the vision towers: Qwen3-VL (head_dim 72), Qwen2.5-VL full-attention layers (80),
  * and 64. softmax(scale q k^T) v per sequence [cu[i], cu[i+1]) and head, q/k/v read in place from the QKV GEMM's
- * output [rows][3][heads][D] (already rotated), out [rows][heads][D]. sm_90a only: the launcher refuses other devices.
+ * output [rows][3][heads][D], out [rows][heads][D]; k already rotated, q too or rotated here (given cos/sin: see
+ * producer_q). sm_90a only: the launcher refuses other devices.
  *
  * Why: cuDNN pads head_dim 72 and 80 to 128, so 4/9 of its tensor work at d72 is padding; here QK^T runs K = 80 (72
  * plus one zero half k-step) and PV runs N = 72 exactly. On an H100 (2026-11-22, 64 x 1,024 rows, 16 heads, d72) it
- * takes 0.83-0.85 ms alone; cuDNN's SDPA ~0.87 (attention.c's tuning: 1.10-1.11 ms with rope_qk's 0.23).
+ * takes 0.83 ms alone, 0.89 with q rotated in it; cuDNN's SDPA ~0.87. In the tower (attention.c's tuning, with the
+ * rotary passes): 1.005 ms with q rotated here and rope_qk of k (0.13), 1.06 with rope_qk of both, cuDNN 1.14.
  *
  * Why this shape: on an H100 (2026-11-21, 20 sequences x 4,800 rows x 16 heads, d72) it ran 411 TFLOP/s as
  * configuration "bm192-tma-skip" of six, against 276 for "bm128-cpasync" (two consumer warpgroups, a cp.async
@@ -21,23 +23,27 @@
  * sub-partition hide the softmax's latency.
  *
  * Roles (warps 0-3, 4-7 and 8-11 are the three consumer warpgroups, warps 12-15 the producer warpgroup):
- *   producer: one thread (lane 0 of warp 12; warps 13-15 leave at once) issues per item the cp.async.bulk.tensor
- *     (TMA) boxes of the Q tile (192 rows) into one of two Q buffers, then per K/V tile of BN = 128 keys the boxes of
- *     K and of V into a ring of NS = 4 stages, arming the stage's "full" mbarrier (count 1) with expect_tx of the
- *     bytes of all of them. A tile is two boxes (see "Shared memory"): its dims 0..63 (one 128-byte row per token,
- *     128-byte swizzle) and, at d72/d80, the rest (one 16-byte row per token and 8-dim chunk). It runs ahead into the
- *     next item while the consumers finish the current one. Why TMA: 16-byte cp.async took 2,304 copies per K/V tile
- *     (72 warp instructions plus their addressing, issue slots on the SM sub-partitions the consumers run on); TMA
- *     takes 4 instructions, needs no fence.proxy.async after a wait (it writes in the async proxy, like wgmma reads)
- *     and lets the producer warpgroup
- *     give its registers to the consumers. Rows a box reads past a sequence's end belong to the next sequence (or
- *     are zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored, and the
- *     consumers zero V rows past the end of a partial last tile before its P V (zero_v_rows).
+ *   K/V producer (producer_kv): one thread (lane 0 of warp 12) issues per K/V tile of BN = 128 keys the
+ *     cp.async.bulk.tensor (TMA) boxes of K and of V into a ring of NS = 4 stages, arming the stage's "full" mbarrier
+ *     (count 1) with expect_tx of the bytes of all of them. A tile is two boxes (see "Shared memory"): its dims 0..63
+ *     (one 128-byte row per token, 128-byte swizzle) and, at d72/d80, the rest (one 16-byte row per token and 8-dim
+ *     chunk). It runs ahead into the next item while the consumers finish the current one. Why TMA: 16-byte cp.async
+ *     took 2,304 copies per K/V tile (72 warp instructions plus their addressing, issue slots on the SM
+ *     sub-partitions the consumers run on); TMA takes 4 instructions and needs no fence.proxy.async after a wait (it
+ *     writes in the async proxy, like wgmma reads). Rows a box reads past a sequence's end belong to the next
+ *     sequence (or are zeros past `rows`): K columns past the end are masked in S, Q rows past it are not stored,
+ *     and the consumers zero V rows past the end of a partial last tile before its P V (zero_v_rows).
+ *   Q producer (producer_q, warps 13-15): lane 0 of warp 13 issues each item's Q boxes (192 rows) into one of two Q
+ *     buffers as soon as the buffer is free; with tables all 96 threads then rotate the tile in place and publish it
+ *     on a third barrier (qrot) that the consumers wait on instead of the TMA's: rope_qk's pass over q (half its
+ *     traffic, ~0.13 ms a layer at 64 x 1,024 rows, 16 heads, d72) done on a tile already on chip, by warps that
+ *     were idle, while the consumers work on the item before.
  *   consumer warpgroup w: query rows 64w .. 64w + 63 of the item. Per key tile j, in turn: S_j = Q K_j^T (5 x
  *     m64n128k16 at d72, both operands from shared memory), the online softmax of S_j in f32 registers, the bf16 A
  *     fragments P_j, O += P_j V_j (8 x (m64n64k16 + m64n8k16), P from registers). Only S or P lives beside O; 160
- * registers are too few for FA3's intra-warpgroup overlap (S_j and P_{j-1} V_{j-1} in flight together: ptxas spilled
- * and serialised the wgmmas, C7512), so the overlap is across warpgroups: the three take turns issuing their Q K^T
+ *     registers were too few for FA3's intra-warpgroup overlap (S_j and P_{j-1} V_{j-1} in flight together: ptxas
+ *     spilled and serialised the wgmmas, C7512), so the overlap is across warpgroups: the three take turns issuing
+ *     their Q K^T
  *     through the named barriers 1..3 (FA3's "pingpong", round robin over three), so two softmaxes run while the
  *     third warpgroup's GEMMs do. The turns only run on items where every warpgroup has rows; a warpgroup whose 64
  *     rows are all past the end only releases what it is given. Each consumer warp arrives on the stage's "empty"
@@ -84,11 +90,14 @@
  *
  * Proxies: TMA writes and wgmma reads are both async-proxy accesses, ordered by the mbarriers (complete_tx, then the
  * consumers' acquire; wgmma.wait_group, the empty mbarrier's release, then the producer's acquire). The generic-proxy
- * stores, the pad chunks at start and zero_v_rows (a row's 128 main bytes and its rest), are each followed by
- * fence.proxy.async before the barrier that publishes them.
+ * stores, the pad chunks at start, zero_v_rows (a row's 128 main bytes and its rest) and producer_q's rotation, are
+ * each followed by fence.proxy.async before the barrier that publishes them (the rotation's reads of a TMA-written
+ * tile follow the qfull wait, as any reader's).
  *
  * Registers: __launch_bounds__(512, 1) starts every thread at 128 (65,536 / 512); setmaxnreg then moves them to the
- * consumers, 24 for the producer warpgroup and 160 for a consumer (128 x 24 + 384 x 160 <= 65,536), which holds S (64
+ * consumers, 56 for the producer warpgroup (the rotation keeps ROT_B tasks' loads in flight: with 32, two tasks and
+ * spills, 64 x 1,024 rows took 1.06 ms with the rotation against 0.89) and 152 for a consumer (128 x 56 + 384 x 152 =
+ * 65,536; at 152 rather than 160 the kernel without tables ran 0.827 ms against 0.846-0.854), which holds S (64
  * f32), O (D/2 f32), P (32 bf16x2) and the row state (ptxas: no spills, no wgmma serialization; check with -Xptxas -v
  * after changes). QVL_ATTN_VIT_PINGPONG=0 (read once at init) stops the warpgroups taking turns. */
 #include <cuda.h> /* CUtensorMap and its enums only: cuTensorMapEncodeTiled comes from cuda_tensor_map_encoder */
@@ -98,6 +107,7 @@
 #include <stdlib.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/rope.cuh"
 #include "qvl.h"
 
 typedef __nv_bfloat16 bf16;
@@ -109,7 +119,7 @@ constexpr int BM = 64 * WG;          /* query rows per item */
 constexpr int NT = 128 * (WG + 1);   /* threads per CTA */
 constexpr int BN = 128;              /* keys per K/V tile */
 constexpr int NS = 4;                /* K/V ring stages */
-constexpr int PREG = 24, CREG = 160; /* setmaxnreg of the producer warpgroup / the consumers */
+constexpr int PREG = 56, CREG = 152; /* setmaxnreg of the producer warpgroup / the consumers */
 static_assert(128 * PREG + 128 * WG * CREG <= 65536, "setmaxnreg budget: the CTA's registers at launch");
 
 /* Per head dim: the shared-memory map (see the top). Dims 0..63 of a row are the 128-byte-swizzled "main" part of a
@@ -128,8 +138,8 @@ struct dims {
   static constexpr int OFF_QR = OFF_V + NS * KM;
   static constexpr int OFF_KR = OFF_QR + 2 * QR;
   static constexpr int OFF_VR = OFF_KR + NS * KR;
-  static constexpr int OFF_BAR = OFF_VR + NS * VR;               /* full[NS], empty[NS], qfull[2], qempty[2] */
-  static constexpr int SMEM = OFF_BAR + (2 * NS + 4) * 8 + 1024; /* + slack to align the base to 1024 */
+  static constexpr int OFF_BAR = OFF_VR + NS * VR;               /* full[NS], empty[NS], qfull[2], qempty[2], qrot[2] */
+  static constexpr int SMEM = OFF_BAR + (2 * NS + 6) * 8 + 1024; /* + slack to align the base to 1024 */
   static_assert(NR >= 0 && NR <= 2, "head_dim 64, 72 or 80");
   static_assert(QM % 1024 == 0 && KM % 1024 == 0, "swizzled tiles 1024-aligned");
   static_assert(SMEM <= 227 * 1024, "shared memory per CTA");
@@ -139,7 +149,8 @@ struct params {
   bf16 *out;
   const bf16 *qkv;
   const int32_t *cu;
-  float *dbg; /* test only: block 0's first item dumps S, P and P V of its first key tile (see dump_*) */
+  const float *cos, *sin; /* NULL: q arrives rotated; else producer_q rotates Q's tiles with these tables */
+  float *dbg;             /* test only: block 0's first item dumps S, P and P V of its first key tile (see dump_*) */
   int64_t rows;
   int n_qt;    /* q tiles per (sequence, head): ceil(max_len / BM) */
   int n_items; /* n_seq * heads * n_qt */
@@ -163,7 +174,9 @@ struct targs {
 
 #include "backend/cuda/hopper.cuh" /* smem_u32, mbarriers, wgmma groups, fence_regs, sw128_desc */
 
-constexpr int DR = 128; /* rows of the test-only dumps (params.dbg): consumer warpgroups 0 and 1 */
+constexpr int DR = 128;  /* rows of the test-only dumps (params.dbg): consumer warpgroups 0 and 1 */
+constexpr int NROT = 96; /* threads of producer_q (the producer warpgroup's warps 1..3) */
+constexpr int ROT_B = 3; /* the rotation's tasks in flight per thread (producer_q) */
 
 /* One item: rows [q0, q0 + BM) of the sequence starting at row0 with len rows, head `head`. */
 struct item {
@@ -418,36 +431,24 @@ __device__ __forceinline__ void tma_rest(uint32_t dst, const CUtensorMap *map, u
       : "memory");
 }
 
-/* The whole warp runs the loop (mbar_wait ends in __syncwarp), lane 0 issues: per item the Q boxes, per K/V tile the
- * K and the V boxes, each stage's full barrier armed with the bytes of all of them. Rows of a box past the
- * sequence's end are the next sequence's (or zeros past `rows`): K columns past the end are masked in S, Q rows past
- * it are not stored, and the consumers zero V rows past it before the last tile's P V (P is 0 there, but 0 x NaN is
- * not 0). */
+/* Warp 12: the whole warp runs the loop (mbar_wait ends in __syncwarp), lane 0 issues, per K/V tile, the K and the V
+ * boxes, each stage's full barrier armed with the bytes of all of them. Rows of a box past the sequence's end are the
+ * next sequence's (or zeros past `rows`): K columns past the end are masked in S, and the consumers zero V rows past
+ * it before the last tile's P V (P is 0 there, but 0 x NaN is not 0). */
 template <int D>
-__device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
+__device__ void producer_kv(const params &p, const tmaps *m, uint32_t sb) {
   using L = dims<D>;
-  const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
+  const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS;
   const bool lead = (threadIdx.x & 31) == 0;
   if (lead) {
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->qm) : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->kvm) : "memory");
-    if (L::NR > 0) {
-      asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->qr) : "memory");
-      asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->kvr) : "memory");
-    }
+    if (L::NR > 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->kvr) : "memory");
   }
-  int t = 0, it = 0; /* K/V tiles and items so far: ring stage t % NS, Q buffer it % 2 */
+  int t = 0; /* K/V tiles so far: ring stage t % NS */
   for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
     item x;
     if (!item_get(p, idx, x)) continue;
-    const int qb = it & 1, nkt = (x.len + BN - 1) / BN, r0 = (int)x.row0;
-    if (it >= 2) mbar_wait_warp(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
-    if (lead) {
-      const uint32_t bar = qfull + 8 * qb;
-      mbar_expect_tx(bar, (64 + 8 * L::NR) * BM * 2);
-      tma_main(sb + qb * L::QM, &m->qm, bar, r0 + x.q0, x.head, 0);
-      if (L::NR > 0) tma_rest(sb + L::OFF_QR + qb * L::QR, &m->qr, bar, r0 + x.q0, x.head, 0);
-    }
+    const int nkt = (x.len + BN - 1) / BN, r0 = (int)x.row0;
     for (int kt = 0; kt < nkt; kt++, t++) {
       const int s = t % NS, row = r0 + kt * BN;
       if (t >= NS) mbar_wait_warp(empty + 8 * s, ((t / NS) + 1) & 1); /* released for tile t - NS */
@@ -462,9 +463,102 @@ __device__ void producer(const params &p, const tmaps *m, uint32_t sb) {
         }
       }
     }
-    it++;
   }
   /* no wait needed before exit: every box is consumed (its full barrier waited on) by the consumers before they exit */
+}
+
+/* ---- Q producer and rotation ------------------------------------------------------------------------------------ */
+
+/* Shared address of elements d, d+1 (d even) of row r of a Q buffer: in its main part (d < 64, 128-byte swizzle) or
+ * its rest (chunk-column); see "Shared memory" at the top. */
+__device__ __forceinline__ uint32_t q_elem(uint32_t qm, uint32_t qr, int r, int d) {
+  return d < 64 ? qm + r * 128 + (((d >> 3) ^ (r & 7)) << 4) + ((d & 7) << 1)
+                : qr + ((d - 64) >> 3) * (BM * 16) + r * 16 + ((d & 7) << 1);
+}
+__device__ __forceinline__ uint32_t lds32(uint32_t a) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a));
+  return v;
+}
+__device__ __forceinline__ void sts32(uint32_t a, uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a), "r"(v));
+}
+/* Two pairs (x[d], x[d+h]), (x[d+1], x[d+h+1]) as bf16x2 lo, hi rotated in place with rope.cuh's arithmetic by the
+ * tables' entries d, d+1 (cl, sl) and d+h, d+h+1 (ch, sh). */
+__device__ __forceinline__ void rope2(uint32_t &lo, uint32_t &hi, float2 cl, float2 sl, float2 ch, float2 sh) {
+  const __nv_bfloat162 a = *(const __nv_bfloat162 *)&lo, b = *(const __nv_bfloat162 *)&hi;
+  const float a0 = __low2float(a), a1 = __high2float(a), b0 = __low2float(b), b1 = __high2float(b);
+  __nv_bfloat162 ol, oh;
+  ol.x = rope_lo(a0, b0, cl.x, sl.x), ol.y = rope_lo(a1, b1, cl.y, sl.y);
+  oh.x = rope_hi(a0, b0, ch.x, sh.x), oh.y = rope_hi(a1, b1, ch.y, sh.y);
+  lo = *(const uint32_t *)&ol, hi = *(const uint32_t *)&oh;
+}
+
+/* Warps 13-15 (thread rt < NROT): per item, once the consumers have released its Q buffer (the item two before),
+ * thread 0 issues the Q boxes (BM rows) on the buffer's qfull barrier; with tables, every thread then waits for them,
+ * rotates the rows of the tile that belong to the sequence in place (rope.cuh's arithmetic: rope_qk's bits; a task
+ * is a row's pairs (d, d+h) and (d+1, d+h+1)), fences (its generic stores before the wgmmas' async-proxy reads) and
+ * arrives on the buffer's qrot barrier (count NROT), which the consumers then wait on instead of qfull. Without
+ * tables warps 14-15 leave at once. Rows past the sequence's end stay as loaded (never stored; their tables may not
+ * exist). A Q tile is issued as soon as its buffer is free, when the consumers start the item before it, not behind
+ * that item's K/V tiles (warp 12 issued Q too at first: the tile landed NS key tiles before it was needed, too late
+ * for a rotation, which then stalled every item: 64 x 1,024 rows took 1.35 ms instead of 0.84). The rotation is
+ * bound by the latency of the tables' loads from L2 (an item's 192 rows of cos and sin: 110 KB at d72): B tasks'
+ * loads in flight per thread, as the registers allow. */
+template <int D>
+__device__ void producer_q(const params &p, const tmaps *m, uint32_t sb, int rt) {
+  using L = dims<D>;
+  constexpr int H = D / 2, U = H / 2; /* tasks per row: 18 at d72 */
+  constexpr int B = ROT_B;
+  const uint32_t qfull = sb + L::OFF_BAR + 16 * NS, qempty = qfull + 16, qrot = qfull + 32;
+  const bool rot = p.cos != nullptr;
+  if (!rot && rt >= 32) return;
+  if (rt == 0) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->qm) : "memory");
+    if (L::NR > 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"(&m->qr) : "memory");
+  }
+  int it = 0;
+  for (int idx = blockIdx.x; idx < p.n_items; idx += gridDim.x) {
+    item x;
+    if (!item_get(p, idx, x)) continue;
+    const int qb = it & 1;
+    const uint32_t qm = sb + qb * L::QM, qr = sb + L::OFF_QR + qb * L::QR;
+    if (it >= 2) mbar_wait(qempty + 8 * qb, ((it >> 1) + 1) & 1); /* released for item it - 2 */
+    if (rt == 0) {
+      const uint32_t bar = qfull + 8 * qb;
+      mbar_expect_tx(bar, (64 + 8 * L::NR) * BM * 2);
+      tma_main(qm, &m->qm, bar, (int)x.row0 + x.q0, x.head, 0);
+      if (L::NR > 0) tma_rest(qr, &m->qr, bar, (int)x.row0 + x.q0, x.head, 0);
+    }
+    if (rot) {
+      const int nu = min(BM, x.len - x.q0) * U;
+      const int64_t t0 = (x.row0 + x.q0) * D; /* the tables' offset of the tile's row 0 */
+      mbar_wait(qfull + 8 * qb, (it >> 1) & 1);
+      for (int u0 = rt; u0 < nu; u0 += B * NROT) {
+        uint32_t al[B], ah[B], lo[B], hi[B];
+        float2 cl[B], sl[B], ch[B], sh[B];
+#pragma unroll
+        for (int k = 0; k < B; k++) { /* every task's loads first: their latencies overlap */
+          const int u = u0 + k * NROT, r = u / U, d = (u - r * U) * 2;
+          if (u >= nu) continue;
+          al[k] = q_elem(qm, qr, r, d), ah[k] = q_elem(qm, qr, r, d + H);
+          const float2 *c = (const float2 *)(p.cos + t0 + r * D + d), *sn = (const float2 *)(p.sin + t0 + r * D + d);
+          lo[k] = lds32(al[k]), hi[k] = lds32(ah[k]);
+          cl[k] = __ldg(c), sl[k] = __ldg(sn), ch[k] = __ldg(c + H / 2), sh[k] = __ldg(sn + H / 2);
+        }
+#pragma unroll
+        for (int k = 0; k < B; k++) {
+          if (u0 + k * NROT >= nu) continue;
+          rope2(lo[k], hi[k], cl[k], sl[k], ch[k], sh[k]);
+          sts32(al[k], lo[k]);
+          sts32(ah[k], hi[k]);
+        }
+      }
+      fence_proxy_async();
+      mbar_arrive(qrot + 8 * qb);
+    }
+    it++;
+  }
 }
 
 /* ---- consumer ---------------------------------------------------------------------------------------------------- */
@@ -493,6 +587,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
   using L = dims<D>;
   constexpr int NO = D / 2;
   const uint32_t full = sb + L::OFF_BAR, empty = full + 8 * NS, qfull = empty + 8 * NS, qempty = qfull + 16;
+  const uint32_t qready = p.cos ? qfull + 32 : qfull; /* with tables, producer_q's qrot */
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, w4 = (threadIdx.x & 127) >> 5;
   const int64_t ld = (int64_t)p.heads * D; /* out row stride, elements */
   const float c = p.c;
@@ -508,7 +603,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg) {
     item x;
     if (!item_get(p, idx, x)) continue;
     const int qb = it & 1, nkt = (x.len + BN - 1) / BN;
-    mbar_wait_warp(qfull + 8 * qb, (it >> 1) & 1);
+    mbar_wait_warp(qready + 8 * qb, (it >> 1) & 1);
     if (x.q0 + 64 * wg >= x.len) { /* none of this warpgroup's rows exist: only release the item's buffers */
       if (lane == 0) mbar_arrive(qempty + 8 * qb);
       for (int kt = 0; kt < nkt; kt++, t++) {
@@ -622,8 +717,9 @@ __device__ __forceinline__ void body(const params &p, const tmaps *m) {
       mbar_init(sb + L::OFF_BAR + 8 * (NS + i), 4 * WG); /* empty: every consumer warp */
     }
     for (int i = 0; i < 2; i++) {
-      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + i), 1);
-      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + 2 + i), 4 * WG);
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + i), 1);          /* qfull: the Q TMA thread's expect_tx */
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + 2 + i), 4 * WG); /* qempty: every consumer warp */
+      mbar_init(sb + L::OFF_BAR + 8 * (2 * NS + 4 + i), NROT);   /* qrot: every producer_q thread */
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -642,7 +738,10 @@ __device__ __forceinline__ void body(const params &p, const tmaps *m) {
   const int warp = threadIdx.x >> 5;
   if (warp >= 4 * WG) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PREG) : "memory");
-    if (warp == 4 * WG) producer<D>(p, m, sb);
+    if (warp == 4 * WG)
+      producer_kv<D>(p, m, sb);
+    else
+      producer_q<D>(p, m, sb, threadIdx.x - 128 * WG - 32);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CREG) : "memory");
     if (p.pingpong && warp < 4) bar_arrive(1, 256); /* warpgroup 0 holds the first turn */
@@ -758,12 +857,12 @@ int launch(const params &p, int grid, cudaStream_t s) {
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
-int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
-        int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
+int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin,
+        const int32_t *cu, int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
   if ((head_dim != 64 && head_dim != 72 && head_dim != 80) || rows > 0x7fffffff) /* TMA coordinates are int32 */
     return QVL_ERR_UNSUPPORTED;
   if (!out || !qkv || !cu || heads < 1 || !(scale > 0.f) || n_seq < 0 || max_len < 0 || rows < 0 ||
-      ((uintptr_t)qkv & 15) || ((uintptr_t)out & 3))
+      ((uintptr_t)qkv & 15) || ((uintptr_t)out & 3) || !cos != !sin || ((uintptr_t)cos & 15) || ((uintptr_t)sin & 15))
     return QVL_ERR_INVALID_ARG;
   if (g_state == 0) {
     int rc = cuda_attn_vit_wgmma_init();
@@ -777,6 +876,8 @@ int run(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t
   p.out = (bf16 *)out;
   p.qkv = (const bf16 *)qkv;
   p.cu = cu;
+  p.cos = cos;
+  p.sin = sin;
   p.dbg = dbg;
   p.rows = rows;
   p.n_qt = (int)n_qt;
@@ -817,13 +918,14 @@ extern "C" int cuda_attn_vit_wgmma_init(void) {
   return QVL_OK;
 }
 
-extern "C" int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len,
-                                   int64_t rows, int heads, int head_dim, float scale, qvl_stream s) {
-  return run(NULL, 0, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
+extern "C" int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin,
+                                   const int32_t *cu, int n_seq, int max_len, int64_t rows, int heads, int head_dim,
+                                   float scale, qvl_stream s) {
+  return run(NULL, 0, out, qkv, cos, sin, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
 }
 
-extern "C" int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu,
-                                         int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale,
-                                         qvl_stream s) {
-  return run(dbg, flags, out, qkv, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
+extern "C" int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const float *cos,
+                                         const float *sin, const int32_t *cu, int n_seq, int max_len, int64_t rows,
+                                         int heads, int head_dim, float scale, qvl_stream s) {
+  return run(dbg, flags, out, qkv, cos, sin, cu, n_seq, max_len, rows, heads, head_dim, scale, s);
 }

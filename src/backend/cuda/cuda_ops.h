@@ -61,8 +61,10 @@ int cuda_gelu(uint16_t *y, const uint16_t *x, int64_t n, int tanh_approx, qvl_st
 int cuda_f32_to_bf16(uint16_t *y, const float *x, int64_t n, qvl_stream s);
 int cuda_bf16_to_f32(float *y, const uint16_t *x, int64_t n, qvl_stream s);
 
-/* rope.cu: q and k of qkv [rows][3][heads][head_dim] rotated in f32 by cos/sin [rows][head_dim]. */
-int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
+/* rope.cu: q and/or k (parts: CUDA_ROPE_Q | CUDA_ROPE_K) of qkv [rows][3][heads][head_dim] rotated in place, in f32
+ * by cos/sin [rows][head_dim] (rope.cuh's arithmetic). QVL_ERR_INVALID_ARG for parts outside 1..3. */
+enum { CUDA_ROPE_Q = 1, CUDA_ROPE_K = 2, CUDA_ROPE_QK = 3 };
+int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim, int parts,
                  qvl_stream s);
 
 /* rope.cu: cos/sin tables [rows][head_dim] from pos [n][2] (row r uses pos[order ? order[r] : r]). */
@@ -112,9 +114,12 @@ int cuda_attn_vit(uint16_t *out, const uint16_t *qkv, const float *cos, const fl
 /* Once per process and device before the first cuda_attn_vit (kernel attributes: > 48 KB of shared memory). */
 int cuda_attn_vit_init(void);
 /* attn_vit_wgmma.cu: non-causal attention of packed ragged sequences (the vision towers) with Hopper wgmma.
- * qkv [rows][3][heads][head_dim] (q, k, v of a row, already rotated), sequences [cu[i], cu[i+1]) from the device
- * boundaries cu [n_seq + 1], every length <= max_len; out[r][h*head_dim + d] = softmax(scale q k^T) v for the rows
- * of the sequences (other rows are not written, nothing outside [0, rows) is read). The grid depends only on n_seq,
+ * qkv [rows][3][heads][head_dim] (q, k, v of a row), sequences [cu[i], cu[i+1]) from the device boundaries cu
+ * [n_seq + 1], every length <= max_len; out[r][h*head_dim + d] = softmax(scale q k^T) v for the rows of the
+ * sequences (other rows are not written, nothing outside [0, rows) is read). k must be rotated already (cuda_rope_qk
+ * with CUDA_ROPE_K); q is too when cos/sin are NULL, else the kernel rotates q's tiles in shared memory as
+ * cuda_rope_qk would with the tables cos/sin (f32 [rows][head_dim], 16-byte aligned) and leaves qkv unwritten: the
+ * same output bits as cuda_rope_qk(CUDA_ROPE_Q) then the kernel without tables. The grid depends only on n_seq,
  * max_len and heads, so a captured launch replays with other boundaries. head_dim 64, 72 or 80; qkv 16-byte and out
  * 4-byte aligned. QVL_ERR_UNSUPPORTED for rows >= 2^31 (TMA coordinates are int32), another head_dim, a device
  * other than compute capability 9.0 (sm_90a code only) or a driver without cuTensorMapEncodeTiled.
@@ -123,16 +128,17 @@ int cuda_attn_vit_init(void);
  * QVL_ATTN_VIT_PINGPONG=0 in the environment then stops the kernel's three consumer warpgroups from taking turns at
  * issuing their GEMMs (a diagnosis switch). */
 int cuda_attn_vit_wgmma_init(void);
-int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq, int max_len, int64_t rows,
-                        int heads, int head_dim, float scale, qvl_stream s);
+int cuda_attn_vit_wgmma(uint16_t *out, const uint16_t *qkv, const float *cos, const float *sin, const int32_t *cu,
+                        int n_seq, int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
 /* Test only: the same with flags (CUDA_ATTN_VIT_NO_PINGPONG), and, when dbg != NULL, CTA 0's first item (the first
  * rows of sequence 0, head 0) writes dbg[0 .. 128*128) = raw q k^T of its first 128 rows x 128 keys,
  * dbg[128*128 .. 2*128*128) = the bf16 probabilities of that tile relative to its row max,
  * dbg[2*128*128 .. + 128*head_dim) = their product with the tile's v (before any rescale); rows/keys past the
  * sequence are masked or unwritten. */
 enum { CUDA_ATTN_VIT_NO_PINGPONG = 1 };
-int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const int32_t *cu, int n_seq,
-                              int max_len, int64_t rows, int heads, int head_dim, float scale, qvl_stream s);
+int cuda_attn_vit_wgmma_debug(float *dbg, int flags, uint16_t *out, const uint16_t *qkv, const float *cos,
+                              const float *sin, const int32_t *cu, int n_seq, int max_len, int64_t rows, int heads,
+                              int head_dim, float scale, qvl_stream s);
 /* argmax.cu: out[r] = index of the largest of x[r][0..n) (lowest among equals; NaN counts as +inf). */
 int cuda_argmax_rows(int32_t *out, const uint16_t *x, int64_t rows, int n, qvl_stream s);
 

@@ -4,15 +4,17 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/rope.cuh"
 #include "qvl.h"
 
-/* One thread per (row, q|k, head, group of V pairs (d, d + half) with d < half): V = 4 or 2 consecutive pairs
- * when half allows (8- or 4-byte accesses), else 1. */
+/* One thread per (row, head slot, group of V pairs (d, d + half) with d < half): V = 4 or 2 consecutive pairs
+ * when half allows (8- or 4-byte accesses), else 1. Head slot hh < n_hh of a row: qkv points at its first rotated
+ * head (q's heads, then k's). */
 template <int V>
 __global__ void rope_qk_kernel(__nv_bfloat16 *qkv, const float *cos, const float *sin, int64_t rows, int heads,
-                               int head_dim) {
+                               int n_hh, int head_dim) {
   int half = head_dim / 2, groups = half / V;
-  int64_t per_row = 2 * (int64_t)heads * groups, n = rows * per_row;
+  int64_t per_row = (int64_t)n_hh * groups, n = rows * per_row;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / per_row;
     int rem = (int)(i % per_row), hh = rem / groups, d0 = (rem % groups) * V; /* hh: q heads, then k heads */
@@ -25,53 +27,46 @@ __global__ void rope_qk_kernel(__nv_bfloat16 *qkv, const float *cos, const float
     for (int k = 0; k < V; k++) {
       int d = d0 + k;
       float a = __bfloat162float(lo[k]), b = __bfloat162float(hi[k]);
-      x[d] = __float2bfloat16(a * c[d] - b * s[d]);
-      x[d + half] = __float2bfloat16(b * c[d + half] + a * s[d + half]);
+      x[d] = rope_lo(a, b, c[d], s[d]);
+      x[d + half] = rope_hi(a, b, c[d + half], s[d + half]);
     }
   }
 }
 
 /* The V = 4 case with 8-byte loads and stores of q/k and 16-byte loads of the tables (every offset a multiple of
- * 4 elements: head_dim % 8 == 0 and aligned buffers, checked by the launcher). Same arithmetic as above. */
+ * 4 elements: head_dim % 8 == 0 and aligned buffers, checked by the launcher); rope.cuh's arithmetic, which is the
+ * same as above. */
 __global__ void rope_qk4v_kernel(__nv_bfloat16 *qkv, const float *cos, const float *sin, int64_t rows, int heads,
-                                 int head_dim) {
+                                 int n_hh, int head_dim) {
   int half = head_dim / 2, groups = half / 4;
-  int64_t per_row = 2 * (int64_t)heads * groups, n = rows * per_row;
+  int64_t per_row = (int64_t)n_hh * groups, n = rows * per_row;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t r = i / per_row;
     int rem = (int)(i % per_row), hh = rem / groups, d0 = (rem % groups) * 4;
     __nv_bfloat16 *x = qkv + r * 3 * heads * head_dim + (int64_t)hh * head_dim + d0;
     const float *c = cos + r * head_dim + d0, *s = sin + r * head_dim + d0;
-    uint2 lo = *(const uint2 *)x, hi = *(const uint2 *)(x + half), olo, ohi;
-    float4 cl = *(const float4 *)c, ch = *(const float4 *)(c + half), sl = *(const float4 *)s,
-           sh = *(const float4 *)(s + half);
-    const __nv_bfloat16 *a = (const __nv_bfloat16 *)&lo, *b = (const __nv_bfloat16 *)&hi;
-    __nv_bfloat16 *oa = (__nv_bfloat16 *)&olo, *ob = (__nv_bfloat16 *)&ohi;
-    const float cls[4] = {cl.x, cl.y, cl.z, cl.w}, chs[4] = {ch.x, ch.y, ch.z, ch.w};
-    const float sls[4] = {sl.x, sl.y, sl.z, sl.w}, shs[4] = {sh.x, sh.y, sh.z, sh.w};
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-      float av = __bfloat162float(a[k]), bv = __bfloat162float(b[k]);
-      oa[k] = __float2bfloat16(av * cls[k] - bv * sls[k]);
-      ob[k] = __float2bfloat16(bv * chs[k] + av * shs[k]);
-    }
-    *(uint2 *)x = olo;
-    *(uint2 *)(x + half) = ohi;
+    uint2 lo = *(const uint2 *)x, hi = *(const uint2 *)(x + half);
+    rope4(lo, hi, *(const float4 *)c, *(const float4 *)(c + half), *(const float4 *)s, *(const float4 *)(s + half));
+    *(uint2 *)x = lo;
+    *(uint2 *)(x + half) = hi;
   }
 }
 
 extern "C" int cuda_rope_qk(uint16_t *qkv, const float *cos, const float *sin, int64_t rows, int heads, int head_dim,
-                            qvl_stream s) {
+                            int parts, qvl_stream s) {
   int half = head_dim / 2, v = half % 4 == 0 ? 4 : half % 2 == 0 ? 2 : 1;
-  int64_t n = rows * 2 * heads * (half / v);
+  if (parts < 1 || parts > 3) return QVL_ERR_INVALID_ARG;
+  /* the rotated head slots of a row: q's and k's heads, or one of the two */
+  const int n_hh = parts == 3 ? 2 * heads : heads;
+  int64_t n = rows * n_hh * (half / v);
   if (n == 0) return QVL_OK;
   unsigned blocks = (unsigned)((n + 255) / 256 > 262140 ? 262140 : (n + 255) / 256);
-  __nv_bfloat16 *q = (__nv_bfloat16 *)qkv;
+  __nv_bfloat16 *q = (__nv_bfloat16 *)qkv + (parts == CUDA_ROPE_K ? (int64_t)heads * head_dim : 0);
   int aligned = head_dim % 8 == 0 && !((uintptr_t)qkv % 8) && !((uintptr_t)cos % 16) && !((uintptr_t)sin % 16);
-  if (v == 4 && aligned) rope_qk4v_kernel<<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
-  else if (v == 4) rope_qk_kernel<4><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
-  else if (v == 2) rope_qk_kernel<2><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
-  else rope_qk_kernel<1><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, head_dim);
+  if (v == 4 && aligned) rope_qk4v_kernel<<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, n_hh, head_dim);
+  else if (v == 4) rope_qk_kernel<4><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, n_hh, head_dim);
+  else if (v == 2) rope_qk_kernel<2><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, n_hh, head_dim);
+  else rope_qk_kernel<1><<<blocks, 256, 0, s>>>(q, cos, sin, rows, heads, n_hh, head_dim);
   return cudaGetLastError() == cudaSuccess ? QVL_OK : QVL_ERR_DEVICE;
 }
 
