@@ -16,30 +16,20 @@ __device__ __forceinline__ __nv_bfloat16 rope_hi(float a, float b, float c, floa
   return __float2bfloat16(__fmaf_rn(b, c, __fmul_rn(a, s)));
 }
 
-/* lo = x[d .. d+3], hi = x[d+h .. d+h+3] (bf16, low element first): the rotated x[d .. d+3] by c = cos[d ..],
- * s = sin[d ..] (rope4_lo), the rotated x[d+h .. d+h+3] by c = cos[d+h ..], s = sin[d+h ..] (rope4_hi). */
-__device__ __forceinline__ uint2 rope4_lo(uint2 lo, uint2 hi, float4 c, float4 s) {
-  const __nv_bfloat16 *a = (const __nv_bfloat16 *)&lo, *b = (const __nv_bfloat16 *)&hi;
-  const float cs[4] = {c.x, c.y, c.z, c.w}, ss[4] = {s.x, s.y, s.z, s.w};
-  uint2 o;
-  __nv_bfloat16 *oa = (__nv_bfloat16 *)&o;
-#pragma unroll
-  for (int k = 0; k < 4; k++) oa[k] = rope_lo(__bfloat162float(a[k]), __bfloat162float(b[k]), cs[k], ss[k]);
-  return o;
-}
-__device__ __forceinline__ uint2 rope4_hi(uint2 lo, uint2 hi, float4 c, float4 s) {
-  const __nv_bfloat16 *a = (const __nv_bfloat16 *)&lo, *b = (const __nv_bfloat16 *)&hi;
-  const float cs[4] = {c.x, c.y, c.z, c.w}, ss[4] = {s.x, s.y, s.z, s.w};
-  uint2 o;
-  __nv_bfloat16 *ob = (__nv_bfloat16 *)&o;
-#pragma unroll
-  for (int k = 0; k < 4; k++) ob[k] = rope_hi(__bfloat162float(a[k]), __bfloat162float(b[k]), cs[k], ss[k]);
-  return o;
-}
-
-/* Both at once, in place: cl = cos[d ..], ch = cos[d+h ..], sl = sin[d ..], sh = sin[d+h ..]. */
+/* lo = x[d .. d+3], hi = x[d+h .. d+h+3] (bf16, low element first) rotated in place by cl = cos[d ..],
+ * ch = cos[d+h ..], sl = sin[d ..], sh = sin[d+h ..]. */
 __device__ __forceinline__ void rope4(uint2 &lo, uint2 &hi, const float4 &cl, const float4 &ch, const float4 &sl,
                                       const float4 &sh) {
-  const uint2 olo = rope4_lo(lo, hi, cl, sl), ohi = rope4_hi(lo, hi, ch, sh);
+  const __nv_bfloat16 *a = (const __nv_bfloat16 *)&lo, *b = (const __nv_bfloat16 *)&hi;
+  const float cls[4] = {cl.x, cl.y, cl.z, cl.w}, chs[4] = {ch.x, ch.y, ch.z, ch.w};
+  const float sls[4] = {sl.x, sl.y, sl.z, sl.w}, shs[4] = {sh.x, sh.y, sh.z, sh.w};
+  uint2 olo, ohi;
+  __nv_bfloat16 *oa = (__nv_bfloat16 *)&olo, *ob = (__nv_bfloat16 *)&ohi;
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    const float av = __bfloat162float(a[k]), bv = __bfloat162float(b[k]);
+    oa[k] = rope_lo(av, bv, cls[k], sls[k]);
+    ob[k] = rope_hi(av, bv, chs[k], shs[k]);
+  }
   lo = olo, hi = ohi;
 }
