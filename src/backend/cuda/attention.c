@@ -148,12 +148,13 @@ int cuda_attention_prepare(qvl_backend *b, void **att, const int32_t *cu, const 
   return QVL_OK;
 }
 
-/* Runs candidate k; done: the parts of qkv rotated in place already (the tuning's timed rope_qk passes), which a
- * candidate rotating them itself takes as they are (without its tables: the same bits). */
+/* Runs candidate k; done: the parts of qkv rotated in place already (the tuning's timed rope_qk passes). A candidate
+ * rotates its parts itself only when none of them is rotated yet; otherwise rope_qk rotates what is left and the
+ * candidate runs without its tables (the same bits), so no part is ever rotated twice. */
 static int cand_run(qvl_backend *b, const cuda_att *a, int k, void *out, void *qkv, const float *cos, const float *sin,
                     float scale, int done) {
   cuda_ctx *c = b->ctx;
-  const int own = cos ? CANDS[k].rot & ~done : 0, need = cos ? CUDA_ROPE_QK & ~CANDS[k].rot & ~done : 0;
+  const int own = cos && !(CANDS[k].rot & done) ? CANDS[k].rot : 0, need = cos ? CUDA_ROPE_QK & ~done & ~own : 0;
   if (need && cuda_rope_qk(qkv, cos, sin, a->rows, a->heads, a->head_dim, need, c->stream))
     return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda attention: rotary launch failed");
   if (k == CAND_DNN) return cuda_sdpa_run(b, out, qkv, a->dnn, scale);

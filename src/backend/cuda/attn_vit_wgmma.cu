@@ -85,8 +85,8 @@
  *     main (N = 64, one swizzle atom wide): start + 2,048 kk, 128-byte swizzle, SBO 1,024 (the next 8 keys), LBO
  *     unused (1); rest (N = 8 or 16): start + 256 kk, no swizzle, LBO 128 (the next 8 keys), SBO 2,048 (the next 8
  *     dims).
- *   Sizes at d72: Q 2 x (24 + 6) KB, K 4 x (16 + 4) KB, V 4 x (16 + 2) KB, 12 mbarriers, 1 KB alignment slack:
- *   218,208 bytes (d80 226,400, d64 181,344).
+ *   Sizes at d72: Q 2 x (24 + 6) KB, K 4 x (16 + 4) KB, V 4 x (16 + 2) KB, 14 mbarriers, 1 KB alignment slack:
+ *   218,224 bytes (d80 226,416, d64 181,360).
  *
  * Proxies: TMA writes and wgmma reads are both async-proxy accesses, ordered by the mbarriers (complete_tx, then the
  * consumers' acquire; wgmma.wait_group, the empty mbarrier's release, then the producer's acquire). The generic-proxy
