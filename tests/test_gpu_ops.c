@@ -103,6 +103,20 @@ static void test_linear(void **s) {
   linear_case(1030, 3840, 1280, 1, QVL_EPI_NONE);
 }
 
+/* QVL_GEMM_SEARCH=1: shapes of 1024 rows or more (and fewer than the 64 GFLOP that search by default) also time
+ * cuBLASLt configurations outside the heuristic's 8 (gemm.c's tune_rows), a residual one into a temporary; the kept
+ * one, whichever it is, matches the CPU on the first call and on the next. Shapes no other test uses. */
+static void test_linear_search(void **s) {
+  (void)s;
+  assert_int_equal(setenv("QVL_GEMM_SEARCH", "1", 1), 0);
+  for (int i = 0; i < 2; i++) {
+    linear_case(1200, 1088, 704, 1, QVL_EPI_NONE);
+    linear_case(1100, 704, 1088, 1, QVL_EPI_RESIDUAL);
+    linear_case(1300, 960, 512, 1, QVL_EPI_GELU_TANH);
+  }
+  unsetenv("QVL_GEMM_SEARCH");
+}
+
 /* linear_record / linear_tune: two shapes recorded at 64 and 16 rows, tuned for 1 .. 4096 rows, make a choice for
  * every key they would meet (m = 1 .. 16 exactly, quarter octaves from 1024 rows: 1024, 1218, ..., 4096), the second
  * scaled to a quarter of the rows, less the keys their recorded calls made; then calls in tuned buckets still match
@@ -424,8 +438,8 @@ int main(void) {
     printf("test_gpu_ops: no CUDA device here; skipped\n");
     return 0;
   }
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_tune),
-                                     cmocka_unit_test(test_gemv),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_search),
+                                     cmocka_unit_test(test_linear_tune), cmocka_unit_test(test_gemv),
                                      cmocka_unit_test(test_norms),  cmocka_unit_test(test_eltwise),
                                      cmocka_unit_test(test_rope),   cmocka_unit_test(test_attention),
                                      cmocka_unit_test(test_gather), cmocka_unit_test(test_lm_ops)};

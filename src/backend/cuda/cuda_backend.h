@@ -19,6 +19,7 @@ typedef struct gemm_entry {
   cublasLtMatmulAlgo_t run;         /* the one that runs for m: algo, or the heuristic's where m refuses algo */
   cublasLtMatmulAlgo_t cand[8];     /* the heuristic's candidates until tuned */
   int n_cand, tuned;
+  int search;                       /* tuning times search_space's configurations too (gemm.c) */
   int gemv_ok;                      /* gemv.cu's kernel is a candidate (m <= CUDA_GEMV_MAX_ROWS, k % 8 == 0) */
   int gemv;                         /* it runs instead of algo (where x and w are 16-byte aligned) */
 } gemm_entry;

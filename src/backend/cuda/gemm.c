@@ -8,12 +8,15 @@
  * kept algorithm for them, the heuristic's first for those rows runs instead. For m <= 16 rows (decode steps)
  * gemv.cu's kernel is a candidate too. The first call of a shape with m <= 16 or m >= 1024 rows times each
  * candidate on the real operands (a residual GEMM writes its timing runs to a temporary, not into y) and keeps the
- * fastest; m <= 16 runs thrice each from a cold L2, as a decode step meets its weights. Shapes of 17 .. 1023 rows
+ * fastest; m <= 16 runs thrice each from a cold L2, as a decode step meets its weights; a GEMM of 64 GFLOP or more
+ * also times configurations cuBLASLt's heuristic does not offer (other tiles, clusters and options of its kernels,
+ * tune_rows). Shapes of 17 .. 1023 rows
  * (prefill chunks of any length) and shapes first seen inside a graph capture keep the heuristic's first, so a
  * shape never runs two algorithms. A server meets a new bucket with requests waiting: linear_record notes the
  * linears of a synthetic pass and linear_tune makes each bucket's choice ahead (qvl_engine_tune, at its start).
- * Plans are found through a hash index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMV=0 never runs
- * the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed; QVL_GEMM_LOG=1 prints the times. */
+ * Plans are found through a hash index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMM_SEARCH=0
+ * times the heuristic's algorithms only, QVL_GEMM_SEARCH=1 searches every shape of 1024 rows or more; QVL_GEMV=0
+ * never runs the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed; QVL_GEMM_LOG=1 prints the times. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,7 @@
 #include "core/rng.h"
 
 enum { TUNE_MIN_ROWS = 1024 };
+#define SEARCH_MIN_FLOP 64e9 /* a GEMM from ~0.1 ms on an H100: the search (~1000 runs) costs ~1 s at 1 ms */
 
 static int lt_fail(qvl_backend *b, cublasStatus_t st, const char *what, int64_t m, int n, int k) {
   return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda linear [%lld x %d] = [%lld x %d] [%d x %d]^T: %s failed (%d)",
@@ -59,8 +63,11 @@ static int gemm_plan(qvl_backend *b, gemm_entry *g) {
   const char *tune = getenv("QVL_GEMM_TUNE"), *gemv = getenv("QVL_GEMV");
   g->gemv_ok = g->m <= CUDA_GEMV_MAX_ROWS && g->k % 8 == 0 && !(gemv && *gemv == '0');
   g->gemv = g->gemv_ok && gemv && *gemv == '1';
-  g->tuned = g->gemv || found + g->gemv_ok == 1 || (g->m > CUDA_GEMV_MAX_ROWS && g->m < TUNE_MIN_ROWS) ||
-             (tune && *tune == '0');
+  const char *search = getenv("QVL_GEMM_SEARCH");
+  g->search = g->m >= TUNE_MIN_ROWS && !(search && *search == '0') &&
+              (2.0 * (double)g->m * g->n * g->k >= SEARCH_MIN_FLOP || (search && *search == '1'));
+  g->tuned = g->gemv || (found + g->gemv_ok == 1 && !g->search) ||
+             (g->m > CUDA_GEMV_MAX_ROWS && g->m < TUNE_MIN_ROWS) || (tune && *tune == '0');
   return QVL_OK;
 }
 
@@ -164,78 +171,236 @@ static void tune_free(qvl_backend *b, void *p, size_t bytes) {
   b->mem_held -= (int64_t)bytes;
 }
 
-/* Candidate i into d (C = y): cuBLASLt's algorithm i, or the GEMV kernel for i = n_cand. Nonzero on failure. */
-static int run_cand(cuda_ctx *c, const gemm_entry *g, int i, void *d, void *y, const void *x, const void *w,
-                    const void *bias, float beta) {
+/* Algorithm a into d (C = y). Nonzero on failure. */
+static int lt_run(cuda_ctx *c, const gemm_entry *g, const cublasLtMatmulAlgo_t *a, void *d, void *y, const void *x,
+                  const void *w, float beta) {
   const float one = 1.0f;
-  if (i == g->n_cand)
-    return cuda_gemv(d, x, w, bias, beta != 0.0f ? y : NULL, (int)g->m, g->n, g->k, g->epi == QVL_EPI_GELU_TANH,
-                     c->stream);
-  return (int)cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, d, g->lc, &g->cand[i], c->lt_ws,
+  return (int)cublasLtMatmul(c->lt, g->op, &one, w, g->la, x, g->lb, &beta, y, g->lc, d, g->lc, a, c->lt_ws,
                              c->lt_ws_bytes, c->stream);
 }
 
-/* Times each candidate (after one untimed run) and keeps the fastest; a residual GEMM's runs go to a temporary D
- * (C = y is only read). From 1024 rows each candidate is timed in two rounds over all of them, and its faster run
- * counts: one run each, in order, let the GPU's clocks drift under sustained load between the first candidate and
- * the last (the H100's medians moved by 2-7% between a cool and a warm GPU, session 6). With few rows every run
- * reads all of w, as a decode step does, and reads it from HBM: in a step each weight is met once, so timings on a
- * w left in L2 by the previous run (qkv and o fit) would pick for the wrong regime; each run then follows an L2
- * flush, and three runs are averaged (they take microseconds).
- * Host-synchronising, first call of a shape only. */
-static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const void *w, const void *bias, float beta,
-                int gemv) {
+/* Candidate i into d: cuBLASLt's algorithm i, or the GEMV kernel for i = n_cand. Nonzero on failure. */
+static int run_cand(cuda_ctx *c, const gemm_entry *g, int i, void *d, void *y, const void *x, const void *w,
+                    const void *bias, float beta) {
+  if (i == g->n_cand)
+    return cuda_gemv(d, x, w, bias, beta != 0.0f ? y : NULL, (int)g->m, g->n, g->k, g->epi == QVL_EPI_GELU_TANH,
+                     c->stream);
+  return lt_run(c, g, &g->cand[i], d, y, x, w, beta);
+}
+
+static float elapsed(cudaEvent_t e0, cudaEvent_t e1) {
+  float t = 0;
+  cudaEventSynchronize(e1);
+  cudaEventElapsedTime(&t, e0, e1);
+  return t;
+}
+
+/* m <= 16: each candidate (the GEMV kernel among them) runs thrice after an L2 flush, averaged. With few rows every
+ * run reads all of w, as a decode step does, and reads it from HBM: in a step each weight is met once, so timings on
+ * a w left in L2 by the previous run (qkv and o fit) would pick for the wrong regime. Sets g->algo and g->gemv. */
+static void tune_decode(qvl_backend *b, gemm_entry *g, void *d, void *y, const void *x, const void *w,
+                        const void *bias, float beta, int gemv, cudaEvent_t e0, cudaEvent_t e1) {
   cuda_ctx *c = b->ctx;
-  size_t bytes = (size_t)g->m * (size_t)g->n * 2, flush_bytes = 0;
-  void *d = beta != 0.0f ? tune_alloc(b, bytes) : y, *flush = NULL;
-  if (!d) { /* no room to tune: keep the heuristic's choice */
-    g->tuned = 1;
-    return QVL_OK;
-  }
-  int small = g->m <= CUDA_GEMV_MAX_ROWS, reps = small ? 3 : 1, l2 = 0;
-  if (small && cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, c->dev) == cudaSuccess && l2 > 0) {
+  size_t flush_bytes = 0;
+  void *flush = NULL;
+  int l2 = 0;
+  if (cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, c->dev) == cudaSuccess && l2 > 0) {
     flush_bytes = 2 * (size_t)l2 / 16 * 16; /* twice L2: read after it, nothing of w is left there */
     if ((flush = tune_alloc(b, flush_bytes)) && cudaMemsetAsync(flush, 0, flush_bytes, c->stream) != cudaSuccess)
       tune_free(b, flush, flush_bytes), flush = NULL;
   }
+  const char *log = getenv("QVL_GEMM_LOG");
+  int best = 0, n_all = g->n_cand + (gemv ? 1 : 0);
+  float best_ms = -1, gemv_ms = -1;
+  for (int i = 0; i < n_all; i++) {
+    float sum = 0;
+    int st = run_cand(c, g, i, d, y, x, w, bias, beta);
+    for (int r = 0; r < 3 && !st; r++) {
+      if (flush) cuda_l2_flush(flush, flush_bytes, c->stream);
+      cudaEventRecord(e0, c->stream);
+      st = run_cand(c, g, i, d, y, x, w, bias, beta);
+      cudaEventRecord(e1, c->stream);
+      sum += elapsed(e0, e1) / 3.0f;
+    }
+    if (log && *log == '1')
+      fprintf(stderr, "qvl gemm: [%lld x %d x %d] epi %d bias %d: %s %d of %d: %s %.4f ms (%.0f GB/s)\n",
+              (long long)g->m, g->n, g->k, g->epi, g->bias, i == g->n_cand ? "gemv" : "algorithm", i, g->n_cand,
+              st ? "failed" : "ok", sum, 2.0 * ((double)g->n * g->k + (double)g->m * (g->k + g->n)) / (sum * 1e6));
+    if (st) continue;
+    if (i == g->n_cand) gemv_ms = sum;
+    else if (best_ms < 0 || sum < best_ms) best = i, best_ms = sum;
+  }
+  tune_free(b, flush, flush_bytes);
+  g->algo = g->run = g->cand[best];
+  g->gemv = gemv_ms >= 0 && (best_ms < 0 || gemv_ms < best_ms);
+}
+
+/* The search's tiles (rows along n): two to four warpgroups of 64 rows by 64 .. 256 columns. */
+#define TILE(r, c) CUBLASLT_MATMUL_TILE_##r##x##c,
+#define TILE_ROW(r)                                                                                                 \
+  TILE(r, 64) TILE(r, 72) TILE(r, 80) TILE(r, 88) TILE(r, 96) TILE(r, 104) TILE(r, 112) TILE(r, 120) TILE(r, 128)   \
+  TILE(r, 136) TILE(r, 144) TILE(r, 152) TILE(r, 160) TILE(r, 168) TILE(r, 176) TILE(r, 184) TILE(r, 192)           \
+  TILE(r, 200) TILE(r, 208) TILE(r, 216) TILE(r, 224) TILE(r, 232) TILE(r, 240) TILE(r, 248) TILE(r, 256)
+static const uint32_t SEARCH_TILES[] = {TILE_ROW(128) TILE_ROW(192) TILE_ROW(256)};
+#undef TILE_ROW
+#undef TILE
+static const uint16_t SEARCH_CLUSTERS[] = {CUBLASLT_CLUSTER_SHAPE_2x1x1, CUBLASLT_CLUSTER_SHAPE_1x2x1};
+enum { SEARCH_MAX = 2048, HOT_TOP = 8, HOT_ROUNDS = 5, HOT_RUNS = 10 };
+#define WARM_MS 200.0f
+
+static int32_t algo_id(const cublasLtMatmulAlgo_t *a) {
+  int32_t id = -1;
+  size_t sz;
+  cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &sz);
+  return id;
+}
+
+/* Appends to out (n of cap used) the configurations of g's heuristic algorithms the search times: each of their
+ * tiles in SEARCH_TILES on a 2x1 and a 1x2 cluster with each custom option, those cuBLASLt's check accepts for g
+ * within the workspace. Returns the new count. */
+static int search_space(cuda_ctx *c, const gemm_entry *g, cublasLtMatmulAlgo_t *out, int n, int cap) {
+  for (int i = 0; i < g->n_cand; i++) {
+    int32_t id = algo_id(&g->cand[i]), cmax = 0, seen = 0;
+    for (int j = 0; j < i; j++) seen |= algo_id(&g->cand[j]) == id;
+    size_t sz = 0;
+    if (seen || cublasLtMatmulAlgoCapGetAttribute(&g->cand[i], CUBLASLT_ALGO_CAP_TILE_IDS, NULL, 0, &sz) || !sz)
+      continue;
+    uint32_t *tiles = malloc(sz);
+    if (!tiles || cublasLtMatmulAlgoCapGetAttribute(&g->cand[i], CUBLASLT_ALGO_CAP_TILE_IDS, tiles, sz, &sz)) {
+      free(tiles);
+      continue;
+    }
+    cublasLtMatmulAlgoCapGetAttribute(&g->cand[i], CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX, &cmax, sizeof cmax, NULL);
+    for (size_t t = 0; t < sz / sizeof *tiles; t++) {
+      int wanted = 0;
+      for (size_t s = 0; s < sizeof SEARCH_TILES / sizeof *SEARCH_TILES; s++) wanted |= tiles[t] == SEARCH_TILES[s];
+      for (size_t cl = 0; wanted && cl < sizeof SEARCH_CLUSTERS / sizeof *SEARCH_CLUSTERS; cl++)
+        for (uint32_t opt = 0; opt <= (uint32_t)cmax && n < cap; opt++) {
+          cublasLtMatmulAlgo_t a = g->cand[i]; /* the heuristic's configuration, retiled */
+          cublasLtMatmulHeuristicResult_t h;
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tiles[t], sizeof tiles[t]);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &SEARCH_CLUSTERS[cl],
+                                               sizeof SEARCH_CLUSTERS[cl]);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &opt, sizeof opt);
+          if (cublasLtMatmulAlgoCheck(c->lt, g->op, g->la, g->lb, g->lc, g->lc, &a, &h) == CUBLAS_STATUS_SUCCESS &&
+              h.workspaceSize <= c->lt_ws_bytes)
+            out[n++] = a;
+        }
+    }
+    free(tiles);
+  }
+  return n;
+}
+
+typedef struct timed { float ms; int i; } timed; /* a candidate's time and index */
+
+static int by_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+static int by_ms(const void *a, const void *b) { return by_float(&((const timed *)a)->ms, &((const timed *)b)->ms); }
+
+/* m >= 1024: the candidates are the heuristic's 8 and, for a large GEMM (g->search), search_space's configurations
+ * (340 on an H100, where the heuristic's best ran 10-25% slower than the best of them at the tower's clocks,
+ * session 11). A large pass runs at the board's power limit, where a kernel's speed follows its energy, not its
+ * speed on a cool GPU (a 192x192 tile the heuristic offers first ran 25% slower there than the best). So all is
+ * timed on a GPU brought to its sustained clocks (WARM_MS of the heuristic's first): stage 1 runs each candidate
+ * once after an untimed run (its kernel loaded), in order, then once more in reverse order (no candidate is always
+ * timed on a cooler board than those after it), the faster counting; stage 2 times the HOT_TOP fastest in
+ * HOT_ROUNDS rounds of HOT_RUNS back-to-back runs each, each round starting at another candidate, and keeps the one
+ * of least median. ~1.2 s at 1 ms a run. Sets g->algo. */
+static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const void *x, const void *w, float beta,
+                      cudaEvent_t e0, cudaEvent_t e1) {
+  cuda_ctx *c = b->ctx;
+  const char *log = getenv("QVL_GEMM_LOG");
+  int cap = g->n_cand + (g->search ? SEARCH_MAX : 0), n = g->n_cand;
+  cublasLtMatmulAlgo_t *a = malloc((size_t)cap * sizeof *a);
+  timed *ms = malloc((size_t)cap * sizeof *ms); /* stage 1 */
+  if (!a || !ms) { /* keep the heuristic's first */
+    free(a), free(ms);
+    return;
+  }
+  memcpy(a, g->cand, (size_t)g->n_cand * sizeof *a);
+  if (g->search) n = search_space(c, g, a, n, cap);
+  cudaEventRecord(e0, c->stream); /* the board to its sustained clocks first: ~0.2 s of the heuristic's first */
+  int st = lt_run(c, g, &a[0], d, y, x, w, beta);
+  cudaEventRecord(e1, c->stream);
+  float t0 = elapsed(e0, e1);
+  for (int k = 0, runs = t0 > 0 ? (int)(WARM_MS / t0) : 0; !st && k < runs && k < 2000; k++)
+    st = lt_run(c, g, &a[0], d, y, x, w, beta);
+  int ok = 0;
+  for (int i = 0; i < n; i++) { /* forward, each after an untimed run that loads its kernel */
+    if (lt_run(c, g, &a[i], d, y, x, w, beta)) continue;
+    cudaEventRecord(e0, c->stream);
+    st = lt_run(c, g, &a[i], d, y, x, w, beta);
+    cudaEventRecord(e1, c->stream);
+    float t = elapsed(e0, e1);
+    if (!st) ms[ok++] = (timed){t, i};
+  }
+  for (int j = ok - 1; j >= 0; j--) { /* and backward: the faster of the two */
+    cudaEventRecord(e0, c->stream);
+    lt_run(c, g, &a[ms[j].i], d, y, x, w, beta);
+    cudaEventRecord(e1, c->stream);
+    float t = elapsed(e0, e1);
+    if (t < ms[j].ms) ms[j].ms = t;
+  }
+  if (!ok) {
+    free(a), free(ms);
+    return;
+  }
+  qsort(ms, (size_t)ok, sizeof *ms, by_ms);
+  int top = ok < HOT_TOP ? ok : HOT_TOP, best = 0;
+  float hot[HOT_TOP][HOT_ROUNDS];
+  for (int r = 0; r < HOT_ROUNDS; r++)
+    for (int j = 0; j < top; j++) {
+      int i = (j + r * top / HOT_ROUNDS) % top;
+      cudaEventRecord(e0, c->stream);
+      for (int k = 0; k < HOT_RUNS; k++) lt_run(c, g, &a[ms[i].i], d, y, x, w, beta);
+      cudaEventRecord(e1, c->stream);
+      hot[i][r] = elapsed(e0, e1) / HOT_RUNS;
+    }
+  float med[HOT_TOP];
+  for (int i = 0; i < top; i++) {
+    qsort(hot[i], HOT_ROUNDS, sizeof hot[i][0], by_float);
+    med[i] = hot[i][HOT_ROUNDS / 2];
+    if (med[i] < med[best]) best = i;
+  }
+  if (log && *log == '1') {
+    double flop = 2.0 * (double)g->m * g->n * g->k;
+    fprintf(stderr, "qvl gemm: [%lld x %d x %d] epi %d bias %d: %d heuristic + %d searched configurations, %d ran\n",
+            (long long)g->m, g->n, g->k, g->epi, g->bias, g->n_cand, n - g->n_cand, ok);
+    for (int i = 0; i < top; i++) {
+      const cublasLtMatmulAlgo_t *ai = &a[ms[i].i];
+      uint32_t tile = 0, opt = 0;
+      uint16_t cl = 0;
+      cublasLtMatmulAlgoConfigGetAttribute(ai, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, NULL);
+      cublasLtMatmulAlgoConfigGetAttribute(ai, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cl, sizeof cl, NULL);
+      cublasLtMatmulAlgoConfigGetAttribute(ai, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &opt, sizeof opt, NULL);
+      fprintf(stderr,
+              "qvl gemm:   %s %d (id %d tile %u cluster %u option %u): %.4f ms once, %.4f ms hot (%.0f TFLOP/s)%s\n",
+              ms[i].i < g->n_cand ? "heuristic" : "searched", ms[i].i, algo_id(ai), tile, (unsigned)cl, opt, ms[i].ms,
+              med[i], flop / (med[i] * 1e9), i == best ? " <- kept" : "");
+    }
+  }
+  g->algo = g->run = a[ms[best].i];
+  free(a), free(ms);
+}
+
+/* Times the candidates of a shape first met (m <= 16 or m >= 1024) and keeps the fastest. A residual GEMM's runs go
+ * to a temporary D (C = y is only read). Host-synchronising, first call of a shape only. */
+static int tune(qvl_backend *b, gemm_entry *g, void *y, const void *x, const void *w, const void *bias, float beta,
+                int gemv) {
+  size_t bytes = (size_t)g->m * (size_t)g->n * 2;
+  void *d = beta != 0.0f ? tune_alloc(b, bytes) : y;
+  g->tuned = 1;
+  if (!d) return QVL_OK; /* no room to tune: keep the heuristic's choice */
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0), cudaEventCreate(&e1);
-  const char *log = getenv("QVL_GEMM_LOG");
-  int best = 0, n_all = g->n_cand + (gemv ? 1 : 0), rounds = small ? 1 : 2, failed[9] = {0};
-  float ms[9] = {0}, best_ms = -1, gemv_ms = -1;
-  for (int round = 0; round < rounds; round++)
-    for (int i = 0; i < n_all; i++) {
-      float sum = 0, t = 0;
-      int st = failed[i] || (round == 0 && run_cand(c, g, i, d, y, x, w, bias, beta));
-      for (int r = 0; r < reps && !st; r++) {
-        if (flush) cuda_l2_flush(flush, flush_bytes, c->stream);
-        cudaEventRecord(e0, c->stream);
-        st = run_cand(c, g, i, d, y, x, w, bias, beta);
-        cudaEventRecord(e1, c->stream);
-        cudaEventSynchronize(e1);
-        cudaEventElapsedTime(&t, e0, e1);
-        sum += t / (float)reps;
-      }
-      failed[i] = st != 0;
-      if (!st && (round == 0 || sum < ms[i])) ms[i] = sum;
-      if (log && *log == '1')
-        fprintf(stderr,
-                "qvl gemm: [%lld x %d x %d] epi %d bias %d: %s %d of %d, round %d: %s %.3f ms (%.0f TFLOP/s, %.0f "
-                "GB/s)\n",
-                (long long)g->m, g->n, g->k, g->epi, g->bias, i == g->n_cand ? "gemv" : "algorithm", i, g->n_cand,
-                round, st ? "failed" : "ok", sum, 2.0 * (double)g->m * g->n * g->k / (sum * 1e9),
-                2.0 * ((double)g->n * g->k + (double)g->m * (g->k + g->n)) / (sum * 1e6));
-    }
-  for (int i = 0; i < n_all; i++) {
-    if (failed[i]) continue;
-    if (i == g->n_cand) gemv_ms = ms[i];
-    else if (best_ms < 0 || ms[i] < best_ms) best = i, best_ms = ms[i];
-  }
+  if (g->m <= CUDA_GEMV_MAX_ROWS) tune_decode(b, g, d, y, x, w, bias, beta, gemv, e0, e1);
+  else tune_rows(b, g, d, y, x, w, beta, e0, e1);
   cudaEventDestroy(e0), cudaEventDestroy(e1);
   if (d != y) tune_free(b, d, bytes);
-  tune_free(b, flush, flush_bytes);
-  g->algo = g->run = g->cand[best], g->tuned = 1;
-  g->gemv = gemv_ms >= 0 && (best_ms < 0 || gemv_ms < best_ms);
   return cuda_check(b, cudaGetLastError(), "linear tuning");
 }
 
