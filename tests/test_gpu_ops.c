@@ -105,7 +105,8 @@ static void test_linear(void **s) {
 
 /* QVL_GEMM_SEARCH=1: shapes of 1024 rows or more (and fewer than the 64 GFLOP that search by default) also time
  * cuBLASLt configurations outside the heuristic's 8 (gemm.c's tune_rows), a residual one into a temporary; the kept
- * one, whichever it is, matches the CPU on the first call and on the next. Shapes no other test uses. */
+ * one, whichever it is, matches the CPU on the first call and on the next; other row buckets of the same shapes time
+ * the first search's best again (no second search) and match too. Shapes no other test uses. */
 static void test_linear_search(void **s) {
   (void)s;
   assert_int_equal(setenv("QVL_GEMM_SEARCH", "1", 1), 0);
@@ -114,6 +115,8 @@ static void test_linear_search(void **s) {
     linear_case(1100, 704, 1088, 1, QVL_EPI_RESIDUAL);
     linear_case(1300, 960, 512, 1, QVL_EPI_GELU_TANH);
   }
+  linear_case(2500, 1088, 704, 1, QVL_EPI_NONE);
+  linear_case(1700, 704, 1088, 1, QVL_EPI_RESIDUAL);
   unsetenv("QVL_GEMM_SEARCH");
 }
 
