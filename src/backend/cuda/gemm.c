@@ -247,10 +247,11 @@ static const uint32_t SEARCH_TILES[] = {TILE_ROW(128) TILE_ROW(192) TILE_ROW(256
 #undef TILE_ROW
 #undef TILE
 static const uint16_t SEARCH_CLUSTERS[] = {CUBLASLT_CLUSTER_SHAPE_2x1x1, CUBLASLT_CLUSTER_SHAPE_1x2x1};
+/* a search's stage 2 (a bucket timing an earlier search's best: 4 candidates, 3 rounds of 5) */
 enum { SEARCH_MAX = 2048, HOT_TOP = 8, HOT_ROUNDS = 5, HOT_RUNS = 10 };
 #define WARM_MS 200.0f /* warming the board before timing, unless a tuning ended less than WARM_GAP_S ago */
 #define WARM_GAP_S 0.25
-_Static_assert(HOT_TOP <= sizeof ((struct cuda_found *)0)->a / sizeof(cublasLtMatmulAlgo_t), "cuda_found keeps HOT_TOP");
+_Static_assert(HOT_TOP <= sizeof((struct cuda_found *)0)->a / sizeof(cublasLtMatmulAlgo_t), "found keeps HOT_TOP");
 
 static int32_t algo_id(const cublasLtMatmulAlgo_t *a) {
   int32_t id = -1;
@@ -334,13 +335,15 @@ static double now_s(void) {
  * (340 on an H100, where the heuristic's best ran 10-25% slower than the best of them at the tower's clocks,
  * session 11), or, where another row bucket of the same (n, k, bias, epilogue) searched already, the HOT_TOP that
  * search ranked best (a server tunes some 24 buckets of each shape: one search each would cost a minute at start).
- * A large pass runs at the board's power limit, where a kernel's speed follows its energy, not its speed on a cool
- * GPU (a 192x192 tile the heuristic offers first ran 25% slower there than the best). So all is timed on a GPU at
- * its sustained clocks (WARM_MS of the heuristic's first unless a tuning ended just before): stage 1 runs each
- * candidate once after an untimed run (its kernel loaded), in order, then once more in reverse order (no candidate
- * is always timed on a cooler board than those after it), the faster counting; stage 2 times the HOT_TOP fastest in
- * HOT_ROUNDS rounds of HOT_RUNS back-to-back runs each, each round starting at another candidate, and keeps the one
- * of least median. A search takes ~1.2 s at 1 ms a run. Sets g->algo. */
+ * Stage 1 runs each candidate once after an untimed run (its kernel loaded), in order, then once more in reverse
+ * order (no candidate is always timed on a cooler board than those after it), the faster counting; a GEMM below
+ * 64 GFLOP keeps its fastest. A large one runs at the board's power limit in a large pass, where a kernel's speed
+ * follows its energy, not its speed on a cool GPU (a 192x192 tile the heuristic offers first ran 25% slower there
+ * than the best): it is timed on a GPU at its sustained clocks (WARM_MS of the heuristic's first unless a tuning
+ * ended just before), and stage 2 times the fastest of stage 1 again in rounds of back-to-back runs, each round
+ * starting at another candidate, keeping the one of least median: for a search the HOT_TOP fastest in HOT_ROUNDS
+ * rounds of HOT_RUNS runs (a search then takes ~1.2 s at 1 ms a run), for the reuse of one 4 in 3 rounds of 5.
+ * Sets g->algo. */
 static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const void *x, const void *w, float beta,
                       cudaEvent_t e0, cudaEvent_t e1) {
   cuda_ctx *c = b->ctx;
@@ -357,7 +360,7 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
   if (f && f->count) memcpy(a + n, f->a, (size_t)f->count * sizeof *a), n += f->count;
   else if (g->search) n = search_space(c, g, a, n, cap);
   int st = 0;
-  if (now_s() - c->tuned_at > WARM_GAP_S) { /* the board to its sustained clocks first: ~0.2 s of the first */
+  if (g->search && now_s() - c->tuned_at > WARM_GAP_S) { /* the board to its sustained clocks: 0.2 s of the first */
     cudaEventRecord(e0, c->stream);
     st = lt_run(c, g, &a[0], d, y, x, w, beta);
     cudaEventRecord(e1, c->stream);
@@ -387,20 +390,21 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
     return;
   }
   qsort(ms, (size_t)ok, sizeof *ms, by_ms);
-  int top = ok < HOT_TOP ? ok : HOT_TOP, best = 0;
-  float hot[HOT_TOP][HOT_ROUNDS];
-  for (int r = 0; r < HOT_ROUNDS; r++)
+  int reuse = f && f->count, want = !g->search ? 1 : reuse ? 4 : HOT_TOP;
+  int rounds = !g->search ? 0 : reuse ? 3 : HOT_ROUNDS, runs = reuse ? 5 : HOT_RUNS, top = ok < want ? ok : want;
+  int best = 0;
+  float hot[HOT_TOP][HOT_ROUNDS], med[HOT_TOP];
+  for (int r = 0; r < rounds; r++)
     for (int j = 0; j < top; j++) {
-      int i = (j + r * top / HOT_ROUNDS) % top;
+      int i = (j + r * top / rounds) % top;
       cudaEventRecord(e0, c->stream);
-      for (int k = 0; k < HOT_RUNS; k++) lt_run(c, g, &a[ms[i].i], d, y, x, w, beta);
+      for (int k = 0; k < runs; k++) lt_run(c, g, &a[ms[i].i], d, y, x, w, beta);
       cudaEventRecord(e1, c->stream);
-      hot[i][r] = elapsed(e0, e1) / HOT_RUNS;
+      hot[i][r] = elapsed(e0, e1) / (float)runs;
     }
-  float med[HOT_TOP];
   for (int i = 0; i < top; i++) {
-    qsort(hot[i], HOT_ROUNDS, sizeof hot[i][0], by_float);
-    med[i] = hot[i][HOT_ROUNDS / 2];
+    if (rounds) qsort(hot[i], (size_t)rounds, sizeof hot[i][0], by_float);
+    med[i] = rounds ? hot[i][rounds / 2] : ms[i].ms;
     if (med[i] < med[best]) best = i;
   }
   if (log && *log == '1') {
@@ -408,17 +412,18 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
     fprintf(stderr, "qvl gemm: [%lld x %d x %d] epi %d bias %d: %d heuristic + %d %s configurations, %d ran\n",
             (long long)g->m, g->n, g->k, g->epi, g->bias, g->n_cand, n - g->n_cand,
             f && f->count ? "earlier searched" : "searched", ok);
-    for (int i = 0; i < top; i++) {
+    for (int i = 0; i < (ok < HOT_TOP ? ok : HOT_TOP); i++) {
       const cublasLtMatmulAlgo_t *ai = &a[ms[i].i];
       uint32_t tile = 0, opt = 0;
       uint16_t cl = 0;
       cublasLtMatmulAlgoConfigGetAttribute(ai, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, NULL);
       cublasLtMatmulAlgoConfigGetAttribute(ai, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cl, sizeof cl, NULL);
       cublasLtMatmulAlgoConfigGetAttribute(ai, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &opt, sizeof opt, NULL);
-      fprintf(stderr,
-              "qvl gemm:   %s %d (id %d tile %u cluster %u option %u): %.4f ms once, %.4f ms hot (%.0f TFLOP/s)%s\n",
+      fprintf(stderr, "qvl gemm:   %s %d (id %d tile %u cluster %u option %u): %.4f ms once (%.0f TFLOP/s)",
               ms[i].i < g->n_cand ? "heuristic" : "searched", ms[i].i, algo_id(ai), tile, (unsigned)cl, opt, ms[i].ms,
-              med[i], flop / (med[i] * 1e9), i == best ? " <- kept" : "");
+              flop / (ms[i].ms * 1e9));
+      if (i < top && rounds) fprintf(stderr, ", %.4f ms hot (%.0f TFLOP/s)", med[i], flop / (med[i] * 1e9));
+      fprintf(stderr, "%s\n", i == best ? " <- kept" : "");
     }
   }
   g->algo = g->run = a[ms[best].i];
