@@ -38,7 +38,7 @@ typedef struct cuda_ctx {
   int n_gemm_slots;
   struct cuda_rec { const void *w, *bias; int64_t m; int n, k, epi; } *rec; /* linears seen while recording */
   int n_rec, cap_rec, recording;
-  struct cuda_found { int n, k, bias, epi, count; cublasLtMatmulAlgo_t a[8]; } *found; /* gemm.c: searches' best */
+  struct cuda_found { int n, k, bias, epi, count; cublasLtMatmulAlgo_t a[12]; } *found; /* gemm.c: searches' best */
   int n_found, cap_found;
   double tuned_at;        /* gemm.c: when the last tuning ended (CLOCK_MONOTONIC seconds) */
   cudnnHandle_t dnn;

@@ -248,7 +248,7 @@ static const uint32_t SEARCH_TILES[] = {TILE_ROW(128) TILE_ROW(192) TILE_ROW(256
 #undef TILE
 static const uint16_t SEARCH_CLUSTERS[] = {CUBLASLT_CLUSTER_SHAPE_2x1x1, CUBLASLT_CLUSTER_SHAPE_1x2x1};
 /* a search's stage 2 (a bucket timing an earlier search's best: 4 candidates, 3 rounds of 5) */
-enum { SEARCH_MAX = 2048, HOT_TOP = 8, HOT_ROUNDS = 5, HOT_RUNS = 10 };
+enum { SEARCH_MAX = 2048, HOT_TOP = 12, HOT_ROUNDS = 5, HOT_RUNS = 10 };
 #define WARM_MS 200.0f /* warming the board before timing, unless a tuning ended less than WARM_GAP_S ago */
 #define WARM_GAP_S 0.25
 _Static_assert(HOT_TOP <= sizeof((struct cuda_found *)0)->a / sizeof(cublasLtMatmulAlgo_t), "found keeps HOT_TOP");
@@ -336,13 +336,13 @@ static double now_s(void) {
  * session 11), or, where another row bucket of the same (n, k, bias, epilogue) searched already, the HOT_TOP that
  * search ranked best (a server tunes some 24 buckets of each shape: one search each would cost a minute at start).
  * Stage 1 runs each candidate once after an untimed run (its kernel loaded), in order, then once more in reverse
- * order (no candidate is always timed on a cooler board than those after it), the faster counting; a GEMM below
+ * order, the mean counting (the faster of the two favoured the first candidates, timed on a cooler board); a GEMM below
  * 64 GFLOP keeps its fastest. A large one runs at the board's power limit in a large pass, where a kernel's speed
  * follows its energy, not its speed on a cool GPU (a 192x192 tile the heuristic offers first ran 25% slower there
  * than the best): it is timed on a GPU at its sustained clocks (WARM_MS of the heuristic's first unless a tuning
  * ended just before), and stage 2 times the fastest of stage 1 again in rounds of back-to-back runs, each round
  * starting at another candidate, keeping the one of least median: for a search the HOT_TOP fastest in HOT_ROUNDS
- * rounds of HOT_RUNS runs (a search then takes ~1.2 s at 1 ms a run), for the reuse of one 4 in 3 rounds of 5.
+ * rounds of HOT_RUNS runs (a search then takes ~1.5 s at 1 ms a run), for the reuse of one 4 in 3 rounds of 5.
  * Sets g->algo. */
 static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const void *x, const void *w, float beta,
                       cudaEvent_t e0, cudaEvent_t e1) {
@@ -377,12 +377,11 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
     float t = elapsed(e0, e1);
     if (!st) ms[ok++] = (timed){t, i};
   }
-  for (int j = ok - 1; j >= 0; j--) { /* and backward: the faster of the two */
+  for (int j = ok - 1; j >= 0; j--) { /* and backward: the mean of the two, free of a steady drift of the clocks */
     cudaEventRecord(e0, c->stream);
     lt_run(c, g, &a[ms[j].i], d, y, x, w, beta);
     cudaEventRecord(e1, c->stream);
-    float t = elapsed(e0, e1);
-    if (t < ms[j].ms) ms[j].ms = t;
+    ms[j].ms = 0.5f * (ms[j].ms + elapsed(e0, e1));
   }
   if (!ok) {
     free(a), free(ms);
