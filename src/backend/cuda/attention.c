@@ -185,8 +185,7 @@ static int elapsed(qvl_backend *b, cudaEvent_t e0, cudaEvent_t e1, float *ms) {
 
 /* A candidate whose timed run takes HOT_MS or more is timed again as HOT_RUNS back-to-back runs: a large pass runs
  * at the board's power limit, where a single run right after a slower, hungrier candidate (vit's 5.8 ms at
- * Qwen3-VL's 64 x 1,024) ran 40% slow: rope+wgmma won, and the tower's attention took 35.0 ms, not 33.4
- * (session 11). */
+ * Qwen3-VL's 64 x 1,024) ran 40% slow: rope+wgmma won, and the tower's attention took 35.0 ms, not 33.4 (session 11). */
 enum { HOT_RUNS = 5 };
 #define HOT_MS 0.5f
 
