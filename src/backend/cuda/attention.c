@@ -183,12 +183,6 @@ static int elapsed(qvl_backend *b, cudaEvent_t e0, cudaEvent_t e1, float *ms) {
   return rc;
 }
 
-/* A candidate whose timed run takes HOT_MS or more is timed again as HOT_RUNS back-to-back runs: a large pass runs
- * at the board's power limit, where a single run right after a slower, hungrier candidate (vit's 5.8 ms at
- * Qwen3-VL's 64 x 1,024) ran 40% slow: rope+wgmma won, and the tower's attention took 35.0 ms, not 33.4 (session 11). */
-enum { HOT_RUNS = 5 };
-#define HOT_MS 0.5f
-
 /* Times every runnable candidate (in the phases of the top) into ms[]; one whose launcher refuses the shape or the
  * device (QVL_ERR_UNSUPPORTED, nothing launched) leaves ok[]; rope_ms[ph]: the rotary pass before phase ph; *done:
  * the parts of qkv rotated in place on the way, *last: the candidate whose output out holds. */
@@ -220,12 +214,6 @@ static int time_all(qvl_backend *b, const cuda_att *a, int *ok, float *ms, float
       if (rc || (rc = cuda_check(b, cudaEventRecord(e0, c->stream), "attention timing")) ||
           (rc = cand_run(b, a, k, out, qkv, cos, sin, scale, *done)) || (rc = elapsed(b, e0, e1, &ms[k])))
         return rc;
-      if (ms[k] >= HOT_MS) { /* a large class: timed again as HOT_RUNS back-to-back runs, their mean counting */
-        if ((rc = cuda_check(b, cudaEventRecord(e0, c->stream), "attention timing"))) return rc;
-        for (int r = 0; r < HOT_RUNS && !rc; r++) rc = cand_run(b, a, k, out, qkv, cos, sin, scale, *done);
-        if (rc || (rc = elapsed(b, e0, e1, &ms[k]))) return rc;
-        ms[k] /= HOT_RUNS;
-      }
       ms[k] += before;
       *last = k;
     }
