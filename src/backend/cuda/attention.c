@@ -18,7 +18,8 @@
  * output is the one every later run gives. A capture
  * before any eager run takes vit for sequences of at most 64 tokens (Qwen2.5-VL's windows: one tile each) and
  * cuDNN otherwise, and leaves the choice open. QVL_SDPA_LOG=1 prints the times; QVL_SDPA_TUNE=0 takes that same
- * default untimed. Adding a candidate: an entry in CANDS and a case in cand_run.
+ * default untimed; QVL_ATTN=<name> keeps that candidate wherever it runs the shape (all still timed, for A/B runs of
+ * a whole pass). Adding a candidate: an entry in CANDS and a case in cand_run.
  *
  * Choices are remembered per shape class (heads, head_dim, rotary or not, the longest sequence: <= 64 tokens or its
  * power of two, the sequence count's power of two): a later attention of a known class takes the class's choice
@@ -29,6 +30,7 @@
  * time every candidate, with the device idle behind the host. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_backend.h"
 
@@ -235,8 +237,11 @@ static int tune(qvl_backend *b, cuda_att *a, void *out, void *qkv, const float *
   rc = time_all(b, a, ok, ms, rope_ms, &done, &last, e0, e1, out, qkv, cos, sin, scale);
   cudaEventDestroy(e0), cudaEventDestroy(e1);
   if (rc) return rc;
+  const char *force = getenv("QVL_ATTN");
   for (int k = 0; k < N_CAND; k++)
     if (ok[k] && (best < 0 || ms[k] < ms[best])) best = k;
+  for (int k = 0; force && k < N_CAND; k++)
+    if (ok[k] && !strcmp(force, CANDS[k].name)) best = k;
   if (best < 0) return qvl_fail(b->err, QVL_ERR_UNSUPPORTED, "cuda attention: no kernel runs this shape");
   if (best != last && (rc = cand_run(b, a, best, out, qkv, cos, sin, scale, done))) return rc;
   a->choice = best;
