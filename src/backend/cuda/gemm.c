@@ -10,10 +10,10 @@
  * candidate on the real operands (a residual GEMM writes its timing runs to a temporary, not into y) and keeps the
  * fastest; m <= 16 runs thrice each from a cold L2, as a decode step meets its weights; a GEMM of 64 GFLOP or more
  * also times configurations cuBLASLt's heuristic does not offer (other tiles, clusters and options of its kernels,
- * tune_rows). Shapes of 17 .. 1023 rows
- * (prefill chunks of any length) and shapes first seen inside a graph capture keep the heuristic's first, so a
- * shape never runs two algorithms. A server meets a new bucket with requests waiting: linear_record notes the
- * linears of a synthetic pass and linear_tune makes each bucket's choice ahead (qvl_engine_tune, at its start).
+ * tune_rows). Shapes of 17 .. 1023 rows (prefill chunks of any length) and shapes first seen inside a graph capture
+ * keep the heuristic's first, so a shape never runs two algorithms. A server meets a new bucket with requests
+ * waiting: linear_record notes the linears of a synthetic pass and linear_tune makes each bucket's choice ahead
+ * (qvl_engine_tune, at its start).
  * Plans are found through a hash index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMM_SEARCH=0
  * times the heuristic's algorithms only, QVL_GEMM_SEARCH=1 searches every shape of 1024 rows or more; QVL_GEMV=0
  * never runs the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed; QVL_GEMM_LOG=1 prints the times. */
@@ -28,7 +28,7 @@
 #include "core/rng.h"
 
 enum { TUNE_MIN_ROWS = 1024 };
-#define SEARCH_MIN_FLOP 64e9 /* a GEMM from ~0.1 ms on an H100: the search (~1000 runs) costs ~1 s at 1 ms */
+#define SEARCH_MIN_FLOP 64e9 /* a GEMM from ~0.1 ms on an H100: its search (~1,600 runs) costs ~1.5 s at 1 ms */
 
 static int lt_fail(qvl_backend *b, cublasStatus_t st, const char *what, int64_t m, int n, int k) {
   return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda linear [%lld x %d] = [%lld x %d] [%d x %d]^T: %s failed (%d)",
