@@ -28,7 +28,7 @@
 #include "core/rng.h"
 
 enum { TUNE_MIN_ROWS = 1024 };
-#define SEARCH_MIN_FLOP 64e9 /* a GEMM from ~0.1 ms on an H100: its search (~1,600 runs) costs ~1.5 s at 1 ms */
+#define SEARCH_MIN_FLOP 64e9 /* a GEMM from ~0.1 ms on an H100: its search (~2,200 runs) costs ~2 s at 1 ms */
 
 static int lt_fail(qvl_backend *b, cublasStatus_t st, const char *what, int64_t m, int n, int k) {
   return qvl_fail(b->err, QVL_ERR_DEVICE, "cuda linear [%lld x %d] = [%lld x %d] [%d x %d]^T: %s failed (%d)",
@@ -247,11 +247,21 @@ static const uint32_t SEARCH_TILES[] = {TILE_ROW(128) TILE_ROW(192) TILE_ROW(256
 #undef TILE_ROW
 #undef TILE
 static const uint16_t SEARCH_CLUSTERS[] = {CUBLASLT_CLUSTER_SHAPE_2x1x1, CUBLASLT_CLUSTER_SHAPE_1x2x1};
-/* a search's stage 2 (a bucket timing an earlier search's best: 4 candidates, 3 rounds of 5) */
-enum { SEARCH_MAX = 2048, HOT_TOP = 12, HOT_ROUNDS = 5, HOT_RUNS = 10 };
+/* The hot stages (tune_rows): a search's stage 2 times its WIDE_TOP fastest in WIDE_ROUNDS rounds of WIDE_RUNS,
+ * stage 3 the HOT_TOP best of those in HOT_ROUNDS rounds of HOT_RUNS; a bucket timing an earlier search's best times
+ * REUSE_TOP in REUSE_ROUNDS rounds of REUSE_RUNS. */
+enum {
+  SEARCH_MAX = 2048,
+  WIDE_TOP = 36, WIDE_ROUNDS = 3, WIDE_RUNS = 5,
+  HOT_TOP = 12, HOT_ROUNDS = 5, HOT_RUNS = 10,
+  REUSE_TOP = 4, REUSE_ROUNDS = 3, REUSE_RUNS = 5,
+  MAX_ROUNDS = 5
+};
 #define WARM_MS 200.0f /* warming the board before timing, unless a tuning ended less than WARM_GAP_S ago */
 #define WARM_GAP_S 0.25
 _Static_assert(HOT_TOP <= sizeof((struct cuda_found *)0)->a / sizeof(cublasLtMatmulAlgo_t), "found keeps HOT_TOP");
+_Static_assert(HOT_TOP <= WIDE_TOP && REUSE_TOP <= WIDE_TOP, "hot_stage's rounds hold WIDE_TOP candidates");
+_Static_assert(WIDE_ROUNDS <= MAX_ROUNDS && HOT_ROUNDS <= MAX_ROUNDS && REUSE_ROUNDS <= MAX_ROUNDS, "MAX_ROUNDS");
 
 static int32_t algo_id(const cublasLtMatmulAlgo_t *a) {
   int32_t id = -1;
@@ -297,7 +307,8 @@ static int search_space(cuda_ctx *c, const gemm_entry *g, cublasLtMatmulAlgo_t *
   return n;
 }
 
-typedef struct timed { float ms; int i; } timed; /* a candidate's time and index */
+/* A candidate: its index, its stage-1 time and its median of rounds in each hot stage that timed it (else 0). */
+typedef struct timed { float ms, hot[2]; int i; } timed;
 
 static int by_float(const void *a, const void *b) {
   float x = *(const float *)a, y = *(const float *)b;
@@ -305,6 +316,12 @@ static int by_float(const void *a, const void *b) {
 }
 
 static int by_ms(const void *a, const void *b) { return by_float(&((const timed *)a)->ms, &((const timed *)b)->ms); }
+static int by_hot0(const void *a, const void *b) {
+  return by_float(&((const timed *)a)->hot[0], &((const timed *)b)->hot[0]);
+}
+static int by_hot1(const void *a, const void *b) {
+  return by_float(&((const timed *)a)->hot[1], &((const timed *)b)->hot[1]);
+}
 
 /* The search's results for g's (n, k, bias, epilogue): found and filled (count > 0) by an earlier row bucket, found
  * empty for the first, NULL where there is no room to keep them. */
@@ -331,6 +348,28 @@ static double now_s(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* A hot stage: t[0 .. top) (sorted by their last time) timed again in rounds of runs back-to-back runs, each round
+ * starting at another candidate (so that none is always timed first, after the coolest gap), each one's median
+ * round into hot[h], then t[0 .. top) sorted by it. */
+static void hot_stage(cuda_ctx *c, const gemm_entry *g, const cublasLtMatmulAlgo_t *a, timed *t, int top, int h,
+                      int rounds, int runs, void *d, void *y, const void *x, const void *w, float beta, cudaEvent_t e0,
+                      cudaEvent_t e1) {
+  float round_ms[WIDE_TOP][MAX_ROUNDS];
+  for (int r = 0; r < rounds; r++)
+    for (int j = 0; j < top; j++) {
+      int i = (j + r * top / rounds) % top;
+      cudaEventRecord(e0, c->stream);
+      for (int k = 0; k < runs; k++) lt_run(c, g, &a[t[i].i], d, y, x, w, beta);
+      cudaEventRecord(e1, c->stream);
+      round_ms[i][r] = elapsed(e0, e1) / (float)runs;
+    }
+  for (int i = 0; i < top; i++) {
+    qsort(round_ms[i], (size_t)rounds, sizeof round_ms[i][0], by_float);
+    t[i].hot[h] = round_ms[i][rounds / 2];
+  }
+  qsort(t, (size_t)top, sizeof *t, h ? by_hot1 : by_hot0);
+}
+
 /* m >= 1024: the candidates are the heuristic's 8 and, for a large GEMM (g->search), search_space's configurations
  * (340 on an H100, where the heuristic's best ran 10-25% slower than the best of them at the tower's clocks,
  * session 11), or, where another row bucket of the same (n, k, bias, epilogue) searched already, the HOT_TOP that
@@ -340,10 +379,11 @@ static double now_s(void) {
  * 64 GFLOP keeps its fastest. A large one runs at the board's power limit in a large pass, where a kernel's speed
  * follows its energy, not its speed on a cool GPU (a 192x192 tile the heuristic offers first ran 25% slower there
  * than the best): it is timed on a GPU at its sustained clocks (WARM_MS of the heuristic's first unless a tuning
- * ended just before), and stage 2 times the fastest of stage 1 again in rounds of back-to-back runs, each round
- * starting at another candidate, keeping the one of least median: for a search the HOT_TOP fastest in HOT_ROUNDS
- * rounds of HOT_RUNS runs (a search then takes ~1.5 s at 1 ms a run), for the reuse of one 4 in 3 rounds of 5.
- * Sets g->algo. */
+ * ended just before), and hot stages (hot_stage) time the fastest again in rounds of back-to-back runs, keeping the
+ * one of least median. A search narrows in two: stage 2 takes stage 1's WIDE_TOP fastest (single runs at the power
+ * limit scatter by a few percent, as much as the search's best few differ: session 11's ranking of 12 kept the best
+ * of an exhaustive run only sometimes), stage 3 the HOT_TOP fastest of stage 2 (~2,200 runs, ~2 s at 1 ms a run);
+ * the reuse of one times REUSE_TOP in one stage. Sets g->algo. */
 static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const void *x, const void *w, float beta,
                       cudaEvent_t e0, cudaEvent_t e1) {
   cuda_ctx *c = b->ctx;
@@ -351,13 +391,14 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
   struct cuda_found *f = g->search ? found_get(c, g) : NULL;
   int cap = g->n_cand + (g->search ? SEARCH_MAX : 0), n = g->n_cand;
   cublasLtMatmulAlgo_t *a = malloc((size_t)cap * sizeof *a);
-  timed *ms = malloc((size_t)cap * sizeof *ms); /* stage 1 */
+  timed *ms = malloc((size_t)cap * sizeof *ms);
   if (!a || !ms) { /* keep the heuristic's first */
     free(a), free(ms);
     return;
   }
   memcpy(a, g->cand, (size_t)g->n_cand * sizeof *a);
-  if (f && f->count) memcpy(a + n, f->a, (size_t)f->count * sizeof *a), n += f->count;
+  int reuse = f && f->count;
+  if (reuse) memcpy(a + n, f->a, (size_t)f->count * sizeof *a), n += f->count;
   else if (g->search) n = search_space(c, g, a, n, cap);
   int st = 0;
   if (g->search && now_s() - c->tuned_at > WARM_GAP_S) { /* the board to its sustained clocks: 0.2 s of the first */
@@ -369,13 +410,13 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
       st = lt_run(c, g, &a[0], d, y, x, w, beta);
   }
   int ok = 0;
-  for (int i = 0; i < n; i++) { /* forward, each after an untimed run that loads its kernel */
+  for (int i = 0; i < n; i++) { /* stage 1 forward, each after an untimed run that loads its kernel */
     if (lt_run(c, g, &a[i], d, y, x, w, beta)) continue;
     cudaEventRecord(e0, c->stream);
     st = lt_run(c, g, &a[i], d, y, x, w, beta);
     cudaEventRecord(e1, c->stream);
     float t = elapsed(e0, e1);
-    if (!st) ms[ok++] = (timed){t, i};
+    if (!st) ms[ok++] = (timed){t, {0, 0}, i};
   }
   for (int j = ok - 1; j >= 0; j--) { /* and backward: the mean of the two, free of a steady drift of the clocks */
     cudaEventRecord(e0, c->stream);
@@ -383,35 +424,21 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
     cudaEventRecord(e1, c->stream);
     ms[j].ms = 0.5f * (ms[j].ms + elapsed(e0, e1));
   }
-  if (!ok) {
-    free(a), free(ms);
-    c->tuned_at = now_s();
-    return;
-  }
   qsort(ms, (size_t)ok, sizeof *ms, by_ms);
-  int reuse = f && f->count, want = !g->search ? 1 : reuse ? 4 : HOT_TOP;
-  int rounds = !g->search ? 0 : reuse ? 3 : HOT_ROUNDS, runs = reuse ? 5 : HOT_RUNS, top = ok < want ? ok : want;
-  int best = 0;
-  float hot[HOT_TOP][HOT_ROUNDS], med[HOT_TOP];
-  for (int r = 0; r < rounds; r++)
-    for (int j = 0; j < top; j++) {
-      int i = (j + r * top / rounds) % top;
-      cudaEventRecord(e0, c->stream);
-      for (int k = 0; k < runs; k++) lt_run(c, g, &a[ms[i].i], d, y, x, w, beta);
-      cudaEventRecord(e1, c->stream);
-      hot[i][r] = elapsed(e0, e1) / (float)runs;
-    }
-  for (int i = 0; i < top; i++) {
-    if (rounds) qsort(hot[i], (size_t)rounds, sizeof hot[i][0], by_float);
-    med[i] = rounds ? hot[i][rounds / 2] : ms[i].ms;
-    if (med[i] < med[best]) best = i;
+  int wide = 0, top = 0; /* the candidates the hot stages timed: each stage's count */
+  if (ok && reuse)
+    hot_stage(c, g, a, ms, top = ok < REUSE_TOP ? ok : REUSE_TOP, 1, REUSE_ROUNDS, REUSE_RUNS, d, y, x, w, beta, e0,
+              e1);
+  else if (ok && g->search) {
+    hot_stage(c, g, a, ms, wide = ok < WIDE_TOP ? ok : WIDE_TOP, 0, WIDE_ROUNDS, WIDE_RUNS, d, y, x, w, beta, e0, e1);
+    hot_stage(c, g, a, ms, top = wide < HOT_TOP ? wide : HOT_TOP, 1, HOT_ROUNDS, HOT_RUNS, d, y, x, w, beta, e0, e1);
   }
-  if (log && *log == '1') {
+  if (log && *log == '1' && ok) {
     double flop = 2.0 * (double)g->m * g->n * g->k;
     fprintf(stderr, "qvl gemm: [%lld x %d x %d] epi %d bias %d: %d heuristic + %d %s configurations, %d ran\n",
             (long long)g->m, g->n, g->k, g->epi, g->bias, g->n_cand, n - g->n_cand,
-            f && f->count ? "earlier searched" : "searched", ok);
-    for (int i = 0; i < (ok < HOT_TOP ? ok : HOT_TOP); i++) {
+            reuse ? "earlier searched" : "searched", ok);
+    for (int i = 0; i < (ok < WIDE_TOP ? ok : WIDE_TOP); i++) {
       const cublasLtMatmulAlgo_t *ai = &a[ms[i].i];
       uint32_t tile = 0, opt = 0;
       uint16_t cl = 0;
@@ -421,17 +448,15 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
       fprintf(stderr, "qvl gemm:   %s %d (id %d tile %u cluster %u option %u): %.4f ms once (%.0f TFLOP/s)",
               ms[i].i < g->n_cand ? "heuristic" : "searched", ms[i].i, algo_id(ai), tile, (unsigned)cl, opt, ms[i].ms,
               flop / (ms[i].ms * 1e9));
-      if (i < top && rounds) fprintf(stderr, ", %.4f ms hot (%.0f TFLOP/s)", med[i], flop / (med[i] * 1e9));
-      fprintf(stderr, "%s\n", i == best ? " <- kept" : "");
+      for (int h = 0; h < 2; h++)
+        if (i < (h ? top : wide))
+          fprintf(stderr, ", %.4f ms hot %d (%.0f TFLOP/s)", ms[i].hot[h], h + 2, flop / (ms[i].hot[h] * 1e9));
+      fprintf(stderr, "%s\n", i == 0 ? " <- kept" : "");
     }
   }
-  g->algo = g->run = a[ms[best].i];
-  if (f && !f->count) /* the search's ranking, for the other row buckets */
-    for (int r = 0; r < top; r++) {
-      int i = 0;
-      for (int j = 1; j < top; j++) i = med[j] < med[i] ? j : i;
-      f->a[f->count++] = a[ms[i].i], med[i] = INFINITY;
-    }
+  if (ok) g->algo = g->run = a[ms[0].i];
+  if (f && !reuse) /* the search's ranking, for the other row buckets */
+    for (int i = 0; i < top; i++) f->a[f->count++] = a[ms[i].i];
   free(a), free(ms);
   c->tuned_at = now_s();
 }
