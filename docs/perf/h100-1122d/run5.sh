@@ -1,0 +1,12 @@
+#!/bin/bash
+# device call 5 (00daefc): Qwen3-VL 64 x 512 on a fifth machine
+source .deps/env.sh
+R=$OUT/r; mkdir -p $R
+date -u > $R/date.txt
+nvidia-smi --query-gpu=name,power.limit,clocks.max.sm,driver_version --format=csv > $R/gpu.txt 2>&1
+cmake -S . -B build-gpu -G Ninja -Wno-dev -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_BUILD_TYPE=Release > $R/build.txt 2>&1
+ninja -C build-gpu qvl >> $R/build.txt 2>&1; echo "build rc $?" >> $R/build.txt
+Q3="--model configs/Qwen3-VL-8B-Instruct --dummy --images 64x512x512 --iters 10"
+for i in 1 2 3 4 5; do timeout 90 build-gpu/qvl bench vit $Q3 >> $R/q3.txt 2>> $R/err.txt; done
+QVL_PROFILE=1 timeout 90 build-gpu/qvl bench vit $Q3 >> $R/q3.txt 2>> $R/err.txt
+date -u >> $R/date.txt
