@@ -17,7 +17,6 @@
  * Plans are found through a hash index. QVL_GEMM_TUNE=0 keeps the heuristic's first everywhere; QVL_GEMM_SEARCH=0
  * times the heuristic's algorithms only, QVL_GEMM_SEARCH=1 searches every shape of 1024 rows or more; QVL_GEMV=0
  * never runs the GEMV kernel, QVL_GEMV=1 runs it wherever it applies, untimed; QVL_GEMM_LOG=1 prints the times. */
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -307,20 +306,17 @@ static int search_space(cuda_ctx *c, const gemm_entry *g, cublasLtMatmulAlgo_t *
   return n;
 }
 
-/* A candidate: its index, its stage-1 time and its median of rounds in each hot stage that timed it (else 0). */
-typedef struct timed { float ms, hot[2]; int i; } timed;
+/* A candidate: its index, its stage-1 time, its median of rounds in each hot stage that timed it (else 0), and the
+ * time of the last stage that timed it, which ranks it. */
+typedef struct timed { float ms, hot[2], last; int i; } timed;
 
 static int by_float(const void *a, const void *b) {
   float x = *(const float *)a, y = *(const float *)b;
   return (x > y) - (x < y);
 }
 
-static int by_ms(const void *a, const void *b) { return by_float(&((const timed *)a)->ms, &((const timed *)b)->ms); }
-static int by_hot0(const void *a, const void *b) {
-  return by_float(&((const timed *)a)->hot[0], &((const timed *)b)->hot[0]);
-}
-static int by_hot1(const void *a, const void *b) {
-  return by_float(&((const timed *)a)->hot[1], &((const timed *)b)->hot[1]);
+static int by_last(const void *a, const void *b) {
+  return by_float(&((const timed *)a)->last, &((const timed *)b)->last);
 }
 
 /* The search's results for g's (n, k, bias, epilogue): found and filled (count > 0) by an earlier row bucket, found
@@ -365,9 +361,9 @@ static void hot_stage(cuda_ctx *c, const gemm_entry *g, const cublasLtMatmulAlgo
     }
   for (int i = 0; i < top; i++) {
     qsort(round_ms[i], (size_t)rounds, sizeof round_ms[i][0], by_float);
-    t[i].hot[h] = round_ms[i][rounds / 2];
+    t[i].hot[h] = t[i].last = round_ms[i][rounds / 2];
   }
-  qsort(t, (size_t)top, sizeof *t, h ? by_hot1 : by_hot0);
+  qsort(t, (size_t)top, sizeof *t, by_last);
 }
 
 /* m >= 1024: the candidates are the heuristic's 8 and, for a large GEMM (g->search), search_space's configurations
@@ -416,15 +412,15 @@ static void tune_rows(qvl_backend *b, gemm_entry *g, void *d, void *y, const voi
     st = lt_run(c, g, &a[i], d, y, x, w, beta);
     cudaEventRecord(e1, c->stream);
     float t = elapsed(e0, e1);
-    if (!st) ms[ok++] = (timed){t, {0, 0}, i};
+    if (!st) ms[ok++] = (timed){t, {0, 0}, 0, i};
   }
   for (int j = ok - 1; j >= 0; j--) { /* and backward: the mean of the two, free of a steady drift of the clocks */
     cudaEventRecord(e0, c->stream);
     lt_run(c, g, &a[ms[j].i], d, y, x, w, beta);
     cudaEventRecord(e1, c->stream);
-    ms[j].ms = 0.5f * (ms[j].ms + elapsed(e0, e1));
+    ms[j].ms = ms[j].last = 0.5f * (ms[j].ms + elapsed(e0, e1));
   }
-  qsort(ms, (size_t)ok, sizeof *ms, by_ms);
+  qsort(ms, (size_t)ok, sizeof *ms, by_last);
   int wide = 0, top = 0; /* the candidates the hot stages timed: each stage's count */
   if (ok && reuse)
     hot_stage(c, g, a, ms, top = ok < REUSE_TOP ? ok : REUSE_TOP, 1, REUSE_ROUNDS, REUSE_RUNS, d, y, x, w, beta, e0,
