@@ -4,10 +4,10 @@
  * with v, each checked against the CPU on the GPU's own previous stage, so a wrong descriptor or fragment layout is
  * named), then ragged d72 x 16 heads {4800, 1024, 77, 1, 513, 4097}, 3 x 1024, the same without the warpgroup
  * alternation, d80 and d64, the rotary of q in the kernel (bit for bit against rope_qk then the kernel, d72/d80/d64),
- * a graph captured once and replayed with other boundaries, and refusals. Every output
- * row of the sequences must be written (the buffer is NaN first), rows past `rows` untouched (a sentinel), and the
- * relative L2 error <= 1e-2 overall and per sequence (sequences over 1,024 rows are checked on every 7th row and the
- * first and last 192), and NaN q/k/v rows after the last sequence (rows > cu[n]) must not reach the output. Skips,
+ * a graph captured once and replayed with other boundaries, and refusals. Every output row of the sequences must be
+ * written (the buffer is NaN first), rows past `rows` untouched (a sentinel), and the relative L2 error <= 1e-2
+ * overall and per sequence (sequences over 1,024 rows are checked on every 7th row and the first and last 192), and
+ * NaN q/k/v rows after the last sequence (rows > cu[n]) must not reach the output. Skips,
  * saying why, without a compute capability 9.0 GPU (or without the driver's cuTensorMapEncodeTiled). A kernel that
  * deadlocks (an mbarrier or named-barrier protocol error) fails the test after a time limit instead of hanging.
  *

@@ -15,11 +15,11 @@
  * then, after a timed rope_qk of q, nothing (the rest, on the rotated q/k); each candidate's time includes the rotary
  * passes before its phase (so the unfused ones count rope_qk as two launches). Then, unless the fastest ran last, it
  * runs once more on the rotated q/k (one that rotates without its tables: the same bits), so that the first run's
- * output is the one every later run gives. A capture
- * before any eager run takes vit for sequences of at most 64 tokens (Qwen2.5-VL's windows: one tile each) and
- * cuDNN otherwise, and leaves the choice open. QVL_SDPA_LOG=1 prints the times; QVL_SDPA_TUNE=0 takes that same
- * default untimed; QVL_ATTN=<name> keeps that candidate wherever it runs the shape (all still timed, for A/B runs of
- * a whole pass). Adding a candidate: an entry in CANDS and a case in cand_run.
+ * output is the one every later run gives. A capture before any eager run takes vit for sequences of at most 64
+ * tokens (Qwen2.5-VL's windows: one tile each) and cuDNN otherwise, and leaves the choice open. QVL_SDPA_LOG=1
+ * prints the times; QVL_SDPA_TUNE=0 takes that same default untimed; QVL_ATTN=<name> keeps that candidate wherever
+ * it runs the shape (all still timed, for A/B runs of a whole pass). Adding a candidate: an entry in CANDS and a
+ * case in cand_run.
  *
  * Choices are remembered per shape class (heads, head_dim, rotary or not, the longest sequence: <= 64 tokens or its
  * power of two, the sequence count's power of two): a later attention of a known class takes the class's choice

@@ -136,14 +136,14 @@ constexpr int NS = 3;                      /* ring stages (4 no longer fit besid
 constexpr int NT = 384;                    /* two consumer warpgroups, then the producer warpgroup */
 constexpr int EW = 3;                      /* epilogue warps: warps 9 .. 8 + EW of the producer warpgroup */
 static_assert(NT == 256 + 32 * (1 + EW), "warps 0-7 consumers, 8 the producer, 9 .. 8 + EW epilogue");
-constexpr int PREG = 72, CREG = 216; /* setmaxnreg of the producer warpgroup / the consumers (see the top) */
+constexpr int PREG = 72, CREG = 216;       /* setmaxnreg of the producer warpgroup / the consumers (see the top) */
 static_assert(128 * PREG + 256 * CREG <= 384 * 168, "setmaxnreg budget: the CTA's registers at launch");
-constexpr int A_BYTES = BM * BK * 2;     /* 16 KB */
-constexpr int B_BYTES = 2 * BN * BK * 2; /* 32 KB */
-constexpr int E_LD = BN + 8;             /* words per row of E: 136 (544 bytes, 16-byte aligned; see the top) */
+constexpr int A_BYTES = BM * BK * 2;      /* 16 KB */
+constexpr int B_BYTES = 2 * BN * BK * 2;  /* 32 KB */
+constexpr int E_LD = BN + 8;              /* words per row of E: 136 (544 bytes, 16-byte aligned; see the top) */
 constexpr int OFF_B = NS * A_BYTES;
-constexpr int OFF_E = OFF_B + NS * B_BYTES;             /* E [BM][E_LD] uint32: one tile's (g, u) bf16x2 pairs */
-constexpr int OFF_BAR = OFF_E + BM * E_LD * 4;          /* full[NS], empty[NS], epi_full, epi_empty */
+constexpr int OFF_E = OFF_B + NS * B_BYTES;   /* E [BM][E_LD] uint32: one tile's (g, u) bf16x2 pairs */
+constexpr int OFF_BAR = OFF_E + BM * E_LD * 4; /* full[NS], empty[NS], epi_full, epi_empty */
 constexpr int SMEM = OFF_BAR + (2 * NS + 2) * 8 + 1024; /* + slack to align the base to 1024 */
 static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0 && OFF_B % 1024 == 0, "stages 1024-aligned (SW128)");
 static_assert((E_LD * 4) % 16 == 0 && OFF_E % 16 == 0 && OFF_BAR % 8 == 0, "E rows 16-byte aligned, barriers 8");
@@ -212,9 +212,8 @@ __device__ __forceinline__ void cluster_sync() {
 /* Box (k0, row0) of map into shared memory at dst; its bytes complete_tx on bar. */
 __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, uint32_t bar, int k0, int row0) {
   asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
-      "[%4];\n" ::"r"(dst),
-      "l"(map), "r"(k0), "r"(row0), "r"(bar)
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
+      ::"r"(dst), "l"(map), "r"(k0), "r"(row0), "r"(bar)
       : "memory");
 }
 /* The same box into dst of every CTA in mask (cluster ranks), complete_tx on the barrier at bar's offset in each. */
@@ -256,9 +255,10 @@ __device__ __forceinline__ void wgmma_256(float (&d)[128], uint64_t da, uint64_t
         "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]),
         "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]),
         "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]),
-        "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]),
-        "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]),
-        "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]),
+        "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]),
+        "+f"(d[126]), "+f"(d[127])
       : "l"(da), "l"(db), "r"(acc));
 }
 
@@ -396,7 +396,7 @@ __device__ void consumer(const params &p, uint32_t sb, int wg, int rank) {
     uint32_t pv[64];
     pack_tile(pv, acc, bg, bu);
     if (j > 0) mbar_wait(epi_empty, (j - 1) & 1);
-      /* pv[4q + 2h + e]: row + 8h, output 8q + 2t + e; one 8-byte store per (q, h) */
+    /* pv[4q + 2h + e]: row + 8h, output 8q + 2t + e; one 8-byte store per (q, h) */
 #pragma unroll
     for (int q = 0; q < 16; q++) {
 #pragma unroll
@@ -462,10 +462,8 @@ __global__ void __launch_bounds__(NT, 1) gemm_swiglu_kernel(const __grid_constan
     mbar_init(sb + OFF_BAR + 16 * NS + 8, 32 * EW); /* epi_empty: every epilogue thread of this CTA */
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  if (CL > 1)
-    cluster_sync(); /* the peer's barriers exist before any multicast or remote arrival reaches them */
-  else
-    __syncthreads();
+  if (CL > 1) cluster_sync(); /* the peer's barriers exist before any multicast or remote arrival reaches them */
+  else __syncthreads();
   if (warp >= 8) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PREG) : "memory");
     if (warp == 8) {
@@ -478,9 +476,8 @@ __global__ void __launch_bounds__(NT, 1) gemm_swiglu_kernel(const __grid_constan
     consumer<CL>(a.p, sb, warp >> 2, rank);
   }
   __syncwarp();
-  if (CL > 1)
-    cluster_sync(); /* every thread of both CTAs, epilogue warps included: no CTA leaves while its
-                     * peer's consumers may still arrive on its barriers */
+  if (CL > 1) cluster_sync(); /* every thread of both CTAs, epilogue warps included: no CTA leaves while its
+                               * peer's consumers may still arrive on its barriers */
 #else
   (void)a; /* never launched: init requires the sm_90a image (g_image_sm90a) */
 #endif

@@ -1,7 +1,6 @@
 /* hopper.cuh - the sm_90a primitives shared by the wgmma/TMA kernels (attn_vit_wgmma.cu, gemm_swiglu.cu): shared
  * addresses, mbarriers, the 128-byte-swizzle descriptor, wgmma groups, register fences. Device code only: include it
- * inside the kernels'
- * `#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)` block. */
+ * inside the kernels' `#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)` block. */
 #pragma once
 #include <stdint.h>
 
