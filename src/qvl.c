@@ -503,7 +503,7 @@ static void gen_chunk(gen_seq *g, lm_chunk *c, int32_t *pos3) {
     c->n_deepstack = v->n ? v->n - 1 : 0;
   } else {
     pos3[0] = pos3[1] = pos3[2] = (int32_t)(g->seq.len + g->delta);
-    c->ids = &g->next, c->n = 1, c->pos = pos3;
+    c->ids = &g->next, c->n = 1, c->pos = pos3, c->n_generated = 1;
   }
   if (g->device_pick) c->argmax = &g->next;
   else c->logits = g->logits;

@@ -285,15 +285,58 @@ static void test_refusals(void **state) {
   assert_int_equal(lm_step(m, &c, 1, err), QVL_ERR_LIMIT);
   c.n = 20, ids[7] = 5000;
   assert_int_equal(lm_step(m, &c, 1, err), QVL_ERR_INVALID_ARG);
+  /* an image pad among the prompted tokens without vision rows; a chunk claiming more generated tokens than it has */
+  ids[7] = qvl_engine_config(e)->image_token_id;
+  c.n_generated = 12; /* ids[7] is prompted */
+  assert_int_equal(lm_step(m, &c, 1, err), QVL_ERR_INVALID_ARG);
+  tu_assert_msg_has(err->msg, "no vision rows", NULL);
+  c.n_generated = 21;
+  assert_int_equal(lm_step(m, &c, 1, err), QVL_ERR_INVALID_ARG);
+  tu_assert_msg_has(err->msg, "generated", NULL);
   assert_int_equal(lm_blocks_free(m), total);
   lm_seq_free(m, &q);
   free(held);
   qvl_engine_close(e);
 }
 
+/* A generated <|image_pad|> is a text token, as transformers embeds it (with random weights a model does sample it:
+ * a batch once failed on it): prefilling a prompt then decoding the pad (marked generated) gives the logits of one
+ * prefill of prompt + pad with the pad marked generated. A pad among the prompted tokens still needs vision rows
+ * (test_refusals). */
+static void test_generated_pad(void **state) {
+  (void)state;
+  enum { N = 21 };
+  for (int mi = 0; mi < 2; mi++) {
+    qvl_engine *e = tu_open_dummy(MODELS[mi], QVL_BACKEND_CPU, QVL_LOAD_ALL);
+    qvl_err *err = qvl_engine_err(e);
+    int V = qvl_engine_config(e)->text.vocab;
+    lm_model *m;
+    if (qvl_engine_lm(e, 64, &m)) fail_msg("%s", qvl_errmsg(e));
+    int32_t ids[N], pos[3 * N];
+    prompt_ids(ids, N, 6);
+    ids[N - 1] = qvl_engine_config(e)->image_token_id;
+    float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
+    lm_seq a, b;
+    text_pos(pos, 0, N);
+    lm_chunk whole = {.seq = &a, .ids = ids, .n = N, .pos = pos, .logits = ref, .all_logits = 1, .n_generated = 1};
+    assert_int_equal(lm_seq_init(&a, 256), QVL_OK);
+    if (lm_step(m, &whole, 1, err)) fail_msg("%s", err->msg);
+    prefill_all(m, err, &b, ids, N - 1, got);
+    tu_poison(got, (size_t)V);
+    text_pos(pos, N - 1, 1);
+    lm_chunk step = {.seq = &b, .ids = ids + N - 1, .n = 1, .pos = pos, .logits = got, .n_generated = 1};
+    if (lm_step(m, &step, 1, err)) fail_msg("%s", err->msg);
+    check_rows(mi ? "qwen3_vl generated pad decoded" : "qwen2_5_vl generated pad decoded", got,
+               ref + (size_t)(N - 1) * V, (size_t)V);
+    lm_seq_free(m, &a), lm_seq_free(m, &b);
+    free(ref), free(got);
+    qvl_engine_close(e);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_matches_single), cmocka_unit_test(test_chunks_and_prefix),
                                      cmocka_unit_test(test_chunks_through_an_image),
-                                     cmocka_unit_test(test_refusals)};
+                                     cmocka_unit_test(test_generated_pad), cmocka_unit_test(test_refusals)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -265,7 +265,10 @@ static int take_hidden(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_
   return rc;
 }
 
-static int is_pad(const lm_model *m, int32_t id) { return id == m->c->image_token_id; }
+/* Token j of chunk k takes a vision row: an image pad id among its prompted tokens (not its n_generated last). */
+static int is_pad(const lm_model *m, const lm_chunk *k, int j) {
+  return j < k->n - k->n_generated && k->ids[j] == m->c->image_token_id;
+}
 
 /* Level `level` of the step's vision rows (0: the features, l: DeepStack l - 1) into ws->h at the pads: set
  * (spec §4.6) or added (DeepStack, §3.7), scattered chunk by chunk from where they are on the device (the pads of
@@ -275,7 +278,7 @@ static int put_vision(lm_model *m, const lm_ws *ws, const lm_plan *p, const lm_c
   int64_t H = m->c->text.hidden, at = 0;
   for (int i = 0; i < n_chunks; i++) {
     int64_t pads = 0;
-    for (int j = 0; j < c[i].n; j++) pads += is_pad(m, c[i].ids[j]);
+    for (int j = 0; j < c[i].n; j++) pads += is_pad(m, &c[i], j);
     if (!pads) continue;
     const void *rows = level ? c[i].deepstack_dev[level - 1] : c[i].vision_dev;
     int rc = b->scatter_rows(b, ws->h, rows, IN(ws, p, vis_idx) + at, pads, H, level > 0);
@@ -321,6 +324,9 @@ static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err
     int pads = 0;
     if (!k->seq || !k->ids || !k->pos || k->n < 1)
       return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: chunk %d is empty or has no sequence", i);
+    if (k->n_generated < 0 || k->n_generated > k->n)
+      return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: chunk %d: %d of its %d tokens generated", i,
+                      k->n_generated, k->n);
     for (int j = 0; j < i; j++)
       if (c[j].seq == k->seq)
         return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: chunks %d and %d are of one sequence", j, i);
@@ -331,7 +337,7 @@ static int check_step(lm_model *m, const lm_chunk *c, int n_chunks, qvl_err *err
       if (k->ids[j] < 0 || k->ids[j] >= cfg->text.vocab)
         return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: token %d has id %d outside the vocabulary (%d)",
                         j, k->ids[j], cfg->text.vocab);
-      pads += is_pad(m, k->ids[j]);
+      pads += is_pad(m, k, j);
     }
     if (pads && !k->vision_dev)
       return qvl_fail(err, QVL_ERR_INVALID_ARG, "language model: %d image pad tokens but no vision rows", pads);
@@ -375,7 +381,7 @@ static void plan_step(lm_model *m, const lm_chunk *c, int n_chunks, int graph, l
     p->max_q = c[i].n > p->max_q ? c[i].n : p->max_q;
     p->max_kv = kv > p->max_kv ? kv : p->max_kv;
     p->max_blocks = c[i].seq->n_blocks > p->max_blocks ? c[i].seq->n_blocks : p->max_blocks;
-    for (int j = 0; j < c[i].n; j++) p->n_vis += is_pad(m, c[i].ids[j]);
+    for (int j = 0; j < c[i].n; j++) p->n_vis += is_pad(m, &c[i], j);
     log_rows += c[i].logits ? (c[i].all_logits ? c[i].n : 1) : 0;
     arg_rows += !c[i].logits && c[i].argmax;
     p->argmax |= c[i].argmax != NULL;
@@ -410,7 +416,7 @@ static void stage_step(lm_model *m, const lm_chunk *c, int n_chunks, const lm_pl
       int tk = s->len + j;
       S[p->in.ids + row + j] = k->ids[j];
       S[p->in.slot + row + j] = s->blocks[tk / LM_BLOCK] * LM_BLOCK + tk % LM_BLOCK;
-      if (is_pad(m, k->ids[j])) S[p->in.vis_idx + nv++] = (int32_t)(row + j);
+      if (is_pad(m, k, j)) S[p->in.vis_idx + nv++] = (int32_t)(row + j);
     }
     qvl_mrope_tables(cos + row * hd, sin + row * hd, k->pos, k->n, t);
     if (!graph) { /* lm_head rows: the logits rows of every chunk first, then the argmax-only rows */
@@ -461,7 +467,7 @@ static int can_graph(const lm_model *m, const lm_chunk *c, int n_chunks) {
   if (!m->graphs || n_chunks > LM_MAX_GRAPH_BATCH) return 0;
   int64_t max_ctx = (int64_t)MIN_CTX_BUCKET << (N_CTX_BUCKETS - 1);
   for (int i = 0; i < n_chunks; i++)
-    if (c[i].n != 1 || is_pad(m, c[i].ids[0]) || c[i].hidden || c[i].seq->len + 1 > max_ctx ||
+    if (c[i].n != 1 || is_pad(m, &c[i], 0) || c[i].hidden || c[i].seq->len + 1 > max_ctx ||
         c[i].seq->len + 1 > m->c->text.max_position)
       return 0;
   return 1;

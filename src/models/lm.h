@@ -57,6 +57,9 @@ typedef struct lm_chunk {
                                   * buffers and dtype (read in place); NULL without pads */
   const void *const *deepstack_dev; /* n_deepstack arrays like vision_dev (Qwen3-VL), or NULL */
   int n_deepstack;
+  int n_generated;               /* the last n_generated of ids were generated, not prompted: an image pad id among
+                                  * them is a text token (transformers embeds a generated <|image_pad|> like any
+                                  * token), not a vision row */
   /* outputs (host), each NULL when not wanted: */
   float *logits;                 /* [n][vocab] when all_logits, else the last row's [vocab] */
   int all_logits;

@@ -644,6 +644,7 @@ static void make_chunk(const qvl_config *c, step *st, int i, int32_t *pos3) {
   int n = st->len[i], at = q->kv.len;
   memset(k, 0, sizeof *k);
   k->seq = &q->kv, k->ids = q->toks + at, k->n = n, k->pos = pos3;
+  k->n_generated = at + n > q->n_ids ? at + n - (at > q->n_ids ? at : q->n_ids) : 0; /* a re-prefill's or decode's */
   int64_t pads = 0;
   for (int t = 0; t < n; t++) {
     int g = at + t;
