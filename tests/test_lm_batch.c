@@ -112,15 +112,22 @@ static void prefill_all(lm_model *m, qvl_err *err, lm_seq *s, const int32_t *ids
   free(pos);
 }
 
+/* A CPU engine on model dir `model` with synthetic weights and its language model of 64 KV blocks. */
+static lm_model *open_lm(const char *model, qvl_engine **e) {
+  lm_model *m;
+  *e = tu_open_dummy(model, QVL_BACKEND_CPU, QVL_LOAD_ALL);
+  if (qvl_engine_lm(*e, 64, &m)) fail_msg("%s", qvl_errmsg(*e));
+  return m;
+}
+
 static void test_chunks_and_prefix(void **state) {
   (void)state;
   enum { N = 50 };
   for (int mi = 0; mi < 2; mi++) {
-    qvl_engine *e = tu_open_dummy(MODELS[mi], QVL_BACKEND_CPU, QVL_LOAD_ALL);
+    qvl_engine *e;
+    lm_model *m = open_lm(MODELS[mi], &e);
     qvl_err *err = qvl_engine_err(e);
     int V = qvl_engine_config(e)->text.vocab;
-    lm_model *m;
-    if (qvl_engine_lm(e, 64, &m)) fail_msg("%s", qvl_errmsg(e));
     int32_t ids[N], other[9];
     prompt_ids(ids, N, 1), prompt_ids(other, 9, 2);
     float *ref = malloc((size_t)N * V * sizeof(float)), *got = malloc((size_t)N * V * sizeof(float));
@@ -307,11 +314,10 @@ static void test_generated_pad(void **state) {
   (void)state;
   enum { N = 21 };
   for (int mi = 0; mi < 2; mi++) {
-    qvl_engine *e = tu_open_dummy(MODELS[mi], QVL_BACKEND_CPU, QVL_LOAD_ALL);
+    qvl_engine *e;
+    lm_model *m = open_lm(MODELS[mi], &e);
     qvl_err *err = qvl_engine_err(e);
     int V = qvl_engine_config(e)->text.vocab;
-    lm_model *m;
-    if (qvl_engine_lm(e, 64, &m)) fail_msg("%s", qvl_errmsg(e));
     int32_t ids[N], pos[3 * N];
     prompt_ids(ids, N, 6);
     ids[N - 1] = qvl_engine_config(e)->image_token_id;
